@@ -1,0 +1,137 @@
+"""`cae-ray`: the command line. Thin: it parses, calls the library, and prints.
+
+Exit codes: 0 success, 1 unexpected failure, 2 bad configuration or usage, 3 bad input data.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.logging import RichHandler
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from cae_ray.config import Config, load_config
+from cae_ray.demo import DEMO_CONFIG, DemoData, make_demo_data
+from cae_ray.errors import CaeRayError, ConfigFileError, ConfigValidationError, InvalidInputError
+from cae_ray.loop import EpochRecord
+
+EXIT_FAILURE, EXIT_CONFIG, EXIT_INPUT = 1, 2, 3
+
+app = typer.Typer(
+    help="Concrete Autoencoder feature selection (CAE / IP-CAE) for wide feature tables.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+config_app = typer.Typer(help="Inspect and check configuration files.", no_args_is_help=True)
+app.add_typer(config_app, name="config")
+console = Console()
+errors = Console(stderr=True)
+
+
+@app.callback()
+def main(
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log every epoch.")] = False,
+) -> None:
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(message)s",
+        handlers=[RichHandler(console=errors, show_path=False)],
+    )
+
+
+def _fail(error: CaeRayError) -> typer.Exit:
+    errors.print(f"[bold red]error:[/] {error}", highlight=False)
+    if isinstance(error, ConfigFileError | ConfigValidationError):
+        return typer.Exit(EXIT_CONFIG)
+    if isinstance(error, InvalidInputError):
+        return typer.Exit(EXIT_INPUT)
+    return typer.Exit(EXIT_FAILURE)
+
+
+@app.command()
+def demo(
+    config: Annotated[
+        Path | None,
+        typer.Option(help="A config file; default: the embedded demo (configs/demo.yaml)."),
+    ] = None,
+    rows: Annotated[int, typer.Option(help="Rows of the generated table.")] = 3000,
+    features: Annotated[int, typer.Option(help="Columns of the generated table.")] = 500,
+) -> None:
+    """Select features on a generated table whose informative columns are known."""
+    try:
+        cfg = load_config(config) if config else DEMO_CONFIG
+        data = make_demo_data(rows=rows, features=features, informative=cfg.selector.k)
+        console.print(
+            f"Generated {rows:,} rows x {features:,} features; {cfg.selector.k} are informative "
+            f"({', '.join(data.informative[:5])}, ...). Selecting k={cfg.selector.k} with "
+            f"{cfg.selector.method} ({cfg.head.task} head)."
+        )
+        selector, seconds = _fit_with_progress(cfg, data)
+    except CaeRayError as e:
+        raise _fail(e) from e
+    _print_demo_result(selector, data, seconds)
+
+
+def _fit_with_progress(cfg: Config, data: DemoData) -> tuple[Any, float]:
+    from cae_ray.estimator import ConcreteFeatureSelector
+
+    selector = ConcreteFeatureSelector.from_config(cfg)
+    columns = [
+        TextColumn("training"),
+        BarColumn(),
+        TextColumn("epoch {task.completed}/{task.total}"),
+        TextColumn("{task.fields[status]}"),
+        TimeElapsedColumn(),
+    ]
+    started = time.perf_counter()
+    with Progress(*columns, console=console, transient=True) as progress:
+        bar = progress.add_task("fit", total=cfg.training.epochs, status="")
+
+        def on_epoch_end(record: EpochRecord) -> None:
+            status = f"loss {record.loss:.4f}  mean max prob {record.mean_max:.3f}"
+            progress.update(bar, completed=record.epoch + 1, status=status)
+
+        selector.fit(data.frame, data.target, on_epoch_end=on_epoch_end)
+    return selector, time.perf_counter() - started
+
+
+def _print_demo_result(selector: Any, data: DemoData, seconds: float) -> None:
+    informative = set(data.informative)
+    table = Table(title="Selected features", show_lines=False)
+    for column in ("feature", "score", "informative?"):
+        table.add_column(column)
+    names = selector.get_feature_names_out()
+    for index, name in zip(selector.selected_indices_, names, strict=True):
+        hit = "[green]yes[/]" if name in informative else "[red]no[/]"
+        table.add_row(name, f"{selector.scores_[index]:.3f}", hit)
+    console.print(table)
+    found = len(informative.intersection(names))
+    state = "converged" if selector.converged_ else "not converged"
+    console.print(
+        f"Found {found} of {len(informative)} informative features in {seconds:.1f} s "
+        f"({len(selector.history_)} epochs, {state}, {selector.collisions_} collisions resolved)."
+    )
+
+
+@config_app.command("check")
+def config_check(path: Path) -> None:
+    """Validate a config file and print it with every default filled in."""
+    try:
+        cfg = load_config(path)
+    except CaeRayError as e:
+        raise _fail(e) from e
+    console.print(f"[green]{path}: valid[/]")
+    console.print_json(cfg.model_dump_json())
+
+
+@config_app.command("schema")
+def config_schema() -> None:
+    """Print the JSON schema of the config file (every key, default and description)."""
+    console.print_json(json.dumps(Config.model_json_schema()))

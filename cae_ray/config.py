@@ -1,0 +1,199 @@
+"""The configuration of a run: one pydantic model per section, and the YAML loader.
+
+A YAML file maps onto :class:`Config` one to one. Unknown keys are rejected (with a suggestion
+for the nearest known key), so a typo never silently falls back to a default.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from cae_ray.errors import ConfigFileError, ConfigValidationError, UndefinedEnvVarError
+
+Method = Literal["ipcae", "cae"]
+Task = Literal["auto", "reconstruction", "classification", "regression"]
+Sampling = Literal["shared", "per_example"]
+Device = Literal["cpu", "cuda", "auto"]
+
+
+class Section(BaseModel):
+    """Common settings: unknown keys are errors and field docstrings become descriptions."""
+
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True, frozen=True)
+
+
+class SelectorConfig(Section):
+    method: Method = "ipcae"
+    """`ipcae`: indirectly parameterized logits L = Psi W^T + b (Nilsson et al. 2024), which
+    converges faster and to better selections; `cae`: free K x N logits (Abid et al. 2019)."""
+
+    k: int = Field(50, ge=1)
+    """How many features to select. Must be smaller than the number of candidate features."""
+
+    dim_ip: int | None = Field(None, ge=1)
+    """IP-CAE only: width d of the indirect parameterization (Psi is K x d, W is N x d).
+    `null` means d = N, as in the paper; a smaller d saves memory on very wide tables."""
+
+    start_temperature: float = Field(10.0, gt=0)
+    """Gumbel-softmax temperature at the first training step."""
+
+    end_temperature: float = Field(0.01, gt=0)
+    """Temperature at the last step; it decays exponentially in between, once per step."""
+
+    sampling: Sampling = "shared"
+    """`shared`: one Gumbel noise draw per batch (K x N values, fast); `per_example`: one draw per
+    row (batch x K x N values, the papers' choice, slower and heavier)."""
+
+    early_stop: bool = True
+    """Stop training once the selection has converged (see `convergence_threshold`)."""
+
+    convergence_threshold: float = Field(0.998, gt=0, le=1)
+    """Converged when the mean over selector rows of the largest selection probability reaches
+    this value (the CAE paper uses 0.998)."""
+
+    @model_validator(mode="after")
+    def _temperatures_decrease(self) -> SelectorConfig:
+        if self.end_temperature > self.start_temperature:
+            raise ValueError(
+                f"end_temperature={self.end_temperature} is above start_temperature="
+                f"{self.start_temperature}; the temperature anneals downwards. Swap them."
+            )
+        return self
+
+
+class TrainingConfig(Section):
+    epochs: int = Field(200, ge=1)
+    """Passes over the training data (an upper bound when early_stop is on)."""
+
+    batch_size: int = Field(128, ge=1)
+    """Rows per optimizer step (per worker when training with Ray)."""
+
+    learning_rate: float = Field(1e-3, gt=0)
+    """Adam learning rate for the selector and the head."""
+
+    seed: int = 0
+    """Seed for initialisation, shuffling and Gumbel noise: same seed, same data, same selection."""
+
+    device: Device = "cpu"
+    """`cpu`, `cuda`, or `auto` (cuda when available)."""
+
+
+class HeadConfig(Section):
+    task: Task = "auto"
+    """What the K selected features must predict. `reconstruction`: all N features (unsupervised);
+    `classification` / `regression`: the target y. `auto`: reconstruction without a target,
+    otherwise classification for discrete targets and regression for continuous ones."""
+
+    hidden: list[int] = Field(default_factory=lambda: [200])
+    """Hidden layer widths of the head (Linear, LayerNorm, LeakyReLU(0.2) per layer, as in the
+    IP-CAE paper). An empty list gives a linear head."""
+
+    dropout: float = Field(0.0, ge=0, lt=1)
+    """Dropout after each hidden layer."""
+
+    @model_validator(mode="after")
+    def _positive_widths(self) -> HeadConfig:
+        if any(w < 1 for w in self.hidden):
+            raise ValueError(f"hidden={self.hidden}: every layer width must be >= 1")
+        return self
+
+
+class Config(Section):
+    """A whole run. Each section is optional and has sensible defaults."""
+
+    selector: SelectorConfig = Field(default_factory=SelectorConfig)
+    """Which selector, how many features, and its Gumbel-softmax schedule."""
+
+    training: TrainingConfig = Field(default_factory=TrainingConfig)
+    """Optimisation budget and reproducibility."""
+
+    head: HeadConfig = Field(default_factory=HeadConfig)
+    """The model that sits behind the selector during training."""
+
+
+# --- loading -----------------------------------------------------------------------------------
+
+_ENV_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def expand_env(text: str, source: str = "<string>") -> str:
+    """Replace ``${NAME}`` and ``${NAME:-default}`` with environment values."""
+
+    def replace(match: re.Match[str]) -> str:
+        name, default = match.group(1), match.group(2)
+        value = os.environ.get(name, default)
+        if value is None:
+            line = text.count("\n", 0, match.start()) + 1
+            raise UndefinedEnvVarError(source, name, line)
+        return value
+
+    return _ENV_VAR.sub(replace, text)
+
+
+def load_config(path: str | os.PathLike[str]) -> Config:
+    """Read a YAML config file into a :class:`Config`; errors name the file, key and fix."""
+    source = str(path)
+    try:
+        text = Path(path).read_text()
+    except FileNotFoundError as e:
+        raise ConfigFileError(source, "no such file", "check the path") from e
+    except OSError as e:
+        raise ConfigFileError(source, f"cannot be read ({e.strerror})", "check permissions") from e
+    try:
+        data = yaml.safe_load(expand_env(text, source))
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        problem = getattr(e, "problem", None) or str(e)
+        raise ConfigFileError(
+            source, f"not valid YAML ({where}{problem})", "fix the YAML syntax there"
+        ) from e
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigFileError(
+            source,
+            f"the top level is a {type(data).__name__}, not a mapping",
+            "write sections such as `selector:` and `training:` at the top level",
+        )
+    return validate_config(data, source)
+
+
+def validate_config(data: dict[str, Any], source: str = "config") -> Config:
+    """Validate a plain dict (e.g. parsed YAML) into a :class:`Config`."""
+    try:
+        return Config.model_validate(data)
+    except ValidationError as e:
+        raise ConfigValidationError(source, [describe_problem(err) for err in e.errors()]) from e
+
+
+def describe_problem(err: Any) -> str:
+    """One line per pydantic error: the dotted key, what is wrong and, for typos, a suggestion."""
+    loc = ".".join(str(part) for part in err["loc"])
+    if err["type"] == "extra_forbidden":
+        return f"{loc}: unknown key{_suggestion(err['loc'])}"
+    value = err.get("input")
+    shown = "" if isinstance(value, dict) else f" (got {value!r})"
+    return f"{loc}: {err['msg']}{shown}"
+
+
+def _suggestion(loc: tuple[Any, ...]) -> str:
+    model: type[BaseModel] = Config
+    for part in loc[:-1]:
+        field = model.model_fields.get(str(part))
+        annotation = field.annotation if field else None
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return ""
+        model = annotation
+    known = list(model.model_fields)
+    close = difflib.get_close_matches(str(loc[-1]), known, n=1)
+    if close:
+        return f"; did you mean {close[0]!r}?"
+    return f"; known keys here: {', '.join(known)}"

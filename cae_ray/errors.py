@@ -1,0 +1,141 @@
+"""One exception class per failure; every message names the bad value and the fix.
+
+Errors about the user's data or parameters also subclass ``ValueError``, so code written for
+scikit-learn (which expects ``ValueError`` for bad input) keeps working.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+
+def _preview(names: Sequence[object], limit: int = 8) -> str:
+    shown = ", ".join(repr(n) for n in list(names)[:limit])
+    more = len(names) - limit
+    return f"{shown} and {more} more" if more > 0 else shown
+
+
+class CaeRayError(Exception):
+    """Base class of every error cae-ray raises on purpose."""
+
+
+# --- configuration -----------------------------------------------------------------------------
+
+
+class ConfigFileError(CaeRayError):
+    """A config file cannot be read or is not valid YAML."""
+
+    def __init__(self, path: str, problem: str, fix: str) -> None:
+        self.path, self.problem = path, problem
+        super().__init__(f"{path}: {problem}. Fix: {fix}.")
+
+
+class UndefinedEnvVarError(ConfigFileError):
+    """A config file refers to ``${NAME}`` and NAME is not set."""
+
+    def __init__(self, path: str, name: str, line: int) -> None:
+        self.name = name
+        super().__init__(
+            path,
+            f"line {line} uses ${{{name}}} but the environment variable {name} is not set",
+            f"export {name}=..., or write ${{{name}:-default}} to give a default",
+        )
+
+
+class ConfigValidationError(CaeRayError, ValueError):
+    """Config values are missing, of the wrong type, out of range or unknown keys."""
+
+    def __init__(self, source: str, problems: Sequence[str]) -> None:
+        self.source, self.problems = source, list(problems)
+        lines = "\n".join(f"  - {p}" for p in problems)
+        super().__init__(f"{source}: invalid configuration\n{lines}")
+
+
+# --- input data --------------------------------------------------------------------------------
+
+
+class InvalidInputError(CaeRayError, ValueError):
+    """Base class for problems with the data passed to a selector."""
+
+
+class EmptyInputError(InvalidInputError):
+    def __init__(self, n_rows: int, n_features: int) -> None:
+        super().__init__(
+            f"X has {n_rows} rows and {n_features} feature columns; feature selection needs "
+            "at least 2 rows and 2 columns. Fix: pass the full training table."
+        )
+
+
+class InvalidKError(InvalidInputError):
+    def __init__(self, k: int, n_features: int) -> None:
+        self.k, self.n_features = k, n_features
+        if k < 1:
+            msg = f"k={k}: at least one feature must be selected. Fix: set k >= 1."
+        else:
+            msg = (
+                f"k={k} but X has only {n_features} candidate features; selecting all of them "
+                f"(or more) selects nothing. Fix: set k between 1 and {n_features - 1}."
+            )
+        super().__init__(msg)
+
+
+class NonNumericColumnsError(InvalidInputError):
+    def __init__(self, columns: Sequence[object], dtypes: Sequence[object]) -> None:
+        self.columns = list(columns)
+        pairs = ", ".join(f"{c!r} ({d})" for c, d in list(zip(columns, dtypes, strict=True))[:8])
+        more = f" and {len(columns) - 8} more" if len(columns) > 8 else ""
+        super().__init__(
+            f"{len(columns)} column(s) are not numeric: {pairs}{more}. Fix: drop them or encode "
+            "them as numbers (e.g. one-hot or ordinal) before selection."
+        )
+
+
+class NonFiniteInputError(InvalidInputError):
+    def __init__(self, columns: Sequence[object], n_nan: int, n_inf: int) -> None:
+        self.columns = list(columns)
+        super().__init__(
+            f"X contains NaN ({n_nan} values) or inf ({n_inf} values) in {len(columns)} "
+            f"column(s): {_preview(columns)}. Fix: impute or drop them first, e.g. with "
+            "sklearn.impute.SimpleImputer in a Pipeline."
+        )
+
+
+class TargetLengthError(InvalidInputError):
+    def __init__(self, n_rows: int, n_targets: int) -> None:
+        super().__init__(
+            f"y has {n_targets} values but X has {n_rows} rows. Fix: pass one target per row "
+            "of X, in the same order."
+        )
+
+
+class TargetTaskMismatchError(InvalidInputError):
+    def __init__(self, task: str, target_kind: str, fix: str) -> None:
+        self.task, self.target_kind = task, target_kind
+        super().__init__(f"task={task!r} does not fit a {target_kind} target. Fix: {fix}.")
+
+
+class FeatureMismatchError(InvalidInputError):
+    def __init__(self, expected: int, got: int) -> None:
+        super().__init__(
+            f"X has {got} features, but the selector was fitted with {expected} features. Fix: "
+            "pass the same columns, in the same order, as in fit."
+        )
+
+
+# --- training ----------------------------------------------------------------------------------
+
+
+class DeviceUnavailableError(CaeRayError):
+    def __init__(self, device: str) -> None:
+        super().__init__(
+            f"device={device!r} was asked for but torch sees no such device here. Fix: set "
+            "device='cpu', or run on a machine with a CUDA build of torch and a GPU."
+        )
+
+
+class TrainingDivergedError(CaeRayError):
+    def __init__(self, epoch: int, loss: float) -> None:
+        super().__init__(
+            f"the training loss became {loss} in epoch {epoch}. Fix: lower the learning rate, "
+            "or scale the features (e.g. StandardScaler) so their values are of order 1."
+        )

@@ -1,0 +1,320 @@
+"""A scikit-learn selector for in-memory data: ``ConcreteFeatureSelector(k=50).fit(X, y)``.
+
+It follows scikit-learn's conventions (keyword-only ``__init__`` that only stores, fitted
+attributes ending in ``_``, :class:`~sklearn.feature_selection.SelectorMixin` for ``transform``,
+``get_support`` and ``get_feature_names_out``) and trains through the one loop in
+:mod:`cae_ray.loop`. Like other scikit-learn estimators it does not rescale X: put a
+``StandardScaler`` in front of it when features have different units.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import torch
+from sklearn.base import BaseEstimator
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.feature_selection import SelectorMixin
+from sklearn.utils.validation import check_is_fitted, validate_data
+
+from cae_ray.config import Config, validate_config
+from cae_ray.errors import (
+    DeviceUnavailableError,
+    EmptyInputError,
+    FeatureMismatchError,
+    InvalidKError,
+    NonFiniteInputError,
+    NonNumericColumnsError,
+)
+from cae_ray.heads import ResolvedTask, SelectorModel, build_head
+from cae_ray.loop import EpochRecord
+from cae_ray.loop import fit as fit_loop
+from cae_ray.selectors import (
+    TemperatureSchedule,
+    build_selector,
+    distinct_selection,
+    feature_scores,
+)
+from cae_ray.targets import Target, prepare_target
+
+EpochCallback = Callable[[EpochRecord], None]
+
+
+class ConcreteFeatureSelector(SelectorMixin, BaseEstimator):
+    """Select ``k`` of the input features with a Concrete Autoencoder (CAE or IP-CAE).
+
+    Without ``y`` (or with ``task="reconstruction"``) it selects the features from which all
+    features can be reconstructed; with ``y`` it selects the features a classifier or regressor
+    needs. Parameters mirror the ``selector``, ``training`` and ``head`` config sections.
+
+    Fitted attributes: ``selected_indices_`` (K distinct indices, ascending), ``scores_`` (one per
+    input feature: its largest selection probability), ``collisions_`` (selector rows that had to
+    give way to a more confident row), ``converged_``, ``task_``, ``history_`` (per-epoch metrics),
+    ``model_`` (the trained torch module), ``n_features_in_`` and ``feature_names_in_``.
+    """
+
+    def __init__(
+        self,
+        *,
+        k: int = 10,
+        method: str = "ipcae",
+        task: str = "auto",
+        dim_ip: int | None = None,
+        hidden: tuple[int, ...] = (200,),
+        dropout: float = 0.0,
+        epochs: int = 200,
+        batch_size: int = 128,
+        learning_rate: float = 1e-3,
+        start_temperature: float = 10.0,
+        end_temperature: float = 0.01,
+        sampling: str = "shared",
+        early_stop: bool = True,
+        convergence_threshold: float = 0.998,
+        device: str = "cpu",
+        random_state: int = 0,
+    ) -> None:
+        self.k = k
+        self.method = method
+        self.task = task
+        self.dim_ip = dim_ip
+        self.hidden = hidden
+        self.dropout = dropout
+        self.epochs = epochs
+        self.batch_size = batch_size
+        self.learning_rate = learning_rate
+        self.start_temperature = start_temperature
+        self.end_temperature = end_temperature
+        self.sampling = sampling
+        self.early_stop = early_stop
+        self.convergence_threshold = convergence_threshold
+        self.device = device
+        self.random_state = random_state
+
+    # --- configuration -------------------------------------------------------------------------
+
+    @classmethod
+    def from_config(cls, config: Config) -> ConcreteFeatureSelector:
+        s, t, h = config.selector, config.training, config.head
+        return cls(
+            k=s.k,
+            method=s.method,
+            task=h.task,
+            dim_ip=s.dim_ip,
+            hidden=tuple(h.hidden),
+            dropout=h.dropout,
+            epochs=t.epochs,
+            batch_size=t.batch_size,
+            learning_rate=t.learning_rate,
+            start_temperature=s.start_temperature,
+            end_temperature=s.end_temperature,
+            sampling=s.sampling,
+            early_stop=s.early_stop,
+            convergence_threshold=s.convergence_threshold,
+            device=t.device,
+            random_state=t.seed,
+        )
+
+    def to_config(self) -> Config:
+        """The parameters as a validated :class:`~cae_ray.config.Config` (bad values raise)."""
+        if not isinstance(self.k, int | np.integer) or self.k < 1:
+            raise InvalidKError(int(self.k) if isinstance(self.k, int | float) else 0, 0)
+        return validate_config(
+            {
+                "selector": {
+                    "method": self.method,
+                    "k": self.k,
+                    "dim_ip": self.dim_ip,
+                    "start_temperature": self.start_temperature,
+                    "end_temperature": self.end_temperature,
+                    "sampling": self.sampling,
+                    "early_stop": self.early_stop,
+                    "convergence_threshold": self.convergence_threshold,
+                },
+                "training": {
+                    "epochs": self.epochs,
+                    "batch_size": self.batch_size,
+                    "learning_rate": self.learning_rate,
+                    "seed": self.random_state,
+                    "device": self.device,
+                },
+                "head": {"task": self.task, "hidden": list(self.hidden), "dropout": self.dropout},
+            },
+            source=type(self).__name__,
+        )
+
+    # --- scikit-learn API ----------------------------------------------------------------------
+
+    def fit(
+        self, X: Any, y: Any = None, *, on_epoch_end: EpochCallback | None = None
+    ) -> ConcreteFeatureSelector:
+        """Train the selector; ``on_epoch_end(record)`` is called after every epoch."""
+        config = self.to_config()
+        features = self._check_X(X, reset=True)
+        n_rows, n_features = features.shape
+        if config.selector.k >= n_features:
+            raise InvalidKError(config.selector.k, n_features)
+        target = prepare_target(config.head.task, y, n_rows)
+        device = _resolve_device(config.training.device)
+
+        with torch.random.fork_rng(devices=[]):  # leave the caller's global RNG untouched
+            torch.manual_seed(config.training.seed)
+            model = _build_model(config, n_features, target)
+            history, converged = _train(model, config, features, target, device, on_epoch_end)
+
+        model.eval()
+        probs = model.selector.probabilities()
+        selection = distinct_selection(probs)
+        self.model_ = model.cpu()
+        self.task_: ResolvedTask = target.task
+        self.selected_indices_ = np.sort(selection.indices.cpu().numpy())
+        self.scores_ = feature_scores(probs).cpu().numpy()
+        self.collisions_ = selection.collisions
+        self.converged_ = converged
+        self.history_ = history
+        if not converged:
+            warnings.warn(
+                f"the selection did not converge in {config.training.epochs} epochs (mean max "
+                f"probability {history[-1]['mean_max']:.3f} < "
+                f"{config.selector.convergence_threshold}); "
+                f"{self.collisions_} duplicate pick(s) were resolved. Fix: raise epochs.",
+                ConvergenceWarning,
+                stacklevel=2,
+            )
+        return self
+
+    def transform(self, X: Any) -> Any:
+        check_is_fitted(self)
+        X = _arrow_to_pandas(X)
+        n_columns = np.shape(X)[1] if np.ndim(X) == 2 else None
+        if n_columns is not None and n_columns != self.n_features_in_:
+            raise FeatureMismatchError(self.n_features_in_, n_columns)
+        return super().transform(X)
+
+    def _get_support_mask(self) -> np.ndarray:
+        check_is_fitted(self)
+        mask = np.zeros(self.n_features_in_, dtype=bool)
+        mask[self.selected_indices_] = True
+        return mask
+
+    def __sklearn_tags__(self) -> Any:
+        tags = super().__sklearn_tags__()
+        tags.target_tags.required = False
+        tags.input_tags.allow_nan = False
+        return tags
+
+    # --- input checks --------------------------------------------------------------------------
+
+    def _check_X(self, X: Any, *, reset: bool) -> np.ndarray:
+        X = _arrow_to_pandas(X)
+        _reject_non_numeric(X)
+        shape = np.shape(X)
+        if len(shape) == 2 and (shape[0] < 2 or shape[1] < 2):
+            raise EmptyInputError(shape[0], shape[1])
+        array = validate_data(
+            self, X, reset=reset, dtype=np.float32, ensure_all_finite=False, ensure_min_samples=2
+        )
+        _reject_non_finite(array, getattr(self, "feature_names_in_", None))
+        return np.ascontiguousarray(array)
+
+
+# --- helpers -----------------------------------------------------------------------------------
+
+
+def _arrow_to_pandas(X: Any) -> Any:
+    if isinstance(X, pa.RecordBatch):
+        X = pa.Table.from_batches([X])
+    return X.to_pandas() if isinstance(X, pa.Table) else X
+
+
+def _reject_non_numeric(X: Any) -> None:
+    if isinstance(X, pd.DataFrame):
+        bad = [c for c, d in X.dtypes.items() if not pd.api.types.is_numeric_dtype(d)]
+        if bad:
+            raise NonNumericColumnsError(bad, [str(X.dtypes[c]) for c in bad])
+        return
+    array = np.asarray(X) if not isinstance(X, np.ndarray) else X
+    if array.ndim != 2 or array.dtype.kind in "biuf":
+        return
+    bad = [j for j in range(array.shape[1]) if not _column_is_numeric(array[:, j])]
+    if bad:
+        raise NonNumericColumnsError(bad, [array.dtype] * len(bad))
+
+
+def _column_is_numeric(column: np.ndarray) -> bool:
+    try:
+        column.astype(np.float64)
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
+def _reject_non_finite(array: np.ndarray, names: np.ndarray | None) -> None:
+    finite = np.isfinite(array)
+    if finite.all():
+        return
+    columns = np.flatnonzero(~finite.all(axis=0))
+    labels = [names[j] for j in columns] if names is not None else columns.tolist()
+    n_nan = int(np.isnan(array).sum())
+    raise NonFiniteInputError(labels, n_nan, int((~finite).sum()) - n_nan)
+
+
+def _resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise DeviceUnavailableError(device)
+    return torch.device(device)
+
+
+def _build_model(config: Config, n_features: int, target: Target) -> SelectorModel:
+    n_outputs = n_features if target.task == "reconstruction" else target.n_outputs
+    return SelectorModel(
+        build_selector(config.selector, n_features),
+        build_head(config.head, config.selector.k, n_outputs),
+    )
+
+
+def _train(
+    model: SelectorModel,
+    config: Config,
+    features: np.ndarray,
+    target: Target,
+    device: torch.device,
+    on_epoch_end: EpochCallback | None,
+) -> tuple[list[dict[str, Any]], bool]:
+    t = config.training
+    x_all = torch.from_numpy(features)
+    y_all = None if target.values is None else torch.from_numpy(target.values)
+    n_rows = x_all.shape[0]
+    steps_per_epoch = -(-n_rows // t.batch_size)
+    order = torch.Generator().manual_seed(t.seed)
+
+    def epoch_batches(epoch: int) -> Any:
+        permutation = torch.randperm(n_rows, generator=order)
+        for start in range(0, n_rows, t.batch_size):
+            rows = permutation[start : start + t.batch_size]
+            yield x_all[rows], None if y_all is None else y_all[rows]
+
+    model.to(device)
+    result = fit_loop(
+        model,
+        torch.optim.Adam(model.parameters(), lr=t.learning_rate),
+        epoch_batches,
+        task=target.task,
+        schedule=TemperatureSchedule(
+            config.selector.start_temperature,
+            config.selector.end_temperature,
+            t.epochs * steps_per_epoch,
+        ),
+        epochs=t.epochs,
+        device=device,
+        convergence_threshold=config.selector.convergence_threshold,
+        early_stop=config.selector.early_stop,
+        on_epoch_end=on_epoch_end,
+    )
+    return [r.as_dict() for r in result.history], result.converged

@@ -1,0 +1,152 @@
+"""THE training loop, pure PyTorch over any iterable of (x, y) batches.
+
+The in-memory estimator feeds it tensors sliced from numpy arrays; the Ray worker feeds it its
+dataset shard and adds checkpoints and reporting through ``on_epoch_end``; validation trains
+its models through it too. There is no second copy.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from cae_ray.errors import TrainingDivergedError
+from cae_ray.heads import ResolvedTask, SelectorModel, task_loss
+from cae_ray.selectors import TemperatureSchedule
+
+logger = logging.getLogger(__name__)
+
+Batch = tuple[Tensor, Tensor | None]
+
+
+@dataclass(frozen=True)
+class EpochRecord:
+    """Metrics of one finished epoch."""
+
+    epoch: int
+    step: int
+    """Optimizer steps done so far, over all epochs."""
+    loss: float
+    """Mean training loss over the epoch's rows."""
+    temperature: float
+    """Temperature at the epoch's last step."""
+    mean_max: float
+    min_max: float
+    distinct: int
+    seconds: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class LoopResult:
+    history: list[EpochRecord] = field(default_factory=list)
+    converged: bool = False
+    step: int = 0
+
+
+def unwrap(model: nn.Module) -> SelectorModel:
+    """The model inside a DistributedDataParallel wrapper (or the model itself)."""
+    inner = getattr(model, "module", model)
+    assert isinstance(inner, SelectorModel)
+    return inner
+
+
+def train_epoch(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    batches: Iterable[Batch],
+    *,
+    task: ResolvedTask,
+    schedule: TemperatureSchedule,
+    step: int,
+    device: torch.device,
+) -> tuple[float, int]:
+    """One pass over ``batches``; returns (mean loss, global step after the pass)."""
+    model.train()
+    total = torch.zeros((), device=device)
+    rows = 0
+    for x, y in batches:
+        x = x.to(device, non_blocking=True)
+        y = None if y is None else y.to(device, non_blocking=True)
+        loss = task_loss(task, model(x, schedule.temperature_at(step)), x, y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        # Accumulate on the device: a .item() per step would synchronise every step.
+        total += loss.detach() * x.shape[0]
+        rows += x.shape[0]
+        step += 1
+    return float(total) / max(rows, 1), step
+
+
+def fit(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    epoch_batches: Callable[[int], Iterable[Batch]],
+    *,
+    task: ResolvedTask,
+    schedule: TemperatureSchedule,
+    epochs: int,
+    device: torch.device,
+    start_epoch: int = 0,
+    start_step: int = 0,
+    convergence_threshold: float = 0.998,
+    early_stop: bool = True,
+    all_agree: Callable[[bool], bool] = lambda converged: converged,
+    on_epoch_end: Callable[[EpochRecord], None] | None = None,
+) -> LoopResult:
+    """Train from ``start_epoch`` up to ``epochs``; with ``early_stop``, stop once converged.
+
+    ``epoch_batches(epoch)`` yields that epoch's batches. ``all_agree`` turns this process's
+    "converged?" into a decision every worker shares (identity when training alone).
+    """
+    selector = unwrap(model).selector
+    result = LoopResult(step=start_step)
+    for epoch in range(start_epoch, epochs):
+        started = time.perf_counter()
+        loss, result.step = train_epoch(
+            model,
+            optimizer,
+            epoch_batches(epoch),
+            task=task,
+            schedule=schedule,
+            step=result.step,
+            device=device,
+        )
+        if not math.isfinite(loss):
+            raise TrainingDivergedError(epoch, loss)
+        state = selector.state()
+        record = EpochRecord(
+            epoch=epoch,
+            step=result.step,
+            loss=loss,
+            temperature=schedule.temperature_at(max(result.step - 1, 0)),
+            mean_max=state.mean_max,
+            min_max=state.min_max,
+            distinct=state.distinct,
+            seconds=time.perf_counter() - started,
+        )
+        result.history.append(record)
+        logger.info(
+            "epoch %d: loss %.5f, temperature %.4f, mean max prob %.4f, %d distinct",
+            epoch,
+            loss,
+            record.temperature,
+            state.mean_max,
+            state.distinct,
+        )
+        if on_epoch_end is not None:
+            on_epoch_end(record)
+        result.converged = state.mean_max >= convergence_threshold
+        if early_stop and all_agree(result.converged):
+            break
+    return result

@@ -1,0 +1,228 @@
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pytest
+import torch
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.linear_model import LinearRegression
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from cae_ray.config import validate_config
+from cae_ray.errors import (
+    ConfigValidationError,
+    EmptyInputError,
+    FeatureMismatchError,
+    InvalidKError,
+    NonFiniteInputError,
+    NonNumericColumnsError,
+    TargetLengthError,
+    TargetTaskMismatchError,
+)
+from cae_ray.estimator import ConcreteFeatureSelector
+
+FAST: dict[str, Any] = {"epochs": 5, "hidden": (16,), "batch_size": 64}
+
+
+def small_table(rows: int = 60, cols: int = 8, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).normal(size=(rows, cols)).astype(np.float32)
+
+
+def heldout_reconstruction_mse(X: np.ndarray, columns: np.ndarray) -> float:
+    train, test = X[:1400], X[1400:]
+    model = LinearRegression().fit(train[:, columns], train)
+    return float(((model.predict(test[:, columns]) - test) ** 2).mean())
+
+
+# --- quality: a short version of benchmarks/paper_mnist.py on scikit-learn's digits ------------
+
+
+@pytest.mark.parametrize("method", ["ipcae", "cae"])
+def test_unsupervised_selection_reconstructs_far_better_than_random(digits, method) -> None:
+    X, _ = digits
+    selector = ConcreteFeatureSelector(k=10, method=method, epochs=60).fit(X[:1400])
+    chosen = heldout_reconstruction_mse(X, selector.selected_indices_)
+    rng = np.random.default_rng(0)
+    random = [heldout_reconstruction_mse(X, rng.choice(64, 10, replace=False)) for _ in range(20)]
+    assert chosen < 0.8 * np.median(random), (chosen, np.median(random))
+    assert selector.task_ == "reconstruction"
+    assert len(set(selector.selected_indices_)) == 10
+
+
+def test_supervised_selection_classifies_far_better_than_random(digits) -> None:
+    from sklearn.ensemble import ExtraTreesClassifier
+
+    X, y = digits
+    selector = ConcreteFeatureSelector(k=8, epochs=60).fit(X[:1400], y[:1400])
+    assert selector.task_ == "classification"
+
+    def accuracy(columns: np.ndarray) -> float:
+        trees = ExtraTreesClassifier(50, random_state=0).fit(X[:1400, columns], y[:1400])
+        return float(trees.score(X[1400:, columns], y[1400:]))
+
+    rng = np.random.default_rng(0)
+    random = np.median([accuracy(rng.choice(64, 8, replace=False)) for _ in range(10)])
+    assert accuracy(selector.selected_indices_) > random + 0.08
+
+
+# --- guarantees ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("method", ["ipcae", "cae"])
+def test_always_exactly_k_distinct_features(method: str, seed: int) -> None:
+    # 3 epochs never converge, so argmax duplicates are common; the result must still be K distinct.
+    X = small_table(80, 12, seed)
+    selector = ConcreteFeatureSelector(
+        k=9, method=method, random_state=seed, **{**FAST, "epochs": 3}
+    )
+    with pytest.warns(ConvergenceWarning):
+        selector.fit(X)
+    assert len(selector.selected_indices_) == 9
+    assert len(set(selector.selected_indices_.tolist())) == 9
+    assert selector.get_support().sum() == 9
+    assert selector.transform(X).shape == (80, 9)
+    assert selector.scores_.shape == (12,)
+
+
+def test_same_seed_same_selection_and_global_rng_untouched(digits) -> None:
+    X, y = digits
+    torch.manual_seed(123)
+    before = torch.rand(3)
+    torch.manual_seed(123)
+    first = ConcreteFeatureSelector(k=6, epochs=8, random_state=7).fit(X[:600], y[:600])
+    assert torch.equal(torch.rand(3), before)  # fit did not consume the caller's RNG
+    second = ConcreteFeatureSelector(k=6, epochs=8, random_state=7).fit(X[:600], y[:600])
+    assert np.array_equal(first.selected_indices_, second.selected_indices_)
+    assert np.allclose(first.scores_, second.scores_)
+    assert [h["loss"] for h in first.history_] == [h["loss"] for h in second.history_]
+
+
+def test_history_records_every_epoch() -> None:
+    selector = ConcreteFeatureSelector(k=2, early_stop=False, **FAST).fit(small_table())
+    assert [h["epoch"] for h in selector.history_] == list(range(5))
+    temperatures = [h["temperature"] for h in selector.history_]
+    assert temperatures == sorted(temperatures, reverse=True)
+    assert temperatures[-1] == pytest.approx(0.01)
+    assert {"loss", "mean_max", "min_max", "distinct", "seconds", "step"} <= set(
+        selector.history_[0]
+    )
+
+
+def test_early_stop_when_converged(digits) -> None:
+    X, _ = digits
+    selector = ConcreteFeatureSelector(k=5, epochs=200, convergence_threshold=0.9).fit(X)
+    assert selector.converged_
+    assert len(selector.history_) < 200
+    assert selector.history_[-1]["mean_max"] >= 0.9
+
+
+# --- inputs -------------------------------------------------------------------------------------
+
+
+def test_pandas_names_flow_through() -> None:
+    X = small_table()
+    frame = pd.DataFrame(X, columns=[f"col_{j}" for j in range(8)])
+    selector = ConcreteFeatureSelector(k=3, random_state=0, **FAST).fit(frame)
+    names = selector.get_feature_names_out()
+    assert list(names) == [f"col_{j}" for j in selector.selected_indices_]
+    assert list(selector.feature_names_in_) == list(frame.columns)
+
+
+def test_pyarrow_table_gives_the_same_selection_as_numpy() -> None:
+    X = small_table()
+    table = pa.table({f"c{j}": X[:, j] for j in range(8)})
+    from_arrow = ConcreteFeatureSelector(k=3, **FAST).fit(table)
+    from_numpy = ConcreteFeatureSelector(k=3, **FAST).fit(X)
+    assert np.array_equal(from_arrow.selected_indices_, from_numpy.selected_indices_)
+    assert list(from_arrow.get_feature_names_out()) == [
+        f"c{j}" for j in from_arrow.selected_indices_
+    ]
+    assert from_arrow.transform(table).shape == (60, 3)
+
+
+def test_regression_and_pipeline() -> None:
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(400, 10))
+    y = 1000 * X[:, 3] - 500 * X[:, 7] + rng.normal(size=400)  # large scale: standardised inside
+    pipe = make_pipeline(StandardScaler(), ConcreteFeatureSelector(k=2, epochs=60))
+    pipe.fit(X, y)
+    selector = pipe[-1]
+    assert selector.task_ == "regression"
+    assert set(selector.selected_indices_) == {3, 7}
+    assert pipe.transform(X).shape == (400, 2)
+
+
+def test_from_config_round_trip() -> None:
+    config = validate_config({"selector": {"k": 4, "method": "cae"}, "training": {"seed": 3}})
+    selector = ConcreteFeatureSelector.from_config(config)
+    assert (selector.k, selector.method, selector.random_state) == (4, "cae", 3)
+    assert selector.to_config() == config
+
+
+# --- bad input: typed errors that say what to do --------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("make_input", "error", "match"),
+    [
+        (lambda X: (X, None, {"k": 0}), InvalidKError, "k=0.*set k >= 1"),
+        (lambda X: (X, None, {"k": 8}), InvalidKError, "k=8 but X has only 8.*between 1 and 7"),
+        (lambda X: (X, None, {"k": 20}), InvalidKError, "k=20"),
+        (lambda X: (X[:0], None, {}), EmptyInputError, "0 rows"),
+        (lambda X: (X[:, :0], None, {}), EmptyInputError, "0 feature columns"),
+        (lambda X: (X[:1], None, {}), EmptyInputError, "1 rows"),
+        (lambda X: (_with(X, 2, 5, np.nan), None, {}), NonFiniteInputError, "NaN.*column.*5"),
+        (lambda X: (_with(X, 0, 1, np.inf), None, {}), NonFiniteInputError, "inf \\(1 values"),
+        (lambda X: (X, np.zeros(59), {}), TargetLengthError, "y has 59 values but X has 60"),
+        (
+            lambda X: (X, np.linspace(0, 1, 60), {"task": "classification"}),
+            TargetTaskMismatchError,
+            "classification.*continuous.*task='regression'",
+        ),
+        (
+            lambda X: (X, np.array(["a", "b"] * 30), {"task": "regression"}),
+            TargetTaskMismatchError,
+            "regression.*task='classification'",
+        ),
+        (lambda X: (X, np.ones(60), {}), TargetTaskMismatchError, "single-class"),
+        (lambda X: (X, None, {"task": "classification"}), TargetTaskMismatchError, "pass y"),
+        (lambda X: (X, None, {"method": "lasso"}), ConfigValidationError, "selector.method"),
+        (lambda X: (X, None, {"epochs": 0}), ConfigValidationError, "training.epochs"),
+    ],
+)
+def test_bad_input_raises_a_typed_error(make_input, error, match) -> None:
+    X, y, params = make_input(small_table())
+    with pytest.raises(error, match=match):
+        ConcreteFeatureSelector(**{"k": 3, **FAST, **params}).fit(X, y)
+
+
+def _with(X: np.ndarray, row: int, col: int, value: float) -> np.ndarray:
+    X = X.copy()
+    X[row, col] = value
+    return X
+
+
+def test_non_numeric_columns_are_named() -> None:
+    frame = pd.DataFrame(small_table(), columns=list("abcdefgh"))
+    frame["city"] = "Oslo"
+    frame["when"] = pd.Timestamp("2026-01-01")
+    with pytest.raises(NonNumericColumnsError, match=r"2 column.*'city' \(object\).*'when'"):
+        ConcreteFeatureSelector(k=2, **FAST).fit(frame)
+    table = pa.table({"x": [1.0, 2.0, 3.0], "y": [1.0, 5.0, 2.0], "s": ["a", "b", "c"]})
+    with pytest.raises(NonNumericColumnsError, match="'s'"):
+        ConcreteFeatureSelector(k=1, **FAST).fit(table)
+    objects = small_table().astype(object)
+    objects[3, 6] = "oops"
+    with pytest.raises(NonNumericColumnsError, match="6"):
+        ConcreteFeatureSelector(k=2, **FAST).fit(objects)
+
+
+def test_transform_with_other_columns_is_refused() -> None:
+    selector = ConcreteFeatureSelector(k=2, **FAST).fit(small_table())
+    with pytest.raises(FeatureMismatchError, match=r"X has 5 features.*fitted with 8"):
+        selector.transform(small_table(cols=5))
