@@ -135,3 +135,7 @@ def config_check(path: Path) -> None:
 def config_schema() -> None:
     """Print the JSON schema of the config file (every key, default and description)."""
     console.print_json(json.dumps(Config.model_json_schema()))
+
+
+if __name__ == "__main__":  # python -m cae_ray.cli
+    app()

@@ -61,8 +61,9 @@ class InvalidInputError(CaeRayError, ValueError):
 class EmptyInputError(InvalidInputError):
     def __init__(self, n_rows: int, n_features: int) -> None:
         super().__init__(
-            f"X has {n_rows} rows and {n_features} feature columns; feature selection needs "
-            "at least 2 rows and 2 columns. Fix: pass the full training table."
+            f"X has {n_rows} sample(s) and {n_features} feature(s) (shape=({n_rows}, "
+            f"{n_features})) while a minimum of 2 is required for each. Fix: pass the full "
+            "training table."
         )
 
 
@@ -84,6 +85,8 @@ class NonNumericColumnsError(InvalidInputError):
         self.columns = list(columns)
         pairs = ", ".join(f"{c!r} ({d})" for c, d in list(zip(columns, dtypes, strict=True))[:8])
         more = f" and {len(columns) - 8} more" if len(columns) > 8 else ""
+        if any(str(d).startswith("complex") for d in dtypes):
+            more += " (Complex data not supported)"
         super().__init__(
             f"{len(columns)} column(s) are not numeric: {pairs}{more}. Fix: drop them or encode "
             "them as numbers (e.g. one-hot or ordinal) before selection."
@@ -115,10 +118,11 @@ class TargetTaskMismatchError(InvalidInputError):
 
 
 class FeatureMismatchError(InvalidInputError):
-    def __init__(self, expected: int, got: int) -> None:
+    def __init__(self, expected: int, got: int, estimator: str) -> None:
         super().__init__(
-            f"X has {got} features, but the selector was fitted with {expected} features. Fix: "
-            "pass the same columns, in the same order, as in fit."
+            f"X has {got} features, but {estimator} is expecting {expected} features as input "
+            "(the number it was fitted with). Fix: pass the same columns, in the same order, "
+            "as in fit."
         )
 
 

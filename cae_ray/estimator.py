@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import torch
+from scipy import sparse
 from sklearn.base import BaseEstimator
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.feature_selection import SelectorMixin
@@ -189,10 +190,10 @@ class ConcreteFeatureSelector(SelectorMixin, BaseEstimator):
 
     def transform(self, X: Any) -> Any:
         check_is_fitted(self)
-        X = _arrow_to_pandas(X)
-        n_columns = np.shape(X)[1] if np.ndim(X) == 2 else None
+        X = _as_table(X)
+        n_columns = X.shape[1] if X.ndim == 2 else None
         if n_columns is not None and n_columns != self.n_features_in_:
-            raise FeatureMismatchError(self.n_features_in_, n_columns)
+            raise FeatureMismatchError(self.n_features_in_, n_columns, type(self).__name__)
         return super().transform(X)
 
     def _get_support_mask(self) -> np.ndarray:
@@ -210,11 +211,10 @@ class ConcreteFeatureSelector(SelectorMixin, BaseEstimator):
     # --- input checks --------------------------------------------------------------------------
 
     def _check_X(self, X: Any, *, reset: bool) -> np.ndarray:
-        X = _arrow_to_pandas(X)
+        X = _as_table(X)
         _reject_non_numeric(X)
-        shape = np.shape(X)
-        if len(shape) == 2 and (shape[0] < 2 or shape[1] < 2):
-            raise EmptyInputError(shape[0], shape[1])
+        if X.ndim == 2 and (X.shape[0] < 2 or X.shape[1] < 2):
+            raise EmptyInputError(X.shape[0], X.shape[1])
         array = validate_data(
             self, X, reset=reset, dtype=np.float32, ensure_all_finite=False, ensure_min_samples=2
         )
@@ -225,10 +225,15 @@ class ConcreteFeatureSelector(SelectorMixin, BaseEstimator):
 # --- helpers -----------------------------------------------------------------------------------
 
 
-def _arrow_to_pandas(X: Any) -> Any:
+def _as_table(X: Any) -> Any:
+    """A pandas DataFrame (keeps column names; pyarrow tables become one) or a numpy array."""
     if isinstance(X, pa.RecordBatch):
         X = pa.Table.from_batches([X])
-    return X.to_pandas() if isinstance(X, pa.Table) else X
+    if isinstance(X, pa.Table):
+        return X.to_pandas()
+    if isinstance(X, pd.DataFrame) or sparse.issparse(X):
+        return X  # sparse input is refused by validate_data with scikit-learn's message
+    return np.asarray(X)
 
 
 def _reject_non_numeric(X: Any) -> None:
@@ -237,12 +242,13 @@ def _reject_non_numeric(X: Any) -> None:
         if bad:
             raise NonNumericColumnsError(bad, [str(X.dtypes[c]) for c in bad])
         return
-    array = np.asarray(X) if not isinstance(X, np.ndarray) else X
-    if array.ndim != 2 or array.dtype.kind in "biuf":
+    if not isinstance(X, np.ndarray) or X.ndim != 2 or X.dtype.kind in "biuf":
         return
-    bad = [j for j in range(array.shape[1]) if not _column_is_numeric(array[:, j])]
+    if X.dtype.kind == "c":
+        raise NonNumericColumnsError(list(range(X.shape[1])), [X.dtype] * X.shape[1])
+    bad = [j for j in range(X.shape[1]) if not _column_is_numeric(X[:, j])]
     if bad:
-        raise NonNumericColumnsError(bad, [array.dtype] * len(bad))
+        raise NonNumericColumnsError(bad, [X.dtype] * len(bad))
 
 
 def _column_is_numeric(column: np.ndarray) -> bool:

@@ -49,6 +49,10 @@ def prepare_target(task: str, y: Any, n_rows: int) -> Target:
         bad = int((~np.isfinite(values.astype(np.float64))).sum())
         raise NonFiniteInputError(["y"], bad, 0)
     kind = type_of_target(values)
+    if kind == "unknown":
+        raise TargetTaskMismatchError(
+            task, f"Unknown label type (dtype {values.dtype})", "pass class labels or numbers"
+        )
     if task == "auto":
         task = "classification" if kind in _DISCRETE else "regression"
     if task == "classification":

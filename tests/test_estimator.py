@@ -224,5 +224,5 @@ def test_non_numeric_columns_are_named() -> None:
 
 def test_transform_with_other_columns_is_refused() -> None:
     selector = ConcreteFeatureSelector(k=2, **FAST).fit(small_table())
-    with pytest.raises(FeatureMismatchError, match=r"X has 5 features.*fitted with 8"):
+    with pytest.raises(FeatureMismatchError, match=r"X has 5 features.*expecting 8 features"):
         selector.transform(small_table(cols=5))

@@ -1,0 +1,59 @@
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from cae_ray.cli import EXIT_CONFIG, app
+from tests.conftest import ROOT
+
+runner = CliRunner()
+
+
+def test_config_check_prints_the_full_config() -> None:
+    result = runner.invoke(app, ["config", "check", str(ROOT / "configs" / "mnist.yaml")])
+    assert result.exit_code == 0, result.output
+    assert "valid" in result.output
+    assert '"k": 50' in result.output
+
+
+def test_config_schema_is_json_with_descriptions() -> None:
+    result = runner.invoke(app, ["config", "schema"])
+    assert result.exit_code == 0
+    schema = json.loads(result.output)
+    selector = schema["$defs"]["SelectorConfig"]["properties"]
+    assert "distinct" not in selector  # fields only
+    assert "Gumbel" in selector["sampling"]["description"]
+
+
+def test_bad_config_exits_2_with_a_one_line_reason_and_no_traceback(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("selector: {k: 5\n")
+    done = subprocess.run(
+        [sys.executable, "-m", "cae_ray.cli", "config", "check", str(bad)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == EXIT_CONFIG
+    assert "not valid YAML" in done.stderr and str(bad) in done.stderr
+    assert "Traceback" not in done.stderr + done.stdout
+
+
+def test_unknown_key_in_demo_config(tmp_path: Path) -> None:
+    bad = tmp_path / "typo.yaml"
+    bad.write_text("selector: {kk: 5}\n")
+    result = runner.invoke(app, ["demo", "--config", str(bad)])
+    assert result.exit_code == EXIT_CONFIG
+    assert "selector.kk: unknown key; did you mean 'k'?" in result.output
+
+
+def test_demo_finds_most_informative_features() -> None:
+    result = runner.invoke(app, ["demo", "--rows", "1500", "--features", "60"])
+    assert result.exit_code == 0, result.output
+    assert "Selected features" in result.output
+    found = int(result.output.split("Found ")[1].split(" of ")[0])
+    assert found >= 7, result.output  # 10 informative among 60; random would find ~1.7
