@@ -54,6 +54,12 @@ class SelectorConfig(Section):
     early_stop: bool = True
     """Stop training once the selection has converged (see `convergence_threshold`)."""
 
+    search_factor: float = Field(5.0, ge=1)
+    """Supervised tasks only: train ceil(search_factor * k) selector rows, then keep the k rows
+    whose feature the head relies on most (largest training-loss increase when the feature is
+    replaced by its mean). Spare rows let features that only help in combination be found;
+    1 disables it. Reconstruction always trains exactly k rows."""
+
     convergence_threshold: float = Field(0.998, gt=0, le=1)
     """Converged when the mean over selector rows of the largest selection probability reaches
     this value (the CAE paper uses 0.998)."""
@@ -97,6 +103,10 @@ class HeadConfig(Section):
 
     dropout: float = Field(0.0, ge=0, lt=1)
     """Dropout after each hidden layer."""
+
+    weight_decay: float = Field(1.0, ge=0)
+    """Supervised tasks only: decoupled (AdamW) weight decay on the head. It keeps the head from
+    memorising the training rows, which would zero the gradient that finds the last features."""
 
     @model_validator(mode="after")
     def _positive_widths(self) -> HeadConfig:

@@ -32,15 +32,16 @@ from cae_ray.errors import (
     NonFiniteInputError,
     NonNumericColumnsError,
 )
-from cae_ray.heads import ResolvedTask, SelectorModel, build_head
+from cae_ray.heads import (
+    ResolvedTask,
+    SelectorModel,
+    build_model,
+    build_optimizer,
+    rows_by_importance,
+)
 from cae_ray.loop import EpochRecord
 from cae_ray.loop import fit as fit_loop
-from cae_ray.selectors import (
-    TemperatureSchedule,
-    build_selector,
-    distinct_selection,
-    feature_scores,
-)
+from cae_ray.selectors import TemperatureSchedule, distinct_selection, feature_scores
 from cae_ray.targets import Target, prepare_target
 
 EpochCallback = Callable[[EpochRecord], None]
@@ -51,7 +52,10 @@ class ConcreteFeatureSelector(SelectorMixin, BaseEstimator):
 
     Without ``y`` (or with ``task="reconstruction"``) it selects the features from which all
     features can be reconstructed; with ``y`` it selects the features a classifier or regressor
-    needs. Parameters mirror the ``selector``, ``training`` and ``head`` config sections.
+    needs; supervised selection trains ``search_factor * k`` rows and keeps the k features the
+    head relies on most. Parameters mirror the ``selector``, ``training`` and ``head`` config
+    sections (``head_weight_decay`` is ``head.weight_decay``, ``random_state`` is
+    ``training.seed``).
 
     Fitted attributes: ``selected_indices_`` (K distinct indices, ascending), ``scores_`` (one per
     input feature: its largest selection probability), ``collisions_`` (selector rows that had to
@@ -68,6 +72,8 @@ class ConcreteFeatureSelector(SelectorMixin, BaseEstimator):
         dim_ip: int | None = None,
         hidden: tuple[int, ...] = (200,),
         dropout: float = 0.0,
+        head_weight_decay: float = 1.0,
+        search_factor: float = 5.0,
         epochs: int = 200,
         batch_size: int = 128,
         learning_rate: float = 1e-3,
@@ -85,6 +91,8 @@ class ConcreteFeatureSelector(SelectorMixin, BaseEstimator):
         self.dim_ip = dim_ip
         self.hidden = hidden
         self.dropout = dropout
+        self.head_weight_decay = head_weight_decay
+        self.search_factor = search_factor
         self.epochs = epochs
         self.batch_size = batch_size
         self.learning_rate = learning_rate
@@ -108,6 +116,8 @@ class ConcreteFeatureSelector(SelectorMixin, BaseEstimator):
             dim_ip=s.dim_ip,
             hidden=tuple(h.hidden),
             dropout=h.dropout,
+            head_weight_decay=h.weight_decay,
+            search_factor=s.search_factor,
             epochs=t.epochs,
             batch_size=t.batch_size,
             learning_rate=t.learning_rate,
@@ -135,6 +145,7 @@ class ConcreteFeatureSelector(SelectorMixin, BaseEstimator):
                     "sampling": self.sampling,
                     "early_stop": self.early_stop,
                     "convergence_threshold": self.convergence_threshold,
+                    "search_factor": self.search_factor,
                 },
                 "training": {
                     "epochs": self.epochs,
@@ -143,7 +154,12 @@ class ConcreteFeatureSelector(SelectorMixin, BaseEstimator):
                     "seed": self.random_state,
                     "device": self.device,
                 },
-                "head": {"task": self.task, "hidden": list(self.hidden), "dropout": self.dropout},
+                "head": {
+                    "task": self.task,
+                    "hidden": list(self.hidden),
+                    "dropout": self.dropout,
+                    "weight_decay": self.head_weight_decay,
+                },
             },
             source=type(self).__name__,
         )
@@ -164,17 +180,14 @@ class ConcreteFeatureSelector(SelectorMixin, BaseEstimator):
 
         with torch.random.fork_rng(devices=[]):  # leave the caller's global RNG untouched
             torch.manual_seed(config.training.seed)
-            model = _build_model(config, n_features, target)
+            model = build_model(config, n_features, target.task, target.n_outputs)
             history, converged = _train(model, config, features, target, device, on_epoch_end)
 
-        model.eval()
-        probs = model.selector.probabilities()
-        selection = distinct_selection(probs)
-        self.model_ = model.cpu()
+        self.model_ = model.cpu().eval()
         self.task_: ResolvedTask = target.task
-        self.selected_indices_ = np.sort(selection.indices.cpu().numpy())
-        self.scores_ = feature_scores(probs).cpu().numpy()
-        self.collisions_ = selection.collisions
+        indices, probs, self.collisions_ = _final_selection(self.model_, config, features, target)
+        self.selected_indices_ = np.sort(indices.numpy())
+        self.scores_ = feature_scores(probs).numpy()
         self.converged_ = converged
         self.history_ = history
         if not converged:
@@ -277,12 +290,20 @@ def _resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
-def _build_model(config: Config, n_features: int, target: Target) -> SelectorModel:
-    n_outputs = n_features if target.task == "reconstruction" else target.n_outputs
-    return SelectorModel(
-        build_selector(config.selector, n_features),
-        build_head(config.head, config.selector.k, n_outputs),
-    )
+def _final_selection(
+    model: SelectorModel, config: Config, features: np.ndarray, target: Target
+) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """K distinct features, the K kept rows' probabilities, and the collisions resolved."""
+    probs = model.selector.probabilities()
+    selection = distinct_selection(probs)
+    if probs.shape[0] == config.selector.k:
+        return selection.indices, probs, selection.collisions
+    # A supervised search trained spare rows: keep the k features the head relies on most.
+    sample = np.random.default_rng(config.training.seed).permutation(len(features))[:20_000]
+    y = None if target.values is None else torch.from_numpy(target.values[sample])
+    x = torch.from_numpy(features[sample])
+    keep = rows_by_importance(model, target.task, x, y, selection.indices)[: config.selector.k]
+    return selection.indices[keep], probs[keep], selection.collisions
 
 
 def _train(
@@ -309,7 +330,7 @@ def _train(
     model.to(device)
     result = fit_loop(
         model,
-        torch.optim.Adam(model.parameters(), lr=t.learning_rate),
+        build_optimizer(model, config, target.task),
         epoch_batches,
         task=target.task,
         schedule=TemperatureSchedule(

@@ -6,12 +6,14 @@ LeakyReLU(0.2), Dropout; then a Linear to the outputs. Only the output size and 
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
+import torch
 from torch import Tensor, nn
 
-from cae_ray.config import HeadConfig
-from cae_ray.selectors import BaseConcreteSelector
+from cae_ray.config import Config, HeadConfig
+from cae_ray.selectors import BaseConcreteSelector, build_selector
 
 ResolvedTask = Literal["reconstruction", "classification", "regression"]
 
@@ -51,3 +53,57 @@ def task_loss(task: ResolvedTask, output: Tensor, x: Tensor, y: Tensor | None) -
     if task == "classification":
         return nn.functional.cross_entropy(output, y)
     return nn.functional.mse_loss(output, y.reshape(output.shape))
+
+
+def search_rows(config: Config, n_features: int, task: ResolvedTask) -> int:
+    """Selector rows to train: k for reconstruction, ceil(search_factor * k) when supervised.
+
+    Spare rows let a supervised selector find features that only help in combination with
+    others; :func:`rows_by_importance` then keeps the k the head relies on most.
+    """
+    k = config.selector.k
+    if task == "reconstruction":
+        return k
+    return min(math.ceil(config.selector.search_factor * k), n_features)
+
+
+def build_model(
+    config: Config, n_features: int, task: ResolvedTask, n_outputs: int
+) -> SelectorModel:
+    rows = search_rows(config, n_features, task)
+    selector = build_selector(config.selector.model_copy(update={"k": rows}), n_features)
+    outputs = n_features if task == "reconstruction" else n_outputs
+    return SelectorModel(selector, build_head(config.head, rows, outputs))
+
+
+def build_optimizer(
+    model: SelectorModel, config: Config, task: ResolvedTask
+) -> torch.optim.Optimizer:
+    """Adam; for supervised tasks the head gets decoupled weight decay (AdamW) so it cannot
+    memorise the training rows, which would starve the selector of gradient."""
+    decay = 0.0 if task == "reconstruction" else config.head.weight_decay
+    return torch.optim.AdamW(
+        [
+            {"params": model.selector.parameters(), "weight_decay": 0.0},
+            {"params": model.head.parameters(), "weight_decay": decay},
+        ],
+        lr=config.training.learning_rate,
+    )
+
+
+@torch.no_grad()
+def rows_by_importance(
+    model: SelectorModel, task: ResolvedTask, x: Tensor, y: Tensor | None, indices: Tensor
+) -> Tensor:
+    """Selector rows, most important first: how much the head's loss rises when the row's
+    feature is replaced by its mean."""
+    head = model.head.eval()
+    picked = x[:, indices.to(x.device)]
+    base = task_loss(task, head(picked), picked, y)
+    rises = torch.empty(picked.shape[1])
+    for row in range(picked.shape[1]):
+        column = picked[:, row].clone()
+        picked[:, row] = column.mean()
+        rises[row] = task_loss(task, head(picked), picked, y) - base
+        picked[:, row] = column
+    return torch.argsort(rises, descending=True, stable=True)

@@ -1,0 +1,41 @@
+"""Selection quality on data with a known answer. Slow: minutes, not seconds."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sklearn.datasets import make_classification
+
+from cae_ray.estimator import ConcreteFeatureSelector
+
+
+@pytest.mark.slow
+def test_madelon_style_supervised_finds_18_of_20_informative_columns() -> None:
+    # Madelon's own generator; shuffle=False puts the 20 informative columns first.
+    X, y = make_classification(
+        n_samples=4000,
+        n_features=2000,
+        n_informative=20,
+        n_redundant=0,
+        n_repeated=0,
+        shuffle=False,
+        random_state=0,
+    )
+    selector = ConcreteFeatureSelector(k=20, epochs=200).fit(X, y)
+    found = int((selector.selected_indices_ < 20).sum())
+    assert found >= 18, selector.selected_indices_
+    assert len(set(selector.selected_indices_)) == 20
+    # The search trained spare rows (search_factor=5) and kept the 20 the head relies on.
+    assert selector.model_.selector.k == 100
+
+
+def test_supervised_search_keeps_k_of_the_spare_rows() -> None:
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(1500, 30)).astype(np.float32)
+    y = (X[:, 4] + X[:, 9] - X[:, 17] > 0).astype(int)
+    selector = ConcreteFeatureSelector(k=3, search_factor=4, epochs=60).fit(X, y)
+    assert selector.model_.selector.k == 12
+    assert len(selector.selected_indices_) == 3
+    assert set(selector.selected_indices_) == {4, 9, 17}
+    no_search = ConcreteFeatureSelector(k=3, search_factor=1, epochs=5).fit(X, y)
+    assert no_search.model_.selector.k == 3
