@@ -10,7 +10,7 @@ import difflib
 import os
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -54,7 +54,7 @@ class SelectorConfig(Section):
     early_stop: bool = True
     """Stop training once the selection has converged (see `convergence_threshold`)."""
 
-    search_factor: float = Field(5.0, ge=1)
+    search_factor: float = Field(2.0, ge=1)
     """Supervised tasks only: train ceil(search_factor * k) selector rows, then keep the k rows
     whose feature the head relies on most (largest training-loss increase when the feature is
     replaced by its mean). Spare rows let features that only help in combination be found;
@@ -115,8 +115,70 @@ class HeadConfig(Section):
         return self
 
 
+class AllNumericExcept(Section):
+    all_numeric_except: list[str] = Field(default_factory=list)
+    """Every numeric column except these (the target and the row key are always excluded)."""
+
+
+class DataConfig(Section):
+    path: str
+    """A Parquet file or directory: a local path or any pyarrow filesystem URI
+    (`s3://...`, `gs://...`, `file:///...`). Relative paths are relative to the working dir."""
+
+    features: list[str] | str | AllNumericExcept = Field(default_factory=AllNumericExcept)
+    """The candidate features: a list of column names, a glob pattern such as `"f_*"`, or
+    `{all_numeric_except: [id, ts]}` (the default: every numeric column)."""
+
+    target: str | None = None
+    """The column the selected features must predict; `null` selects for reconstruction."""
+
+    row_key: str | None = None
+    """A column that identifies rows (e.g. an entity id). The train/validation split hashes it,
+    so a row stays on its side whatever the file order. Without it the feature values are
+    hashed (identical rows always share a side)."""
+
+    validation_fraction: float = Field(0.2, ge=0, lt=1)
+    """Share of rows held out for validation (by the hashed row key)."""
+
+    null_policy: Literal["mean", "zero", "refuse"] = "mean"
+    """Missing values: replace with the column mean, with 0, or refuse the dataset naming the
+    columns. Columns that are entirely null are dropped (and reported) under mean and zero."""
+
+    scaling: Literal["standard", "none"] = "standard"
+    """`standard`: subtract each feature's mean and divide by its standard deviation (from one
+    pass of statistics), so features in different units weigh alike; `none`: use raw values."""
+
+
+class ScalingConfig(Section):
+    num_workers: int = Field(1, ge=0)
+    """Ray Train workers (data-parallel, DDP). 0 runs the loop in the driver (Train local mode)."""
+
+    use_gpu: bool = False
+    """One GPU per worker, NCCL between them, pinned-memory host-to-device copies."""
+
+    resources_per_worker: dict[str, float] | None = None
+    """Ray resources each worker reserves, e.g. `{CPU: 0.5}`. Default: 1 CPU (and 1 GPU with
+    use_gpu). On a 2-CPU machine give workers less than 1 CPU so Ray Data can still read."""
+
+    address: str | None = None
+    """Ray cluster to join (`ray://host:10001` or `host:6379`). Default: `RAY_ADDRESS` from the
+    environment, else a local cluster started for this run."""
+
+    max_failures: int = Field(2, ge=-1)
+    """Worker-group restarts from the last checkpoint before the run fails (-1: no limit)."""
+
+    bf16: bool = False
+    """Autocast the forward pass to bfloat16 (GPU only; CPU runs stay in float32)."""
+
+
 class Config(Section):
     """A whole run. Each section is optional and has sensible defaults."""
+
+    data: DataConfig | None = None
+    """The dataset to select from (required by `cae-ray select`, not by the estimator)."""
+
+    scaling: ScalingConfig = Field(default_factory=ScalingConfig)
+    """How many Ray Train workers, on which hardware."""
 
     selector: SelectorConfig = Field(default_factory=SelectorConfig)
     """Which selector, how many features, and its Gumbel-softmax schedule."""
@@ -198,10 +260,11 @@ def _suggestion(loc: tuple[Any, ...]) -> str:
     model: type[BaseModel] = Config
     for part in loc[:-1]:
         field = model.model_fields.get(str(part))
-        annotation = field.annotation if field else None
-        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+        candidates = (field.annotation, *get_args(field.annotation)) if field else ()
+        models = [t for t in candidates if isinstance(t, type) and issubclass(t, BaseModel)]
+        if not models:
             return ""
-        model = annotation
+        model = models[0]
     known = list(model.model_fields)
     close = difflib.get_close_matches(str(loc[-1]), known, n=1)
     if close:

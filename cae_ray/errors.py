@@ -114,7 +114,7 @@ class TargetLengthError(InvalidInputError):
 class TargetTaskMismatchError(InvalidInputError):
     def __init__(self, task: str, target_kind: str, fix: str) -> None:
         self.task, self.target_kind = task, target_kind
-        super().__init__(f"task={task!r} does not fit a {target_kind} target. Fix: {fix}.")
+        super().__init__(f"task={task!r} does not fit the target y: {target_kind}. Fix: {fix}.")
 
 
 class FeatureMismatchError(InvalidInputError):
@@ -142,4 +142,103 @@ class TrainingDivergedError(CaeRayError):
         super().__init__(
             f"the training loss became {loss} in epoch {epoch}. Fix: lower the learning rate, "
             "or scale the features (e.g. StandardScaler) so their values are of order 1."
+        )
+
+
+# --- datasets ------------------------------------------------------------------------------------
+
+
+class DatasetNotFoundError(InvalidInputError):
+    def __init__(self, path: str, reason: str) -> None:
+        self.path = path
+        super().__init__(
+            f"cannot open the Parquet dataset at {path!r} ({reason}). Fix: check data.path; it "
+            "must be a Parquet file or a directory of them, local or a pyarrow URI (s3://...)."
+        )
+
+
+class EmptyDatasetError(InvalidInputError):
+    def __init__(self, path: str) -> None:
+        super().__init__(
+            f"the dataset at {path!r} has no rows. Fix: point data.path at the exported data."
+        )
+
+
+class MissingColumnError(InvalidInputError):
+    def __init__(
+        self, column: str, role: str, available: Sequence[str], also: Sequence[str] = ()
+    ) -> None:
+        import difflib
+
+        self.column, self.role = column, role
+        close = difflib.get_close_matches(column, list(available), n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        others = f" (and {len(also)} more: {_preview(also)})" if also else ""
+        super().__init__(
+            f"the {role} column {column!r}{others} is not in the dataset, which has "
+            f"{len(available)} columns: {_preview(available)}. Fix: {hint}check data.{role}"
+            f"{'s' if role == 'feature' else ''}."
+        )
+
+
+class NoFeaturesMatchedError(InvalidInputError):
+    def __init__(self, spec: str, available: Sequence[str]) -> None:
+        super().__init__(
+            f"no feature column matched {spec}; the dataset has {len(available)} columns: "
+            f"{_preview(available)}. Fix: change data.features (a list, a glob such as 'f_*', "
+            "or {all_numeric_except: [...]})."
+        )
+
+
+class NullValuesRefusedError(InvalidInputError):
+    def __init__(self, columns: Sequence[str], counts: Sequence[int]) -> None:
+        self.columns = list(columns)
+        pairs = ", ".join(
+            f"{c!r} ({n} nulls)" for c, n in list(zip(columns, counts, strict=True))[:8]
+        )
+        super().__init__(
+            f"{len(columns)} feature column(s) have missing values and data.null_policy is "
+            f"'refuse': {pairs}. Fix: fill them upstream, or set data.null_policy to 'mean' "
+            "or 'zero'."
+        )
+
+
+class TooFewFeaturesError(InvalidInputError):
+    def __init__(self, k: int, usable: int, dropped: Sequence[str]) -> None:
+        extra = f" after dropping {len(dropped)} constant column(s) ({_preview(dropped)})"
+        super().__init__(
+            f"selector.k={k} but only {usable} usable candidate features remain"
+            f"{extra if dropped else ''}. Fix: set selector.k below {usable}, or add features."
+        )
+
+
+# --- Ray ----------------------------------------------------------------------------------------
+
+
+class RayUnreachableError(CaeRayError):
+    def __init__(self, address: str, reason: str) -> None:
+        super().__init__(
+            f"cannot connect to the Ray cluster at {address!r} ({reason}). Fix: check "
+            "scaling.address / RAY_ADDRESS, or unset both to start a local cluster."
+        )
+
+
+class GpuUnavailableError(CaeRayError):
+    def __init__(self, wanted: float, available: float) -> None:
+        super().__init__(
+            f"scaling.use_gpu asks for {wanted:g} GPU(s) but the Ray cluster has "
+            f"{available:g}. Fix: set scaling.use_gpu: false, lower scaling.num_workers, or "
+            "add GPU nodes."
+        )
+
+
+class SelectionMissingError(CaeRayError):
+    def __init__(self, path: str) -> None:
+        super().__init__(f"no selection at {path}. Fix: run `cae-ray select` first.")
+
+
+class MissingDataConfigError(CaeRayError):
+    def __init__(self, source: str) -> None:
+        super().__init__(
+            f"{source} has no `data:` section. Fix: add data: {{path: ..., features: ...}}."
         )

@@ -37,11 +37,11 @@ from cae_ray.heads import (
     SelectorModel,
     build_model,
     build_optimizer,
-    rows_by_importance,
+    final_selection,
 )
 from cae_ray.loop import EpochRecord
 from cae_ray.loop import fit as fit_loop
-from cae_ray.selectors import TemperatureSchedule, distinct_selection, feature_scores
+from cae_ray.selectors import TemperatureSchedule, feature_scores
 from cae_ray.targets import Target, prepare_target
 
 EpochCallback = Callable[[EpochRecord], None]
@@ -73,7 +73,7 @@ class ConcreteFeatureSelector(SelectorMixin, BaseEstimator):
         hidden: tuple[int, ...] = (200,),
         dropout: float = 0.0,
         head_weight_decay: float = 1.0,
-        search_factor: float = 5.0,
+        search_factor: float = 2.0,
         epochs: int = 200,
         batch_size: int = 128,
         learning_rate: float = 1e-3,
@@ -293,17 +293,10 @@ def _resolve_device(device: str) -> torch.device:
 def _final_selection(
     model: SelectorModel, config: Config, features: np.ndarray, target: Target
 ) -> tuple[torch.Tensor, torch.Tensor, int]:
-    """K distinct features, the K kept rows' probabilities, and the collisions resolved."""
-    probs = model.selector.probabilities()
-    selection = distinct_selection(probs)
-    if probs.shape[0] == config.selector.k:
-        return selection.indices, probs, selection.collisions
-    # A supervised search trained spare rows: keep the k features the head relies on most.
     sample = np.random.default_rng(config.training.seed).permutation(len(features))[:20_000]
     y = None if target.values is None else torch.from_numpy(target.values[sample])
     x = torch.from_numpy(features[sample])
-    keep = rows_by_importance(model, target.task, x, y, selection.indices)[: config.selector.k]
-    return selection.indices[keep], probs[keep], selection.collisions
+    return final_selection(model, target.task, config.selector.k, x, y)
 
 
 def _train(

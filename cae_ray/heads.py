@@ -13,7 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from cae_ray.config import Config, HeadConfig
-from cae_ray.selectors import BaseConcreteSelector, build_selector
+from cae_ray.selectors import BaseConcreteSelector, build_selector, distinct_selection
 
 ResolvedTask = Literal["reconstruction", "classification", "regression"]
 
@@ -107,3 +107,20 @@ def rows_by_importance(
         rises[row] = task_loss(task, head(picked), picked, y) - base
         picked[:, row] = column
     return torch.argsort(rises, descending=True, stable=True)
+
+
+@torch.no_grad()
+def final_selection(
+    model: SelectorModel, task: ResolvedTask, k: int, x: Tensor, y: Tensor | None
+) -> tuple[Tensor, Tensor, int]:
+    """(K distinct feature indices, the kept rows' probabilities, collisions resolved).
+
+    After a supervised search over spare rows, keeps the k features the head relies on most,
+    measured on the sample ``x``, ``y`` (unused when the selector has exactly k rows).
+    """
+    probs = model.selector.probabilities().cpu()
+    selection = distinct_selection(probs)
+    if probs.shape[0] == k:
+        return selection.indices, probs, selection.collisions
+    keep = rows_by_importance(model.cpu(), task, x, y, selection.indices)[:k]
+    return selection.indices[keep], probs[keep], selection.collisions

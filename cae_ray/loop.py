@@ -69,6 +69,7 @@ def train_epoch(
     schedule: TemperatureSchedule,
     step: int,
     device: torch.device,
+    autocast_bf16: bool = False,
 ) -> tuple[float, int]:
     """One pass over ``batches``; returns (mean loss, global step after the pass)."""
     model.train()
@@ -77,7 +78,9 @@ def train_epoch(
     for x, y in batches:
         x = x.to(device, non_blocking=True)
         y = None if y is None else y.to(device, non_blocking=True)
-        loss = task_loss(task, model(x, schedule.temperature_at(step)), x, y)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast_bf16):
+            output = model(x, schedule.temperature_at(step))
+        loss = task_loss(task, output.float(), x, y)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -103,11 +106,13 @@ def fit(
     early_stop: bool = True,
     all_agree: Callable[[bool], bool] = lambda converged: converged,
     on_epoch_end: Callable[[EpochRecord], None] | None = None,
+    autocast_bf16: bool = False,
 ) -> LoopResult:
     """Train from ``start_epoch`` up to ``epochs``; with ``early_stop``, stop once converged.
 
     ``epoch_batches(epoch)`` yields that epoch's batches. ``all_agree`` turns this process's
     "converged?" into a decision every worker shares (identity when training alone).
+    ``autocast_bf16`` runs the forward pass in bfloat16 (for GPUs; the loss stays float32).
     """
     selector = unwrap(model).selector
     result = LoopResult(step=start_step)
@@ -121,6 +126,7 @@ def fit(
             schedule=schedule,
             step=result.step,
             device=device,
+            autocast_bf16=autocast_bf16,
         )
         if not math.isfinite(loss):
             raise TrainingDivergedError(epoch, loss)

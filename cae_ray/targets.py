@@ -36,7 +36,7 @@ def prepare_target(task: str, y: Any, n_rows: int) -> Target:
         # scikit-learn pipelines pass y to every step: reconstruction ignores it.
         if task in ("classification", "regression"):
             raise TargetTaskMismatchError(
-                task, "missing", "pass y to fit, or use task='reconstruction'"
+                task, "y is missing", "pass y to fit, or use task='reconstruction'"
             )
         return Target("reconstruction", None, 0)
     values = np.asarray(y.to_numpy() if isinstance(y, pd.Series | pd.DataFrame) else y)
@@ -60,7 +60,7 @@ def prepare_target(task: str, y: Any, n_rows: int) -> Target:
     if not numeric or kind not in (*_CONTINUOUS, *_DISCRETE):
         raise TargetTaskMismatchError(
             "regression",
-            f"{kind} target of dtype {values.dtype}",
+            f"{kind} values of dtype {values.dtype}",
             "use task='classification' for labels, or pass numeric values",
         )
     return _standardised(values)
@@ -71,14 +71,14 @@ def _classes(values: np.ndarray, kind: str) -> Target:
         distinct = len(np.unique(values))
         raise TargetTaskMismatchError(
             "classification",
-            f"{kind} target with {distinct} distinct values",
+            f"{kind} values, {distinct} distinct",
             "use task='regression', or bin y into classes first",
         )
     classes, codes = np.unique(values, return_inverse=True)
     if len(classes) < 2:
         raise TargetTaskMismatchError(
             "classification",
-            f"single-class target (every row is {classes[0]!r})",
+            f"a single class (every row is {classes[0]!r})",
             "pass a target with at least two classes",
         )
     return Target("classification", codes.astype(np.int64), len(classes), classes)

@@ -1,8 +1,10 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import get_args
 
 import pytest
+from pydantic import BaseModel
 
 from cae_ray.config import Config, load_config, validate_config
 from cae_ray.demo import DEMO_CONFIG
@@ -26,10 +28,17 @@ def test_defaults_match_the_documented_example() -> None:
 
 
 def test_every_field_is_documented() -> None:
-    for section in (Config, *[f.annotation for f in Config.model_fields.values()]):
-        assert isinstance(section, type)
-        for name, field in section.model_fields.items():  # type: ignore[attr-defined]
-            assert field.description, f"{section.__name__}.{name} has no docstring"
+    pending: list[type[BaseModel]] = [Config]
+    seen: set[type[BaseModel]] = set()
+    while pending:
+        model = pending.pop()
+        seen.add(model)
+        for name, field in model.model_fields.items():
+            assert field.description, f"{model.__name__}.{name} has no docstring"
+            for kind in (field.annotation, *get_args(field.annotation)):
+                if isinstance(kind, type) and issubclass(kind, BaseModel) and kind not in seen:
+                    pending.append(kind)
+    assert len(seen) >= 7  # every section, nested ones included
 
 
 def test_load_yaml_with_env_expansion(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

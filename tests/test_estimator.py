@@ -189,7 +189,7 @@ def test_from_config_round_trip() -> None:
             TargetTaskMismatchError,
             "regression.*task='classification'",
         ),
-        (lambda X: (X, np.ones(60), {}), TargetTaskMismatchError, "single-class"),
+        (lambda X: (X, np.ones(60), {}), TargetTaskMismatchError, "a single class"),
         (lambda X: (X, None, {"task": "classification"}), TargetTaskMismatchError, "pass y"),
         (lambda X: (X, None, {"method": "lasso"}), ConfigValidationError, "selector.method"),
         (lambda X: (X, None, {"epochs": 0}), ConfigValidationError, "training.epochs"),

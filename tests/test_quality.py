@@ -25,8 +25,8 @@ def test_madelon_style_supervised_finds_18_of_20_informative_columns() -> None:
     found = int((selector.selected_indices_ < 20).sum())
     assert found >= 18, selector.selected_indices_
     assert len(set(selector.selected_indices_)) == 20
-    # The search trained spare rows (search_factor=5) and kept the 20 the head relies on.
-    assert selector.model_.selector.k == 100
+    # The search trained spare rows (search_factor=2) and kept the 20 the head relies on.
+    assert selector.model_.selector.k == 40
 
 
 def test_supervised_search_keeps_k_of_the_spare_rows() -> None:

@@ -1,0 +1,339 @@
+"""Wide Parquet in, one packed tensor column out.
+
+The flow: :func:`inspect_dataset` reads only the Parquet schema and resolves the candidate
+features (naming every bad column); :func:`compute_stats` makes one streaming pass with Ray
+Data for per-feature count, nulls, mean, std, min and max; :func:`write_packed` applies the
+null policy and standardisation, splits rows by a hashed key, and writes each split with all
+features packed into one fixed-shape tensor column, so a batch of thousands of features is one
+tensor rather than thousands (Ray's default collate makes one tensor per column: ~20x slower).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import logging
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.dataset as pads
+import pyarrow.fs as pafs
+
+from cae_ray.config import AllNumericExcept, DataConfig
+from cae_ray.errors import (
+    DatasetNotFoundError,
+    EmptyDatasetError,
+    MissingColumnError,
+    NoFeaturesMatchedError,
+    NonNumericColumnsError,
+    NullValuesRefusedError,
+    TargetTaskMismatchError,
+)
+from cae_ray.heads import ResolvedTask
+
+logger = logging.getLogger(__name__)
+
+FEATURES, TARGET = "features", "target"
+_MIX = np.random.default_rng(0x5EED).integers(1, 2**63, size=1 << 16, dtype=np.uint64) | 1
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    path: str
+    features: list[str]
+    """Candidate features, in file order."""
+    target: str | None
+    target_type: pa.DataType | None
+    n_rows: int
+    fingerprint: str
+    """Changes when the files, their sizes or the schema change."""
+
+
+@dataclass(frozen=True)
+class FeatureStats:
+    names: list[str]
+    count: np.ndarray
+    nulls: np.ndarray
+    mean: np.ndarray
+    std: np.ndarray
+    minimum: np.ndarray
+    maximum: np.ndarray
+
+    def constant(self) -> list[str]:
+        """Features with one value (or none): they carry no information."""
+        flat = (self.std <= 1e-12) | (self.count == 0)
+        return [n for n, c in zip(self.names, flat, strict=True) if c]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {k: v.tolist() if isinstance(v, np.ndarray) else v for k, v in asdict(self).items()}
+
+
+# --- schema ------------------------------------------------------------------------------------
+
+
+def open_parquet(path: str) -> pads.Dataset:
+    try:
+        filesystem, location = pafs.FileSystem.from_uri(path)
+    except (pa.ArrowInvalid, ValueError):
+        filesystem, location = pafs.LocalFileSystem(), str(Path(path).resolve())
+    try:
+        return pads.dataset(location, filesystem=filesystem, format="parquet")
+    except (FileNotFoundError, pa.ArrowInvalid, OSError) as e:
+        raise DatasetNotFoundError(path, str(e)) from e
+
+
+def inspect_dataset(config: DataConfig) -> DatasetInfo:
+    dataset = open_parquet(config.path)
+    schema = dataset.schema
+    for role, column in (("target", config.target), ("row_key", config.row_key)):
+        if column is not None and column not in schema.names:
+            raise MissingColumnError(column, role, schema.names)
+    features = resolve_features(schema, config)
+    n_rows = dataset.count_rows()
+    if n_rows == 0:
+        raise EmptyDatasetError(config.path)
+    files = sorted(dataset.files)
+    sizes = [info.size for info in dataset.filesystem.get_file_info(files)]
+    fingerprint = _digest(repr((files, sizes, schema.to_string())))
+    target_type = schema.field(config.target).type if config.target else None
+    return DatasetInfo(config.path, features, config.target, target_type, n_rows, fingerprint)
+
+
+def resolve_features(schema: pa.Schema, config: DataConfig) -> list[str]:
+    """The candidate feature columns named by ``config.features``; all must be numeric."""
+    reserved = {c for c in (config.target, config.row_key) if c}
+    spec = config.features
+    if isinstance(spec, list):
+        missing = [c for c in spec if c not in schema.names]
+        if missing:
+            raise MissingColumnError(missing[0], "feature", schema.names, also=missing[1:])
+        chosen = list(spec)
+    elif isinstance(spec, str):
+        chosen = [c for c in schema.names if fnmatch.fnmatchcase(c, spec) and c not in reserved]
+    else:
+        excluded = reserved | set(spec.all_numeric_except)
+        chosen = [c for c in schema.names if c not in excluded and _numeric(schema.field(c).type)]
+    bad = [c for c in chosen if not _numeric(schema.field(c).type)]
+    if bad:
+        raise NonNumericColumnsError(bad, [str(schema.field(c).type) for c in bad])
+    if not chosen:
+        raise NoFeaturesMatchedError(_describe(spec), schema.names)
+    return chosen
+
+
+def _numeric(dtype: pa.DataType) -> bool:
+    return bool(
+        pa.types.is_integer(dtype)
+        or pa.types.is_floating(dtype)
+        or pa.types.is_boolean(dtype)
+        or pa.types.is_decimal(dtype)
+    )
+
+
+def _describe(spec: list[str] | str | AllNumericExcept) -> str:
+    if isinstance(spec, AllNumericExcept):
+        return f"all numeric columns except {spec.all_numeric_except}"
+    return repr(spec)
+
+
+def _digest(text: str) -> str:
+    import hashlib
+
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+# --- statistics (one streaming pass) ------------------------------------------------------------
+
+
+def _columns_as_matrix(batch: pa.Table, names: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """(values, null mask), both (rows, features); nulls become NaN in a column-major fill."""
+    values = np.empty((len(names), batch.num_rows), np.float64)
+    for j, name in enumerate(names):
+        column = batch.column(name)
+        if column.null_count or not pa.types.is_floating(column.type):
+            column = column.cast(pa.float64())
+        values[j] = column.to_numpy(zero_copy_only=False)
+    values = values.T
+    return values, np.isnan(values)
+
+
+class _BatchStats:
+    def __init__(self, names: list[str]) -> None:
+        self.names = names
+
+    def __call__(self, batch: pa.Table) -> dict[str, np.ndarray]:
+        values, nulls = _columns_as_matrix(batch, self.names)
+        count = (~nulls).sum(axis=0)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            mean = np.where(count > 0, np.nansum(values, axis=0) / np.maximum(count, 1), 0.0)
+            m2 = np.nansum((values - mean) ** 2, axis=0)
+            lo = np.where(count > 0, np.nanmin(np.where(nulls, np.inf, values), axis=0), np.inf)
+            hi = np.where(count > 0, np.nanmax(np.where(nulls, -np.inf, values), axis=0), -np.inf)
+        return {
+            "count": count[None],
+            "nulls": nulls.sum(axis=0)[None],
+            "mean": mean[None],
+            "m2": m2[None],
+            "min": lo[None],
+            "max": hi[None],
+        }
+
+
+def compute_stats(dataset: Any, names: list[str]) -> FeatureStats:
+    """Per-feature statistics in one pass; partial results merge with Chan's formula."""
+    partial = dataset.map_batches(_BatchStats(names), batch_format="pyarrow", batch_size=4096)
+    n = np.zeros(len(names))
+    mean, m2, nulls = np.zeros(len(names)), np.zeros(len(names)), np.zeros(len(names))
+    lo, hi = np.full(len(names), np.inf), np.full(len(names), -np.inf)
+    for part in partial.iter_batches(batch_format="numpy", batch_size=None):
+        for i in range(len(part["count"])):
+            nb, mb = part["count"][i], part["mean"][i]
+            total = n + nb
+            delta = mb - mean
+            with np.errstate(invalid="ignore", divide="ignore"):
+                share = np.where(total > 0, nb / np.maximum(total, 1), 0.0)
+            mean = mean + delta * share
+            m2 = m2 + part["m2"][i] + delta**2 * n * share
+            n = total
+            nulls += part["nulls"][i]
+            lo, hi = np.minimum(lo, part["min"][i]), np.maximum(hi, part["max"][i])
+    std = np.sqrt(m2 / np.maximum(n, 1))
+    return FeatureStats(names, n, nulls, mean, std, lo, hi)
+
+
+def check_nulls(stats: FeatureStats, policy: str) -> None:
+    """Under ``refuse``, any missing value is an error naming the columns. Under ``mean`` and
+    ``zero`` they are filled; all-null columns are constant and get dropped."""
+    with_nulls = [n for n, c in zip(stats.names, stats.nulls, strict=True) if c > 0]
+    if policy == "refuse" and with_nulls:
+        counts = stats.nulls[stats.nulls > 0].astype(int).tolist()
+        raise NullValuesRefusedError(with_nulls, counts)
+
+
+# --- target -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TargetInfo:
+    task: ResolvedTask
+    classes: list[Any] | None = None
+    """Sorted class labels (classification); codes are positions in this list."""
+    mean: float = 0.0
+    std: float = 1.0
+    """Regression targets are standardised with these."""
+
+    @property
+    def n_outputs(self) -> int:
+        return len(self.classes) if self.classes is not None else 1
+
+
+def resolve_target(
+    dataset: Any, column: str | None, task: str, dtype: pa.DataType | None
+) -> TargetInfo:
+    """Decide the task (``auto``: floats regress, anything else classifies) and its encoding."""
+    if column is None or task == "reconstruction":
+        if task in ("classification", "regression"):
+            raise TargetTaskMismatchError(task, "data.target is not set", "set data.target")
+        return TargetInfo("reconstruction")
+    assert dtype is not None
+    if task == "auto":
+        task = "regression" if pa.types.is_floating(dtype) else "classification"
+    if task == "regression":
+        if not _numeric(dtype):
+            raise TargetTaskMismatchError(
+                task, f"column {column!r} is {dtype}", "use head.task: classification"
+            )
+        stats = compute_stats(dataset.select_columns([column]), [column])
+        if stats.nulls[0] > 0:
+            raise NullValuesRefusedError([column], [int(stats.nulls[0])])
+        return TargetInfo("regression", mean=float(stats.mean[0]), std=float(stats.std[0]) or 1.0)
+    classes = sorted(dataset.unique(column))
+    if any(c is None or (isinstance(c, float) and np.isnan(c)) for c in classes):
+        raise NullValuesRefusedError([column], [1])
+    if len(classes) < 2:
+        raise TargetTaskMismatchError(
+            "classification", f"a single class ({classes!r})", "pass at least two classes"
+        )
+    return TargetInfo("classification", classes=classes)
+
+
+# --- split and pack -----------------------------------------------------------------------------
+
+
+def row_hash_fraction(batch: pa.Table, key: str | None, packed: np.ndarray) -> np.ndarray:
+    """A number in [0, 1) per row, fixed by the row's key (or its feature values)."""
+    if key is not None:
+        hashed = pd.util.hash_array(batch.column(key).to_numpy(zero_copy_only=False))
+    else:
+        bits = np.ascontiguousarray(packed, np.float32).view(np.uint32).astype(np.uint64)
+        width = bits.shape[1]
+        mix = np.resize(_MIX, width)
+        hashed = (bits * mix).sum(axis=1, dtype=np.uint64)
+        hashed = pd.util.hash_array(hashed)
+    return (hashed >> np.uint64(11)).astype(np.float64) / float(1 << 53)
+
+
+class Packer:
+    """A Ray Data UDF: impute, scale, keep one split, and pack features into one column."""
+
+    def __init__(
+        self,
+        config: DataConfig,
+        stats: FeatureStats,
+        keep: list[str],
+        target: TargetInfo,
+        split: str,
+    ) -> None:
+        index = {n: i for i, n in enumerate(stats.names)}
+        rows = [index[n] for n in keep]
+        self.names, self.config, self.target, self.split = keep, config, target, split
+        self.fill = stats.mean[rows] if config.null_policy == "mean" else np.zeros(len(rows))
+        standard = config.scaling == "standard"
+        self.center = stats.mean[rows] if standard else np.zeros(len(rows))
+        self.scale = stats.std[rows] if standard else np.ones(len(rows))
+
+    def __call__(self, batch: pa.Table) -> dict[str, np.ndarray]:
+        values, nulls = _columns_as_matrix(batch, self.names)
+        values = np.where(nulls, self.fill, values)
+        packed = ((values - self.center) / self.scale).astype(np.float32)
+        held_out = row_hash_fraction(batch, self.config.row_key, packed) < (
+            self.config.validation_fraction
+        )
+        rows = held_out if self.split == "validation" else ~held_out
+        out = {FEATURES: packed[rows]}
+        if self.target.task != "reconstruction":
+            assert self.config.target is not None
+            raw = batch.column(self.config.target).to_numpy(zero_copy_only=False)[rows]
+            out[TARGET] = self._encode(raw)
+        return out
+
+    def _encode(self, raw: np.ndarray) -> np.ndarray:
+        if self.target.classes is not None:
+            lookup = {c: i for i, c in enumerate(self.target.classes)}
+            return np.fromiter((lookup[v] for v in raw.tolist()), np.int64, len(raw))
+        return ((raw.astype(np.float64) - self.target.mean) / self.target.std).astype(np.float32)
+
+
+def write_packed(
+    dataset: Any,
+    config: DataConfig,
+    stats: FeatureStats,
+    keep: list[str],
+    target: TargetInfo,
+    out_dir: Path,
+) -> dict[str, int]:
+    """Write ``out_dir/train`` and ``out_dir/validation``; return their row counts."""
+    counts = {}
+    for split in ("train", "validation"):
+        packer = Packer(config, stats, keep, target, split)
+        packed = dataset.map_batches(packer, batch_format="pyarrow", batch_size=4096)
+        packed.write_parquet(str(out_dir / split))
+        counts[split] = int(pq_count(out_dir / split))
+    return counts
+
+
+def pq_count(path: Path) -> int:
+    return int(pads.dataset(str(path), format="parquet").count_rows())

@@ -1,0 +1,188 @@
+"""The steps of a run, as plain functions over one config and one run directory.
+
+    prepare(config, run_dir) -> run_dir/data/{train,validation}/ + prepared.json
+    select(config, run_dir)  -> run_dir/selection.json
+
+Each step is idempotent: finished work is detected (by config hash and data fingerprint) and
+reused; an interrupted ``select`` resumes from its last checkpoint in ``run_dir/ray``. The CLI
+and every entry point call these functions and hold no logic of their own.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from cae_ray import __version__
+from cae_ray.config import Config
+from cae_ray.data import (
+    FEATURES,
+    TARGET,
+    TargetInfo,
+    check_nulls,
+    compute_stats,
+    inspect_dataset,
+    resolve_target,
+    write_packed,
+)
+from cae_ray.errors import MissingDataConfigError, TooFewFeaturesError
+from cae_ray.heads import final_selection
+from cae_ray.selectors import feature_scores
+from cae_ray.training import TrainSpec, connect, run_trainer, worker_threads
+
+logger = logging.getLogger(__name__)
+
+PREPARED, SELECTION = "data/prepared.json", "selection.json"
+_IMPORTANCE_SAMPLE = 20_000
+
+
+def config_hash(config: Config, *sections: str) -> str:
+    """A short hash of the named config sections (all of them when none is named)."""
+    dumped = config.model_dump(mode="json")
+    chosen = {s: dumped[s] for s in sections} if sections else dumped
+    return hashlib.sha256(json.dumps(chosen, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def write_json(path: Path, payload: dict[str, Any]) -> None:
+    """Write atomically: readers see the old file or the new one, never half of it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(path.suffix + ".partial")
+    partial.write_text(json.dumps(payload, indent=2, default=_jsonable))
+    os.replace(partial, path)
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"cannot write {type(value).__name__} to JSON")
+
+
+def read_json(path: Path) -> dict[str, Any] | None:
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+# --- prepare ------------------------------------------------------------------------------------
+
+
+def prepare(config: Config, run_dir: str | os.PathLike[str]) -> dict[str, Any]:
+    """Check the dataset, compute per-feature statistics, and write the packed splits."""
+    import ray.data
+
+    if config.data is None:
+        raise MissingDataConfigError("the config")
+    run = Path(run_dir)
+    info = inspect_dataset(config.data)
+    wanted = {"config": config_hash(config, "data", "head"), "fingerprint": info.fingerprint}
+    done = read_json(run / PREPARED)
+    if done is not None and all(done.get(k) == v for k, v in wanted.items()):
+        logger.info("prepare: reusing %s", run / "data")
+        return done
+
+    connect(config)
+    source = ray.data.read_parquet(config.data.path)
+    columns = [*info.features, *(c for c in (config.data.target, config.data.row_key) if c)]
+    source = source.select_columns(columns)
+    logger.info("prepare: statistics of %d features over %d rows", len(info.features), info.n_rows)
+    stats = compute_stats(source, info.features)
+    check_nulls(stats, config.data.null_policy)
+    constant = stats.constant()
+    keep = [n for n in info.features if n not in set(constant)]
+    if config.selector.k >= len(keep):
+        raise TooFewFeaturesError(config.selector.k, len(keep), constant)
+    target = resolve_target(source, config.data.target, config.head.task, info.target_type)
+    counts = write_packed(source, config.data, stats, keep, target, run / "data")
+    prepared = {
+        **wanted,
+        "path": config.data.path,
+        "candidate_features": info.features,
+        "features": keep,
+        "dropped_constant": constant,
+        "target": {"column": config.data.target, **target.__dict__},
+        "rows": counts,
+        "stats": stats.as_dict(),
+    }
+    write_json(run / PREPARED, prepared)
+    return prepared
+
+
+# --- select -------------------------------------------------------------------------------------
+
+
+def select(config: Config, run_dir: str | os.PathLike[str]) -> dict[str, Any]:
+    """Train the selector with Ray Train and write ``selection.json``; resumes if interrupted."""
+    import ray.data
+
+    run = Path(run_dir)
+    prepared = prepare(config, run)
+    selection_hash = config_hash(config, "data", "selector", "training", "head")
+    done = read_json(run / SELECTION)
+    if (
+        done is not None
+        and done.get("config_hash") == selection_hash
+        and done.get("data_fingerprint") == prepared["fingerprint"]
+    ):
+        logger.info("select: %s is up to date", run / SELECTION)
+        return done
+
+    started = time.perf_counter()
+    target = TargetInfo(**{k: v for k, v in prepared["target"].items() if k != "column"})
+    features = prepared["features"]
+    spec = TrainSpec(
+        n_features=len(features),
+        task=target.task,
+        n_outputs=target.n_outputs,
+        n_train_rows=prepared["rows"]["train"],
+        threads=worker_threads(config),
+    )
+    connect(config)
+    train_data = ray.data.read_parquet(str(run / "data" / "train"))
+    outcome = run_trainer(config, spec, train_data, storage=(run / "ray").resolve())
+
+    x, y = _sample(train_data, target)
+    indices, probs, collisions = final_selection(
+        outcome.model, target.task, config.selector.k, x, y
+    )
+    scores = dict(zip(features, feature_scores(probs).tolist(), strict=True))
+    chosen = sorted(indices.tolist())
+    candidates = prepared["candidate_features"]
+    selection = {
+        "selected_features": [features[i] for i in chosen],
+        "selected_indices": [candidates.index(features[i]) for i in chosen],
+        "scores": [scores.get(name, 0.0) for name in candidates],
+        "candidate_features": candidates,
+        "dropped_constant": prepared["dropped_constant"],
+        "k": config.selector.k,
+        "method": config.selector.method,
+        "task": target.task,
+        "collisions": collisions,
+        "converged": outcome.converged,
+        "history": outcome.history,
+        "resumed_from_epoch": outcome.resumed_from_epoch,
+        "num_workers": config.scaling.num_workers,
+        "config_hash": selection_hash,
+        "data_fingerprint": prepared["fingerprint"],
+        "seconds": time.perf_counter() - started,
+        "cae_ray_version": __version__,
+    }
+    write_json(run / SELECTION, selection)
+    return selection
+
+
+def _sample(train_data: Any, target: TargetInfo) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Rows for ranking the spare selector rows of a supervised search (unused otherwise)."""
+    if target.task == "reconstruction":
+        return torch.empty(0), None
+    batch = train_data.limit(_IMPORTANCE_SAMPLE).take_batch(
+        batch_size=_IMPORTANCE_SAMPLE, batch_format="numpy"
+    )
+    x = torch.from_numpy(np.asarray(batch[FEATURES], np.float32))
+    y = torch.from_numpy(np.asarray(batch[TARGET]))
+    return x, y

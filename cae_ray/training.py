@@ -1,0 +1,305 @@
+"""Selector training on Ray Train (V2): the per-worker function and the TorchTrainer driver.
+
+Each worker rebuilds the typed config from a plain dict, reads its shard of the packed training
+data, and runs THE loop (:mod:`cae_ray.loop`); around it this module adds only what a cluster
+needs: DDP, a checkpoint per epoch, resume from the latest checkpoint, and metric reports.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from cae_ray.config import Config
+from cae_ray.errors import GpuUnavailableError, RayUnreachableError
+from cae_ray.heads import ResolvedTask, SelectorModel, build_model, build_optimizer
+from cae_ray.loop import Batch, EpochRecord, fit, unwrap
+from cae_ray.selectors import TemperatureSchedule
+
+logger = logging.getLogger(__name__)
+
+STATE_FILE = "state.pt"
+
+
+@dataclass(frozen=True)
+class TrainSpec:
+    """What a worker needs besides the config: shapes and sizes, never data."""
+
+    n_features: int
+    task: ResolvedTask
+    n_outputs: int
+    n_train_rows: int
+    threads: int
+
+
+# --- on each worker -----------------------------------------------------------------------------
+
+
+def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
+    import ray.train
+    import ray.train.torch
+
+    config = Config.model_validate(loop_config["config"])
+    spec = TrainSpec(**loop_config["spec"])
+    context = ray.train.get_context()
+    rank, world = context.get_world_rank(), context.get_world_size()
+    torch.set_num_threads(spec.threads)
+
+    torch.manual_seed(config.training.seed)  # identical initial weights on every rank
+    model = ray.train.torch.prepare_model(
+        build_model(config, spec.n_features, spec.task, spec.n_outputs)
+    )
+    optimizer = build_optimizer(unwrap(model), config, spec.task)
+    local_dir = loop_config.get("local_checkpoint_dir")
+    start_epoch, step, history = _restore(unwrap(model), optimizer, local_dir)
+    # Each rank (and each restart) draws its own Gumbel noise and batch order.
+    torch.manual_seed(config.training.seed + 7919 * (rank + 1) + start_epoch)
+
+    shard = ray.train.get_dataset_shard("train")
+    t = config.training
+    dtypes = {"features": torch.float32, "target": _target_dtype(spec.task)}
+
+    def epoch_batches(epoch: int) -> Any:
+        for batch in shard.iter_torch_batches(
+            batch_size=t.batch_size,
+            dtypes=dtypes,
+            local_shuffle_buffer_size=min(10 * t.batch_size, 100_000),
+            local_shuffle_seed=t.seed + epoch,
+            pin_memory=config.scaling.use_gpu,
+        ):
+            yield _as_batch(batch)
+
+    steps_per_epoch = math.ceil(max(spec.n_train_rows // max(world, 1), 1) / t.batch_size)
+
+    def report(record: EpochRecord) -> None:
+        history.append({**record.as_dict(), "loss": _mean_over_ranks(record.loss)})
+        _report(rank, unwrap(model), optimizer, history, start_epoch, local_dir)
+
+    fit(
+        model,
+        optimizer,
+        epoch_batches,
+        task=spec.task,
+        schedule=TemperatureSchedule(
+            config.selector.start_temperature,
+            config.selector.end_temperature,
+            t.epochs * steps_per_epoch,
+        ),
+        epochs=t.epochs,
+        device=ray.train.torch.get_device(),
+        start_epoch=start_epoch,
+        start_step=step,
+        convergence_threshold=config.selector.convergence_threshold,
+        early_stop=config.selector.early_stop,
+        all_agree=_all_agree,
+        on_epoch_end=report,
+        autocast_bf16=config.scaling.bf16 and config.scaling.use_gpu,
+    )
+
+
+def _target_dtype(task: ResolvedTask) -> torch.dtype:
+    return torch.int64 if task == "classification" else torch.float32
+
+
+def _as_batch(batch: dict[str, torch.Tensor]) -> Batch:
+    return batch["features"], batch.get("target")
+
+
+def _restore(
+    model: SelectorModel, optimizer: torch.optim.Optimizer, local_dir: str | None
+) -> tuple[int, int, list[dict[str, Any]]]:
+    """Load the latest checkpoint if there is one: (next epoch, global step, history).
+
+    Ray keeps checkpoints for worker groups; Train local mode (no workers) keeps none across
+    driver restarts, so there we read our own copy in ``local_dir``.
+    """
+    import ray.train
+
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as directory:
+            state = _load_state(Path(directory))
+    elif local_dir is not None and (Path(local_dir) / STATE_FILE).exists():
+        state = _load_state(Path(local_dir))
+    else:
+        return 0, 0, []
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    logger.info("resuming after epoch %d (step %d)", state["epoch"], state["step"])
+    return state["epoch"] + 1, state["step"], state["history"]
+
+
+def _load_state(directory: Path) -> dict[str, Any]:
+    return dict(torch.load(directory / STATE_FILE, map_location="cpu", weights_only=False))
+
+
+def _report(
+    rank: int,
+    model: SelectorModel,
+    optimizer: torch.optim.Optimizer,
+    history: list[dict[str, Any]],
+    start_epoch: int,
+    local_dir: str | None,
+) -> None:
+    """Every rank reports (it is a barrier); rank 0 attaches the checkpoint."""
+    import ray.train
+
+    record = history[-1]
+    metrics = {**record, "start_epoch": start_epoch}
+    state = {
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "epoch": record["epoch"],
+        "step": record["step"],
+        "history": history,
+    }
+    if local_dir is not None:  # local mode: the checkpoint must outlive this call
+        directory = Path(local_dir)
+        directory.mkdir(parents=True, exist_ok=True)
+        torch.save(state, directory / (STATE_FILE + ".partial"))
+        os.replace(directory / (STATE_FILE + ".partial"), directory / STATE_FILE)
+        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(directory))
+        return
+    with tempfile.TemporaryDirectory() as scratch:
+        checkpoint = None
+        if rank == 0:
+            torch.save(state, Path(scratch) / STATE_FILE)
+            checkpoint = ray.train.Checkpoint.from_directory(scratch)
+        ray.train.report(metrics, checkpoint=checkpoint)
+
+
+def _mean_over_ranks(value: float) -> float:
+    """The epoch loss averaged over workers (each saw only its shard)."""
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return value
+    total = torch.tensor([value], dtype=torch.float64)
+    torch.distributed.all_reduce(total)
+    return float(total.item()) / torch.distributed.get_world_size()
+
+
+def _all_agree(converged: bool) -> bool:
+    """Stop only when every rank has converged (a no-op without a process group)."""
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return converged
+    flag = torch.tensor([1 if converged else 0])
+    torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MIN)
+    return bool(flag.item())
+
+
+# --- on the driver ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TrainOutcome:
+    model: SelectorModel
+    history: list[dict[str, Any]]
+    converged: bool
+    resumed_from_epoch: int
+    """0 for a fresh run; the first epoch trained after a restart otherwise."""
+
+
+def run_trainer(
+    config: Config, spec: TrainSpec, train_data: Any, storage: Path, name: str = "select"
+) -> TrainOutcome:
+    """Train with ``TorchTrainer``; the same ``storage``/``name`` resumes an earlier run."""
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    s = config.scaling
+    loop_config: dict[str, Any] = {"config": config.model_dump(mode="json"), "spec": asdict(spec)}
+    if s.num_workers == 0:
+        loop_config["local_checkpoint_dir"] = str(storage / name / "local_checkpoint")
+    trainer = TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config=loop_config,
+        torch_config=TorchConfig(backend="nccl" if s.use_gpu else "gloo"),
+        scaling_config=ScalingConfig(
+            num_workers=s.num_workers,
+            use_gpu=s.use_gpu,
+            resources_per_worker=s.resources_per_worker,
+        ),
+        run_config=RunConfig(
+            name=name,
+            storage_path=str(storage),
+            checkpoint_config=CheckpointConfig(num_to_keep=2),
+            failure_config=FailureConfig(max_failures=s.max_failures),
+        ),
+        datasets={"train": train_data},
+    )
+    result = trainer.fit()
+    if result.checkpoint is None:
+        raise RuntimeError(f"training finished without a checkpoint: {result.error}")
+    with result.checkpoint.as_directory() as directory:
+        state = _load_state(Path(directory))
+    model = build_model(config, spec.n_features, spec.task, spec.n_outputs)
+    model.load_state_dict(state["model"])
+    history = state["history"]
+    last = history[-1]
+    metrics = result.metrics or {}
+    return TrainOutcome(
+        model=model.eval(),
+        history=history,
+        converged=last["mean_max"] >= config.selector.convergence_threshold,
+        resumed_from_epoch=int(metrics.get("start_epoch", 0)),
+    )
+
+
+def worker_threads(config: Config) -> int:
+    """Torch threads per worker: its CPU share, so workers never oversubscribe the cores."""
+    cpus = (config.scaling.resources_per_worker or {}).get("CPU", 1.0)
+    if config.scaling.num_workers == 0:
+        cpus = float(os.cpu_count() or 1)
+    return max(1, int(cpus))
+
+
+def connect(config: Config) -> None:
+    """Join the configured Ray cluster (or ``RAY_ADDRESS``), else start a local one; fail fast
+    when the address does not answer or GPUs are asked for and missing."""
+    import ray
+
+    if not ray.is_initialized():
+        address = config.scaling.address or os.environ.get("RAY_ADDRESS")
+        if address and address != "auto":
+            _probe(address)
+        try:
+            ray.init(address=address, include_dashboard=False if not address else None)
+        except (ConnectionError, RuntimeError, ValueError) as e:
+            raise RayUnreachableError(str(address), str(e).splitlines()[0]) from e
+    _check_gpus(config)
+
+
+def _probe(address: str, timeout_s: float = 5.0) -> None:
+    """A TCP connect to host:port, so a wrong address fails in seconds, not minutes."""
+    import socket
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(address if "://" in address else f"ray://{address}")
+    if parts.hostname is None or parts.port is None:
+        raise RayUnreachableError(address, "expected host:port or ray://host:port")
+    try:
+        socket.create_connection((parts.hostname, parts.port), timeout=timeout_s).close()
+    except OSError as e:
+        raise RayUnreachableError(address, e.strerror or type(e).__name__) from e
+
+
+def _check_gpus(config: Config) -> None:
+    import ray
+
+    s = config.scaling
+    if not s.use_gpu:
+        return
+    if s.num_workers == 0:
+        if not torch.cuda.is_available():
+            raise GpuUnavailableError(1, 0)
+        return
+    per_worker = (s.resources_per_worker or {}).get("GPU", 1.0)
+    available = float(ray.cluster_resources().get("GPU", 0.0))
+    if available < per_worker * s.num_workers:
+        raise GpuUnavailableError(per_worker * s.num_workers, available)

@@ -1,0 +1,95 @@
+"""`cae_ray.select` on a real local Ray cluster: workers, local mode, resume, bad input."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from cae_ray.config import Config, validate_config
+from cae_ray.estimator import ConcreteFeatureSelector
+from cae_ray.pipeline import select
+
+pytestmark = pytest.mark.ray
+
+K, EPOCHS, BATCH = 10, 12, 32
+
+
+def make_config(path: Path, **sections: dict[str, Any]) -> Config:
+    base: dict[str, Any] = {
+        "data": {"path": str(path), "features": "f_*", "target": "label", "row_key": "id"},
+        "selector": {"k": K},
+        "training": {"epochs": EPOCHS, "batch_size": BATCH},
+        "scaling": {"num_workers": 2, "resources_per_worker": {"CPU": 1}},
+    }
+    for name, values in sections.items():
+        base[name] = {**base.get(name, {}), **values}
+    return validate_config(base)
+
+
+def found(names: list[str], informative: list[str]) -> int:
+    return len(set(names) & set(informative))
+
+
+@pytest.fixture(scope="module")
+def estimator_found(wide_dataset) -> int:
+    """The in-memory estimator on the same (standardised) data and settings."""
+    path, informative = wide_dataset
+    table = pq.read_table(path).to_pandas()
+    X = table.filter(like="f_")
+    X = (X - X.mean()) / X.std(ddof=0)
+    selector = ConcreteFeatureSelector(k=K, epochs=EPOCHS, batch_size=BATCH).fit(X, table["label"])
+    return found(list(selector.get_feature_names_out()), informative)
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_select_matches_the_in_memory_estimator(
+    ray_cluster, wide_dataset, estimator_found, tmp_path, workers
+) -> None:
+    path, informative = wide_dataset
+    selection = select(make_config(path, scaling={"num_workers": workers}), tmp_path)
+
+    names = selection["selected_features"]
+    assert len(names) == K and len(set(names)) == K
+    assert found(names, informative) >= min(estimator_found, K) - 2, (names, estimator_found)
+    assert found(names, informative) >= 6
+    on_disk = json.loads((tmp_path / "selection.json").read_text())
+    assert on_disk["selected_features"] == names
+    assert len(on_disk["scores"]) == len(on_disk["candidate_features"]) == 200
+    assert [on_disk["candidate_features"][i] for i in on_disk["selected_indices"]] == names
+    assert (on_disk["k"], on_disk["method"], on_disk["task"]) == (K, "ipcae", "classification")
+    assert on_disk["config_hash"] and on_disk["data_fingerprint"]
+    history = on_disk["history"]
+    assert [h["epoch"] for h in history] == list(range(len(history)))
+    assert {"loss", "temperature", "mean_max", "distinct"} <= set(history[0])
+    assert on_disk["num_workers"] == workers
+
+
+def test_rerun_reuses_finished_work(ray_cluster, wide_dataset, tmp_path) -> None:
+    path, _ = wide_dataset
+    config = make_config(path, training={"epochs": 2}, scaling={"num_workers": 0})
+    first = select(config, tmp_path)
+    stamp = (tmp_path / "selection.json").stat().st_mtime_ns
+    again = select(config, tmp_path)
+    assert again == first
+    assert (tmp_path / "selection.json").stat().st_mtime_ns == stamp
+    assert (tmp_path / "data" / "train").is_dir() and (tmp_path / "data" / "validation").is_dir()
+
+
+def test_prepare_standardises_and_splits_by_key(ray_cluster, wide_dataset, tmp_path) -> None:
+    from cae_ray.pipeline import prepare
+
+    path, _ = wide_dataset
+    prepared = prepare(make_config(path), tmp_path)
+    assert prepared["rows"]["train"] + prepared["rows"]["validation"] == 3000
+    assert 0.15 < prepared["rows"]["validation"] / 3000 < 0.25
+    train = ray_cluster.data.read_parquet(str(tmp_path / "data" / "train"))
+    features = train.take_batch(batch_size=5000, batch_format="numpy")["features"]
+    assert features.shape[1] == 200
+    assert np.allclose(features.mean(axis=0), 0, atol=0.15)
+    again = prepare(make_config(path), tmp_path / "other")
+    assert again["rows"] == prepared["rows"]  # the same rows land on the same side
