@@ -1,6 +1,7 @@
 """`cae-ray`: the command line. Thin: it parses, calls the library, and prints.
 
-Exit codes: 0 success, 1 unexpected failure, 2 bad configuration or usage, 3 bad input data.
+Exit codes: 0 success, 1 unexpected failure, 2 bad configuration or usage, 3 bad input data,
+4 the Ray cluster is unreachable or lacks the resources asked for.
 """
 
 from __future__ import annotations
@@ -19,10 +20,18 @@ from rich.table import Table
 
 from cae_ray.config import Config, load_config
 from cae_ray.demo import DEMO_CONFIG, DemoData, make_demo_data
-from cae_ray.errors import CaeRayError, ConfigFileError, ConfigValidationError, InvalidInputError
+from cae_ray.errors import (
+    CaeRayError,
+    ConfigFileError,
+    ConfigValidationError,
+    GpuUnavailableError,
+    InvalidInputError,
+    MissingDataConfigError,
+    RayUnreachableError,
+)
 from cae_ray.loop import EpochRecord
 
-EXIT_FAILURE, EXIT_CONFIG, EXIT_INPUT = 1, 2, 3
+EXIT_FAILURE, EXIT_CONFIG, EXIT_INPUT, EXIT_CLUSTER = 1, 2, 3, 4
 
 app = typer.Typer(
     help="Concrete Autoencoder feature selection (CAE / IP-CAE) for wide feature tables.",
@@ -48,8 +57,10 @@ def main(
 
 def _fail(error: CaeRayError) -> typer.Exit:
     errors.print(f"[bold red]error:[/] {error}", highlight=False)
-    if isinstance(error, ConfigFileError | ConfigValidationError):
+    if isinstance(error, ConfigFileError | ConfigValidationError | MissingDataConfigError):
         return typer.Exit(EXIT_CONFIG)
+    if isinstance(error, RayUnreachableError | GpuUnavailableError):
+        return typer.Exit(EXIT_CLUSTER)
     if isinstance(error, InvalidInputError):
         return typer.Exit(EXIT_INPUT)
     return typer.Exit(EXIT_FAILURE)
@@ -117,6 +128,37 @@ def _print_demo_result(selector: Any, data: DemoData, seconds: float) -> None:
     console.print(
         f"Found {found} of {len(informative)} informative features in {seconds:.1f} s "
         f"({len(selector.history_)} epochs, {state}, {selector.collisions_} collisions resolved)."
+    )
+
+
+RunDir = Annotated[Path, typer.Option("--run-dir", help="Where this run's artifacts go.")]
+
+
+@app.command()
+def select(config: Path, run_dir: RunDir) -> None:
+    """Train the selector with Ray Train on the config's dataset; writes RUN_DIR/selection.json.
+
+    Re-running with the same run dir reuses finished work and resumes an interrupted training
+    from its last checkpoint.
+    """
+    from cae_ray.pipeline import select as select_step
+
+    try:
+        selection = select_step(load_config(config), run_dir)
+    except CaeRayError as e:
+        raise _fail(e) from e
+    table = Table(title=f"{selection['k']} selected features ({selection['method']})")
+    table.add_column("feature")
+    table.add_column("score", justify="right")
+    scores = dict(zip(selection["candidate_features"], selection["scores"], strict=True))
+    for name in selection["selected_features"]:
+        table.add_row(name, f"{scores[name]:.3f}")
+    console.print(table)
+    last = selection["history"][-1]
+    console.print(
+        f"{len(selection['history'])} epochs, final loss {last['loss']:.4f}, "
+        f"{'converged' if selection['converged'] else 'NOT converged'}, "
+        f"{selection['collisions']} collisions resolved. Written: {run_dir / 'selection.json'}"
     )
 
 
