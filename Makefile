@@ -29,6 +29,7 @@ test: lint
 
 bench: install
 	$(BIN)/python benchmarks/paper_mnist.py
+	$(BIN)/python benchmarks/madelon.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
