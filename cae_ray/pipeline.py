@@ -183,6 +183,6 @@ def _sample(train_data: Any, target: TargetInfo) -> tuple[torch.Tensor, torch.Te
     batch = train_data.limit(_IMPORTANCE_SAMPLE).take_batch(
         batch_size=_IMPORTANCE_SAMPLE, batch_format="numpy"
     )
-    x = torch.from_numpy(np.asarray(batch[FEATURES], np.float32))
-    y = torch.from_numpy(np.asarray(batch[TARGET]))
+    x = torch.from_numpy(np.array(batch[FEATURES], np.float32))
+    y = torch.from_numpy(np.array(batch[TARGET]))
     return x, y

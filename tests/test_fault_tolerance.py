@@ -1,0 +1,102 @@
+"""A run survives a SIGKILLed worker (resumes from its checkpoint) and a killed driver."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+
+from cae_ray.pipeline import select
+from tests.conftest import RAY_TEST_ENV
+from tests.test_pipeline import K, make_config
+
+pytestmark = [pytest.mark.ray, pytest.mark.slow]
+
+
+def checkpoints(run_dir: Path) -> list[Path]:
+    return sorted((run_dir / "ray").glob("**/checkpoint_*"))
+
+
+def wait_for_checkpoints(
+    run_dir: Path, count: int, timeout_s: float = 240, process: Any = None
+) -> None:
+    deadline = time.monotonic() + timeout_s
+    while len(checkpoints(run_dir)) < count:
+        assert time.monotonic() < deadline, f"no {count} checkpoints in {run_dir} in time"
+        if process is not None and process.poll() is not None:
+            raise AssertionError(f"the run ended early: {process.stderr.read()[-3000:]}")
+        time.sleep(0.2)
+
+
+def test_sigkilled_worker_resumes_from_its_last_checkpoint(
+    ray_cluster, wide_dataset, tmp_path
+) -> None:
+    path, _ = wide_dataset
+    config = make_config(path, training={"epochs": 8}, scaling={"max_failures": 1})
+    outcome: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            outcome["selection"] = select(config, tmp_path)
+        except BaseException as e:  # surfaced by the assertions below
+            outcome["error"] = e
+
+    driver = threading.Thread(target=run)
+    driver.start()
+    wait_for_checkpoints(tmp_path, 2)
+    workers = [
+        p
+        for p in psutil.process_iter(["cmdline"])
+        if "ray::RayTrainWorker" in " ".join(p.info["cmdline"] or [])
+    ]
+    assert workers, "no Ray Train worker process found"
+    os.kill(workers[-1].pid, signal.SIGKILL)
+    driver.join(timeout=600)
+
+    assert "error" not in outcome, outcome.get("error")
+    selection = outcome["selection"]
+    assert selection["resumed_from_epoch"] >= 1  # resumed, not restarted
+    assert [h["epoch"] for h in selection["history"]] == list(range(8))
+    assert len(set(selection["selected_features"])) == K
+
+
+def test_killed_driver_resumes_with_the_same_command(wide_dataset, tmp_path) -> None:
+    path, _ = wide_dataset
+    config_file = tmp_path / "select.yaml"
+    config_file.write_text(
+        f"data: {{path: {path}, features: 'f_*', target: label, row_key: id}}\n"
+        f"selector: {{k: {K}}}\ntraining: {{epochs: 6, batch_size: 32}}\n"
+        "scaling: {num_workers: 1, resources_per_worker: {CPU: 1}}\n"
+    )
+    run_dir = tmp_path / "run"
+    # A short temp dir: Ray's Unix socket paths under it have a length limit.
+    ray_tmp = tempfile.mkdtemp(prefix="crd-", dir="/tmp")
+    env = {**os.environ, **RAY_TEST_ENV, "RAY_TMPDIR": ray_tmp, "HOME": str(tmp_path)}
+    env.pop("RAY_ADDRESS", None)
+    command = [sys.executable, "-m", "cae_ray.cli", "select", str(config_file)]
+    command += ["--run-dir", str(run_dir)]
+    first = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        wait_for_checkpoints(run_dir, 2, process=first)
+    finally:
+        first.kill()  # SIGKILL: no clean-up runs in the driver
+        first.wait()
+    assert not (run_dir / "selection.json").exists()
+
+    second = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    shutil.rmtree(ray_tmp, ignore_errors=True)
+    assert second.returncode == 0, second.stderr[-3000:]
+    selection = json.loads((run_dir / "selection.json").read_text())
+    assert selection["resumed_from_epoch"] >= 1
+    assert [h["epoch"] for h in selection["history"]] == list(range(6))
