@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -37,6 +38,20 @@ def wait_for_checkpoints(
         if process is not None and process.poll() is not None:
             raise AssertionError(f"the run ended early: {process.stderr.read()[-3000:]}")
         time.sleep(0.2)
+
+
+def _kill_new_ray_processes(existing: set[int]) -> None:
+    """Kill the Ray processes a SIGKILLed driver's local cluster left behind: those started
+    during the test that are not ours. Repeat for a few seconds: a dying raylet still spawns."""
+    ours = {p.pid for p in psutil.Process().children(recursive=True)}
+    for _ in range(10):
+        for process in psutil.process_iter(["pid", "cmdline"]):
+            text = " ".join(process.info["cmdline"] or [])
+            is_ray = text.startswith("ray::") or "raylet" in text or "gcs_server" in text
+            if is_ray and process.pid not in existing | ours:
+                with contextlib.suppress(psutil.Error):
+                    process.kill()
+        time.sleep(0.5)
 
 
 def test_sigkilled_worker_resumes_from_its_last_checkpoint(
@@ -80,6 +95,7 @@ def test_killed_driver_resumes_with_the_same_command(wide_dataset, tmp_path) -> 
         "scaling: {num_workers: 1, resources_per_worker: {CPU: 1}}\n"
     )
     run_dir = tmp_path / "run"
+    existing = {p.pid for p in psutil.process_iter()}
     # A short temp dir: Ray's Unix socket paths under it have a length limit.
     ray_tmp = tempfile.mkdtemp(prefix="crd-", dir="/tmp")
     env = {**os.environ, **RAY_TEST_ENV, "RAY_TMPDIR": ray_tmp, "HOME": str(tmp_path)}
@@ -95,6 +111,7 @@ def test_killed_driver_resumes_with_the_same_command(wide_dataset, tmp_path) -> 
     assert not (run_dir / "selection.json").exists()
 
     second = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    _kill_new_ray_processes(existing)
     shutil.rmtree(ray_tmp, ignore_errors=True)
     assert second.returncode == 0, second.stderr[-3000:]
     selection = json.loads((run_dir / "selection.json").read_text())
