@@ -41,7 +41,7 @@ from cae_ray.heads import (
 )
 from cae_ray.loop import EpochRecord
 from cae_ray.loop import fit as fit_loop
-from cae_ray.selectors import TemperatureSchedule, feature_scores
+from cae_ray.selectors import feature_scores
 from cae_ray.targets import Target, prepare_target
 
 EpochCallback = Callable[[EpochRecord], None]
@@ -325,16 +325,10 @@ def _train(
         model,
         build_optimizer(model, config, target.task),
         epoch_batches,
+        config=config,
         task=target.task,
-        schedule=TemperatureSchedule(
-            config.selector.start_temperature,
-            config.selector.end_temperature,
-            t.epochs * steps_per_epoch,
-        ),
-        epochs=t.epochs,
+        steps_per_epoch=steps_per_epoch,
         device=device,
-        convergence_threshold=config.selector.convergence_threshold,
-        early_stop=config.selector.early_stop,
         on_epoch_end=on_epoch_end,
     )
     return [r.as_dict() for r in result.history], result.converged

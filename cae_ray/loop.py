@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from cae_ray.config import Config
 from cae_ray.errors import TrainingDivergedError
 from cae_ray.heads import ResolvedTask, SelectorModel, task_loss
 from cae_ray.selectors import TemperatureSchedule
@@ -96,25 +97,27 @@ def fit(
     optimizer: torch.optim.Optimizer,
     epoch_batches: Callable[[int], Iterable[Batch]],
     *,
+    config: Config,
     task: ResolvedTask,
-    schedule: TemperatureSchedule,
-    epochs: int,
+    steps_per_epoch: int,
     device: torch.device,
     start_epoch: int = 0,
     start_step: int = 0,
-    convergence_threshold: float = 0.998,
-    early_stop: bool = True,
     all_agree: Callable[[bool], bool] = lambda converged: converged,
     on_epoch_end: Callable[[EpochRecord], None] | None = None,
     autocast_bf16: bool = False,
 ) -> LoopResult:
-    """Train from ``start_epoch`` up to ``epochs``; with ``early_stop``, stop once converged.
+    """Train from ``start_epoch`` up to ``config.training.epochs``; with
+    ``config.selector.early_stop``, stop once the selection has converged. The temperature
+    anneals over ``epochs * steps_per_epoch`` steps.
 
     ``epoch_batches(epoch)`` yields that epoch's batches. ``all_agree`` turns this process's
     "converged?" into a decision every worker shares (identity when training alone).
     ``autocast_bf16`` runs the forward pass in bfloat16 (for GPUs; the loss stays float32).
     """
     selector = unwrap(model).selector
+    s, epochs = config.selector, config.training.epochs
+    schedule = TemperatureSchedule(s.start_temperature, s.end_temperature, epochs * steps_per_epoch)
     result = LoopResult(step=start_step)
     for epoch in range(start_epoch, epochs):
         started = time.perf_counter()
@@ -152,7 +155,7 @@ def fit(
         )
         if on_epoch_end is not None:
             on_epoch_end(record)
-        result.converged = state.mean_max >= convergence_threshold
-        if early_stop and all_agree(result.converged):
+        result.converged = state.mean_max >= s.convergence_threshold
+        if s.early_stop and all_agree(result.converged):
             break
     return result

@@ -21,7 +21,6 @@ from cae_ray.config import Config
 from cae_ray.errors import GpuUnavailableError, RayUnreachableError
 from cae_ray.heads import ResolvedTask, SelectorModel, build_model, build_optimizer
 from cae_ray.loop import Batch, EpochRecord, fit, unwrap
-from cae_ray.selectors import TemperatureSchedule
 
 logger = logging.getLogger(__name__)
 
@@ -86,18 +85,12 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         model,
         optimizer,
         epoch_batches,
+        config=config,
         task=spec.task,
-        schedule=TemperatureSchedule(
-            config.selector.start_temperature,
-            config.selector.end_temperature,
-            t.epochs * steps_per_epoch,
-        ),
-        epochs=t.epochs,
+        steps_per_epoch=steps_per_epoch,
         device=ray.train.torch.get_device(),
         start_epoch=start_epoch,
         start_step=step,
-        convergence_threshold=config.selector.convergence_threshold,
-        early_stop=config.selector.early_stop,
         all_agree=_all_agree,
         on_epoch_end=report,
         autocast_bf16=config.scaling.bf16 and config.scaling.use_gpu,

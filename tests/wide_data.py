@@ -8,6 +8,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from cae_ray.demo import make_demo_data
+
 
 def write_wide_parquet(
     directory: Path,
@@ -18,29 +20,13 @@ def write_wide_parquet(
     files: int = 2,
     seed: int = 0,
 ) -> list[str]:
-    """Write ``files`` Parquet files (columns f_0000..., a label and an id); return the
-    informative column names (make_classification's first columns, then shuffled in)."""
-    from sklearn.datasets import make_classification
-
-    X, y = make_classification(
-        n_samples=rows,
-        n_features=features,
-        n_informative=informative,
-        n_redundant=0,
-        n_repeated=0,
-        shuffle=False,
-        random_state=seed,
-    )
-    order = np.random.default_rng(seed).permutation(features)
-    names = [f"f_{j:04d}" for j in range(features)]
-    table = pa.table(
-        {
-            "id": np.arange(rows),
-            **{names[j]: X[:, order[j]].astype(np.float32) for j in range(features)},
-            "label": y,
-        }
-    )
+    """Write ``files`` Parquet files (an ``id``, columns f_0000..., a ``label``); return the
+    names of the informative columns."""
+    data = make_demo_data(rows=rows, features=features, informative=informative, seed=seed)
+    table = pa.Table.from_pandas(data.frame, preserve_index=False)
+    table = table.add_column(0, "id", pa.array(np.arange(rows)))
+    table = table.append_column("label", pa.array(data.target))
     directory.mkdir(parents=True, exist_ok=True)
     for part, rows_of_part in enumerate(np.array_split(np.arange(rows), files)):
         pq.write_table(table.take(rows_of_part), directory / f"part-{part:03d}.parquet")
-    return sorted(names[j] for j in range(features) if order[j] < informative)
+    return data.informative
