@@ -46,7 +46,7 @@ def estimator_found(wide_dataset) -> int:
     return found(list(selector.get_feature_names_out()), informative)
 
 
-@pytest.mark.parametrize("workers", [0, 2])
+@pytest.mark.parametrize("workers", [0, 1, 2])
 def test_select_matches_the_in_memory_estimator(
     ray_cluster, wide_dataset, estimator_found, tmp_path, workers
 ) -> None:
