@@ -232,11 +232,6 @@ class GpuUnavailableError(CaeRayError):
         )
 
 
-class SelectionMissingError(CaeRayError):
-    def __init__(self, path: str) -> None:
-        super().__init__(f"no selection at {path}. Fix: run `cae-ray select` first.")
-
-
 class MissingDataConfigError(CaeRayError):
     def __init__(self, source: str) -> None:
         super().__init__(
