@@ -11,6 +11,7 @@ tensor rather than thousands (Ray's default collate makes one tensor per column:
 from __future__ import annotations
 
 import fnmatch
+import hashlib
 import logging
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -42,10 +43,8 @@ _MIX = np.random.default_rng(0x5EED).integers(1, 2**63, size=1 << 16, dtype=np.u
 
 @dataclass(frozen=True)
 class DatasetInfo:
-    path: str
     features: list[str]
     """Candidate features, in file order."""
-    target: str | None
     target_type: pa.DataType | None
     n_rows: int
     fingerprint: str
@@ -99,7 +98,7 @@ def inspect_dataset(config: DataConfig) -> DatasetInfo:
     sizes = [info.size for info in dataset.filesystem.get_file_info(files)]
     fingerprint = _digest(repr((files, sizes, schema.to_string())))
     target_type = schema.field(config.target).type if config.target else None
-    return DatasetInfo(config.path, features, config.target, target_type, n_rows, fingerprint)
+    return DatasetInfo(features, target_type, n_rows, fingerprint)
 
 
 def resolve_features(schema: pa.Schema, config: DataConfig) -> list[str]:
@@ -140,8 +139,6 @@ def _describe(spec: list[str] | str | AllNumericExcept) -> str:
 
 
 def _digest(text: str) -> str:
-    import hashlib
-
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
