@@ -4,8 +4,9 @@ The flow: :func:`inspect_dataset` reads only the Parquet schema and resolves the
 features (naming every bad column); :func:`compute_stats` makes one streaming pass with Ray
 Data for per-feature count, nulls, mean, std, min and max; :func:`write_packed` applies the
 null policy and standardisation, splits rows by a hashed key, and writes each split with all
-features packed into one fixed-shape tensor column, so a batch of thousands of features is one
-tensor rather than thousands (Ray's default collate makes one tensor per column: ~20x slower).
+features packed into one column (:mod:`cae_ray.batches`), so a batch of thousands of features is
+one tensor rather than thousands (Ray's default collate makes one tensor per column: ~20x slower).
+Every read keeps file order, so the same inputs give the same rows in the same order.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import fnmatch
 import hashlib
 import logging
+import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +25,7 @@ import pyarrow as pa
 import pyarrow.dataset as pads
 import pyarrow.fs as pafs
 
+from cae_ray.batches import FEATURES, TARGET, pack
 from cae_ray.config import AllNumericExcept, DataConfig
 from cae_ray.errors import (
     DatasetNotFoundError,
@@ -37,7 +40,6 @@ from cae_ray.heads import ResolvedTask
 
 logger = logging.getLogger(__name__)
 
-FEATURES, TARGET = "features", "target"
 _MIX = np.random.default_rng(0x5EED).integers(1, 2**63, size=1 << 16, dtype=np.uint64) | 1
 
 
@@ -142,6 +144,16 @@ def _digest(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+def read_ordered(path: str) -> Any:
+    """A Ray dataset of ``path`` whose blocks keep file order, so every run that reads the same
+    files sees (and writes) the same rows in the same order."""
+    import ray.data
+
+    dataset = ray.data.read_parquet(path)
+    dataset.context.execution_options.preserve_order = True  # shared by datasets derived from it
+    return dataset
+
+
 # --- statistics (one streaming pass) ------------------------------------------------------------
 
 
@@ -161,7 +173,7 @@ class _BatchStats:
     def __init__(self, names: list[str]) -> None:
         self.names = names
 
-    def __call__(self, batch: pa.Table) -> dict[str, np.ndarray]:
+    def __call__(self, batch: pa.Table) -> pa.Table:
         values, nulls = _columns_as_matrix(batch, self.names)
         count = (~nulls).sum(axis=0)
         with np.errstate(invalid="ignore", divide="ignore"):
@@ -292,7 +304,7 @@ class Packer:
         self.center = stats.mean[rows] if standard else np.zeros(len(rows))
         self.scale = stats.std[rows] if standard else np.ones(len(rows))
 
-    def __call__(self, batch: pa.Table) -> dict[str, np.ndarray]:
+    def __call__(self, batch: pa.Table) -> pa.Table:
         values, nulls = _columns_as_matrix(batch, self.names)
         values = np.where(nulls, self.fill, values)
         packed = ((values - self.center) / self.scale).astype(np.float32)
@@ -300,12 +312,12 @@ class Packer:
             self.config.validation_fraction
         )
         rows = held_out if self.split == "validation" else ~held_out
-        out = {FEATURES: packed[rows]}
+        out = {FEATURES: pack(packed[rows])}
         if self.target.task != "reconstruction":
             assert self.config.target is not None
             raw = batch.column(self.config.target).to_numpy(zero_copy_only=False)[rows]
-            out[TARGET] = self._encode(raw)
-        return out
+            out[TARGET] = pa.array(self._encode(raw))
+        return pa.table(out)
 
     def _encode(self, raw: np.ndarray) -> np.ndarray:
         if self.target.classes is not None:
@@ -327,7 +339,9 @@ def write_packed(
     for split in ("train", "validation"):
         packer = Packer(config, stats, keep, target, split)
         packed = dataset.map_batches(packer, batch_format="pyarrow", batch_size=4096)
-        packed.write_parquet(str(out_dir / split))
+        shutil.rmtree(out_dir / split, ignore_errors=True)  # a killed earlier write left parts
+        # Dictionaries and min/max statistics of 4N-byte values only cost time and footer size.
+        packed.write_parquet(str(out_dir / split), use_dictionary=False, write_statistics=False)
         counts[split] = int(pq_count(out_dir / split))
     return counts
 

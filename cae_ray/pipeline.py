@@ -22,14 +22,14 @@ import numpy as np
 import torch
 
 from cae_ray import __version__
+from cae_ray.batches import FEATURES, TARGET, unpack
 from cae_ray.config import Config
 from cae_ray.data import (
-    FEATURES,
-    TARGET,
     TargetInfo,
     check_nulls,
     compute_stats,
     inspect_dataset,
+    read_ordered,
     resolve_target,
     write_packed,
 )
@@ -74,7 +74,6 @@ def read_json(path: Path) -> dict[str, Any] | None:
 
 def prepare(config: Config, run_dir: str | os.PathLike[str]) -> dict[str, Any]:
     """Check the dataset, compute per-feature statistics, and write the packed splits."""
-    import ray.data
 
     if config.data is None:
         raise MissingDataConfigError("the config")
@@ -87,7 +86,7 @@ def prepare(config: Config, run_dir: str | os.PathLike[str]) -> dict[str, Any]:
         return done
 
     connect(config)
-    source = ray.data.read_parquet(config.data.path)
+    source = read_ordered(config.data.path)
     columns = [*info.features, *(c for c in (config.data.target, config.data.row_key) if c)]
     source = source.select_columns(columns)
     logger.info("prepare: statistics of %d features over %d rows", len(info.features), info.n_rows)
@@ -118,7 +117,6 @@ def prepare(config: Config, run_dir: str | os.PathLike[str]) -> dict[str, Any]:
 
 def select(config: Config, run_dir: str | os.PathLike[str]) -> dict[str, Any]:
     """Train the selector with Ray Train and write ``selection.json``; resumes if interrupted."""
-    import ray.data
 
     run = Path(run_dir)
     prepared = prepare(config, run)
@@ -143,10 +141,10 @@ def select(config: Config, run_dir: str | os.PathLike[str]) -> dict[str, Any]:
         threads=worker_threads(config),
     )
     connect(config)
-    train_data = ray.data.read_parquet(str(run / "data" / "train"))
+    train_data = read_ordered(str(run / "data" / "train"))
     outcome = run_trainer(config, spec, train_data, storage=(run / "ray").resolve())
 
-    x, y = _sample(train_data, target)
+    x, y = _sample(train_data, target, len(features))
     indices, probs, collisions = final_selection(
         outcome.model, target.task, config.selector.k, x, y
     )
@@ -176,13 +174,15 @@ def select(config: Config, run_dir: str | os.PathLike[str]) -> dict[str, Any]:
     return selection
 
 
-def _sample(train_data: Any, target: TargetInfo) -> tuple[torch.Tensor, torch.Tensor | None]:
+def _sample(
+    train_data: Any, target: TargetInfo, n_features: int
+) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Rows for ranking the spare selector rows of a supervised search (unused otherwise)."""
     if target.task == "reconstruction":
         return torch.empty(0), None
     batch = train_data.limit(_IMPORTANCE_SAMPLE).take_batch(
-        batch_size=_IMPORTANCE_SAMPLE, batch_format="numpy"
+        batch_size=_IMPORTANCE_SAMPLE, batch_format="pyarrow"
     )
-    x = torch.from_numpy(np.array(batch[FEATURES], np.float32))
-    y = torch.from_numpy(np.array(batch[TARGET]))
+    x = torch.from_numpy(unpack(batch[FEATURES], n_features))
+    y = torch.tensor(batch[TARGET].to_numpy())
     return x, y

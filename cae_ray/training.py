@@ -17,10 +17,11 @@ from typing import Any
 
 import torch
 
+from cae_ray.batches import ShuffledWindow, batches_of, window_rows
 from cae_ray.config import Config
 from cae_ray.errors import GpuUnavailableError, RayUnreachableError
 from cae_ray.heads import ResolvedTask, SelectorModel, build_model, build_optimizer
-from cae_ray.loop import Batch, EpochRecord, fit, unwrap
+from cae_ray.loop import EpochRecord, fit, unwrap
 
 logger = logging.getLogger(__name__)
 
@@ -63,17 +64,16 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
 
     shard = ray.train.get_dataset_shard("train")
     t = config.training
-    dtypes = {"features": torch.float32, "target": _target_dtype(spec.task)}
+    window = window_rows(spec.n_features, t.batch_size)
+    with_target = spec.task != "reconstruction"
 
     def epoch_batches(epoch: int) -> Any:
-        for batch in shard.iter_torch_batches(
-            batch_size=t.batch_size,
-            dtypes=dtypes,
-            local_shuffle_buffer_size=min(10 * t.batch_size, 100_000),
-            local_shuffle_seed=t.seed + epoch,
+        windows = shard.iter_torch_batches(
+            batch_size=window,
+            collate_fn=ShuffledWindow(spec.n_features, t.seed + epoch, with_target),
             pin_memory=config.scaling.use_gpu,
-        ):
-            yield _as_batch(batch)
+        )
+        return batches_of(windows, t.batch_size)
 
     steps_per_epoch = math.ceil(max(spec.n_train_rows // max(world, 1), 1) / t.batch_size)
 
@@ -95,14 +95,6 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         on_epoch_end=report,
         autocast_bf16=config.scaling.bf16 and config.scaling.use_gpu,
     )
-
-
-def _target_dtype(task: ResolvedTask) -> torch.dtype:
-    return torch.int64 if task == "classification" else torch.float32
-
-
-def _as_batch(batch: dict[str, torch.Tensor]) -> Batch:
-    return batch["features"], batch.get("target")
 
 
 def _restore(
@@ -202,7 +194,7 @@ def run_trainer(
     config: Config, spec: TrainSpec, train_data: Any, storage: Path, name: str = "select"
 ) -> TrainOutcome:
     """Train with ``TorchTrainer``; the same ``storage``/``name`` resumes an earlier run."""
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
     s = config.scaling
@@ -225,6 +217,7 @@ def run_trainer(
             failure_config=FailureConfig(max_failures=s.max_failures),
         ),
         datasets={"train": train_data},
+        dataset_config=DataConfig(execution_options=_ordered_ingest()),
     )
     result = trainer.fit()
     if result.checkpoint is None:
@@ -242,6 +235,18 @@ def run_trainer(
         converged=last["mean_max"] >= config.selector.convergence_threshold,
         resumed_from_epoch=int(metrics.get("start_epoch", 0)),
     )
+
+
+def _ordered_ingest() -> Any:
+    """Ray Data's ingest options with a fixed block order: the same data, config and worker
+    count then give the same batches, hence the same selection."""
+    import copy
+
+    from ray.data import DataContext
+
+    options = copy.deepcopy(DataContext.get_current().execution_options)
+    options.preserve_order = True
+    return options
 
 
 def worker_threads(config: Config) -> int:

@@ -10,6 +10,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
+from cae_ray.batches import unpack
 from cae_ray.config import Config, validate_config
 from cae_ray.estimator import ConcreteFeatureSelector
 from cae_ray.pipeline import select
@@ -55,9 +56,9 @@ def test_select_matches_the_in_memory_estimator(
 
     names = selection["selected_features"]
     assert len(names) == K and len(set(names)) == K
-    # Ray Data's block order varies run to run, so allow some slack; random picks find ~0.5.
-    assert found(names, informative) >= min(estimator_found, K) - 3, (names, estimator_found)
-    assert found(names, informative) >= 6
+    # The estimator finds 7-9 of 10 depending on its seed; 10 random picks find 0.5 on average.
+    assert found(names, informative) >= min(estimator_found, K) - 2, (names, estimator_found)
+    assert found(names, informative) >= 7
     on_disk = json.loads((tmp_path / "selection.json").read_text())
     assert on_disk["selected_features"] == names
     assert len(on_disk["scores"]) == len(on_disk["candidate_features"]) == 200
@@ -68,6 +69,15 @@ def test_select_matches_the_in_memory_estimator(
     assert [h["epoch"] for h in history] == list(range(len(history)))
     assert {"loss", "temperature", "mean_max", "distinct"} <= set(history[0])
     assert on_disk["num_workers"] == workers
+
+
+def test_same_inputs_give_the_same_selection(ray_cluster, wide_dataset, tmp_path) -> None:
+    """Block order is pinned and shuffles are seeded: two run dirs, one answer."""
+    path, _ = wide_dataset
+    config = make_config(path, training={"epochs": 3}, scaling={"num_workers": 2})
+    first, second = select(config, tmp_path / "a"), select(config, tmp_path / "b")
+    assert first["selected_features"] == second["selected_features"]
+    assert [h["loss"] for h in first["history"]] == [h["loss"] for h in second["history"]]
 
 
 def test_rerun_reuses_finished_work(ray_cluster, wide_dataset, tmp_path) -> None:
@@ -89,7 +99,8 @@ def test_prepare_standardises_and_splits_by_key(ray_cluster, wide_dataset, tmp_p
     assert prepared["rows"]["train"] + prepared["rows"]["validation"] == 3000
     assert 0.15 < prepared["rows"]["validation"] / 3000 < 0.25
     train = ray_cluster.data.read_parquet(str(tmp_path / "data" / "train"))
-    features = train.take_batch(batch_size=5000, batch_format="numpy")["features"]
+    packed = train.take_batch(batch_size=5000, batch_format="pyarrow")["features"]
+    features = unpack(packed, 200)
     assert features.shape[1] == 200
     assert np.allclose(features.mean(axis=0), 0, atol=0.15)
     again = prepare(make_config(path), tmp_path / "other")
