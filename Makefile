@@ -30,6 +30,7 @@ test: lint
 bench: install
 	$(BIN)/python benchmarks/paper_mnist.py
 	$(BIN)/python benchmarks/madelon.py
+	$(BIN)/python benchmarks/throughput.py --parts a b c
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

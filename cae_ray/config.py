@@ -170,6 +170,10 @@ class ScalingConfig(Section):
     bf16: bool = False
     """Autocast the forward pass to bfloat16 (GPU only; CPU runs stay in float32)."""
 
+    cache_train_split: Literal["auto", "always", "never"] = "auto"
+    """Keep the packed train split in Ray's object store after the first read, so later epochs
+    skip Parquet. `auto`: when it takes at most half of the cluster's object store memory."""
+
 
 class Config(Section):
     """A whole run. Each section is optional and has sensible defaults."""

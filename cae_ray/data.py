@@ -169,6 +169,12 @@ def _columns_as_matrix(batch: pa.Table, names: list[str]) -> tuple[np.ndarray, n
     return values, np.isnan(values)
 
 
+def rows_per_batch(n_features: int, target_bytes: int = 32 << 20) -> int:
+    """Rows per Ray Data batch, so a float64 working copy of it stays near ``target_bytes``: a
+    fixed row count would need gigabytes per task on tables of tens of thousands of columns."""
+    return int(min(4096, max(64, target_bytes // (8 * n_features))))
+
+
 class _BatchStats:
     def __init__(self, names: list[str]) -> None:
         self.names = names
@@ -193,7 +199,9 @@ class _BatchStats:
 
 def compute_stats(dataset: Any, names: list[str]) -> FeatureStats:
     """Per-feature statistics in one pass; partial results merge with Chan's formula."""
-    partial = dataset.map_batches(_BatchStats(names), batch_format="pyarrow", batch_size=4096)
+    partial = dataset.map_batches(
+        _BatchStats(names), batch_format="pyarrow", batch_size=rows_per_batch(len(names))
+    )
     n = np.zeros(len(names))
     mean, m2, nulls = np.zeros(len(names)), np.zeros(len(names)), np.zeros(len(names))
     lo, hi = np.full(len(names), np.inf), np.full(len(names), -np.inf)
@@ -338,7 +346,9 @@ def write_packed(
     counts = {}
     for split in ("train", "validation"):
         packer = Packer(config, stats, keep, target, split)
-        packed = dataset.map_batches(packer, batch_format="pyarrow", batch_size=4096)
+        packed = dataset.map_batches(
+            packer, batch_format="pyarrow", batch_size=rows_per_batch(len(keep))
+        )
         shutil.rmtree(out_dir / split, ignore_errors=True)  # a killed earlier write left parts
         # Dictionaries and min/max statistics of 4N-byte values only cost time and footer size.
         packed.write_parquet(str(out_dir / split), use_dictionary=False, write_statistics=False)
