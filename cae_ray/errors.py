@@ -237,3 +237,52 @@ class MissingDataConfigError(CaeRayError):
         super().__init__(
             f"{source} has no `data:` section. Fix: add data: {{path: ..., features: ...}}."
         )
+
+
+# --- validation gate -----------------------------------------------------------------------------
+
+
+class MetricTaskMismatchError(InvalidInputError):
+    """A validation metric that cannot score this task (or is unknown, or the task is)."""
+
+    def __init__(
+        self, metric: str, task: str | None, allowed: Sequence[str], n_classes: int | None = None
+    ) -> None:
+        self.metric, self.task, self.allowed = metric, task, list(allowed)
+        if task is None:
+            problem = f"metric={metric!r} is not one of the metrics computed here"
+        else:
+            classes = f" with {n_classes} classes" if n_classes is not None else ""
+            problem = f"metric={metric!r} does not fit task={task!r}{classes}"
+        fix = (
+            f"use one of {_preview(allowed)}"
+            if allowed
+            else "resolve the task to 'classification', 'regression' or 'reconstruction' first"
+        )
+        super().__init__(f"{problem}. Fix: {fix}.")
+
+
+class TooFewValidationRowsError(InvalidInputError):
+    def __init__(self, n_rows: int, minimum: int) -> None:
+        self.n_rows, self.minimum = n_rows, minimum
+        super().__init__(
+            f"the validation split has {n_rows} row(s), fewer than the {minimum} needed for a "
+            "meaningful confidence interval. Fix: raise data.validation_fraction, or use more "
+            "rows."
+        )
+
+
+class InvalidToleranceError(InvalidInputError):
+    def __init__(self, tolerance: float) -> None:
+        super().__init__(
+            f"tolerance={tolerance} but the gate's tolerance is how much worse than the baseline "
+            "the selected features may be, so it cannot be negative. Fix: set a tolerance >= 0 "
+            "(0 demands no loss at all)."
+        )
+
+
+class InvalidBootstrapError(InvalidInputError):
+    def __init__(self, setting: str, value: float, allowed: str) -> None:
+        super().__init__(
+            f"bootstrap {setting}={value} is out of range. Fix: set {setting} {allowed}."
+        )
