@@ -175,6 +175,43 @@ class ScalingConfig(Section):
     skip Parquet. `auto`: when it takes at most half of the cluster's object store memory."""
 
 
+ValidationMetric = Literal[
+    "auto", "accuracy", "macro_f1", "roc_auc", "rmse", "r2", "explained_variance"
+]
+
+
+class ValidationConfig(Section):
+    metric: ValidationMetric = "auto"
+    """What the gate compares. Classification: `accuracy`, `macro_f1`, `roc_auc` (two classes);
+    regression: `rmse`, `r2`; reconstruction: `explained_variance` (share of the variance of all
+    N features explained from the K selected, against the top-K principal components). `auto`:
+    accuracy, r2 or explained_variance by task."""
+
+    tolerance: float = Field(0.01, ge=0)
+    """How much worse than the baseline the selected features may be, in the metric's units (or
+    as a fraction of the baseline with `relative`). 0 demands no loss at all."""
+
+    relative: bool = False
+    """Read `tolerance` as a fraction of |baseline| instead of an absolute amount."""
+
+    bootstrap: int = Field(1000, ge=0)
+    """Resamples of the validation rows for the confidence interval of the difference; the gate
+    passes only if the pessimistic end of the interval is within the tolerance. 0: no interval."""
+
+    confidence: float = Field(0.95, gt=0, lt=1)
+    """Level of that interval."""
+
+    baseline: Literal["train"] | float = "train"
+    """`train`: train a model on all candidate features as the baseline; a number: your own
+    figure (e.g. the production model's metric), and no baseline training."""
+
+    repeats: int = Field(1, ge=1)
+    """Train both models with this many seeds and average, for a steadier comparison."""
+
+    epochs: int = Field(30, ge=1)
+    """Training budget of each validation model (baseline and selected get the same)."""
+
+
 class Config(Section):
     """A whole run. Each section is optional and has sensible defaults."""
 
@@ -192,6 +229,9 @@ class Config(Section):
 
     head: HeadConfig = Field(default_factory=HeadConfig)
     """The model that sits behind the selector during training."""
+
+    validation: ValidationConfig = Field(default_factory=ValidationConfig)
+    """The gate: does a model on the K selected features match the all-features baseline?"""
 
 
 # --- loading -----------------------------------------------------------------------------------

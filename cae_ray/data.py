@@ -179,7 +179,7 @@ class _BatchStats:
     def __init__(self, names: list[str]) -> None:
         self.names = names
 
-    def __call__(self, batch: pa.Table) -> pa.Table:
+    def __call__(self, batch: pa.Table) -> dict[str, np.ndarray]:
         values, nulls = _columns_as_matrix(batch, self.names)
         count = (~nulls).sum(axis=0)
         with np.errstate(invalid="ignore", divide="ignore"):

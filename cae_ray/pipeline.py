@@ -51,6 +51,25 @@ def config_hash(config: Config, *sections: str) -> str:
     return hashlib.sha256(json.dumps(chosen, sort_keys=True).encode()).hexdigest()[:16]
 
 
+def selection_digest(selection: dict[str, Any]) -> str:
+    """A hash of what a selection decides, kept in ``selection.json`` itself, so a later step
+    (validation, pruning) can tell that the file was edited since it was made."""
+    decided = {key: selection.get(key) for key in _DECIDED}
+    return hashlib.sha256(json.dumps(decided, sort_keys=True).encode()).hexdigest()[:16]
+
+
+_DECIDED = (
+    "selected_features",
+    "selected_indices",
+    "candidate_features",
+    "k",
+    "method",
+    "task",
+    "config_hash",
+    "data_fingerprint",
+)
+
+
 def write_json(path: Path, payload: dict[str, Any]) -> None:
     """Write atomically: readers see the old file or the new one, never half of it."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -170,6 +189,7 @@ def select(config: Config, run_dir: str | os.PathLike[str]) -> dict[str, Any]:
         "seconds": time.perf_counter() - started,
         "cae_ray_version": __version__,
     }
+    selection["selection_hash"] = selection_digest(selection)
     write_json(run / SELECTION, selection)
     return selection
 

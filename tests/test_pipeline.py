@@ -13,7 +13,7 @@ import pytest
 from cae_ray.batches import unpack
 from cae_ray.config import Config, validate_config
 from cae_ray.estimator import ConcreteFeatureSelector
-from cae_ray.pipeline import select
+from cae_ray.pipeline import select, selection_digest
 
 pytestmark = pytest.mark.ray
 
@@ -65,6 +65,10 @@ def test_select_matches_the_in_memory_estimator(
     assert [on_disk["candidate_features"][i] for i in on_disk["selected_indices"]] == names
     assert (on_disk["k"], on_disk["method"], on_disk["task"]) == (K, "ipcae", "classification")
     assert on_disk["config_hash"] and on_disk["data_fingerprint"]
+    assert on_disk["selection_hash"] == selection_digest(on_disk)
+    unselected = next(c for c in on_disk["candidate_features"] if c not in names)
+    edited = {**on_disk, "selected_features": [*names[:-1], unselected]}
+    assert selection_digest(edited) != on_disk["selection_hash"]
     history = on_disk["history"]
     assert [h["epoch"] for h in history] == list(range(len(history)))
     assert {"loss", "temperature", "mean_max", "distinct"} <= set(history[0])
