@@ -76,10 +76,12 @@ def test_select_matches_the_in_memory_estimator(
 
 
 def test_same_inputs_give_the_same_selection(ray_cluster, wide_dataset, tmp_path) -> None:
-    """Block order is pinned and shuffles are seeded: two run dirs, one answer."""
+    """Block order is pinned and shuffles are seeded: two run dirs, one answer, whether the
+    train split is cached in the object store or streamed from Parquet every epoch."""
     path, _ = wide_dataset
-    config = make_config(path, training={"epochs": 3}, scaling={"num_workers": 2})
-    first, second = select(config, tmp_path / "a"), select(config, tmp_path / "b")
+    cached = make_config(path, training={"epochs": 3}, scaling={"cache_train_split": "always"})
+    streamed = make_config(path, training={"epochs": 3}, scaling={"cache_train_split": "never"})
+    first, second = select(cached, tmp_path / "a"), select(streamed, tmp_path / "b")
     assert first["selected_features"] == second["selected_features"]
     assert [h["loss"] for h in first["history"]] == [h["loss"] for h in second["history"]]
 
