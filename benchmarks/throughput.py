@@ -165,11 +165,16 @@ def config(source: Path, workers: int, epochs: int = EPOCHS) -> dict[str, Any]:
     }
 
 
-def train_rows(work: Path, part: str, n: int, rows: int, workers: int, case: str) -> dict:
+def train_rows(
+    work: Path, part: str, n: int, rows: int, workers: int, case: str, reference: float = 0.0
+) -> dict[str, Any]:
+    """Train on a fresh copy of the prepared table; ``reference``: the estimator's s/epoch."""
     base, n_train = prepared_run(work, rows, n)
     source = work / f"table-{n}x{rows}"
     run = fresh_run_dir(base, f"w{workers}")
     result = run_child({"kind": "select", "config": config(source, workers), "run_dir": str(run)})
+    if reference:
+        result["ratio"] = f"{result['s_per_epoch'] / reference:.2f}x estimator"
     row(part, case, n, n_train, workers, result)
     shutil.rmtree(run, ignore_errors=True)
     return result
@@ -196,16 +201,10 @@ def part_b(work: Path) -> None:
 
 def part_c(work: Path) -> None:
     base, n_train = prepared_run(work, 125_000, 784)
-    source = work / "table-784x125000"
     estimator = run_child({"kind": "estimator", "train": str(base / "data" / "train"), "n": 784})
     row("c", "in-memory estimator", 784, n_train, "-", estimator)
     for workers, case in [(0, "Ray Train local mode"), (1, "Ray Train, 1 worker")]:
-        run = fresh_run_dir(base, f"c{workers}")
-        job = {"kind": "select", "config": config(source, workers), "run_dir": str(run)}
-        result = run_child(job)
-        result["ratio"] = f"{result['s_per_epoch'] / estimator['s_per_epoch']:.2f}x estimator"
-        row("c", case, 784, n_train, workers, result)
-        shutil.rmtree(run, ignore_errors=True)
+        train_rows(work, "c", 784, 125_000, workers, case, reference=estimator["s_per_epoch"])
 
 
 def part_d(work: Path) -> None:

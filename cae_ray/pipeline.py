@@ -51,13 +51,6 @@ def config_hash(config: Config, *sections: str) -> str:
     return hashlib.sha256(json.dumps(chosen, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def selection_digest(selection: dict[str, Any]) -> str:
-    """A hash of what a selection decides, kept in ``selection.json`` itself, so a later step
-    (validation, pruning) can tell that the file was edited since it was made."""
-    decided = {key: selection.get(key) for key in _DECIDED}
-    return hashlib.sha256(json.dumps(decided, sort_keys=True).encode()).hexdigest()[:16]
-
-
 _DECIDED = (
     "selected_features",
     "selected_indices",
@@ -68,6 +61,13 @@ _DECIDED = (
     "config_hash",
     "data_fingerprint",
 )
+
+
+def selection_digest(selection: dict[str, Any]) -> str:
+    """A hash of what a selection decides, kept in ``selection.json`` itself, so a later step
+    (validation, pruning) can tell that the file was edited since it was made."""
+    decided = {key: selection.get(key) for key in _DECIDED}
+    return hashlib.sha256(json.dumps(decided, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def write_json(path: Path, payload: dict[str, Any]) -> None:

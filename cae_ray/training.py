@@ -217,7 +217,9 @@ def run_trainer(
             failure_config=FailureConfig(max_failures=s.max_failures),
         ),
         datasets={"train": train_data},
-        dataset_config=DataConfig(execution_options=_ordered_ingest()),
+        # Train replaces the dataset's execution options with its own defaults unless given
+        # some: pass the dataset's, so the block order read_ordered pinned holds in the workers.
+        dataset_config=DataConfig(execution_options=train_data.context.execution_options),
     )
     result = trainer.fit()
     if result.checkpoint is None:
@@ -235,18 +237,6 @@ def run_trainer(
         converged=last["mean_max"] >= config.selector.convergence_threshold,
         resumed_from_epoch=int(metrics.get("start_epoch", 0)),
     )
-
-
-def _ordered_ingest() -> Any:
-    """Ray Data's ingest options with a fixed block order: the same data, config and worker
-    count then give the same batches, hence the same selection."""
-    import copy
-
-    from ray.data import DataContext
-
-    options = copy.deepcopy(DataContext.get_current().execution_options)
-    options.preserve_order = True
-    return options
 
 
 def worker_threads(config: Config) -> int:

@@ -4,23 +4,14 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from sklearn.datasets import make_classification
 
+from benchmarks.madelon import madelon_table
 from cae_ray.estimator import ConcreteFeatureSelector
 
 
 @pytest.mark.slow
 def test_madelon_style_supervised_finds_18_of_20_informative_columns() -> None:
-    # Madelon's own generator; shuffle=False puts the 20 informative columns first.
-    X, y = make_classification(
-        n_samples=4000,
-        n_features=2000,
-        n_informative=20,
-        n_redundant=0,
-        n_repeated=0,
-        shuffle=False,
-        random_state=0,
-    )
+    X, y = madelon_table(random_state=0)  # the 20 informative columns come first
     selector = ConcreteFeatureSelector(k=20, epochs=200).fit(X, y)
     found = int((selector.selected_indices_ < 20).sum())
     assert found >= 18, selector.selected_indices_
