@@ -1,7 +1,9 @@
 """`cae-ray`: the command line. Thin: it parses, calls the library, and prints.
 
-Exit codes: 0 success, 1 unexpected failure, 2 bad configuration or usage, 3 bad input data,
-4 the Ray cluster is unreachable or lacks the resources asked for.
+Exit codes: 0 success, 1 unexpected failure, 2 bad configuration or usage (also: no, an
+edited or a stale selection in the run dir), 3 bad input data,
+4 the Ray cluster is unreachable or lacks the resources asked for, 5 the validation gate
+failed (the selected features lose more than the tolerance allows).
 """
 
 from __future__ import annotations
@@ -27,11 +29,14 @@ from cae_ray.errors import (
     GpuUnavailableError,
     InvalidInputError,
     MissingDataConfigError,
+    NoSelectionError,
     RayUnreachableError,
+    SelectionConfigMismatchError,
+    SelectionEditedError,
 )
 from cae_ray.loop import EpochRecord
 
-EXIT_FAILURE, EXIT_CONFIG, EXIT_INPUT, EXIT_CLUSTER = 1, 2, 3, 4
+EXIT_FAILURE, EXIT_CONFIG, EXIT_INPUT, EXIT_CLUSTER, EXIT_GATE = 1, 2, 3, 4, 5
 
 app = typer.Typer(
     help="Concrete Autoencoder feature selection (CAE / IP-CAE) for wide feature tables.",
@@ -58,6 +63,8 @@ def main(
 def _fail(error: CaeRayError) -> typer.Exit:
     errors.print(f"[bold red]error:[/] {error}", highlight=False)
     if isinstance(error, ConfigFileError | ConfigValidationError | MissingDataConfigError):
+        return typer.Exit(EXIT_CONFIG)
+    if isinstance(error, NoSelectionError | SelectionEditedError | SelectionConfigMismatchError):
         return typer.Exit(EXIT_CONFIG)
     if isinstance(error, RayUnreachableError | GpuUnavailableError):
         return typer.Exit(EXIT_CLUSTER)
@@ -160,6 +167,38 @@ def select(config: Path, run_dir: RunDir) -> None:
         f"{'converged' if selection['converged'] else 'NOT converged'}, "
         f"{selection['collisions']} collisions resolved. Written: {run_dir / 'selection.json'}"
     )
+
+
+@app.command()
+def validate(config: Path, run_dir: RunDir) -> None:
+    """Check that a model on the K selected features matches one on all features; writes
+    RUN_DIR/validation.json. Exits with 5 when the gate fails, so a pipeline stops there."""
+    from cae_ray.validation import validate as validate_step
+
+    try:
+        result = validate_step(load_config(config), run_dir)
+    except CaeRayError as e:
+        raise _fail(e) from e
+    table = Table(
+        title=f"Validation gate: {result['metric']} on {result['validation_rows']:,} rows"
+    )
+    for column in ("model", "features", result["metric"]):
+        table.add_column(column, justify="right")
+    baseline = result["baseline"]
+    table.add_row(
+        f"baseline ({baseline['source']})", f"{result['n_features']:,}", f"{baseline['value']:.4f}"
+    )
+    table.add_row("selected", f"{result['k']:,}", f"{result['selected']['value']:.4f}")
+    console.print(table)
+    low, high, level = (result["interval"][key] for key in ("low", "high", "confidence"))
+    console.print(
+        f"selected - baseline: {result['difference']:+.4f}, "
+        f"{100 * level:.0f}% interval [{low:+.4f}, {high:+.4f}]"
+    )
+    verdict = "[bold green]PASSED[/]" if result["passed"] else "[bold red]FAILED[/]"
+    console.print(f"{verdict}: {result['reason']} Written: {run_dir / 'validation.json'}")
+    if not result["passed"]:
+        raise typer.Exit(EXIT_GATE)
 
 
 @config_app.command("check")

@@ -286,3 +286,39 @@ class InvalidBootstrapError(InvalidInputError):
         super().__init__(
             f"bootstrap {setting}={value} is out of range. Fix: set {setting} {allowed}."
         )
+
+
+class NoSelectionError(CaeRayError):
+    """Validation (or pruning) was asked for, but the run dir holds no selection."""
+
+    def __init__(self, run_dir: str) -> None:
+        self.run_dir = run_dir
+        super().__init__(
+            f"{run_dir} has no selection.json. Fix: run `cae-ray select CONFIG --run-dir "
+            f"{run_dir}` first, or point --run-dir at the run that made the selection."
+        )
+
+
+class SelectionEditedError(CaeRayError):
+    """``selection.json`` no longer hashes to the ``selection_hash`` written with it."""
+
+    def __init__(self, path: str, recorded: str | None, actual: str) -> None:
+        self.path, self.recorded, self.actual = path, recorded, actual
+        super().__init__(
+            f"{path} was changed after it was made: its selection_hash is {recorded!r} but "
+            f"its contents hash to {actual!r}, so it is not the selection that was trained. "
+            "Fix: run `cae-ray select` again to make a fresh selection (edit the config, not "
+            "the file, to change what is selected)."
+        )
+
+
+class SelectionConfigMismatchError(CaeRayError):
+    """The selection in the run dir was made from another config or other data."""
+
+    def __init__(self, path: str, what: str, recorded: str, current: str) -> None:
+        self.path, self.what = path, what
+        super().__init__(
+            f"{path} was made with a different {what} ({recorded}) than the current one "
+            f"({current}). Fix: run `cae-ray select` with this config and run dir first, so the "
+            "selection validated is the one this config describes."
+        )

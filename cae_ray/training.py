@@ -11,17 +11,20 @@ import logging
 import math
 import os
 import tempfile
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
 from cae_ray.batches import ShuffledWindow, batches_of, window_rows
 from cae_ray.config import Config
 from cae_ray.errors import GpuUnavailableError, RayUnreachableError
 from cae_ray.heads import ResolvedTask, SelectorModel, build_model, build_optimizer
-from cae_ray.loop import EpochRecord, fit, unwrap
+from cae_ray.loop import Batch, EpochRecord, fit, unwrap
 
 logger = logging.getLogger(__name__)
 
@@ -58,28 +61,22 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     )
     optimizer = build_optimizer(unwrap(model), config, spec.task)
     local_dir = loop_config.get("local_checkpoint_dir")
-    start_epoch, step, history = _restore(unwrap(model), optimizer, local_dir)
+    start_epoch, step, history = restore(unwrap(model), optimizer, local_dir)
     # Each rank (and each restart) draws its own Gumbel noise and batch order.
     torch.manual_seed(config.training.seed + 7919 * (rank + 1) + start_epoch)
 
     shard = ray.train.get_dataset_shard("train")
     t = config.training
-    window = window_rows(spec.n_features, t.batch_size)
-    with_target = spec.task != "reconstruction"
 
-    def epoch_batches(epoch: int) -> Any:
-        windows = shard.iter_torch_batches(
-            batch_size=window,
-            collate_fn=ShuffledWindow(spec.n_features, t.seed + epoch, with_target),
-            pin_memory=config.scaling.use_gpu,
-        )
-        return batches_of(windows, t.batch_size)
+    def epoch_batches(epoch: int) -> Iterator[Batch]:
+        return shard_batches(shard, config, spec.n_features, spec.task, epoch)
 
     steps_per_epoch = math.ceil(max(spec.n_train_rows // max(world, 1), 1) / t.batch_size)
 
+    reporter = EpochReporter(rank, unwrap(model), optimizer, history, start_epoch, local_dir)
+
     def report(record: EpochRecord) -> None:
-        history.append({**record.as_dict(), "loss": _mean_over_ranks(record.loss)})
-        _report(rank, unwrap(model), optimizer, history, start_epoch, local_dir)
+        reporter.epoch_done({**record.as_dict(), "loss": mean_over_ranks(record.loss)})
 
     fit(
         model,
@@ -95,10 +92,25 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         on_epoch_end=report,
         autocast_bf16=config.scaling.bf16 and config.scaling.use_gpu,
     )
+    reporter.finish()
 
 
-def _restore(
-    model: SelectorModel, optimizer: torch.optim.Optimizer, local_dir: str | None
+def shard_batches(
+    shard: Any, config: Config, n_features: int, task: ResolvedTask, epoch: int
+) -> Iterator[Batch]:
+    """One epoch of ``(x, y)`` batches from this worker's shard: windows of about 64 MB,
+    each shuffled with a seed of (training seed + epoch, the window), then cut into batches."""
+    t = config.training
+    windows = shard.iter_torch_batches(
+        batch_size=window_rows(n_features, t.batch_size),
+        collate_fn=ShuffledWindow(n_features, t.seed + epoch, task != "reconstruction"),
+        pin_memory=config.scaling.use_gpu,
+    )
+    return batches_of(windows, t.batch_size)
+
+
+def restore(
+    model: nn.Module, optimizer: torch.optim.Optimizer, local_dir: str | None
 ) -> tuple[int, int, list[dict[str, Any]]]:
     """Load the latest checkpoint if there is one: (next epoch, global step, history).
 
@@ -125,9 +137,51 @@ def _load_state(directory: Path) -> dict[str, Any]:
     return dict(torch.load(directory / STATE_FILE, map_location="cpu", weights_only=False))
 
 
-def _report(
+class EpochReporter:
+    """Keeps the epoch history and reports it to Ray Train with a checkpoint, as often as the
+    controller collects reports and after the last epoch.
+
+    A Train V2 worker hands each report to the controller through a queue of one, which the
+    controller drains once per poll (``RAY_TRAIN_HEALTH_CHECK_INTERVAL_S``, 2 s by default):
+    reporting every epoch made each short epoch wait up to a poll. Every rank must make the
+    same reports (a report is a barrier), so the decision is agreed over ranks.
+    """
+
+    def __init__(
+        self,
+        rank: int,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        history: list[dict[str, Any]],
+        start_epoch: int,
+        local_dir: str | None,
+    ) -> None:
+        self.rank, self.model, self.optimizer = rank, model, optimizer
+        self.history, self.start_epoch, self.local_dir = history, start_epoch, local_dir
+        self.interval_s = float(os.environ.get("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "2.0"))
+        self._last = time.monotonic()
+        self._reported: int | None = None
+
+    def epoch_done(self, record: dict[str, Any]) -> None:
+        self.history.append(record)
+        if _any_rank(time.monotonic() - self._last >= self.interval_s):
+            self._report()
+
+    def finish(self) -> None:
+        """Report the last epoch if it was not yet (call on every rank after training)."""
+        if self.history and self.history[-1]["epoch"] != self._reported:
+            self._report()
+
+    def _report(self) -> None:
+        _report_epoch(
+            self.rank, self.model, self.optimizer, self.history, self.start_epoch, self.local_dir
+        )
+        self._last, self._reported = time.monotonic(), self.history[-1]["epoch"]
+
+
+def _report_epoch(
     rank: int,
-    model: SelectorModel,
+    model: nn.Module,
     optimizer: torch.optim.Optimizer,
     history: list[dict[str, Any]],
     start_epoch: int,
@@ -160,13 +214,22 @@ def _report(
         ray.train.report(metrics, checkpoint=checkpoint)
 
 
-def _mean_over_ranks(value: float) -> float:
+def mean_over_ranks(value: float) -> float:
     """The epoch loss averaged over workers (each saw only its shard)."""
     if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
         return value
     total = torch.tensor([value], dtype=torch.float64)
     torch.distributed.all_reduce(total)
     return float(total.item()) / torch.distributed.get_world_size()
+
+
+def _any_rank(wanted: bool) -> bool:
+    """True on every rank when it is True on any (a no-op without a process group)."""
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return wanted
+    flag = torch.tensor([1 if wanted else 0])
+    torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+    return bool(flag.item())
 
 
 def _all_agree(converged: bool) -> bool:
@@ -193,16 +256,40 @@ class TrainOutcome:
 def run_trainer(
     config: Config, spec: TrainSpec, train_data: Any, storage: Path, name: str = "select"
 ) -> TrainOutcome:
-    """Train with ``TorchTrainer``; the same ``storage``/``name`` resumes an earlier run."""
+    """Train the selector; the same ``storage``/``name`` resumes an earlier run."""
+    state, metrics = run_on_ray(
+        train_loop_per_worker, {"spec": asdict(spec)}, config, train_data, storage, name
+    )
+    model = build_model(config, spec.n_features, spec.task, spec.n_outputs)
+    model.load_state_dict(state["model"])
+    history = state["history"]
+    return TrainOutcome(
+        model=model.eval(),
+        history=history,
+        converged=history[-1]["mean_max"] >= config.selector.convergence_threshold,
+        resumed_from_epoch=int(metrics.get("start_epoch", 0)),
+    )
+
+
+def run_on_ray(
+    loop: Callable[[dict[str, Any]], None],
+    loop_config: dict[str, Any],
+    config: Config,
+    train_data: Any,
+    storage: Path,
+    name: str,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Run ``loop`` on the configured workers with ``TorchTrainer``; return the last
+    checkpoint's state and the last reported metrics. ``loop_config`` gets the config added."""
     from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
     s = config.scaling
-    loop_config: dict[str, Any] = {"config": config.model_dump(mode="json"), "spec": asdict(spec)}
+    loop_config = {**loop_config, "config": config.model_dump(mode="json")}
     if s.num_workers == 0:
         loop_config["local_checkpoint_dir"] = str(storage / name / "local_checkpoint")
     trainer = TorchTrainer(
-        train_loop_per_worker,
+        loop,
         train_loop_config=loop_config,
         torch_config=TorchConfig(backend="nccl" if s.use_gpu else "gloo"),
         scaling_config=ScalingConfig(
@@ -226,17 +313,7 @@ def run_trainer(
         raise RuntimeError(f"training finished without a checkpoint: {result.error}")
     with result.checkpoint.as_directory() as directory:
         state = _load_state(Path(directory))
-    model = build_model(config, spec.n_features, spec.task, spec.n_outputs)
-    model.load_state_dict(state["model"])
-    history = state["history"]
-    last = history[-1]
-    metrics = result.metrics or {}
-    return TrainOutcome(
-        model=model.eval(),
-        history=history,
-        converged=last["mean_max"] >= config.selector.convergence_threshold,
-        resumed_from_epoch=int(metrics.get("start_epoch", 0)),
-    )
+    return state, dict(result.metrics or {})
 
 
 def worker_threads(config: Config) -> int:

