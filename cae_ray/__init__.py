@@ -10,6 +10,7 @@ __all__ = [
     "CaeRayError",
     "ConcreteFeatureSelector",
     "Config",
+    "export",
     "load_config",
     "prepare",
     "select",
@@ -20,12 +21,8 @@ __version__ = "0.1.0"
 
 def __getattr__(name: str) -> Any:
     # The run steps import Ray; load them on first use so `import cae_ray` stays light.
-    if name in ("prepare", "select"):
+    if name in ("export", "prepare", "select", "validate"):
         from cae_ray import pipeline
 
         return getattr(pipeline, name)
-    if name == "validate":
-        from cae_ray.validation import validate
-
-        return validate
     raise AttributeError(f"module 'cae_ray' has no attribute {name!r}")

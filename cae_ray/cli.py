@@ -26,6 +26,7 @@ from cae_ray.errors import (
     CaeRayError,
     ConfigFileError,
     ConfigValidationError,
+    FeastError,
     GpuUnavailableError,
     InvalidInputError,
     MissingDataConfigError,
@@ -64,7 +65,9 @@ def _fail(error: CaeRayError) -> typer.Exit:
     errors.print(f"[bold red]error:[/] {error}", highlight=False)
     if isinstance(error, ConfigFileError | ConfigValidationError | MissingDataConfigError):
         return typer.Exit(EXIT_CONFIG)
-    if isinstance(error, NoSelectionError | SelectionEditedError | SelectionConfigMismatchError):
+    if isinstance(
+        error, NoSelectionError | SelectionEditedError | SelectionConfigMismatchError | FeastError
+    ):
         return typer.Exit(EXIT_CONFIG)
     if isinstance(error, RayUnreachableError | GpuUnavailableError):
         return typer.Exit(EXIT_CLUSTER)
@@ -173,7 +176,7 @@ def select(config: Path, run_dir: RunDir) -> None:
 def validate(config: Path, run_dir: RunDir) -> None:
     """Check that a model on the K selected features matches one on all features; writes
     RUN_DIR/validation.json. Exits with 5 when the gate fails, so a pipeline stops there."""
-    from cae_ray.validation import validate as validate_step
+    from cae_ray.pipeline import validate as validate_step
 
     try:
         result = validate_step(load_config(config), run_dir)
@@ -199,6 +202,27 @@ def validate(config: Path, run_dir: RunDir) -> None:
     console.print(f"{verdict}: {result['reason']} Written: {run_dir / 'validation.json'}")
     if not result["passed"]:
         raise typer.Exit(EXIT_GATE)
+
+
+@app.command()
+def export(config: Path, run_dir: RunDir) -> None:
+    """Export the config's Feast features for its entity rows to RUN_DIR/export/ (Parquet,
+    point-in-time correct, one column per feature, plus _manifest.json)."""
+    from cae_ray.pipeline import export as export_step
+
+    try:
+        manifest = export_step(load_config(config), run_dir)
+    except CaeRayError as e:
+        raise _fail(e) from e
+    out = run_dir / "export"
+    console.print(
+        f"Exported {manifest['rows']:,} rows x {len(manifest['columns']):,} features from Feast "
+        f"project {manifest['project']!r} to {out} ({manifest['parts']} parts, _manifest.json)."
+    )
+    console.print(
+        f"To select from it: data: {{path: {out}, features: {{all_numeric_except: "
+        f"[{', '.join(manifest['entity_columns'])}]}}, row_key: {manifest['row_key']}}}"
+    )
 
 
 @config_app.command("check")

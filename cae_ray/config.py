@@ -212,6 +212,37 @@ class ValidationConfig(Section):
     """Training budget of each validation model (baseline and selected get the same)."""
 
 
+class FeastConfig(Section):
+    repo: str
+    """The Feast feature repo: the directory that holds `feature_store.yaml`."""
+
+    features: list[str] = Field(default_factory=list)
+    """What to export: feature view names (all their features) and `view:feature` refs."""
+
+    feature_service: str | None = None
+    """Export the features of this FeatureService instead of `features`."""
+
+    entities: str | None = None
+    """Parquet file or directory of entity rows: every join key of the views, the event
+    timestamp column, and any other columns to carry along (a label, say). Required by export."""
+
+    timestamp_column: str = "event_timestamp"
+    """The event timestamp column of `entities`: features are read as of this time."""
+
+    chunk_rows: int = Field(50_000, ge=1)
+    """Entity rows per point-in-time retrieval; each chunk becomes one Parquet part. Lower it
+    when a chunk of rows x features does not fit in the driver's memory."""
+
+    @model_validator(mode="after")
+    def _one_source_of_features(self) -> FeastConfig:
+        if bool(self.features) == bool(self.feature_service):
+            raise ValueError(
+                "give either feast.features (views or view:feature refs) or "
+                "feast.feature_service, not both and not neither"
+            )
+        return self
+
+
 class Config(Section):
     """A whole run. Each section is optional and has sensible defaults."""
 
@@ -232,6 +263,9 @@ class Config(Section):
 
     validation: ValidationConfig = Field(default_factory=ValidationConfig)
     """The gate: does a model on the K selected features match the all-features baseline?"""
+
+    feast: FeastConfig | None = None
+    """The Feast feature repo to export training data from (`cae-ray export`)."""
 
 
 # --- loading -----------------------------------------------------------------------------------

@@ -6,6 +6,7 @@ scikit-learn (which expects ``ValueError`` for bad input) keeps working.
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Sequence
 
 
@@ -321,4 +322,88 @@ class SelectionConfigMismatchError(CaeRayError):
             f"{path} was made with a different {what} ({recorded}) than the current one "
             f"({current}). Fix: run `cae-ray select` with this config and run dir first, so the "
             "selection validated is the one this config describes."
+        )
+
+
+# --- Feast ---------------------------------------------------------------------------------------
+
+
+class FeastError(CaeRayError):
+    """Base class for problems with the Feast repo or what is asked of it."""
+
+
+class MissingFeastConfigError(FeastError):
+    def __init__(self, source: str, missing: str) -> None:
+        super().__init__(
+            f"{source} has no {missing}. Fix: add feast: {{repo: path/to/feature_repo, "
+            "features: [my_view], entities: entity_rows.parquet}."
+        )
+
+
+class FeastRepoError(FeastError):
+    def __init__(self, repo: str, problem: str) -> None:
+        self.repo = repo
+        super().__init__(
+            f"cannot open the Feast repo at {repo!r}: {problem}. Fix: point feast.repo at the "
+            "directory that holds feature_store.yaml (and run `feast apply` there once)."
+        )
+
+
+class UnknownFeatureViewError(FeastError, ValueError):
+    def __init__(self, name: str, available: Sequence[str], kind: str = "feature view") -> None:
+        self.name = name
+        close = difflib.get_close_matches(name, list(available), n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        super().__init__(
+            f"the Feast registry has no {kind} {name!r}.{hint} Known: "
+            f"{_preview(sorted(available)) or 'none'}. Fix: correct the name, or `feast apply` "
+            "the repo that defines it."
+        )
+
+
+class UnknownFeatureError(FeastError, ValueError):
+    def __init__(self, view: str, feature: str, available: Sequence[str]) -> None:
+        self.view, self.feature = view, feature
+        close = difflib.get_close_matches(feature, list(available), n=1)
+        hint = f" Did you mean {view}:{close[0]}?" if close else ""
+        super().__init__(
+            f"feature view {view!r} has no feature {feature!r}.{hint} Its features: "
+            f"{_preview(available)}. Fix: correct the reference (view:feature)."
+        )
+
+
+class EntityColumnsMissingError(InvalidInputError):
+    def __init__(self, path: str, missing: Sequence[str], present: Sequence[str]) -> None:
+        self.missing = list(missing)
+        super().__init__(
+            f"the entity rows in {path} lack column(s) {_preview(missing)} that the feature "
+            f"views join on or read as of (present: {_preview(present)}). Fix: add them, or set "
+            "feast.timestamp_column to the rows' event time column."
+        )
+
+
+class AmbiguousFeatureError(FeastError, ValueError):
+    def __init__(self, feature: str, views: Sequence[str]) -> None:
+        super().__init__(
+            f"feature {feature!r} exists in several feature views ({_preview(views)}), so the "
+            "selection cannot say which one to mark. Fix: export through `cae-ray export` (its "
+            "columns are view__feature), or rename the column to view__feature."
+        )
+
+
+class PruneRefusedError(FeastError):
+    def __init__(self, run_dir: str, problem: str) -> None:
+        self.problem = problem
+        super().__init__(
+            f"refusing to prune from {run_dir}: {problem}. Fix: run `cae-ray validate` on this "
+            'selection until it passes, or pass --force --reason "..." to prune anyway (the '
+            "reason is recorded in the audit log)."
+        )
+
+
+class UnknownRunIdError(FeastError, ValueError):
+    def __init__(self, run_id: str, log: str, known: Sequence[str]) -> None:
+        super().__init__(
+            f"no prune with run id {run_id!r} is recorded in {log}. Known run ids: "
+            f"{_preview(known) or 'none'}. Fix: pass one of those to --run-id."
         )

@@ -65,14 +65,17 @@ def train_epoch(
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
     batches: Iterable[Batch],
+    loss_at: Callable[[Tensor, Tensor | None, int], Tensor],
     *,
-    task: ResolvedTask,
-    schedule: TemperatureSchedule,
     step: int,
     device: torch.device,
     autocast_bf16: bool = False,
-) -> tuple[float, int]:
-    """One pass over ``batches``; returns (mean loss, global step after the pass)."""
+) -> tuple[Tensor, int]:
+    """One pass over ``batches``; returns (mean loss over rows, global step after the pass).
+
+    ``loss_at(x, y, step)`` runs the model and returns its loss: a scalar, or one loss per
+    independent model (validation trains several heads at once; their sum is minimised).
+    """
     model.train()
     total = torch.zeros((), device=device)
     rows = 0
@@ -80,16 +83,15 @@ def train_epoch(
         x = x.to(device, non_blocking=True)
         y = None if y is None else y.to(device, non_blocking=True)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast_bf16):
-            output = model(x, schedule.temperature_at(step))
-        loss = task_loss(task, output.float(), x, y)
+            loss = loss_at(x, y, step)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        loss.sum().backward()
         optimizer.step()
         # Accumulate on the device: a .item() per step would synchronise every step.
-        total += loss.detach() * x.shape[0]
+        total = total + loss.detach().float() * x.shape[0]
         rows += x.shape[0]
         step += 1
-    return float(total) / max(rows, 1), step
+    return total.cpu() / max(rows, 1), step
 
 
 def fit(
@@ -119,18 +121,23 @@ def fit(
     s, epochs = config.selector, config.training.epochs
     schedule = TemperatureSchedule(s.start_temperature, s.end_temperature, epochs * steps_per_epoch)
     result = LoopResult(step=start_step)
+
+    def loss_at(x: Tensor, y: Tensor | None, step: int) -> Tensor:
+        # The loss in float32 even when the forward pass ran in bfloat16.
+        return task_loss(task, model(x, schedule.temperature_at(step)).float(), x, y)
+
     for epoch in range(start_epoch, epochs):
         started = time.perf_counter()
-        loss, result.step = train_epoch(
+        mean_loss, result.step = train_epoch(
             model,
             optimizer,
             epoch_batches(epoch),
-            task=task,
-            schedule=schedule,
+            loss_at,
             step=result.step,
             device=device,
             autocast_bf16=autocast_bf16,
         )
+        loss = float(mean_loss)
         if not math.isfinite(loss):
             raise TrainingDivergedError(epoch, loss)
         state = selector.state()

@@ -1,7 +1,9 @@
 """The steps of a run, as plain functions over one config and one run directory.
 
-    prepare(config, run_dir) -> run_dir/data/{train,validation}/ + prepared.json
-    select(config, run_dir)  -> run_dir/selection.json
+    export(config, run_dir)   -> run_dir/export/ (Feast -> Parquet, see cae_ray.feast.export)
+    prepare(config, run_dir)  -> run_dir/data/{train,validation}/ + prepared.json
+    select(config, run_dir)   -> run_dir/selection.json
+    validate(config, run_dir) -> run_dir/validation.json (see cae_ray.validation)
 
 Each step is idempotent: finished work is detected (by config hash and data fingerprint) and
 reused; an interrupted ``select`` resumes from its last checkpoint in ``run_dir/ray``. The CLI
@@ -220,3 +222,20 @@ def _sample(
     x = torch.from_numpy(unpack(batch[FEATURES], n_features))
     y = torch.tensor(batch[TARGET].to_numpy())
     return x, y
+
+
+# --- the steps that live in their own modules ---------------------------------------------------
+
+
+def validate(config: Config, run_dir: str | os.PathLike[str]) -> dict[str, Any]:
+    """The validation gate on the selection in ``run_dir`` (:mod:`cae_ray.validation`)."""
+    from cae_ray.validation import validate as validate_step
+
+    return validate_step(config, run_dir)
+
+
+def export(config: Config, run_dir: str | os.PathLike[str]) -> dict[str, Any]:
+    """Training rows from a Feast feature store (:mod:`cae_ray.feast.export`)."""
+    from cae_ray.feast.export import export as export_step
+
+    return export_step(config, run_dir)

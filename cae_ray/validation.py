@@ -35,6 +35,7 @@ from cae_ray.errors import (
     TooFewValidationRowsError,
 )
 from cae_ray.heads import ResolvedTask, build_head, task_loss
+from cae_ray.loop import train_epoch
 from cae_ray.metrics import (
     MIN_ROWS_FOR_INTERVAL,
     Interval,
@@ -310,7 +311,8 @@ class HeadsSpec:
 
 
 class HeadSet(nn.Module):
-    """Independent heads, one per (input columns, seed), trained on the same batches.
+    """Independent heads, one per (input columns, seed), trained on the same batches by THE
+    loop (:func:`cae_ray.loop.train_epoch`).
 
     Summing their losses trains each exactly as if alone (no parameter is shared, and Adam is
     per parameter) while the data is read once for all of them.
@@ -333,34 +335,6 @@ class HeadSet(nn.Module):
         ]
 
 
-def train_heads_epoch(
-    model: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    batches: Any,
-    *,
-    task: ResolvedTask,
-    device: torch.device,
-) -> tuple[list[float], int]:
-    """One pass over ``batches``; returns (each head's mean training loss, batches seen)."""
-    model.train()
-    totals: Tensor | None = None
-    rows = steps = 0
-    for x, y in batches:
-        x = x.to(device, non_blocking=True)
-        y = None if y is None else y.to(device, non_blocking=True)
-        losses = torch.stack([task_loss(task, out, x, y) for out in model(x)])
-        optimizer.zero_grad(set_to_none=True)
-        losses.sum().backward()
-        optimizer.step()
-        weighted = losses.detach() * x.shape[0]
-        totals = weighted if totals is None else totals + weighted
-        rows += x.shape[0]
-        steps += 1
-    if totals is None:
-        return [], 0
-    return (totals / rows).tolist(), steps
-
-
 def heads_loop_per_worker(loop_config: dict[str, Any]) -> None:
     import ray.train
     import ray.train.torch
@@ -379,15 +353,19 @@ def heads_loop_per_worker(loop_config: dict[str, Any]) -> None:
     torch.manual_seed(config.training.seed + 7919 * (rank + 1) + start_epoch)
     shard = ray.train.get_dataset_shard("train")
     device = ray.train.torch.get_device()
+
+    def loss_at(x: Tensor, y: Tensor | None, step: int) -> Tensor:
+        # Independent heads: minimising the sum trains each as if it were alone.
+        return torch.stack([task_loss(spec.task, out, x, y) for out in model(x)])
+
     for epoch in range(start_epoch, config.validation.epochs):
         started = time.perf_counter()
         batches = shard_batches(shard, config, spec.n_features, spec.task, epoch)
-        losses, steps = train_heads_epoch(model, optimizer, batches, task=spec.task, device=device)
-        step += steps
+        losses, step = train_epoch(model, optimizer, batches, loss_at, step=step, device=device)
         record = {
             "epoch": epoch,
             "step": step,
-            "losses": [mean_over_ranks(loss) for loss in losses],
+            "losses": [mean_over_ranks(loss) for loss in losses.reshape(-1).tolist()],
             "seconds": time.perf_counter() - started,
         }
         logger.info("validation epoch %d: losses %s", epoch, record["losses"])

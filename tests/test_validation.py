@@ -183,6 +183,16 @@ def test_no_selection_in_the_run_dir(ray_cluster, wide_dataset, tmp_path) -> Non
     assert list(tmp_path.iterdir()) == []
 
 
+def test_the_steps_are_part_of_the_public_api() -> None:
+    import cae_ray
+    from cae_ray import pipeline
+
+    for step in ("export", "prepare", "select", "validate"):
+        assert getattr(cae_ray, step) is getattr(pipeline, step)
+    with pytest.raises(AttributeError, match="no attribute 'no_such_step'"):
+        cae_ray.no_such_step  # noqa: B018
+
+
 def test_negative_tolerance_is_a_config_error(wide_dataset) -> None:
     path, _ = wide_dataset
     with pytest.raises(ConfigValidationError, match=r"validation\.tolerance"):

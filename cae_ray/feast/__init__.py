@@ -1,0 +1,1 @@
+"""Feast integration: export training rows from a feature store; mark unselected features."""

@@ -1,0 +1,224 @@
+"""Feast -> Parquet: point-in-time correct training rows for ``prepare``, written in chunks.
+
+    export(config, run_dir) -> run_dir/export/part-NNNNN.parquet + run_dir/export/_manifest.json
+
+The flow: open the repo's FeatureStore; resolve the views, ``view:feature`` refs or feature
+service into feature references (naming any unknown one); fix the output schema once from
+Feast's own types, so every part has the same schema even where a chunk's feature is all null;
+number the entity rows and retrieve their features chunk by chunk (``full_feature_names``, so
+columns are ``view__feature`` and never collide); write each chunk as one part; write
+``_manifest.json`` (each column's feature reference) last, so a manifest means a whole export.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from cae_ray.config import Config, FeastConfig
+from cae_ray.data import open_parquet
+from cae_ray.errors import (
+    EmptyDatasetError,
+    EntityColumnsMissingError,
+    FeastRepoError,
+    MissingFeastConfigError,
+    UnknownFeatureError,
+    UnknownFeatureViewError,
+)
+
+logger = logging.getLogger(__name__)
+
+EXPORT_DIR = "export"
+MANIFEST = "_manifest.json"
+"""Beside the parts; readers of the directory skip it (pyarrow ignores names starting with _)."""
+_FEAST_TIMESTAMP = "event_timestamp"
+ROW_ID = "cae_ray_row"
+"""Added to every exported row: its position in the entity rows (a stable row key)."""
+
+
+@dataclass(frozen=True)
+class FeatureRef:
+    view: str
+    feature: str
+    dtype: pa.DataType
+
+    @property
+    def ref(self) -> str:
+        return f"{self.view}:{self.feature}"
+
+    @property
+    def column(self) -> str:
+        return f"{self.view}__{self.feature}"
+
+
+def export(config: Config, run_dir: str | os.PathLike[str]) -> dict[str, Any]:
+    """Retrieve the configured features for the entity rows; write Parquet and a manifest."""
+    settings = _settings(config)
+    out = Path(run_dir) / EXPORT_DIR
+    store = open_store(settings.repo)
+    refs = resolve_refs(store, settings)
+    assert settings.entities is not None
+    entities = read_entities(settings.entities)
+    _check_entity_columns(store, settings, refs, entities)
+    wanted = {
+        "config_hash": _digest(settings.model_dump_json()),
+        "entities_fingerprint": _digest(repr(entities.schema) + str(entities.num_rows)),
+        "registry": _digest(repr(sorted((r.ref, str(r.dtype)) for r in refs))),
+    }
+    done = _read_manifest(out)
+    if done is not None and all(done.get(k) == v for k, v in wanted.items()):
+        logger.info("export: reusing %s", out)
+        return done
+
+    started = time.perf_counter()
+    numbered = entities.append_column(ROW_ID, pa.array(range(entities.num_rows), pa.int64()))
+    schema = pa.schema([*numbered.schema, *(pa.field(r.column, r.dtype) for r in refs)])
+    out.mkdir(parents=True, exist_ok=True)
+    for stale in [*out.glob("part-*.parquet"), *out.glob(".part-*"), out / MANIFEST]:
+        stale.unlink(missing_ok=True)
+    parts = 0
+    for start in range(0, numbered.num_rows, settings.chunk_rows):
+        chunk = numbered.slice(start, settings.chunk_rows)
+        table = retrieve(store, chunk, refs, settings.timestamp_column).cast(schema)
+        _write_part(table, out / f"part-{parts:05d}.parquet")
+        parts += 1
+        logger.info("export: %d of %d entity rows", start + chunk.num_rows, numbered.num_rows)
+    manifest = {
+        **wanted,
+        "repo": settings.repo,
+        "project": store.project,
+        "columns": {r.column: r.ref for r in refs},
+        "entity_columns": entities.schema.names,
+        "row_key": ROW_ID,
+        "rows": numbered.num_rows,
+        "parts": parts,
+        "feast_version": _feast_version(),
+        "seconds": time.perf_counter() - started,
+    }
+    _write_json(out / MANIFEST, manifest)
+    return manifest
+
+
+def _settings(config: Config) -> FeastConfig:
+    if config.feast is None:
+        raise MissingFeastConfigError("the config", "`feast:` section")
+    if config.feast.entities is None:
+        raise MissingFeastConfigError("the feast section", "`entities:` (entity rows to export)")
+    return config.feast
+
+
+def open_store(repo: str) -> Any:
+    """The repo's FeatureStore, with its registry read fresh."""
+    if not (Path(repo) / "feature_store.yaml").is_file():
+        raise FeastRepoError(repo, "no feature_store.yaml there")
+    from feast import FeatureStore
+
+    try:
+        store = FeatureStore(repo_path=repo)
+        store.refresh_registry()
+    except Exception as e:  # Feast raises many kinds here: bad YAML, unreadable registry, ...
+        raise FeastRepoError(repo, f"{type(e).__name__}: {str(e).splitlines()[0]}") from e
+    return store
+
+
+def resolve_refs(store: Any, settings: FeastConfig) -> list[FeatureRef]:
+    """The feature references to export, in the order asked, with their Arrow types."""
+    from feast.types import from_feast_to_pyarrow_type
+
+    views = {fv.name: fv for fv in store.list_feature_views()}
+    if settings.feature_service is not None:
+        services = [s.name for s in store.list_feature_services()]
+        if settings.feature_service not in services:
+            raise UnknownFeatureViewError(settings.feature_service, services, "feature service")
+        service = store.get_feature_service(settings.feature_service)
+        wanted = [(p.name, [f.name for f in p.features]) for p in service.feature_view_projections]
+    else:
+        wanted = [_parse(item) for item in settings.features]
+    refs: list[FeatureRef] = []
+    for view_name, features in wanted:
+        if view_name not in views:
+            raise UnknownFeatureViewError(view_name, list(views))
+        fields = {f.name: f for f in views[view_name].features}
+        for name in features or list(fields):
+            if name not in fields:
+                raise UnknownFeatureError(view_name, name, list(fields))
+            refs.append(FeatureRef(view_name, name, from_feast_to_pyarrow_type(fields[name].dtype)))
+    return list(dict.fromkeys(refs))  # a feature asked for twice is exported once
+
+
+def _parse(item: str) -> tuple[str, list[str]]:
+    view, _, feature = item.partition(":")
+    return view, [feature] if feature else []
+
+
+def read_entities(path: str) -> pa.Table:
+    table = open_parquet(path).to_table()
+    if table.num_rows == 0:
+        raise EmptyDatasetError(path)
+    return table
+
+
+def _check_entity_columns(
+    store: Any, settings: FeastConfig, refs: list[FeatureRef], entities: pa.Table
+) -> None:
+    needed = [settings.timestamp_column]
+    for view in dict.fromkeys(r.view for r in refs):
+        needed += [c.name for c in store.get_feature_view(view).entity_columns]
+    missing = [c for c in dict.fromkeys(needed) if c not in entities.schema.names]
+    if missing:
+        assert settings.entities is not None
+        raise EntityColumnsMissingError(settings.entities, missing, entities.schema.names)
+
+
+def retrieve(store: Any, chunk: pa.Table, refs: list[FeatureRef], timestamp: str) -> pa.Table:
+    """The chunk's rows with their features as of each row's timestamp, in the chunk's order.
+
+    Only the feature columns are taken from Feast's result: entity columns keep the user's own
+    types (Feast may hand back a timestamp in another time zone, or integers as floats).
+    """
+    entity_df = chunk.to_pandas()
+    if timestamp != _FEAST_TIMESTAMP:  # the name Feast looks for first
+        entity_df = entity_df.rename(columns={timestamp: _FEAST_TIMESTAMP})
+    job = store.get_historical_features(
+        entity_df=entity_df, features=[r.ref for r in refs], full_feature_names=True
+    )
+    features = job.to_arrow().sort_by(ROW_ID).select([r.column for r in refs])
+    return pa.Table.from_arrays(
+        [*chunk.columns, *features.columns], names=[*chunk.schema.names, *features.schema.names]
+    )
+
+
+def _write_part(table: pa.Table, path: Path) -> None:
+    partial = path.parent / f".{path.name}.partial"  # hidden from readers until complete
+    pq.write_table(table, partial, compression="zstd", row_group_size=64 * 1024)
+    os.replace(partial, path)
+
+
+def _read_manifest(out: Path) -> dict[str, Any] | None:
+    path = out / MANIFEST
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def _write_json(path: Path, payload: dict[str, Any]) -> None:
+    partial = path.with_suffix(".partial")
+    partial.write_text(json.dumps(payload, indent=2))
+    os.replace(partial, path)
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _feast_version() -> str:
+    from importlib.metadata import version
+
+    return version("feast")

@@ -1,0 +1,110 @@
+"""A real Feast feature repo on a temp dir, with values whose point-in-time answer is known."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+T1 = T0 + timedelta(days=10)
+"""Each driver's features have one value from T0 and another from T1."""
+
+STATS = [f"s_{j:02d}" for j in range(6)]
+EXTRA = ["trips", "rating"]
+
+FEATURE_STORE_YAML = """\
+project: cae_ray_test
+provider: local
+registry: data/registry.db
+online_store:
+  type: sqlite
+  path: data/online.db
+offline_store:
+  type: file
+entity_key_serialization_version: 3
+"""
+
+
+@dataclass(frozen=True)
+class FeastRepo:
+    path: Path
+    entities: Path
+    """Entity rows: driver_id, event_timestamp, label."""
+    n_drivers: int
+
+
+def stats_value(driver: int, feature: int, late: bool) -> float:
+    """The value of driver_stats feature ``feature`` for ``driver``, as of T0 or T1."""
+    return driver * 10.0 + feature + (0.5 if late else 0.0)
+
+
+def make_feast_repo(directory: Path, n_drivers: int = 60) -> FeastRepo:
+    """Write the feature data, the repo's feature_store.yaml and apply its objects."""
+    from feast import (
+        Entity,
+        FeatureService,
+        FeatureStore,
+        FeatureView,
+        Field,
+        FileSource,
+        ValueType,
+    )
+    from feast.types import Float32, Int64
+
+    repo = directory / "repo"
+    (repo / "data").mkdir(parents=True)
+    (repo / "feature_store.yaml").write_text(FEATURE_STORE_YAML)
+    drivers = np.arange(n_drivers)
+    rows = []
+    for late, when in ((False, T0), (True, T1)):
+        for d in drivers:
+            values = {s: np.float32(stats_value(int(d), j, late)) for j, s in enumerate(STATS)}
+            rows.append({"driver_id": d, "event_timestamp": when, **values})
+    pd.DataFrame(rows).to_parquet(repo / "data" / "driver_stats.parquet")
+    extra = pd.DataFrame(
+        {
+            "driver_id": drivers,
+            "event_timestamp": T0,
+            "trips": drivers * 3,
+            "rating": (drivers % 5).astype(np.float32),
+        }
+    )
+    extra.to_parquet(repo / "data" / "driver_extra.parquet")
+
+    driver = Entity(name="driver", join_keys=["driver_id"], value_type=ValueType.INT64)
+    stats = FeatureView(
+        name="driver_stats",
+        entities=[driver],
+        ttl=timedelta(days=365),
+        schema=[Field(name=s, dtype=Float32) for s in STATS],
+        source=FileSource(
+            path=str(repo / "data" / "driver_stats.parquet"), timestamp_field="event_timestamp"
+        ),
+    )
+    extra_view = FeatureView(
+        name="driver_extra",
+        entities=[driver],
+        ttl=timedelta(days=365),
+        schema=[Field(name="trips", dtype=Int64), Field(name="rating", dtype=Float32)],
+        source=FileSource(
+            path=str(repo / "data" / "driver_extra.parquet"), timestamp_field="event_timestamp"
+        ),
+    )
+    service = FeatureService(name="driver_model", features=[stats[STATS[:3]], extra_view])
+    FeatureStore(repo_path=str(repo)).apply([driver, stats, extra_view, service])
+
+    # Two rows per driver: one between T0 and T1 (sees T0 values), one after T1.
+    entity_rows = pd.DataFrame(
+        {
+            "driver_id": np.repeat(drivers, 2),
+            "event_timestamp": [T0 + timedelta(days=5), T1 + timedelta(days=1)] * n_drivers,
+            "label": np.tile([0, 1], n_drivers),
+        }
+    )
+    entities = directory / "entities.parquet"
+    entity_rows.to_parquet(entities)
+    return FeastRepo(repo, entities, n_drivers)

@@ -1,0 +1,163 @@
+"""`cae-ray export` against a real Feast repo (local provider, file offline store)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from cae_ray.config import Config, validate_config
+from cae_ray.errors import (
+    ConfigValidationError,
+    EntityColumnsMissingError,
+    FeastRepoError,
+    UnknownFeatureError,
+    UnknownFeatureViewError,
+)
+from cae_ray.feast.export import EXPORT_DIR, MANIFEST, ROW_ID, export
+from tests.feast_repo import EXTRA, STATS, T1, FeastRepo, make_feast_repo, stats_value
+
+pytestmark = pytest.mark.feast
+
+
+@pytest.fixture(scope="module")
+def feast_repo(tmp_path_factory) -> FeastRepo:
+    return make_feast_repo(tmp_path_factory.mktemp("feast"))
+
+
+def feast_config(feast_repo: FeastRepo, **feast: Any) -> Config:
+    section = {"repo": str(feast_repo.path), "entities": str(feast_repo.entities), "chunk_rows": 50}
+    return validate_config({"feast": {**section, **feast}})
+
+
+def test_export_is_point_in_time_correct_and_keeps_the_entity_order(feast_repo, tmp_path) -> None:
+    manifest = export(
+        feast_config(feast_repo, features=["driver_stats", "driver_extra:trips"]), tmp_path
+    )
+
+    table = pq.read_table(tmp_path / EXPORT_DIR)
+    columns = [f"driver_stats__{s}" for s in STATS] + ["driver_extra__trips"]
+    assert manifest["columns"] == {
+        **{f"driver_stats__{s}": f"driver_stats:{s}" for s in STATS},
+        "driver_extra__trips": "driver_extra:trips",
+    }
+    assert table.schema.names == ["driver_id", "event_timestamp", "label", ROW_ID, *columns]
+    assert table.schema.field("driver_stats__s_00").type == pa.float32()
+    assert table.schema.field("driver_extra__trips").type == pa.int64()
+    assert manifest["rows"] == table.num_rows == 2 * feast_repo.n_drivers
+    assert manifest["parts"] == 3  # 120 rows in chunks of 50
+
+    rows = table.to_pandas()
+    assert rows[ROW_ID].tolist() == list(range(len(rows)))
+    late = rows["event_timestamp"] > T1
+    for j, name in enumerate(STATS):
+        expected = [
+            stats_value(d, j, bool(t)) for d, t in zip(rows["driver_id"], late, strict=True)
+        ]
+        np.testing.assert_allclose(rows[f"driver_stats__{name}"], expected)
+    np.testing.assert_array_equal(rows["driver_extra__trips"], rows["driver_id"] * 3)
+
+
+def test_a_second_export_reuses_the_first(feast_repo, tmp_path) -> None:
+    config = feast_config(feast_repo, features=["driver_extra"])
+    first = export(config, tmp_path)
+    parts = sorted((tmp_path / EXPORT_DIR).glob("part-*.parquet"))
+    stamps = [p.stat().st_mtime_ns for p in parts]
+
+    assert export(config, tmp_path) == first
+    assert [p.stat().st_mtime_ns for p in parts] == stamps
+
+
+def test_export_of_a_feature_service(feast_repo, tmp_path) -> None:
+    manifest = export(feast_config(feast_repo, feature_service="driver_model"), tmp_path)
+
+    expected = [f"driver_stats:{s}" for s in STATS[:3]] + [f"driver_extra:{e}" for e in EXTRA]
+    assert list(manifest["columns"].values()) == expected
+    saved = json.loads((tmp_path / EXPORT_DIR / MANIFEST).read_text())
+    assert saved == manifest
+
+
+@pytest.mark.parametrize(
+    ("feast", "error", "message"),
+    [
+        ({"features": ["driver_stat"]}, UnknownFeatureViewError, "Did you mean 'driver_stats'"),
+        ({"features": ["driver_stats:s_99"]}, UnknownFeatureError, "has no feature 's_99'"),
+        ({"feature_service": "nope"}, UnknownFeatureViewError, "no feature service 'nope'"),
+        (
+            {"features": ["driver_stats"], "timestamp_column": "ts"},
+            EntityColumnsMissingError,
+            "lack column",
+        ),
+        (
+            {"features": ["driver_stats"], "repo": "/no/such/repo"},
+            FeastRepoError,
+            "no feature_store",
+        ),
+    ],
+)
+def test_bad_input_is_named_and_nothing_is_written(
+    feast_repo, tmp_path, feast: dict[str, Any], error: type[Exception], message: str
+) -> None:
+    with pytest.raises(error, match=message):
+        export(feast_config(feast_repo, **feast), tmp_path)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_views_and_a_service_together_are_a_config_error(feast_repo) -> None:
+    with pytest.raises(ConfigValidationError, match=r"either feast\.features"):
+        feast_config(feast_repo, features=["driver_stats"], feature_service="driver_model")
+
+
+def test_entity_rows_missing_a_join_key(feast_repo, tmp_path) -> None:
+    rows = pq.read_table(feast_repo.entities).drop_columns(["driver_id"])
+    pq.write_table(rows, tmp_path / "entities.parquet")
+    config = feast_config(
+        feast_repo, features=["driver_stats"], entities=str(tmp_path / "entities.parquet")
+    )
+    with pytest.raises(EntityColumnsMissingError, match="'driver_id'"):
+        export(config, tmp_path / "run")
+    assert not Path(tmp_path / "run").exists()
+
+
+@pytest.mark.ray
+def test_the_cli_export_feeds_prepare(ray_cluster, feast_repo, tmp_path) -> None:
+    from typer.testing import CliRunner
+
+    from cae_ray.cli import app
+    from cae_ray.pipeline import prepare
+
+    config = feast_config(feast_repo, features=["driver_stats"])
+    path = tmp_path / "config.json"
+    path.write_text(config.model_dump_json())
+    result = CliRunner().invoke(app, ["export", str(path), "--run-dir", str(tmp_path / "run")])
+    assert result.exit_code == 0, result.output
+    assert "Exported 120 rows x 6 features" in " ".join(result.output.split())
+
+    data = {"path": str(tmp_path / "run" / EXPORT_DIR), "features": "driver_stats__*"}
+    selecting = validate_config(
+        {
+            "data": {**data, "target": "label", "row_key": ROW_ID},
+            "selector": {"k": 2},
+            "scaling": {"num_workers": 1, "resources_per_worker": {"CPU": 1}},
+        }
+    )
+    prepared = prepare(selecting, tmp_path / "run")
+    assert prepared["features"] == [f"driver_stats__{s}" for s in STATS]
+    assert sum(prepared["rows"].values()) == 120
+
+
+def test_the_cli_names_an_unknown_view(feast_repo, tmp_path) -> None:
+    from typer.testing import CliRunner
+
+    from cae_ray.cli import EXIT_CONFIG, app
+
+    path = tmp_path / "config.json"
+    path.write_text(feast_config(feast_repo, features=["driver_stat"]).model_dump_json())
+    result = CliRunner().invoke(app, ["export", str(path), "--run-dir", str(tmp_path / "run")])
+    assert result.exit_code == EXIT_CONFIG
+    assert "Did you mean 'driver_stats'" in " ".join(result.output.split())  # rich wraps lines
