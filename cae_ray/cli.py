@@ -225,6 +225,75 @@ def export(config: Path, run_dir: RunDir) -> None:
     )
 
 
+@app.command()
+def prune(
+    config: Path,
+    run_dir: RunDir,
+    apply: Annotated[
+        bool, typer.Option("--apply", help="Write the marks (default: plan only).")
+    ] = False,
+    force: Annotated[
+        bool, typer.Option("--force", help="Prune without a passed validation.")
+    ] = False,
+    reason: Annotated[
+        str | None, typer.Option(help="Why --force (recorded in the audit log).")
+    ] = None,
+) -> None:
+    """Mark the unselected features deprecated in the Feast registry (view tags) and register a
+    FeatureService of the kept ones. Without --apply, only prints and saves the plan."""
+    from cae_ray.pipeline import prune as prune_step
+
+    if force and not reason:
+        errors.print('[bold red]error:[/] --force needs --reason "..." (it goes in the audit log).')
+        raise typer.Exit(EXIT_CONFIG)
+    try:
+        plan = prune_step(
+            load_config(config), run_dir, apply=apply, force_reason=reason if force else None
+        )
+    except CaeRayError as e:
+        raise _fail(e) from e
+    table = Table(title=f"Prune plan for run {plan['run_id']} (project {plan['project']})")
+    for column in ("feature view", "deprecate", "keep"):
+        table.add_column(column)
+    for view in sorted({*plan["deprecate"], *plan["keep"]}):
+        marked, kept = plan["deprecate"].get(view, []), plan["keep"].get(view, [])
+        table.add_row(
+            view,
+            f"{len(marked)}: {', '.join(marked[:6])}{' ...' if len(marked) > 6 else ''}",
+            ", ".join(kept),
+        )
+    console.print(table)
+    console.print(f"FeatureService of the kept features: {plan['feature_service']}")
+    if plan["applied"]:
+        console.print(
+            f"[green]Applied.[/] Undo with: cae-ray restore --repo REPO --run-id {plan['run_id']}"
+        )
+    else:
+        console.print(
+            "Plan only, nothing written to the registry "
+            f"(saved: {run_dir / 'prune.json'}). Re-run with --apply."
+        )
+
+
+@app.command()
+def restore(
+    repo: Annotated[Path, typer.Option("--repo", help="The Feast repo (feature_store.yaml).")],
+    run_id: Annotated[str, typer.Option("--run-id", help="The run id a prune printed.")],
+) -> None:
+    """Undo one prune: its tags leave the views and its FeatureService is removed."""
+    from cae_ray.pipeline import restore as restore_step
+
+    try:
+        record = restore_step(str(repo), run_id)
+    except CaeRayError as e:
+        raise _fail(e) from e
+    marked = sum(len(v) for v in record["deprecate"].values())
+    console.print(
+        f"Restored run {run_id}: {marked} deprecation marks and "
+        f"{record['feature_service']} removed."
+    )
+
+
 @config_app.command("check")
 def config_check(path: Path) -> None:
     """Validate a config file and print it with every default filled in."""

@@ -4,6 +4,8 @@
     prepare(config, run_dir)  -> run_dir/data/{train,validation}/ + prepared.json
     select(config, run_dir)   -> run_dir/selection.json
     validate(config, run_dir) -> run_dir/validation.json (see cae_ray.validation)
+    prune(config, run_dir)    -> run_dir/prune.json, and marks in the Feast registry
+                                 (see cae_ray.feast.registry; restore undoes one prune)
 
 Each step is idempotent: finished work is detected (by config hash and data fingerprint) and
 reused; an interrupted ``select`` resumes from its last checkpoint in ``run_dir/ray``. The CLI
@@ -239,3 +241,25 @@ def export(config: Config, run_dir: str | os.PathLike[str]) -> dict[str, Any]:
     from cae_ray.feast.export import export as export_step
 
     return export_step(config, run_dir)
+
+
+def prune(
+    config: Config,
+    run_dir: str | os.PathLike[str],
+    *,
+    apply: bool = False,
+    force_reason: str | None = None,
+) -> dict[str, Any]:
+    """Plan, and with ``apply`` write, the deprecation marks (:mod:`cae_ray.feast.registry`)."""
+    from dataclasses import asdict
+
+    from cae_ray.feast.registry import prune as prune_step
+
+    return asdict(prune_step(config, run_dir, apply=apply, force_reason=force_reason))
+
+
+def restore(repo: str, run_id: str) -> dict[str, Any]:
+    """Undo one prune in the Feast registry of ``repo``."""
+    from cae_ray.feast.registry import restore as restore_step
+
+    return restore_step(repo, run_id)

@@ -16,10 +16,14 @@ T1 = T0 + timedelta(days=10)
 STATS = [f"s_{j:02d}" for j in range(6)]
 EXTRA = ["trips", "rating"]
 
+REGISTRIES = {
+    "file": "registry: data/registry.db\n",
+    "sql": "registry:\n  registry_type: sql\n  path: sqlite:///{repo}/data/registry.sqlite\n",
+}
+
 FEATURE_STORE_YAML = """\
 project: cae_ray_test
 provider: local
-registry: data/registry.db
 online_store:
   type: sqlite
   path: data/online.db
@@ -42,8 +46,9 @@ def stats_value(driver: int, feature: int, late: bool) -> float:
     return driver * 10.0 + feature + (0.5 if late else 0.0)
 
 
-def make_feast_repo(directory: Path, n_drivers: int = 60) -> FeastRepo:
-    """Write the feature data, the repo's feature_store.yaml and apply its objects."""
+def make_feast_repo(directory: Path, n_drivers: int = 60, registry: str = "file") -> FeastRepo:
+    """Write the feature data, the repo's feature_store.yaml (with a file or a SQL registry)
+    and apply its objects."""
     from feast import (
         Entity,
         FeatureService,
@@ -57,7 +62,8 @@ def make_feast_repo(directory: Path, n_drivers: int = 60) -> FeastRepo:
 
     repo = directory / "repo"
     (repo / "data").mkdir(parents=True)
-    (repo / "feature_store.yaml").write_text(FEATURE_STORE_YAML)
+    registry_yaml = REGISTRIES[registry].format(repo=repo.resolve())
+    (repo / "feature_store.yaml").write_text(FEATURE_STORE_YAML + registry_yaml)
     drivers = np.arange(n_drivers)
     rows = []
     for late, when in ((False, T0), (True, T1)):

@@ -1,0 +1,271 @@
+"""Mark the unselected features deprecated in a Feast registry, and take the marks back.
+
+    plan_prune(config, run_dir)            -> the plan (which features, which views, which service)
+    prune(config, run_dir, apply=...)      -> run_dir/prune.json (+ the registry, + the audit log)
+    restore(repo, run_id)                  -> the registry as it was before that prune
+
+Marks are view-level tags (no new view version, no online-table switch; see README): one key
+per deprecated feature, ``cae-ray/deprecated.<feature>`` = run id, plus ``cae-ray/last-run``.
+A prune also registers a FeatureService of the K kept features for models to switch to.
+Everything is read fresh, changed in memory and written in one commit; on a registry that
+writes eagerly (SQL) a failure re-applies the objects as they were. Each prune and restore
+appends a record (who, when, run id, features, validation figures) to ``cae_ray_audit.jsonl``
+in the repo, which ``restore`` reads to undo exactly what the prune did.
+"""
+
+from __future__ import annotations
+
+import copy
+import getpass
+import json
+import logging
+import os
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from cae_ray.config import Config
+from cae_ray.errors import (
+    AmbiguousFeatureError,
+    MissingFeastConfigError,
+    NoSelectionError,
+    PruneRefusedError,
+    UnknownFeatureError,
+    UnknownFeatureViewError,
+    UnknownRunIdError,
+)
+from cae_ray.feast.export import EXPORT_DIR, MANIFEST, open_store
+
+logger = logging.getLogger(__name__)
+
+TAG_PREFIX = "cae-ray/"
+LAST_RUN = TAG_PREFIX + "last-run"
+AUDIT_LOG = "cae_ray_audit.jsonl"
+PRUNE_FILE = "prune.json"
+
+
+def deprecation_tag(feature: str) -> str:
+    return f"{TAG_PREFIX}deprecated.{feature}"
+
+
+@dataclass
+class PrunePlan:
+    run_id: str
+    project: str
+    deprecate: dict[str, list[str]]
+    """Per feature view: the features to mark deprecated."""
+    keep: dict[str, list[str]]
+    """Per feature view: the selected features (they go into the feature service)."""
+    feature_service: str
+    validation: dict[str, Any]
+    forced_reason: str | None = None
+    applied: bool = False
+    previous: dict[str, Any] = field(default_factory=dict)
+    """Filled on apply: each touched view's tags before, and whether the service existed."""
+
+
+# --- the plan -------------------------------------------------------------------------------
+
+
+def plan_prune(
+    config: Config, run_dir: str | os.PathLike[str], force_reason: str | None = None
+) -> PrunePlan:
+    """Map the selection in ``run_dir`` back to feature references, refusing unless a passed
+    validation of this very selection is on record (or ``force_reason`` says why not)."""
+    from cae_ray.pipeline import SELECTION, read_json, selection_digest
+
+    if config.feast is None:
+        raise MissingFeastConfigError("the config", "`feast:` section")
+    run = Path(run_dir)
+    selection = read_json(run / SELECTION)
+    if selection is None:
+        raise NoSelectionError(str(run))
+    validation = _checked_validation(run, selection, selection_digest(selection), force_reason)
+    store = open_store(config.feast.repo)
+    refs = _column_refs(run, selection["candidate_features"], store)
+    chosen = set(selection["selected_features"])
+    deprecate: dict[str, list[str]] = {}
+    keep: dict[str, list[str]] = {}
+    for column in selection["candidate_features"]:
+        view, feature = refs[column]
+        (keep if column in chosen else deprecate).setdefault(view, []).append(feature)
+    run_id = selection["selection_hash"]
+    return PrunePlan(
+        run_id=run_id,
+        project=store.project,
+        deprecate=deprecate,
+        keep=keep,
+        feature_service=f"cae_ray_{run_id}",
+        validation=validation,
+        forced_reason=force_reason,
+    )
+
+
+def _checked_validation(
+    run: Path, selection: dict[str, Any], digest: str, force_reason: str | None
+) -> dict[str, Any]:
+    from cae_ray.pipeline import read_json
+    from cae_ray.validation import VALIDATION
+
+    if selection.get("selection_hash") != digest:
+        problem = "selection.json was edited after it was made"
+    else:
+        validation = read_json(run / VALIDATION)
+        if validation is None:
+            problem = "no validation.json: the selection was never validated"
+        elif validation.get("selection_hash") != digest:
+            problem = "validation.json is for another selection"
+        elif not validation.get("passed"):
+            problem = f"the validation gate failed: {validation.get('reason')}"
+        else:
+            keys = ("metric", "baseline", "selected", "difference", "interval", "tolerance")
+            return {key: validation[key] for key in keys}
+    if force_reason is None:
+        raise PruneRefusedError(str(run), problem)
+    logger.warning("prune: forced despite: %s (reason: %s)", problem, force_reason)
+    return {"forced_despite": problem}
+
+
+def _column_refs(run: Path, columns: list[str], store: Any) -> dict[str, tuple[str, str]]:
+    """Each candidate column's (view, feature): from the export manifest when there is one,
+    else from a ``view__feature`` column name, else from the one view that has the feature."""
+    manifest_path = run / EXPORT_DIR / MANIFEST
+    by_column: dict[str, str] = {}
+    if manifest_path.exists():
+        by_column = json.loads(manifest_path.read_text())["columns"]
+    views = {fv.name: [f.name for f in fv.features] for fv in store.list_feature_views()}
+    refs = {}
+    for column in columns:
+        ref = by_column.get(column)
+        if ref is not None:
+            view, _, feature = ref.partition(":")
+        elif "__" in column and column.split("__", 1)[0] in views:
+            view, feature = column.split("__", 1)
+        else:
+            owners = [v for v, features in views.items() if column in features]
+            if len(owners) > 1:
+                raise AmbiguousFeatureError(column, owners)
+            if not owners:
+                raise UnknownFeatureViewError(column, list(views), "feature view for column")
+            view, feature = owners[0], column
+        if view not in views:
+            raise UnknownFeatureViewError(view, list(views))
+        if feature not in views[view]:
+            raise UnknownFeatureError(view, feature, views[view])
+        refs[column] = (view, feature)
+    return refs
+
+
+# --- apply and restore ----------------------------------------------------------------------
+
+
+def prune(
+    config: Config,
+    run_dir: str | os.PathLike[str],
+    *,
+    apply: bool = False,
+    force_reason: str | None = None,
+    fail_after: Callable[[str], None] | None = None,
+) -> PrunePlan:
+    """Plan (and with ``apply``, write) the deprecation marks; save ``run_dir/prune.json``.
+
+    ``fail_after(view)`` is called after each view is changed in memory: tests use it to show
+    that a failure half-way leaves the registry untouched.
+    """
+    plan = plan_prune(config, run_dir, force_reason)
+    if apply:
+        assert config.feast is not None
+        store = open_store(config.feast.repo)
+        _write_marks(store, plan, fail_after)
+        plan.applied = True
+        _audit(Path(config.feast.repo), "prune", plan)
+    path = Path(run_dir) / PRUNE_FILE
+    path.write_text(json.dumps(asdict(plan), indent=2))
+    return plan
+
+
+def _write_marks(store: Any, plan: PrunePlan, fail_after: Callable[[str], None] | None) -> None:
+    from feast import FeatureService
+
+    registry, project = store.registry, plan.project
+    # Read everything first: a registry getter re-reads the store by default, which would drop
+    # the changes made so far in memory.
+    registry.refresh(project)
+    originals = {
+        v: registry.get_any_feature_view(v, project) for v in {*plan.deprecate, *plan.keep}
+    }
+    services = {s.name for s in registry.list_feature_services(project)}
+    plan.previous = {
+        "tags": {v: dict(originals[v].tags) for v in plan.deprecate},
+        "service_existed": plan.feature_service in services,
+    }
+    written: list[Any] = []
+    try:
+        for view, features in plan.deprecate.items():
+            fv = copy.deepcopy(originals[view])
+            fv.tags = {**fv.tags, LAST_RUN: plan.run_id}
+            fv.tags.update({deprecation_tag(f): plan.run_id for f in features})
+            registry.apply_feature_view(fv, project, commit=False)
+            written.append(originals[view])
+            if fail_after is not None:
+                fail_after(view)
+        kept = [originals[view][features] for view, features in plan.keep.items()]
+        service = FeatureService(
+            name=plan.feature_service,
+            features=kept,
+            tags={LAST_RUN: plan.run_id},
+            description=f"The {sum(map(len, plan.keep.values()))} features cae-ray kept in run "
+            f"{plan.run_id}",
+        )
+        registry.apply_feature_service(service, project, commit=False)
+        registry.commit()
+    except BaseException:
+        # A registry that writes eagerly (SQL) already holds part of it: put the views back.
+        for fv in written:
+            registry.apply_feature_view(fv, project, commit=False)
+        registry.refresh(project)  # a file registry drops the uncommitted changes
+        raise
+
+
+def restore(repo: str, run_id: str) -> dict[str, Any]:
+    """Undo the prune ``run_id`` in the registry of ``repo``, from its audit record."""
+    record = _find_prune(Path(repo), run_id)
+    store = open_store(repo)
+    registry, project = store.registry, record["project"]
+    registry.refresh(project)
+    views = {v: registry.get_any_feature_view(v, project) for v in record["previous"]["tags"]}
+    for view, tags in record["previous"]["tags"].items():
+        fv = views[view]
+        ours = {deprecation_tag(f) for f in record["deprecate"].get(view, [])} | {LAST_RUN}
+        current = {k: v for k, v in fv.tags.items() if k not in ours}
+        fv.tags = {**current, **{k: v for k, v in tags.items() if k in ours}}
+        registry.apply_feature_view(fv, project, commit=False)
+    if not record["previous"]["service_existed"]:
+        registry.delete_feature_service(record["feature_service"], project, commit=False)
+    registry.commit()
+    restored = {**record, "restored": True}
+    _audit(Path(repo), "restore", restored)
+    return restored
+
+
+def _find_prune(repo: Path, run_id: str) -> dict[str, Any]:
+    log = repo / AUDIT_LOG
+    records = [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
+    prunes = [r for r in records if r["action"] == "prune" and r["run_id"] == run_id]
+    if not prunes:
+        known = sorted({r["run_id"] for r in records if r["action"] == "prune"})
+        raise UnknownRunIdError(run_id, str(log), known)
+    return dict(prunes[-1])
+
+
+def _audit(repo: Path, action: str, plan: PrunePlan | dict[str, Any]) -> None:
+    record = asdict(plan) if isinstance(plan, PrunePlan) else dict(plan)
+    record.update(
+        action=action,
+        user=getpass.getuser(),
+        at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    )
+    with (repo / AUDIT_LOG).open("a") as log:
+        log.write(json.dumps(record) + "\n")

@@ -1,0 +1,172 @@
+"""`prune` and `restore` against real Feast registries (file and SQL), from a real run."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cae_ray.config import Config, validate_config
+from cae_ray.errors import PruneRefusedError, UnknownRunIdError
+from cae_ray.feast.export import EXPORT_DIR, ROW_ID, export
+from cae_ray.feast.registry import (
+    AUDIT_LOG,
+    LAST_RUN,
+    PRUNE_FILE,
+    deprecation_tag,
+    prune,
+    restore,
+)
+from cae_ray.pipeline import select
+from cae_ray.validation import VALIDATION, validate
+from tests.feast_repo import FeastRepo, make_feast_repo
+
+pytestmark = [pytest.mark.feast, pytest.mark.ray]
+
+
+def run_config(repo: FeastRepo, run: Path, **validation: Any) -> Config:
+    return validate_config(
+        {
+            "feast": {
+                "repo": str(repo.path),
+                "entities": str(repo.entities),
+                "features": ["driver_stats", "driver_extra"],
+            },
+            "data": {
+                "path": str(run / EXPORT_DIR),
+                "features": "driver_*__*",
+                "target": "label",
+                "row_key": ROW_ID,
+            },
+            "selector": {"k": 3},
+            "training": {"epochs": 3, "batch_size": 32},
+            "scaling": {"num_workers": 1, "resources_per_worker": {"CPU": 1}},
+            "validation": {"tolerance": 1.0, "bootstrap": 100, "epochs": 3, **validation},
+        }
+    )
+
+
+@pytest.fixture(scope="module", params=["file", "sql"])
+def validated_run(request, ray_cluster, tmp_path_factory) -> tuple[Config, Path, FeastRepo]:
+    """A Feast repo (file or SQL registry) and a run dir with a passed validation."""
+    directory = tmp_path_factory.mktemp(f"prune-{request.param}")
+    repo = make_feast_repo(directory, n_drivers=200, registry=request.param)
+    run = directory / "run"
+    config = run_config(repo, run)
+    export(config, run)
+    select(config, run)
+    assert validate(config, run)["passed"]
+    return config, run, repo
+
+
+def registry_state(repo: FeastRepo) -> dict[str, Any]:
+    """What a prune may change, read by a fresh FeatureStore: view tags and features, services."""
+    from feast import FeatureStore
+
+    store = FeatureStore(repo_path=str(repo.path))
+    views = {
+        fv.name: {"tags": dict(fv.tags), "features": [(f.name, str(f.dtype)) for f in fv.features]}
+        for fv in store.list_feature_views()
+    }
+    services = {
+        s.name: sorted(f"{p.name}:{f.name}" for p in s.feature_view_projections for f in p.features)
+        for s in store.list_feature_services()
+    }
+    return {"views": views, "services": services}
+
+
+def fresh_run(run: Path, to: Path) -> Path:
+    shutil.copytree(run, to, ignore=shutil.ignore_patterns("ray"))
+    return to
+
+
+def test_plan_only_changes_nothing(validated_run, tmp_path) -> None:
+    config, run, repo = validated_run
+    before = registry_state(repo)
+    plan = prune(config, fresh_run(run, tmp_path / "run"))
+
+    assert registry_state(repo) == before
+    saved = json.loads((tmp_path / "run" / PRUNE_FILE).read_text())
+    assert saved["applied"] is False
+    deprecated = sum(len(v) for v in plan.deprecate.values())
+    assert deprecated == 8 - 3 and sum(len(v) for v in plan.keep.values()) == 3
+
+
+def test_apply_marks_then_restore_gives_the_original_back(validated_run, tmp_path) -> None:
+    config, run, repo = validated_run
+    before = registry_state(repo)
+    plan = prune(config, fresh_run(run, tmp_path / "run"), apply=True)
+
+    after = registry_state(repo)
+    for view, features in plan.deprecate.items():
+        tags = after["views"][view]["tags"]
+        assert tags[LAST_RUN] == plan.run_id
+        assert all(tags[deprecation_tag(f)] == plan.run_id for f in features)
+        assert after["views"][view]["features"] == before["views"][view]["features"]
+    kept = sorted(f"{v}:{f}" for v, features in plan.keep.items() for f in features)
+    assert after["services"][plan.feature_service] == kept
+    records = [json.loads(line) for line in (repo.path / AUDIT_LOG).read_text().splitlines()]
+    assert records[-1]["action"] == "prune" and records[-1]["run_id"] == plan.run_id
+    assert records[-1]["validation"]["metric"] == "accuracy"
+
+    restore(str(repo.path), plan.run_id)
+    assert registry_state(repo) == before
+
+
+def test_a_prune_failing_half_way_leaves_the_registry_as_it_was(validated_run, tmp_path) -> None:
+    config, run, repo = validated_run
+    before = registry_state(repo)
+
+    def fail_after(view: str) -> None:
+        raise RuntimeError(f"injected failure after {view}")
+
+    with pytest.raises(RuntimeError, match="injected failure"):
+        prune(config, fresh_run(run, tmp_path / "run"), apply=True, fail_after=fail_after)
+    assert registry_state(repo) == before
+
+
+def test_no_prune_without_a_passed_validation_unless_forced(validated_run, tmp_path) -> None:
+    config, run, repo = validated_run
+    before = registry_state(repo)
+    unvalidated = fresh_run(run, tmp_path / "run")
+    (unvalidated / VALIDATION).unlink()
+
+    with pytest.raises(PruneRefusedError, match="never validated"):
+        prune(config, unvalidated, apply=True)
+    assert registry_state(repo) == before
+
+    plan = prune(config, unvalidated, apply=True, force_reason="urgent cost cut")
+    records = [json.loads(line) for line in (repo.path / AUDIT_LOG).read_text().splitlines()]
+    assert records[-1]["forced_reason"] == "urgent cost cut"
+    assert "never validated" in records[-1]["validation"]["forced_despite"]
+    restore(str(repo.path), plan.run_id)
+    assert registry_state(repo) == before
+
+
+def test_restore_of_an_unknown_run_id(validated_run) -> None:
+    _, _, repo = validated_run
+    with pytest.raises(UnknownRunIdError, match="no prune with run id 'nope'"):
+        restore(str(repo.path), "nope")
+
+
+def test_the_cli_plans_by_default_and_force_needs_a_reason(validated_run, tmp_path) -> None:
+    from typer.testing import CliRunner
+
+    from cae_ray.cli import EXIT_CONFIG, app
+
+    config, run, repo = validated_run
+    before = registry_state(repo)
+    path = tmp_path / "config.json"
+    path.write_text(config.model_dump_json())
+    args = ["prune", str(path), "--run-dir", str(fresh_run(run, tmp_path / "run"))]
+
+    planned = CliRunner().invoke(app, args)
+    assert planned.exit_code == 0, planned.output
+    assert "Plan only, nothing written" in " ".join(planned.output.split())
+    forced = CliRunner().invoke(app, [*args, "--apply", "--force"])
+    assert forced.exit_code == EXIT_CONFIG
+    assert "--force needs --reason" in forced.output
+    assert registry_state(repo) == before
