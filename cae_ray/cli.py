@@ -238,11 +238,17 @@ def prune(
     reason: Annotated[
         str | None, typer.Option(help="Why --force (recorded in the audit log).")
     ] = None,
+    check: Annotated[
+        bool, typer.Option("--check", help="Only tell whether the registry and the repo agree.")
+    ] = False,
 ) -> None:
     """Mark the unselected features deprecated in the Feast registry (view tags) and register a
     FeatureService of the kept ones. Without --apply, only prints and saves the plan."""
     from cae_ray.pipeline import prune as prune_step
 
+    if check:
+        _check_marks(config)
+        return
     if force and not reason:
         errors.print('[bold red]error:[/] --force needs --reason "..." (it goes in the audit log).')
         raise typer.Exit(EXIT_CONFIG)
@@ -264,6 +270,13 @@ def prune(
         )
     console.print(table)
     console.print(f"FeatureService of the kept features: {plan['feature_service']}")
+    if plan["hook_missing"]:
+        errors.print(
+            "[bold yellow]warning:[/] the repo's definitions lack the overlay hook, so the next "
+            "`feast apply` removes these marks. Add this line to a definitions module: "
+            "from cae_ray.feast.overlay import annotate_all; annotate_all(globals())",
+            highlight=False,
+        )
     if plan["applied"]:
         console.print(
             f"[green]Applied.[/] Undo with: cae-ray restore --repo REPO --run-id {plan['run_id']}"
@@ -273,6 +286,22 @@ def prune(
             "Plan only, nothing written to the registry "
             f"(saved: {run_dir / 'prune.json'}). Re-run with --apply."
         )
+
+
+def _check_marks(config: Path) -> None:
+    from cae_ray.pipeline import check_marks
+
+    try:
+        problems = check_marks(load_config(config))
+    except CaeRayError as e:
+        raise _fail(e) from e
+    if not problems:
+        console.print("[green]The registry and the repo overlay agree on cae-ray's marks.[/]")
+        return
+    for problem in problems:
+        errors.print(f"[bold red]disagree:[/] {problem}", highlight=False)
+    errors.print("Run `feast apply` in the repo (the repo is the source of truth) to align them.")
+    raise typer.Exit(EXIT_FAILURE)
 
 
 @app.command()

@@ -263,3 +263,13 @@ def restore(repo: str, run_id: str) -> dict[str, Any]:
     from cae_ray.feast.registry import restore as restore_step
 
     return restore_step(repo, run_id)
+
+
+def check_marks(config: Config) -> list[str]:
+    """Where the Feast registry and the repo's overlay disagree on cae-ray's marks."""
+    from cae_ray.errors import MissingFeastConfigError
+    from cae_ray.feast.registry import check
+
+    if config.feast is None:
+        raise MissingFeastConfigError("the config", "`feast:` section")
+    return check(config.feast.repo)

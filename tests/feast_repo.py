@@ -114,3 +114,63 @@ def make_feast_repo(directory: Path, n_drivers: int = 60, registry: str = "file"
     entities = directory / "entities.parquet"
     entity_rows.to_parquet(entities)
     return FeastRepo(repo, entities, n_drivers)
+
+
+DEFINITIONS = """\
+from datetime import timedelta
+
+from feast import Entity, FeatureService, FeatureView, Field, FileSource, ValueType
+from feast.types import Float32, Int64
+
+from cae_ray.feast.overlay import annotate_all
+
+driver = Entity(name="driver", join_keys=["driver_id"], value_type=ValueType.INT64)
+driver_stats = FeatureView(
+    name="driver_stats",
+    entities=[driver],
+    ttl=timedelta(days=365),
+    schema=[Field(name=s, dtype=Float32) for s in {stats!r}],
+    source=FileSource(path={stats_path!r}, timestamp_field="event_timestamp"),
+)
+driver_extra = FeatureView(
+    name="driver_extra",
+    entities=[driver],
+    ttl=timedelta(days=365),
+    schema=[Field(name="trips", dtype=Int64), Field(name="rating", dtype=Float32)],
+    source=FileSource(path={extra_path!r}, timestamp_field="event_timestamp"),
+)
+driver_model = FeatureService(name="driver_model", features=[driver_stats[{kept!r}], driver_extra])
+
+annotate_all(globals())
+"""
+
+
+def feast_apply(repo: Path) -> str:
+    """`feast apply` through the real CLI, in its own process (as Feast's own tests do)."""
+    import subprocess
+    import sys
+
+    feast = Path(sys.executable).parent / "feast"
+    done = subprocess.run(
+        [str(feast), "apply"], cwd=repo, capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout
+
+
+def make_definitions_repo(directory: Path, like: FeastRepo) -> Path:
+    """A repo defined in Python (with the overlay hook) over the data of ``like``, applied by
+    the real `feast apply`."""
+    repo = directory / "defined_repo"
+    (repo / "data").mkdir(parents=True)
+    (repo / "feature_store.yaml").write_text(FEATURE_STORE_YAML + REGISTRIES["file"])
+    (repo / "definitions.py").write_text(
+        DEFINITIONS.format(
+            stats=STATS,
+            stats_path=str(like.path / "data" / "driver_stats.parquet"),
+            extra_path=str(like.path / "data" / "driver_extra.parquet"),
+            kept=STATS[:3],
+        )
+    )
+    feast_apply(repo)
+    return repo

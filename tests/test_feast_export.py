@@ -161,3 +161,17 @@ def test_the_cli_names_an_unknown_view(feast_repo, tmp_path) -> None:
     result = CliRunner().invoke(app, ["export", str(path), "--run-dir", str(tmp_path / "run")])
     assert result.exit_code == EXIT_CONFIG
     assert "Did you mean 'driver_stats'" in " ".join(result.output.split())  # rich wraps lines
+
+
+def test_an_unreadable_registry_is_named_and_left_alone(feast_repo, tmp_path) -> None:
+    import shutil
+
+    broken = tmp_path / "repo"
+    shutil.copytree(feast_repo.path, broken)
+    (broken / "data" / "registry.db").write_bytes(b"not a registry")
+    config = feast_config(feast_repo, features=["driver_stats"], repo=str(broken))
+
+    with pytest.raises(FeastRepoError, match="cannot open the Feast repo"):
+        export(config, tmp_path / "run")
+    assert (broken / "data" / "registry.db").read_bytes() == b"not a registry"
+    assert not (tmp_path / "run").exists()

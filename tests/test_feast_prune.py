@@ -16,6 +16,7 @@ from cae_ray.feast.registry import (
     AUDIT_LOG,
     LAST_RUN,
     PRUNE_FILE,
+    check,
     deprecation_tag,
     prune,
     restore,
@@ -124,7 +125,7 @@ def test_a_prune_failing_half_way_leaves_the_registry_as_it_was(validated_run, t
         raise RuntimeError(f"injected failure after {view}")
 
     with pytest.raises(RuntimeError, match="injected failure"):
-        prune(config, fresh_run(run, tmp_path / "run"), apply=True, fail_after=fail_after)
+        prune(config, fresh_run(run, tmp_path / "run"), apply=True, on_view_written=fail_after)
     assert registry_state(repo) == before
 
 
@@ -169,4 +170,84 @@ def test_the_cli_plans_by_default_and_force_needs_a_reason(validated_run, tmp_pa
     forced = CliRunner().invoke(app, [*args, "--apply", "--force"])
     assert forced.exit_code == EXIT_CONFIG
     assert "--force needs --reason" in forced.output
+    checked = CliRunner().invoke(app, [*args, "--check"])
+    assert checked.exit_code == 0, checked.output
+    assert "agree" in checked.output
+    assert registry_state(repo) == before
+
+
+def test_marks_survive_feast_apply_through_the_repo_overlay(validated_run, tmp_path) -> None:
+    from tests.feast_repo import feast_apply, make_definitions_repo
+
+    config, run, repo = validated_run
+    defined = FeastRepo(make_definitions_repo(tmp_path, repo), repo.entities, repo.n_drivers)
+    before = registry_state(defined)
+    assert config.feast is not None
+    feast = {**config.feast.model_dump(), "repo": str(defined.path)}
+    in_defined_repo = validate_config({**config.model_dump(mode="json"), "feast": feast})
+
+    plan = prune(in_defined_repo, fresh_run(run, tmp_path / "run"), apply=True)
+    assert not plan.hook_missing
+    marked = registry_state(defined)
+    feast_apply(defined.path)  # the team's next apply, from the repo
+    assert registry_state(defined) == marked
+    assert check(str(defined.path)) == []
+    assert plan.feature_service in marked["services"]
+
+    restore(str(defined.path), plan.run_id)
+    feast_apply(defined.path)
+    assert registry_state(defined) == before
+
+
+def test_a_repo_without_the_hook_gets_a_warning(validated_run, tmp_path, caplog) -> None:
+    config, run, repo = validated_run
+    before = registry_state(repo)
+    plan = prune(config, fresh_run(run, tmp_path / "run"), apply=True)
+
+    assert plan.hook_missing  # the fixture's repo is applied from code, with no definitions
+    assert "the next `feast apply` will remove these marks" in caplog.text
+    assert check(str(repo.path)) == []
+    (repo.path / "cae_ray_deprecations.yaml").rename(tmp_path / "overlay.yaml")
+    assert any("in the registry" in p for p in check(str(repo.path)))  # the marks are only there
+    (tmp_path / "overlay.yaml").rename(repo.path / "cae_ray_deprecations.yaml")
+    restore(str(repo.path), plan.run_id)
+    assert registry_state(repo) == before
+
+
+def test_two_prunes_at_the_same_time_both_keep_their_marks(validated_run, tmp_path) -> None:
+    import threading
+    import time
+
+    config, run, repo = validated_run
+    before = registry_state(repo)
+    first = fresh_run(run, tmp_path / "first")
+    second = fresh_run(run, tmp_path / "second")
+    selection = json.loads((second / "selection.json").read_text())
+    selection["selected_features"] = selection["candidate_features"][:3]  # another selection
+    (second / "selection.json").write_text(json.dumps(selection))
+    plans = {}
+
+    def run_prune(run_dir: Path, **kwargs: Any) -> None:
+        # Hold each prune inside its read-modify-write so the two would overlap without a lock.
+        plans[run_dir.name] = prune(
+            config, run_dir, apply=True, on_view_written=lambda view: time.sleep(0.5), **kwargs
+        )
+
+    threads = [
+        threading.Thread(target=run_prune, args=(first,)),
+        threading.Thread(target=run_prune, args=(second,), kwargs={"force_reason": "test"}),
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    state = registry_state(repo)
+    for plan in plans.values():
+        assert plan.feature_service in state["services"]
+        for view, features in plan.deprecate.items():
+            assert all(deprecation_tag(f) in state["views"][view]["tags"] for f in features)
+    assert check(str(repo.path)) == []
+    for plan in plans.values():
+        restore(str(repo.path), plan.run_id)
     assert registry_state(repo) == before

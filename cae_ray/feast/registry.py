@@ -16,11 +16,13 @@ in the repo, which ``restore`` reads to undo exactly what the prune did.
 from __future__ import annotations
 
 import copy
+import fcntl
 import getpass
 import json
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -37,6 +39,7 @@ from cae_ray.errors import (
     UnknownRunIdError,
 )
 from cae_ray.feast.export import EXPORT_DIR, MANIFEST, open_store
+from cae_ray.feast.overlay import HOOK, has_hook, read_overlay, tags_of_view, write_overlay
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +47,7 @@ TAG_PREFIX = "cae-ray/"
 LAST_RUN = TAG_PREFIX + "last-run"
 AUDIT_LOG = "cae_ray_audit.jsonl"
 PRUNE_FILE = "prune.json"
+LOCK_FILE = ".cae_ray.lock"
 
 
 def deprecation_tag(feature: str) -> str:
@@ -62,6 +66,8 @@ class PrunePlan:
     validation: dict[str, Any]
     forced_reason: str | None = None
     applied: bool = False
+    hook_missing: bool = False
+    """True when the repo's definitions lack the overlay hook (marks die on `feast apply`)."""
     previous: dict[str, Any] = field(default_factory=dict)
     """Filled on apply: each touched view's tags before, and whether the service existed."""
 
@@ -91,7 +97,7 @@ def plan_prune(
     for column in selection["candidate_features"]:
         view, feature = refs[column]
         (keep if column in chosen else deprecate).setdefault(view, []).append(feature)
-    run_id = selection["selection_hash"]
+    run_id = selection_digest(selection)  # the recorded hash, unless the file was edited
     return PrunePlan(
         run_id=run_id,
         project=store.project,
@@ -167,26 +173,55 @@ def prune(
     *,
     apply: bool = False,
     force_reason: str | None = None,
-    fail_after: Callable[[str], None] | None = None,
+    on_view_written: Callable[[str], None] | None = None,
 ) -> PrunePlan:
     """Plan (and with ``apply``, write) the deprecation marks; save ``run_dir/prune.json``.
 
-    ``fail_after(view)`` is called after each view is changed in memory: tests use it to show
-    that a failure half-way leaves the registry untouched.
+    ``on_view_written(view)`` is called after each view is changed in memory, before the
+    commit: tests inject failures and pauses there.
     """
     plan = plan_prune(config, run_dir, force_reason)
+    assert config.feast is not None
+    repo = Path(config.feast.repo)
+    plan.hook_missing = not has_hook(repo)
     if apply:
-        assert config.feast is not None
-        store = open_store(config.feast.repo)
-        _write_marks(store, plan, fail_after)
-        plan.applied = True
-        _audit(Path(config.feast.repo), "prune", plan)
+        with repo_lock(repo):
+            _apply(repo, plan, on_view_written)
     path = Path(run_dir) / PRUNE_FILE
     path.write_text(json.dumps(asdict(plan), indent=2))
     return plan
 
 
-def _write_marks(store: Any, plan: PrunePlan, fail_after: Callable[[str], None] | None) -> None:
+@contextmanager
+def repo_lock(repo: Path) -> Iterator[None]:
+    """One prune or restore at a time per repo: a file registry is rewritten whole, so two
+    overlapping read-modify-writes would lose the first one's marks."""
+    with (repo / LOCK_FILE).open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _apply(repo: Path, plan: PrunePlan, on_view_written: Callable[[str], None] | None) -> None:
+    if plan.hook_missing:
+        logger.warning(
+            "%s has no `%s` in its definitions: the next `feast apply` will remove these "
+            "marks. Add `from cae_ray.feast.overlay import annotate_all; %s` to it.",
+            repo,
+            HOOK,
+            HOOK,
+        )
+    _write_marks(open_store(str(repo)), plan, on_view_written)
+    _record_in_repo(repo, plan)
+    plan.applied = True
+    _audit(repo, "prune", plan)
+
+
+def _write_marks(
+    store: Any, plan: PrunePlan, on_view_written: Callable[[str], None] | None
+) -> None:
     from feast import FeatureService
 
     registry, project = store.registry, plan.project
@@ -209,15 +244,14 @@ def _write_marks(store: Any, plan: PrunePlan, fail_after: Callable[[str], None] 
             fv.tags.update({deprecation_tag(f): plan.run_id for f in features})
             registry.apply_feature_view(fv, project, commit=False)
             written.append(originals[view])
-            if fail_after is not None:
-                fail_after(view)
+            if on_view_written is not None:
+                on_view_written(view)
         kept = [originals[view][features] for view, features in plan.keep.items()]
         service = FeatureService(
             name=plan.feature_service,
             features=kept,
             tags={LAST_RUN: plan.run_id},
-            description=f"The {sum(map(len, plan.keep.values()))} features cae-ray kept in run "
-            f"{plan.run_id}",
+            description=_service_description(plan),
         )
         registry.apply_feature_service(service, project, commit=False)
         registry.commit()
@@ -229,35 +263,78 @@ def _write_marks(store: Any, plan: PrunePlan, fail_after: Callable[[str], None] 
         raise
 
 
+def _service_description(plan: PrunePlan) -> str:
+    return f"The {sum(map(len, plan.keep.values()))} features cae-ray kept in run {plan.run_id}"
+
+
+def _record_in_repo(repo: Path, plan: PrunePlan) -> None:
+    """Add the prune to the repo's overlay, so the next ``feast apply`` keeps its marks."""
+    overlay = read_overlay(repo)
+    overlay["runs"][plan.run_id] = {
+        # Microseconds: the overlay orders runs by this, and prunes can follow within a second.
+        "at": datetime.now(timezone.utc).isoformat(timespec="microseconds"),
+        "deprecate": plan.deprecate,
+        "feature_service": {
+            "name": plan.feature_service,
+            "features": plan.keep,
+            "description": _service_description(plan),
+        },
+        "validation": plan.validation,
+        "forced_reason": plan.forced_reason,
+    }
+    write_overlay(repo, overlay)
+
+
 def restore(repo: str, run_id: str) -> dict[str, Any]:
     """Undo the prune ``run_id`` in the registry of ``repo``, from its audit record."""
-    record = _find_prune(Path(repo), run_id)
+    with repo_lock(Path(repo)):
+        return _restore(repo, run_id)
+
+
+def _restore(repo: str, run_id: str) -> dict[str, Any]:
+    record, undone = _find_prune(Path(repo), run_id)
     store = open_store(repo)
     registry, project = store.registry, record["project"]
     registry.refresh(project)
     views = {v: registry.get_any_feature_view(v, project) for v in record["previous"]["tags"]}
-    for view, tags in record["previous"]["tags"].items():
+    for view, previous in record["previous"]["tags"].items():
         fv = views[view]
         ours = {deprecation_tag(f) for f in record["deprecate"].get(view, [])} | {LAST_RUN}
-        current = {k: v for k, v in fv.tags.items() if k not in ours}
-        fv.tags = {**current, **{k: v for k, v in tags.items() if k in ours}}
+        for key in ours:
+            if fv.tags.get(key) != run_id:
+                continue  # a later prune marked it since: that mark stays
+            before = previous.get(key)
+            if before is None or before in undone:  # nothing, or a prune restored since
+                fv.tags.pop(key, None)
+            else:
+                fv.tags[key] = before
         registry.apply_feature_view(fv, project, commit=False)
     if not record["previous"]["service_existed"]:
         registry.delete_feature_service(record["feature_service"], project, commit=False)
     registry.commit()
+    overlay = read_overlay(Path(repo))
+    if overlay["runs"].pop(run_id, None) is not None:
+        write_overlay(Path(repo), overlay)
     restored = {**record, "restored": True}
     _audit(Path(repo), "restore", restored)
     return restored
 
 
-def _find_prune(repo: Path, run_id: str) -> dict[str, Any]:
+def _find_prune(repo: Path, run_id: str) -> tuple[dict[str, Any], set[str]]:
+    """The audit record of prune ``run_id``, and the run ids restored since they were pruned."""
     log = repo / AUDIT_LOG
     records = [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
     prunes = [r for r in records if r["action"] == "prune" and r["run_id"] == run_id]
     if not prunes:
         known = sorted({r["run_id"] for r in records if r["action"] == "prune"})
         raise UnknownRunIdError(run_id, str(log), known)
-    return dict(prunes[-1])
+    undone: set[str] = set()
+    for r in records:  # in order: a run pruned again after its restore is live again
+        if r["action"] == "restore":
+            undone.add(r["run_id"])
+        else:
+            undone.discard(r["run_id"])
+    return dict(prunes[-1]), undone
 
 
 def _audit(repo: Path, action: str, plan: PrunePlan | dict[str, Any]) -> None:
@@ -269,3 +346,27 @@ def _audit(repo: Path, action: str, plan: PrunePlan | dict[str, Any]) -> None:
     )
     with (repo / AUDIT_LOG).open("a") as log:
         log.write(json.dumps(record) + "\n")
+
+
+def check(repo: str) -> list[str]:
+    """Where the registry and the repo's overlay disagree on cae-ray's marks (empty: agree)."""
+    store = open_store(repo)
+    overlay = read_overlay(Path(repo))
+    problems = []
+    for view in store.registry.list_feature_views(store.project):
+        ours = {k: v for k, v in view.tags.items() if k.startswith(TAG_PREFIX)}
+        wanted = tags_of_view(overlay, view.name)
+        for key in sorted(set(ours) | set(wanted)):
+            if ours.get(key) != wanted.get(key):
+                problems.append(
+                    f"{view.name}: tag {key} is {ours.get(key)!r} in the registry and "
+                    f"{wanted.get(key)!r} in the repo overlay"
+                )
+    services = {s.name for s in store.registry.list_feature_services(store.project)}
+    for run_id, run in overlay["runs"].items():
+        if run["feature_service"]["name"] not in services:
+            problems.append(
+                f"run {run_id}: FeatureService {run['feature_service']['name']} is in the repo "
+                "overlay but not in the registry"
+            )
+    return problems
