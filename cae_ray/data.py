@@ -98,7 +98,7 @@ def inspect_dataset(config: DataConfig) -> DatasetInfo:
         raise EmptyDatasetError(config.path)
     files = sorted(dataset.files)
     sizes = [info.size for info in dataset.filesystem.get_file_info(files)]
-    fingerprint = _digest(repr((files, sizes, schema.to_string())))
+    fingerprint = digest(repr((files, sizes, schema.to_string())))
     target_type = schema.field(config.target).type if config.target else None
     return DatasetInfo(features, target_type, n_rows, fingerprint)
 
@@ -140,7 +140,8 @@ def _describe(spec: list[str] | str | AllNumericExcept) -> str:
     return repr(spec)
 
 
-def _digest(text: str) -> str:
+def digest(text: str) -> str:
+    """A short, stable hash of a text (fingerprints and cache keys)."""
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 

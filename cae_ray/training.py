@@ -173,45 +173,32 @@ class EpochReporter:
             self._report()
 
     def _report(self) -> None:
-        _report_epoch(
-            self.rank, self.model, self.optimizer, self.history, self.start_epoch, self.local_dir
-        )
-        self._last, self._reported = time.monotonic(), self.history[-1]["epoch"]
+        """Every rank reports (it is a barrier); rank 0 attaches the checkpoint."""
+        import ray.train
 
-
-def _report_epoch(
-    rank: int,
-    model: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    history: list[dict[str, Any]],
-    start_epoch: int,
-    local_dir: str | None,
-) -> None:
-    """Every rank reports (it is a barrier); rank 0 attaches the checkpoint."""
-    import ray.train
-
-    record = history[-1]
-    metrics = {**record, "start_epoch": start_epoch}
-    state = {
-        "model": model.state_dict(),
-        "optimizer": optimizer.state_dict(),
-        "epoch": record["epoch"],
-        "step": record["step"],
-        "history": history,
-    }
-    if local_dir is not None:  # local mode: the checkpoint must outlive this call
-        directory = Path(local_dir)
-        directory.mkdir(parents=True, exist_ok=True)
-        torch.save(state, directory / (STATE_FILE + ".partial"))
-        os.replace(directory / (STATE_FILE + ".partial"), directory / STATE_FILE)
-        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(directory))
-        return
-    with tempfile.TemporaryDirectory() as scratch:
-        checkpoint = None
-        if rank == 0:
-            torch.save(state, Path(scratch) / STATE_FILE)
-            checkpoint = ray.train.Checkpoint.from_directory(scratch)
-        ray.train.report(metrics, checkpoint=checkpoint)
+        record = self.history[-1]
+        metrics = {**record, "start_epoch": self.start_epoch}
+        state = {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "epoch": record["epoch"],
+            "step": record["step"],
+            "history": self.history,
+        }
+        self._last, self._reported = time.monotonic(), record["epoch"]
+        if self.local_dir is not None:  # local mode: the checkpoint must outlive this call
+            directory = Path(self.local_dir)
+            directory.mkdir(parents=True, exist_ok=True)
+            torch.save(state, directory / (STATE_FILE + ".partial"))
+            os.replace(directory / (STATE_FILE + ".partial"), directory / STATE_FILE)
+            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(directory))
+            return
+        with tempfile.TemporaryDirectory() as scratch:
+            checkpoint = None
+            if self.rank == 0:
+                torch.save(state, Path(scratch) / STATE_FILE)
+                checkpoint = ray.train.Checkpoint.from_directory(scratch)
+            ray.train.report(metrics, checkpoint=checkpoint)
 
 
 def mean_over_ranks(value: float) -> float:
@@ -225,20 +212,21 @@ def mean_over_ranks(value: float) -> float:
 
 def _any_rank(wanted: bool) -> bool:
     """True on every rank when it is True on any (a no-op without a process group)."""
-    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
-        return wanted
-    flag = torch.tensor([1 if wanted else 0])
-    torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
-    return bool(flag.item())
+    return _agreed(wanted, "any")
 
 
 def _all_agree(converged: bool) -> bool:
     """Stop only when every rank has converged (a no-op without a process group)."""
+    return _agreed(converged, "all")
+
+
+def _agreed(flag: bool, over: str) -> bool:
     if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
-        return converged
-    flag = torch.tensor([1 if converged else 0])
-    torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MIN)
-    return bool(flag.item())
+        return flag
+    value = torch.tensor([1 if flag else 0])
+    op = torch.distributed.ReduceOp.MAX if over == "any" else torch.distributed.ReduceOp.MIN
+    torch.distributed.all_reduce(value, op=op)
+    return bool(value.item())
 
 
 # --- on the driver ------------------------------------------------------------------------------

@@ -12,8 +12,6 @@ columns are ``view__feature`` and never collide); write each chunk as one part; 
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import os
 import time
@@ -25,7 +23,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from cae_ray.config import Config, FeastConfig
-from cae_ray.data import open_parquet
+from cae_ray.data import digest, open_parquet
 from cae_ray.errors import (
     EmptyDatasetError,
     EntityColumnsMissingError,
@@ -34,6 +32,7 @@ from cae_ray.errors import (
     UnknownFeatureError,
     UnknownFeatureViewError,
 )
+from cae_ray.pipeline import config_hash, read_json, write_json
 
 logger = logging.getLogger(__name__)
 
@@ -70,11 +69,11 @@ def export(config: Config, run_dir: str | os.PathLike[str]) -> dict[str, Any]:
     entities = read_entities(settings.entities)
     _check_entity_columns(store, settings, refs, entities)
     wanted = {
-        "config_hash": _digest(settings.model_dump_json()),
-        "entities_fingerprint": _digest(repr(entities.schema) + str(entities.num_rows)),
-        "registry": _digest(repr(sorted((r.ref, str(r.dtype)) for r in refs))),
+        "config_hash": config_hash(config, "feast"),
+        "entities_fingerprint": digest(repr(entities.schema) + str(entities.num_rows)),
+        "registry": digest(repr(sorted((r.ref, str(r.dtype)) for r in refs))),
     }
-    done = _read_manifest(out)
+    done = read_json(out / MANIFEST)
     if done is not None and all(done.get(k) == v for k, v in wanted.items()):
         logger.info("export: reusing %s", out)
         return done
@@ -104,7 +103,7 @@ def export(config: Config, run_dir: str | os.PathLike[str]) -> dict[str, Any]:
         "feast_version": _feast_version(),
         "seconds": time.perf_counter() - started,
     }
-    _write_json(out / MANIFEST, manifest)
+    write_json(out / MANIFEST, manifest)
     return manifest
 
 
@@ -201,21 +200,6 @@ def _write_part(table: pa.Table, path: Path) -> None:
     partial = path.parent / f".{path.name}.partial"  # hidden from readers until complete
     pq.write_table(table, partial, compression="zstd", row_group_size=64 * 1024)
     os.replace(partial, path)
-
-
-def _read_manifest(out: Path) -> dict[str, Any] | None:
-    path = out / MANIFEST
-    return json.loads(path.read_text()) if path.exists() else None
-
-
-def _write_json(path: Path, payload: dict[str, Any]) -> None:
-    partial = path.with_suffix(".partial")
-    partial.write_text(json.dumps(payload, indent=2))
-    os.replace(partial, path)
-
-
-def _digest(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def _feast_version() -> str:
