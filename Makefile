@@ -11,7 +11,7 @@ $(BIN)/.installed: pyproject.toml
 	$(BIN)/pip install --quiet --upgrade pip
 	# torch first: a bare `torch` requirement would pull a multi-GB CUDA build.
 	$(BIN)/pip install --quiet "$(TORCH)"
-	$(BIN)/pip install --quiet -e ".[dev,bench]"
+	$(BIN)/pip install --quiet -e ".[dev,bench,duckdb,dagster,cluster]"
 	touch $@
 
 install: $(BIN)/.installed
@@ -20,8 +20,8 @@ demo: install
 	$(BIN)/cae-ray demo
 
 lint: install
-	$(BIN)/ruff check cae_ray tests benchmarks
-	$(BIN)/ruff format --check cae_ray tests benchmarks
+	$(BIN)/ruff check cae_ray tests benchmarks pipelines
+	$(BIN)/ruff format --check cae_ray tests benchmarks pipelines
 	$(BIN)/mypy
 
 test: lint

@@ -13,6 +13,7 @@ __all__ = [
     "export",
     "load_config",
     "prepare",
+    "run",
     "select",
     "validate",
 ]
@@ -21,7 +22,7 @@ __version__ = "0.1.0"
 
 def __getattr__(name: str) -> Any:
     # The run steps import Ray; load them on first use so `import cae_ray` stays light.
-    if name in ("export", "prepare", "select", "validate"):
+    if name in ("export", "prepare", "run", "select", "validate"):
         from cae_ray import pipeline
 
         return getattr(pipeline, name)

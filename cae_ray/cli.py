@@ -10,39 +10,32 @@ from __future__ import annotations
 
 import json
 import logging
-import time
+import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.logging import RichHandler
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.markup import escape
 from rich.table import Table
 
 from cae_ray.config import Config, load_config
-from cae_ray.demo import DEMO_CONFIG, DemoData, make_demo_data
 from cae_ray.errors import (
+    EXIT_CONFIG,
+    EXIT_FAILURE,
+    EXIT_GATE,
     CaeRayError,
-    ConfigFileError,
-    ConfigValidationError,
-    FeastError,
-    GpuUnavailableError,
-    InvalidInputError,
-    MissingDataConfigError,
-    NoSelectionError,
-    RayUnreachableError,
-    SelectionConfigMismatchError,
-    SelectionEditedError,
+    ValidationGateFailedError,
+    exit_code,
 )
-from cae_ray.loop import EpochRecord
-
-EXIT_FAILURE, EXIT_CONFIG, EXIT_INPUT, EXIT_CLUSTER, EXIT_GATE = 1, 2, 3, 4, 5
 
 app = typer.Typer(
     help="Concrete Autoencoder feature selection (CAE / IP-CAE) for wide feature tables.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    rich_markup_mode="markdown",
 )
 config_app = typer.Typer(help="Inspect and check configuration files.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
@@ -61,84 +54,117 @@ def main(
     )
 
 
+def _quiet_ray() -> None:
+    """Ray Data logs every dataset's progress and warns about its own deprecated settings;
+    the CLI's progress display says what matters (`-v` brings it all back). Ray sets up its
+    loggers and warning filters when imported, so this comes after the import."""
+    if logging.getLogger("cae_ray").isEnabledFor(logging.INFO):
+        return
+    import warnings
+
+    os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
+    import ray.data
+    import ray.train  # noqa: F401
+
+    warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"ray\.")
+    for name in ("ray", "ray.data", "ray.train", "ray.tune"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
 def _fail(error: CaeRayError) -> typer.Exit:
-    errors.print(f"[bold red]error:[/] {error}", highlight=False)
-    if isinstance(error, ConfigFileError | ConfigValidationError | MissingDataConfigError):
-        return typer.Exit(EXIT_CONFIG)
-    if isinstance(
-        error, NoSelectionError | SelectionEditedError | SelectionConfigMismatchError | FeastError
-    ):
-        return typer.Exit(EXIT_CONFIG)
-    if isinstance(error, RayUnreachableError | GpuUnavailableError):
-        return typer.Exit(EXIT_CLUSTER)
-    if isinstance(error, InvalidInputError):
-        return typer.Exit(EXIT_INPUT)
-    return typer.Exit(EXIT_FAILURE)
+    errors.print(f"[bold red]error:[/] {escape(str(error))}", highlight=False)
+    return typer.Exit(exit_code(error))
 
 
 @app.command()
 def demo(
-    config: Annotated[
-        Path | None,
-        typer.Option(help="A config file; default: the embedded demo (configs/demo.yaml)."),
-    ] = None,
-    rows: Annotated[int, typer.Option(help="Rows of the generated table.")] = 3000,
-    features: Annotated[int, typer.Option(help="Columns of the generated table.")] = 500,
+    directory: Annotated[
+        Path, typer.Option("--dir", help="Where the demo's Feast repo and run go.")
+    ] = Path("runs/demo"),
+    rows: Annotated[int, typer.Option(help="Entities (rows) of the demo feature view.")] = 20_000,
+    features: Annotated[int, typer.Option(help="Features of the demo feature view.")] = 1_000,
 ) -> None:
-    """Select features on a generated table whose informative columns are known."""
+    """The whole pipeline on a generated local Feast repo: export a wide feature view, select
+    10 features on a local Ray cluster, validate them, mark the rest deprecated, and report."""
+    from cae_ray.demo import demo_config, make_demo_repo
+
     try:
-        cfg = load_config(config) if config else DEMO_CONFIG
-        data = make_demo_data(rows=rows, features=features, informative=cfg.selector.k)
-        console.print(
-            f"Generated {rows:,} rows x {features:,} features; {cfg.selector.k} are informative "
-            f"({', '.join(data.informative[:5])}, ...). Selecting k={cfg.selector.k} with "
-            f"{cfg.selector.method} ({cfg.head.task} head)."
-        )
-        selector, seconds = _fit_with_progress(cfg, data)
+        console.print(f"Creating the demo Feast repo in {directory / 'feature_repo'} ...")
+        made = make_demo_repo(directory, rows=rows, features=features)
+        config_path, cfg = demo_config(directory)
     except CaeRayError as e:
         raise _fail(e) from e
-    _print_demo_result(selector, data, seconds)
-
-
-def _fit_with_progress(cfg: Config, data: DemoData) -> tuple[Any, float]:
-    from cae_ray.estimator import ConcreteFeatureSelector
-
-    selector = ConcreteFeatureSelector.from_config(cfg)
-    columns = [
-        TextColumn("training"),
-        BarColumn(),
-        TextColumn("epoch {task.completed}/{task.total}"),
-        TextColumn("{task.fields[status]}"),
-        TimeElapsedColumn(),
-    ]
-    started = time.perf_counter()
-    with Progress(*columns, console=console, transient=True) as progress:
-        bar = progress.add_task("fit", total=cfg.training.epochs, status="")
-
-        def on_epoch_end(record: EpochRecord) -> None:
-            status = f"loss {record.loss:.4f}  mean max prob {record.mean_max:.3f}"
-            progress.update(bar, completed=record.epoch + 1, status=status)
-
-        selector.fit(data.frame, data.target, on_epoch_end=on_epoch_end)
-    return selector, time.perf_counter() - started
-
-
-def _print_demo_result(selector: Any, data: DemoData, seconds: float) -> None:
-    informative = set(data.informative)
-    table = Table(title="Selected features", show_lines=False)
-    for column in ("feature", "score", "informative?"):
-        table.add_column(column)
-    names = selector.get_feature_names_out()
-    for index, name in zip(selector.selected_indices_, names, strict=True):
-        hit = "[green]yes[/]" if name in informative else "[red]no[/]"
-        table.add_row(name, f"{selector.scores_[index]:.3f}", hit)
-    console.print(table)
-    found = len(informative.intersection(names))
-    state = "converged" if selector.converged_ else "not converged"
     console.print(
-        f"Found {found} of {len(informative)} informative features in {seconds:.1f} s "
-        f"({len(selector.history_)} epochs, {state}, {selector.collisions_} collisions resolved)."
+        f"Feature view customer_wide: {rows:,} customers x {features:,} features; "
+        f"{len(made.informative)} carry the label's signal. Config: {config_path}"
     )
+    record = _run_with_display(cfg, directory / "run")
+    found = set(made.informative) & set(record["steps"]["select"]["selected_features"])
+    console.print(
+        f"Found {len(found)} of the {len(made.informative)} informative features. Look at:\n"
+        f"  the report:   {record['steps']['report']['path']}\n"
+        f"  the registry: cd {made.repo} && feast feature-views describe customer_wide\n"
+        f"  run again:    cae-ray run {config_path} --run-dir {directory / 'run'}"
+    )
+
+
+@app.command()
+def run(
+    config: Path,
+    run_dir: Annotated[
+        Path | None,
+        typer.Option("--run-dir", help="Where this run's artifacts go (default: runs/CONFIG)."),
+    ] = None,
+) -> None:
+    """Run every step: export (from Feast) -> prepare -> select -> validate -> prune -> report.
+
+    Running again with the same run dir resumes at the first unfinished step (an interrupted
+    training from its last checkpoint). Exits with 5, before pruning, when the gate fails.
+    """
+    try:
+        cfg = load_config(config)
+    except CaeRayError as e:
+        raise _fail(e) from e
+    _run_with_display(cfg, run_dir or Path("runs") / config.stem)
+
+
+def _run_with_display(cfg: Config, run_dir: Path) -> dict[str, Any]:
+    from cae_ray.console import RunDisplay, summary_table
+    from cae_ray.run import RUN_FILE
+    from cae_ray.run import run as run_all
+
+    _quiet_ray()
+    try:
+        with RunDisplay(console, cfg) as display:
+            record = run_all(cfg, run_dir, on_event=display)
+    except CaeRayError as e:
+        recorded = (
+            json.loads((run_dir / RUN_FILE).read_text()) if (run_dir / RUN_FILE).exists() else None
+        )
+        if recorded is not None and isinstance(e, ValidationGateFailedError):
+            console.print(summary_table(recorded, run_dir, cfg))
+        raise _fail(e) from e
+    console.print(summary_table(record, run_dir, cfg))
+    return record
+
+
+def _with_progress(
+    step: str, cfg: Config, work: Callable[[Callable[[dict[str, Any]], None]], dict[str, Any]]
+) -> dict[str, Any]:
+    """One step with the same live line `cae-ray run` shows for it."""
+    from cae_ray.console import RunDisplay
+    from cae_ray.run import StepEvent, step_summary
+
+    _quiet_ray()
+    with RunDisplay(console, cfg) as display:
+        display(StepEvent(step, "started", {}))
+        try:
+            outcome = work(lambda record: display(StepEvent(step, "epoch", record)))
+        except BaseException:
+            display(StepEvent(step, "failed", {}))
+            raise
+        display(StepEvent(step, "done", step_summary(step, outcome)))
+    return outcome
 
 
 RunDir = Annotated[Path, typer.Option("--run-dir", help="Where this run's artifacts go.")]
@@ -154,7 +180,10 @@ def select(config: Path, run_dir: RunDir) -> None:
     from cae_ray.pipeline import select as select_step
 
     try:
-        selection = select_step(load_config(config), run_dir)
+        cfg = load_config(config)
+        selection = _with_progress(
+            "select", cfg, lambda on_epoch: select_step(cfg, run_dir, on_epoch)
+        )
     except CaeRayError as e:
         raise _fail(e) from e
     table = Table(title=f"{selection['k']} selected features ({selection['method']})")
@@ -179,7 +208,10 @@ def validate(config: Path, run_dir: RunDir) -> None:
     from cae_ray.pipeline import validate as validate_step
 
     try:
-        result = validate_step(load_config(config), run_dir)
+        cfg = load_config(config)
+        result = _with_progress(
+            "validate", cfg, lambda on_epoch: validate_step(cfg, run_dir, on_epoch)
+        )
     except CaeRayError as e:
         raise _fail(e) from e
     table = Table(
@@ -220,8 +252,9 @@ def export(config: Path, run_dir: RunDir) -> None:
         f"project {manifest['project']!r} to {out} ({manifest['parts']} parts, _manifest.json)."
     )
     console.print(
-        f"To select from it: data: {{path: {out}, features: {{all_numeric_except: "
-        f"[{', '.join(manifest['entity_columns'])}]}}, row_key: {manifest['row_key']}}}"
+        "Select from it with `cae-ray select/run` and the same config: leave data.path out and "
+        "the export's features are the candidates.",
+        highlight=False,
     )
 
 
@@ -299,7 +332,7 @@ def _check_marks(config: Path) -> None:
         console.print("[green]The registry and the repo overlay agree on cae-ray's marks.[/]")
         return
     for problem in problems:
-        errors.print(f"[bold red]disagree:[/] {problem}", highlight=False)
+        errors.print(f"[bold red]disagree:[/] {escape(problem)}", highlight=False)
     errors.print("Run `feast apply` in the repo (the repo is the source of truth) to align them.")
     raise typer.Exit(EXIT_FAILURE)
 

@@ -121,9 +121,11 @@ class AllNumericExcept(Section):
 
 
 class DataConfig(Section):
-    path: str
+    path: str | None = None
     """A Parquet file or directory: a local path or any pyarrow filesystem URI
-    (`s3://...`, `gs://...`, `file:///...`). Relative paths are relative to the working dir."""
+    (`s3://...`, `gs://...`, `file:///...`). Relative paths are relative to the working dir.
+    Leave it out to select from the Feast export of the `feast:` section (RUN_DIR/export): the
+    candidates are then the exported features and the row key is the export's row number."""
 
     features: list[str] | str | AllNumericExcept = Field(default_factory=AllNumericExcept)
     """The candidate features: a list of column names, a glob pattern such as `"f_*"`, or
@@ -232,6 +234,10 @@ class FeastConfig(Section):
     chunk_rows: int = Field(50_000, ge=1)
     """Entity rows per point-in-time retrieval; each chunk becomes one Parquet part. Lower it
     when a chunk of rows x features does not fit in the driver's memory."""
+
+    prune: Literal["plan", "apply"] = "plan"
+    """What `cae-ray run` does after a passed validation: `plan` saves the prune plan only (like
+    `cae-ray prune` without --apply); `apply` writes the deprecation marks to the registry."""
 
     @model_validator(mode="after")
     def _one_source_of_features(self) -> FeastConfig:

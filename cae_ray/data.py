@@ -31,6 +31,7 @@ from cae_ray.errors import (
     DatasetNotFoundError,
     EmptyDatasetError,
     MissingColumnError,
+    MissingDataConfigError,
     NoFeaturesMatchedError,
     NonNumericColumnsError,
     NullValuesRefusedError,
@@ -87,6 +88,8 @@ def open_parquet(path: str) -> pads.Dataset:
 
 
 def inspect_dataset(config: DataConfig) -> DatasetInfo:
+    if config.path is None:  # pipeline.source_data fills it in from the Feast export
+        raise MissingDataConfigError("the data section")
     dataset = open_parquet(config.path)
     schema = dataset.schema
     for role, column in (("target", config.target), ("row_key", config.row_key)):

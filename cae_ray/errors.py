@@ -236,7 +236,20 @@ class GpuUnavailableError(CaeRayError):
 class MissingDataConfigError(CaeRayError):
     def __init__(self, source: str) -> None:
         super().__init__(
-            f"{source} has no `data:` section. Fix: add data: {{path: ..., features: ...}}."
+            f"{source} names no dataset: neither `data.path` nor `feast.entities` is set. Fix: "
+            "add data: {path: ..., features: ...}, or a feast: section with entities to export."
+        )
+
+
+class NoExportError(CaeRayError):
+    """The config selects from the Feast export, but the run dir holds none yet."""
+
+    def __init__(self, run_dir: str) -> None:
+        self.run_dir = run_dir
+        super().__init__(
+            f"{run_dir} has no Feast export, and data.path is not set, so the config selects "
+            f"from it. Fix: run `cae-ray export CONFIG --run-dir {run_dir}` first (or `cae-ray "
+            "run`, which does every step), or set data.path."
         )
 
 
@@ -328,6 +341,18 @@ class SelectionConfigMismatchError(CaeRayError):
 # --- Feast ---------------------------------------------------------------------------------------
 
 
+class ValidationGateFailedError(CaeRayError):
+    """The validation gate failed, so ``cae-ray run`` stops before touching the registry."""
+
+    def __init__(self, run_dir: str, reason: str) -> None:
+        self.run_dir, self.reason = run_dir, reason
+        super().__init__(
+            f"the validation gate failed ({reason}), so nothing was pruned. Fix: read "
+            f"{run_dir}/report/report.html; raise selector.k, train longer (training.epochs), or "
+            "loosen validation.tolerance if the loss is acceptable."
+        )
+
+
 class FeastError(CaeRayError):
     """Base class for problems with the Feast repo or what is asked of it."""
 
@@ -407,3 +432,69 @@ class UnknownRunIdError(FeastError, ValueError):
             f"no prune with run id {run_id!r} is recorded in {log}. Known run ids: "
             f"{_preview(known) or 'none'}. Fix: pass one of those to --run-id."
         )
+
+
+class MissingFeastExtraError(FeastError):
+    def __init__(self, repo: str, what: str, missing: Sequence[str], extra: str) -> None:
+        self.repo, self.missing, self.extra = repo, list(missing), extra
+        super().__init__(
+            f"the Feast repo at {repo!r} uses {what}, which needs the Python package(s) "
+            f"{_preview(missing)}, not installed here. Fix: pip install 'cae-ray[{extra}]'."
+        )
+
+
+class FeastRetrievalError(FeastError):
+    """The offline store did not answer each entity row exactly once."""
+
+    def __init__(self, store: str, asked: int, got: int, distinct: int) -> None:
+        super().__init__(
+            f"the {store!r} offline store answered {asked} entity rows with {got} rows "
+            f"({distinct} distinct), so features cannot be matched to rows. Fix: report it with "
+            "the Feast version and feature_store.yaml; export with another offline_store type "
+            "meanwhile."
+        )
+
+
+class RegistryNotWritableError(FeastError):
+    """A prune or restore would fail part way: something it writes cannot be written."""
+
+    def __init__(self, path: str, reason: str, directory: bool = False) -> None:
+        self.path = path
+        what = "create files in the directory" if directory else "write"
+        super().__init__(
+            f"cannot {what} {path} ({reason}), so nothing was changed (the registry, the "
+            "repo's cae_ray_deprecations.yaml and its audit log are written together). Fix: run "
+            f"as a user who may write there, or make it writable (e.g. chmod u+w {path}, or "
+            "remount it read-write)."
+        )
+
+
+# --- exit codes ----------------------------------------------------------------------------------
+
+EXIT_FAILURE, EXIT_CONFIG, EXIT_INPUT, EXIT_CLUSTER, EXIT_GATE = 1, 2, 3, 4, 5
+"""Of `cae-ray` and the Ray Job entry point: a scheduler tells failure kinds apart by them."""
+
+_CONFIG_ERRORS = (
+    ConfigFileError,
+    ConfigValidationError,
+    MissingDataConfigError,
+    NoExportError,
+    NoSelectionError,
+    SelectionEditedError,
+    SelectionConfigMismatchError,
+    FeastError,
+)
+
+
+def exit_code(error: BaseException) -> int:
+    """2 bad configuration or usage (no, an edited or a stale selection included), 3 bad input
+    data, 4 the Ray cluster unreachable or short of GPUs, 5 the validation gate failed, 1 else."""
+    if isinstance(error, ValidationGateFailedError):
+        return EXIT_GATE
+    if isinstance(error, _CONFIG_ERRORS):
+        return EXIT_CONFIG
+    if isinstance(error, RayUnreachableError | GpuUnavailableError):
+        return EXIT_CLUSTER
+    if isinstance(error, InvalidInputError):
+        return EXIT_INPUT
+    return EXIT_FAILURE

@@ -6,6 +6,8 @@
     validate(config, run_dir) -> run_dir/validation.json (see cae_ray.validation)
     prune(config, run_dir)    -> run_dir/prune.json, and marks in the Feast registry
                                  (see cae_ray.feast.registry; restore undoes one prune)
+    report(config, run_dir)   -> run_dir/report/report.html (see cae_ray.report)
+    run(config, run_dir)      -> all of them in order, resuming (see cae_ray.run)
 
 Each step is idempotent: finished work is detected (by config hash and data fingerprint) and
 reused; an interrupted ``select`` resumes from its last checkpoint in ``run_dir/ray``. The CLI
@@ -19,6 +21,7 @@ import json
 import logging
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +30,7 @@ import torch
 
 from cae_ray import __version__
 from cae_ray.batches import FEATURES, TARGET, unpack
-from cae_ray.config import Config
+from cae_ray.config import AllNumericExcept, Config, DataConfig
 from cae_ray.data import (
     TargetInfo,
     check_nulls,
@@ -37,7 +40,11 @@ from cae_ray.data import (
     resolve_target,
     write_packed,
 )
-from cae_ray.errors import MissingDataConfigError, TooFewFeaturesError
+from cae_ray.errors import (
+    MissingDataConfigError,
+    NoExportError,
+    TooFewFeaturesError,
+)
 from cae_ray.heads import final_selection
 from cae_ray.selectors import feature_scores
 from cae_ray.training import TrainSpec, connect, run_trainer, worker_threads
@@ -98,10 +105,9 @@ def read_json(path: Path) -> dict[str, Any] | None:
 def prepare(config: Config, run_dir: str | os.PathLike[str]) -> dict[str, Any]:
     """Check the dataset, compute per-feature statistics, and write the packed splits."""
 
-    if config.data is None:
-        raise MissingDataConfigError("the config")
     run = Path(run_dir)
-    info = inspect_dataset(config.data)
+    data = source_data(config, run)
+    info = inspect_dataset(data)
     wanted = {"config": config_hash(config, "data", "head"), "fingerprint": info.fingerprint}
     done = read_json(run / PREPARED)
     if done is not None and all(done.get(k) == v for k, v in wanted.items()):
@@ -109,25 +115,25 @@ def prepare(config: Config, run_dir: str | os.PathLike[str]) -> dict[str, Any]:
         return done
 
     connect(config)
-    source = read_ordered(config.data.path)
-    columns = [*info.features, *(c for c in (config.data.target, config.data.row_key) if c)]
+    source = read_ordered(str(data.path))
+    columns = [*info.features, *(c for c in (data.target, data.row_key) if c)]
     source = source.select_columns(columns)
     logger.info("prepare: statistics of %d features over %d rows", len(info.features), info.n_rows)
     stats = compute_stats(source, info.features)
-    check_nulls(stats, config.data.null_policy)
+    check_nulls(stats, data.null_policy)
     constant = stats.constant()
     keep = [n for n in info.features if n not in set(constant)]
     if config.selector.k >= len(keep):
         raise TooFewFeaturesError(config.selector.k, len(keep), constant)
-    target = resolve_target(source, config.data.target, config.head.task, info.target_type)
-    counts = write_packed(source, config.data, stats, keep, target, run / "data")
+    target = resolve_target(source, data.target, config.head.task, info.target_type)
+    counts = write_packed(source, data, stats, keep, target, run / "data")
     prepared = {
         **wanted,
-        "path": config.data.path,
+        "path": data.path,
         "candidate_features": info.features,
         "features": keep,
         "dropped_constant": constant,
-        "target": {"column": config.data.target, **target.__dict__},
+        "target": {"column": data.target, **target.__dict__},
         "rows": counts,
         "stats": stats.as_dict(),
     }
@@ -135,11 +141,37 @@ def prepare(config: Config, run_dir: str | os.PathLike[str]) -> dict[str, Any]:
     return prepared
 
 
+def source_data(config: Config, run: Path) -> DataConfig:
+    """The dataset to select from: ``data.path``, or else the Feast export in the run dir, whose
+    exported feature columns are the candidates (unless ``data.features`` names others)."""
+    data = config.data
+    if data is not None and data.path is not None:
+        return data
+    if config.feast is None or config.feast.entities is None:
+        raise MissingDataConfigError("the config")
+    from cae_ray.feast.export import EXPORT_DIR, MANIFEST
+
+    manifest = read_json(run / EXPORT_DIR / MANIFEST)
+    if manifest is None:
+        raise NoExportError(str(run))
+    data = data or DataConfig()
+    update: dict[str, Any] = {"path": str(run / EXPORT_DIR)}
+    update["row_key"] = data.row_key or manifest["row_key"]
+    if data.features == AllNumericExcept():
+        update["features"] = list(manifest["columns"])
+    return data.model_copy(update=update)
+
+
 # --- select -------------------------------------------------------------------------------------
 
 
-def select(config: Config, run_dir: str | os.PathLike[str]) -> dict[str, Any]:
-    """Train the selector with Ray Train and write ``selection.json``; resumes if interrupted."""
+def select(
+    config: Config,
+    run_dir: str | os.PathLike[str],
+    on_epoch: Callable[[dict[str, Any]], None] | None = None,
+) -> dict[str, Any]:
+    """Train the selector with Ray Train and write ``selection.json``; resumes if interrupted.
+    ``on_epoch(record)`` is called on the driver as epochs finish (for progress bars)."""
 
     run = Path(run_dir)
     prepared = prepare(config, run)
@@ -165,7 +197,9 @@ def select(config: Config, run_dir: str | os.PathLike[str]) -> dict[str, Any]:
     )
     connect(config)
     train_data = cached(config, read_ordered(str(run / "data" / "train")), run / "data" / "train")
-    outcome = run_trainer(config, spec, train_data, storage=(run / "ray").resolve())
+    outcome = run_trainer(
+        config, spec, train_data, storage=(run / "ray").resolve(), on_progress=on_epoch
+    )
 
     x, y = _sample(train_data, target, len(features))
     indices, probs, collisions = final_selection(
@@ -229,11 +263,15 @@ def _sample(
 # --- the steps that live in their own modules ---------------------------------------------------
 
 
-def validate(config: Config, run_dir: str | os.PathLike[str]) -> dict[str, Any]:
+def validate(
+    config: Config,
+    run_dir: str | os.PathLike[str],
+    on_epoch: Callable[[dict[str, Any]], None] | None = None,
+) -> dict[str, Any]:
     """The validation gate on the selection in ``run_dir`` (:mod:`cae_ray.validation`)."""
     from cae_ray.validation import validate as validate_step
 
-    return validate_step(config, run_dir)
+    return validate_step(config, run_dir, on_epoch)
 
 
 def export(config: Config, run_dir: str | os.PathLike[str]) -> dict[str, Any]:
@@ -273,3 +311,21 @@ def check_marks(config: Config) -> list[str]:
     if config.feast is None:
         raise MissingFeastConfigError("the config", "`feast:` section")
     return check(config.feast.repo)
+
+
+def report(config: Config, run_dir: str | os.PathLike[str]) -> dict[str, Any]:
+    """The run's report: ``run_dir/report/report.html`` and its PNGs (:mod:`cae_ray.report`)."""
+    from cae_ray.report import write_report
+
+    return {"path": str(write_report(run_dir))}
+
+
+def run(
+    config: Config,
+    run_dir: str | os.PathLike[str],
+    on_event: Callable[[Any], None] | None = None,
+) -> dict[str, Any]:
+    """Every step above in order, resuming at the first unfinished one (:mod:`cae_ray.run`)."""
+    from cae_ray.run import run as run_all
+
+    return run_all(config, run_dir, on_event)

@@ -7,12 +7,15 @@ needs: DDP, a checkpoint per epoch, resume from the latest checkpoint, and metri
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -29,6 +32,7 @@ from cae_ray.loop import Batch, EpochRecord, fit, unwrap
 logger = logging.getLogger(__name__)
 
 STATE_FILE = "state.pt"
+PROGRESS_FILE = "progress.json"
 
 
 @dataclass(frozen=True)
@@ -73,7 +77,9 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
 
     steps_per_epoch = math.ceil(max(spec.n_train_rows // max(world, 1), 1) / t.batch_size)
 
-    reporter = EpochReporter(rank, unwrap(model), optimizer, history, start_epoch, local_dir)
+    reporter = EpochReporter(
+        rank, unwrap(model), optimizer, history, start_epoch, local_dir, loop_config["progress"]
+    )
 
     def report(record: EpochRecord) -> None:
         reporter.epoch_done({**record.as_dict(), "loss": mean_over_ranks(record.loss)})
@@ -155,15 +161,19 @@ class EpochReporter:
         history: list[dict[str, Any]],
         start_epoch: int,
         local_dir: str | None,
+        progress_file: str | None = None,
     ) -> None:
         self.rank, self.model, self.optimizer = rank, model, optimizer
         self.history, self.start_epoch, self.local_dir = history, start_epoch, local_dir
+        self.progress_file = progress_file
         self.interval_s = float(os.environ.get("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "2.0"))
         self._last = time.monotonic()
         self._reported: int | None = None
 
     def epoch_done(self, record: dict[str, Any]) -> None:
         self.history.append(record)
+        if self.rank == 0 and self.progress_file is not None:
+            write_progress(Path(self.progress_file), record)
         if _any_rank(time.monotonic() - self._last >= self.interval_s):
             self._report()
 
@@ -199,6 +209,48 @@ class EpochReporter:
                 torch.save(state, Path(scratch) / STATE_FILE)
                 checkpoint = ray.train.Checkpoint.from_directory(scratch)
             ray.train.report(metrics, checkpoint=checkpoint)
+
+
+def write_progress(path: Path, record: dict[str, Any]) -> None:
+    """The last epoch, for the driver's progress bar: a few bytes, replaced atomically. (Ray
+    Train's reports go to its controller, not to the driver, and only every poll.)"""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.with_suffix(".partial").write_text(json.dumps(record))
+        os.replace(path.with_suffix(".partial"), path)
+    except OSError as e:  # progress is a nicety: never fail training over it
+        logger.debug("cannot write progress to %s: %s", path, e)
+
+
+@contextmanager
+def watching_progress(
+    path: Path, on_progress: Callable[[dict[str, Any]], None] | None, every_s: float = 0.5
+) -> Iterator[None]:
+    """Call ``on_progress(record)`` from a background thread whenever ``path`` changes."""
+    if on_progress is None:
+        yield
+        return
+    path.unlink(missing_ok=True)  # a progress file from an earlier attempt is stale
+    stop = threading.Event()
+
+    def poll() -> None:
+        seen = None
+        while not stop.wait(every_s):
+            try:
+                text = path.read_text()
+            except OSError:
+                continue
+            if text != seen:
+                seen = text
+                on_progress(json.loads(text))
+
+    thread = threading.Thread(target=poll, name="cae-ray-progress", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
 
 
 def mean_over_ranks(value: float) -> float:
@@ -242,11 +294,23 @@ class TrainOutcome:
 
 
 def run_trainer(
-    config: Config, spec: TrainSpec, train_data: Any, storage: Path, name: str = "select"
+    config: Config,
+    spec: TrainSpec,
+    train_data: Any,
+    storage: Path,
+    name: str = "select",
+    on_progress: Callable[[dict[str, Any]], None] | None = None,
 ) -> TrainOutcome:
-    """Train the selector; the same ``storage``/``name`` resumes an earlier run."""
+    """Train the selector; the same ``storage``/``name`` resumes an earlier run.
+    ``on_progress(epoch record)`` is called on the driver as epochs finish."""
     state, metrics = run_on_ray(
-        train_loop_per_worker, {"spec": asdict(spec)}, config, train_data, storage, name
+        train_loop_per_worker,
+        {"spec": asdict(spec)},
+        config,
+        train_data,
+        storage,
+        name,
+        on_progress,
     )
     model = build_model(config, spec.n_features, spec.task, spec.n_outputs)
     model.load_state_dict(state["model"])
@@ -266,14 +330,21 @@ def run_on_ray(
     train_data: Any,
     storage: Path,
     name: str,
+    on_progress: Callable[[dict[str, Any]], None] | None = None,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Run ``loop`` on the configured workers with ``TorchTrainer``; return the last
-    checkpoint's state and the last reported metrics. ``loop_config`` gets the config added."""
+    checkpoint's state and the last reported metrics. ``loop_config`` gets the config and the
+    progress file added (an :class:`EpochReporter` writes it; ``on_progress`` reads it)."""
     from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
     s = config.scaling
-    loop_config = {**loop_config, "config": config.model_dump(mode="json")}
+    progress = storage / name / PROGRESS_FILE
+    loop_config = {
+        **loop_config,
+        "config": config.model_dump(mode="json"),
+        "progress": str(progress) if on_progress else None,
+    }
     if s.num_workers == 0:
         loop_config["local_checkpoint_dir"] = str(storage / name / "local_checkpoint")
     trainer = TorchTrainer(
@@ -296,7 +367,8 @@ def run_on_ray(
         # some: pass the dataset's, so the block order read_ordered pinned holds in the workers.
         dataset_config=DataConfig(execution_options=train_data.context.execution_options),
     )
-    result = trainer.fit()
+    with watching_progress(progress, on_progress):
+        result = trainer.fit()
     if result.checkpoint is None:
         raise RuntimeError(f"training finished without a checkpoint: {result.error}")
     with result.checkpoint.as_directory() as directory:
@@ -321,8 +393,16 @@ def connect(config: Config) -> None:
         address = config.scaling.address or os.environ.get("RAY_ADDRESS")
         if address and address != "auto":
             _probe(address)
+        # Worker output (Ray Data's and Train's own chatter included) reaches the driver only
+        # when our logging is verbose (`cae-ray -v`); the CLI shows its own progress.
+        verbose = logging.getLogger("cae_ray").isEnabledFor(logging.INFO)
         try:
-            ray.init(address=address, include_dashboard=False if not address else None)
+            ray.init(
+                address=address,
+                include_dashboard=False if not address else None,
+                log_to_driver=verbose,
+                logging_level=logging.INFO if verbose else logging.WARNING,
+            )
         except (ConnectionError, RuntimeError, ValueError) as e:
             raise RayUnreachableError(str(address), str(e).splitlines()[0]) from e
     _check_gpus(config)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -74,11 +75,16 @@ RECONSTRUCTION_ROWS = 20_000
 """Rows of each split used for the (closed-form) reconstruction comparison."""
 
 
-def validate(config: Config, run_dir: str | os.PathLike[str]) -> dict[str, Any]:
+def validate(
+    config: Config,
+    run_dir: str | os.PathLike[str],
+    on_epoch: Callable[[dict[str, Any]], None] | None = None,
+) -> dict[str, Any]:
     """Run the gate on the selection in ``run_dir``; write and return ``validation.json``.
 
     Raises before any training when the selection is missing, edited or stale, the metric does
     not fit the task, or the validation split is too small; nothing is written then.
+    ``on_epoch(record)`` is called on the driver as the validation models' epochs finish.
     """
     run = Path(run_dir)
     selection, prepared = _checked_selection(config, run)
@@ -107,7 +113,9 @@ def validate(config: Config, run_dir: str | os.PathLike[str]) -> dict[str, Any]:
     if target.task == "reconstruction":
         scores = _reconstruction_scores(run, config, len(features), selected)
     else:
-        scores = _trained_scores(run, config, target, metric, len(features), selected, wanted)
+        scores = _trained_scores(
+            run, config, target, metric, len(features), selected, wanted, on_epoch
+        )
     verdict_fields = _decide(config, metric, scores)
     result = {
         **verdict_fields,
@@ -243,6 +251,7 @@ def _trained_scores(
     n_features: int,
     selected: list[int],
     wanted: dict[str, str],
+    on_epoch: Callable[[dict[str, Any]], None] | None,
 ) -> Scores:
     v = config.validation
     repeats = range(v.repeats)
@@ -261,7 +270,13 @@ def _trained_scores(
     train_data = cached(config, read_ordered(str(train_split)), train_split)
     name = f"validate-{wanted['selection_hash']}-{wanted['validation_config_hash']}"
     state, _ = run_on_ray(
-        heads_loop_per_worker, {"spec": asdict(spec)}, config, train_data, run / "ray", name
+        heads_loop_per_worker,
+        {"spec": asdict(spec)},
+        config,
+        train_data,
+        run / "ray",
+        name,
+        on_epoch,
     )
     heads = HeadSet(config, spec)
     heads.load_state_dict(state["model"])
@@ -349,7 +364,9 @@ def heads_loop_per_worker(loop_config: dict[str, Any]) -> None:
     optimizer = torch.optim.Adam(model.parameters(), lr=config.training.learning_rate)
     local_dir = loop_config.get("local_checkpoint_dir")
     start_epoch, step, history = restore(inner, optimizer, local_dir)
-    reporter = EpochReporter(rank, inner, optimizer, history, start_epoch, local_dir)
+    reporter = EpochReporter(
+        rank, inner, optimizer, history, start_epoch, local_dir, loop_config["progress"]
+    )
     torch.manual_seed(config.training.seed + 7919 * (rank + 1) + start_epoch)
     shard = ray.train.get_dataset_shard("train")
     device = ray.train.torch.get_device()

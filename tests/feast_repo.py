@@ -28,9 +28,11 @@ online_store:
   type: sqlite
   path: data/online.db
 offline_store:
-  type: file
+  type: {offline_store}
 entity_key_serialization_version: 3
 """
+OFFLINE_STORES = ["file", "duckdb"]
+"""The offline stores the export is tested on (``duckdb`` needs the ``duckdb`` extra)."""
 
 
 @dataclass(frozen=True)
@@ -39,6 +41,7 @@ class FeastRepo:
     entities: Path
     """Entity rows: driver_id, event_timestamp, label."""
     n_drivers: int
+    offline_store: str = "file"
 
 
 def stats_value(driver: int, feature: int, late: bool) -> float:
@@ -46,9 +49,11 @@ def stats_value(driver: int, feature: int, late: bool) -> float:
     return driver * 10.0 + feature + (0.5 if late else 0.0)
 
 
-def make_feast_repo(directory: Path, n_drivers: int = 60, registry: str = "file") -> FeastRepo:
-    """Write the feature data, the repo's feature_store.yaml (with a file or a SQL registry)
-    and apply its objects."""
+def make_feast_repo(
+    directory: Path, n_drivers: int = 60, registry: str = "file", offline_store: str = "file"
+) -> FeastRepo:
+    """Write the feature data, the repo's feature_store.yaml (with a file or a SQL registry,
+    and the ``file`` or ``duckdb`` offline store) and apply its objects."""
     from feast import (
         Entity,
         FeatureService,
@@ -63,7 +68,8 @@ def make_feast_repo(directory: Path, n_drivers: int = 60, registry: str = "file"
     repo = directory / "repo"
     (repo / "data").mkdir(parents=True)
     registry_yaml = REGISTRIES[registry].format(repo=repo.resolve())
-    (repo / "feature_store.yaml").write_text(FEATURE_STORE_YAML + registry_yaml)
+    store_yaml = FEATURE_STORE_YAML.format(offline_store=offline_store)
+    (repo / "feature_store.yaml").write_text(store_yaml + registry_yaml)
     drivers = np.arange(n_drivers)
     rows = []
     for late, when in ((False, T0), (True, T1)):
@@ -113,7 +119,7 @@ def make_feast_repo(directory: Path, n_drivers: int = 60, registry: str = "file"
     )
     entities = directory / "entities.parquet"
     entity_rows.to_parquet(entities)
-    return FeastRepo(repo, entities, n_drivers)
+    return FeastRepo(repo, entities, n_drivers, offline_store)
 
 
 DEFINITIONS = """\
@@ -163,7 +169,8 @@ def make_definitions_repo(directory: Path, like: FeastRepo) -> Path:
     the real `feast apply`."""
     repo = directory / "defined_repo"
     (repo / "data").mkdir(parents=True)
-    (repo / "feature_store.yaml").write_text(FEATURE_STORE_YAML + REGISTRIES["file"])
+    store_yaml = FEATURE_STORE_YAML.format(offline_store="file")
+    (repo / "feature_store.yaml").write_text(store_yaml + REGISTRIES["file"])
     (repo / "definitions.py").write_text(
         DEFINITIONS.format(
             stats=STATS,

@@ -7,7 +7,8 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
-from cae_ray.cli import EXIT_CONFIG, app
+from cae_ray.cli import app
+from cae_ray.errors import EXIT_CONFIG
 from tests.conftest import ROOT
 
 runner = CliRunner()
@@ -43,17 +44,10 @@ def test_bad_config_exits_2_with_a_one_line_reason_and_no_traceback(tmp_path: Pa
     assert "Traceback" not in done.stderr + done.stdout
 
 
-def test_unknown_key_in_demo_config(tmp_path: Path) -> None:
+def test_unknown_key_stops_a_run_before_it_writes_anything(tmp_path: Path) -> None:
     bad = tmp_path / "typo.yaml"
     bad.write_text("selector: {kk: 5}\n")
-    result = runner.invoke(app, ["demo", "--config", str(bad)])
+    result = runner.invoke(app, ["run", str(bad), "--run-dir", str(tmp_path / "run")])
     assert result.exit_code == EXIT_CONFIG
     assert "selector.kk: unknown key; did you mean 'k'?" in result.output
-
-
-def test_demo_finds_most_informative_features() -> None:
-    result = runner.invoke(app, ["demo", "--rows", "1500", "--features", "60"])
-    assert result.exit_code == 0, result.output
-    assert "Selected features" in result.output
-    found = int(result.output.split("Found ")[1].split(" of ")[0])
-    assert found >= 7, result.output  # 10 informative among 60; random would find ~1.7
+    assert not (tmp_path / "run").exists()

@@ -86,13 +86,17 @@ def test_sigkilled_worker_resumes_from_its_last_checkpoint(
     assert len(set(selection["selected_features"])) == K
 
 
-def test_killed_driver_resumes_with_the_same_command(wide_dataset, tmp_path) -> None:
+@pytest.mark.parametrize("command_name", ["select", "run"])
+def test_killed_driver_resumes_with_the_same_command(
+    wide_dataset, tmp_path, command_name: str
+) -> None:
     path, _ = wide_dataset
     config_file = tmp_path / "select.yaml"
     config_file.write_text(
         f"data: {{path: {path}, features: 'f_*', target: label, row_key: id}}\n"
         f"selector: {{k: {K}}}\ntraining: {{epochs: 6, batch_size: 32}}\n"
         "scaling: {num_workers: 1, resources_per_worker: {CPU: 1}}\n"
+        "validation: {epochs: 3, bootstrap: 200, tolerance: 1.0}\n"
     )
     run_dir = tmp_path / "run"
     existing = {p.pid for p in psutil.process_iter()}
@@ -100,7 +104,7 @@ def test_killed_driver_resumes_with_the_same_command(wide_dataset, tmp_path) -> 
     ray_tmp = tempfile.mkdtemp(prefix="crd-", dir="/tmp")
     env = {**os.environ, **RAY_TEST_ENV, "RAY_TMPDIR": ray_tmp, "HOME": str(tmp_path)}
     env.pop("RAY_ADDRESS", None)
-    command = [sys.executable, "-m", "cae_ray.cli", "select", str(config_file)]
+    command = [sys.executable, "-m", "cae_ray.cli", command_name, str(config_file)]
     command += ["--run-dir", str(run_dir)]
     first = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
@@ -117,3 +121,9 @@ def test_killed_driver_resumes_with_the_same_command(wide_dataset, tmp_path) -> 
     selection = json.loads((run_dir / "selection.json").read_text())
     assert selection["resumed_from_epoch"] >= 1
     assert [h["epoch"] for h in selection["history"]] == list(range(6))
+    if command_name == "run":  # and the rest of the run went on from there
+        record = json.loads((run_dir / "run.json").read_text())
+        assert record["status"] == "succeeded"
+        assert record["steps"]["select"]["resumed_from_epoch"] >= 1
+        assert record["steps"]["prepare"]["status"] == "reused"
+        assert (run_dir / "report" / "report.html").is_file()

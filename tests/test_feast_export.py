@@ -1,4 +1,4 @@
-"""`cae-ray export` against a real Feast repo (local provider, file offline store)."""
+"""`cae-ray export` against a real Feast repo (local provider; file and DuckDB offline stores)."""
 
 from __future__ import annotations
 
@@ -16,11 +16,20 @@ from cae_ray.errors import (
     ConfigValidationError,
     EntityColumnsMissingError,
     FeastRepoError,
+    MissingFeastExtraError,
     UnknownFeatureError,
     UnknownFeatureViewError,
 )
 from cae_ray.feast.export import EXPORT_DIR, MANIFEST, ROW_ID, export
-from tests.feast_repo import EXTRA, STATS, T1, FeastRepo, make_feast_repo, stats_value
+from tests.feast_repo import (
+    EXTRA,
+    OFFLINE_STORES,
+    STATS,
+    T1,
+    FeastRepo,
+    make_feast_repo,
+    stats_value,
+)
 
 pytestmark = pytest.mark.feast
 
@@ -30,12 +39,30 @@ def feast_repo(tmp_path_factory) -> FeastRepo:
     return make_feast_repo(tmp_path_factory.mktemp("feast"))
 
 
+@pytest.fixture(scope="module", params=OFFLINE_STORES)
+def store_repo(request, tmp_path_factory) -> FeastRepo:
+    """The same repo on each offline store the export supports."""
+    directory = tmp_path_factory.mktemp(f"feast-{request.param}")
+    return make_feast_repo(directory, offline_store=request.param)
+
+
 def feast_config(feast_repo: FeastRepo, **feast: Any) -> Config:
     section = {"repo": str(feast_repo.path), "entities": str(feast_repo.entities), "chunk_rows": 50}
     return validate_config({"feast": {**section, **feast}})
 
 
-def test_export_is_point_in_time_correct_and_keeps_the_entity_order(feast_repo, tmp_path) -> None:
+def assert_point_in_time_values(rows: Any) -> None:
+    """Each row's driver_stats values are those as of its timestamp (T0's, or T1's after T1)."""
+    late = rows["event_timestamp"] > T1
+    for j, name in enumerate(STATS):
+        expected = [
+            stats_value(d, j, bool(t)) for d, t in zip(rows["driver_id"], late, strict=True)
+        ]
+        np.testing.assert_allclose(rows[f"driver_stats__{name}"], expected)
+
+
+def test_export_is_point_in_time_correct_and_keeps_the_entity_order(store_repo, tmp_path) -> None:
+    feast_repo = store_repo
     manifest = export(
         feast_config(feast_repo, features=["driver_stats", "driver_extra:trips"]), tmp_path
     )
@@ -51,16 +78,35 @@ def test_export_is_point_in_time_correct_and_keeps_the_entity_order(feast_repo, 
     assert table.schema.field("driver_extra__trips").type == pa.int64()
     assert manifest["rows"] == table.num_rows == 2 * feast_repo.n_drivers
     assert manifest["parts"] == 3  # 120 rows in chunks of 50
+    assert manifest["offline_store"] == feast_repo.offline_store
 
     rows = table.to_pandas()
     assert rows[ROW_ID].tolist() == list(range(len(rows)))
-    late = rows["event_timestamp"] > T1
-    for j, name in enumerate(STATS):
-        expected = [
-            stats_value(d, j, bool(t)) for d, t in zip(rows["driver_id"], late, strict=True)
-        ]
-        np.testing.assert_allclose(rows[f"driver_stats__{name}"], expected)
+    entities = pq.read_table(feast_repo.entities).to_pandas()
+    assert rows[entities.columns].equals(entities)  # the entity rows, as given and in order
+    assert_point_in_time_values(rows)
     np.testing.assert_array_equal(rows["driver_extra__trips"], rows["driver_id"] * 3)
+
+
+def test_entity_rows_repeating_keys_and_time_each_get_their_features(store_repo, tmp_path) -> None:
+    # The file store keeps one of the rows that share join keys and timestamp; DuckDB keys its
+    # joins on them. Repeats, in a shuffled order and split across chunks, must all be answered.
+    given = pq.read_table(store_repo.entities)
+    order = np.random.default_rng(0).permutation(np.r_[np.arange(given.num_rows), [0, 0, 7, 7, 7]])
+    rows_in = given.take(order)
+    label = rows_in.schema.get_field_index("label")
+    rows_in = rows_in.set_column(label, "label", pa.array(np.arange(rows_in.num_rows)))
+    pq.write_table(rows_in, tmp_path / "repeats.parquet")
+    config = feast_config(
+        store_repo, features=["driver_stats"], entities=str(tmp_path / "repeats.parquet")
+    )
+
+    manifest = export(config, tmp_path / "run")
+    rows = pq.read_table(tmp_path / "run" / EXPORT_DIR).to_pandas()
+    assert manifest["rows"] == len(rows) == rows_in.num_rows
+    assert rows["label"].tolist() == list(range(len(rows)))  # each row once, in the given order
+    assert rows[ROW_ID].tolist() == list(range(len(rows)))
+    assert_point_in_time_values(rows)
 
 
 def test_a_second_export_reuses_the_first(feast_repo, tmp_path) -> None:
@@ -73,8 +119,8 @@ def test_a_second_export_reuses_the_first(feast_repo, tmp_path) -> None:
     assert [p.stat().st_mtime_ns for p in parts] == stamps
 
 
-def test_export_of_a_feature_service(feast_repo, tmp_path) -> None:
-    manifest = export(feast_config(feast_repo, feature_service="driver_model"), tmp_path)
+def test_export_of_a_feature_service(store_repo, tmp_path) -> None:
+    manifest = export(feast_config(store_repo, feature_service="driver_model"), tmp_path)
 
     expected = [f"driver_stats:{s}" for s in STATS[:3]] + [f"driver_extra:{e}" for e in EXTRA]
     assert list(manifest["columns"].values()) == expected
@@ -154,7 +200,8 @@ def test_the_cli_export_feeds_prepare(ray_cluster, feast_repo, tmp_path) -> None
 def test_the_cli_names_an_unknown_view(feast_repo, tmp_path) -> None:
     from typer.testing import CliRunner
 
-    from cae_ray.cli import EXIT_CONFIG, app
+    from cae_ray.cli import app
+    from cae_ray.errors import EXIT_CONFIG
 
     path = tmp_path / "config.json"
     path.write_text(feast_config(feast_repo, features=["driver_stat"]).model_dump_json())
@@ -175,3 +222,42 @@ def test_an_unreadable_registry_is_named_and_left_alone(feast_repo, tmp_path) ->
         export(config, tmp_path / "run")
     assert (broken / "data" / "registry.db").read_bytes() == b"not a registry"
     assert not (tmp_path / "run").exists()
+
+
+def test_a_duckdb_repo_without_duckdb_names_the_extra(feast_repo, tmp_path, monkeypatch) -> None:
+    import shutil
+    import sys
+
+    repo = tmp_path / "repo"
+    shutil.copytree(feast_repo.path, repo)
+    yaml_path = repo / "feature_store.yaml"
+    yaml_path.write_text(yaml_path.read_text().replace("type: file", "type: duckdb"))
+    monkeypatch.setitem(sys.modules, "duckdb", None)  # as if duckdb were not installed
+    config = feast_config(feast_repo, features=["driver_stats"], repo=str(repo))
+
+    with pytest.raises(MissingFeastExtraError, match=r"pip install 'cae-ray\[duckdb\]'"):
+        export(config, tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+
+
+def test_the_cli_names_the_missing_extra(feast_repo, tmp_path, monkeypatch) -> None:
+    import shutil
+    import sys
+
+    from typer.testing import CliRunner
+
+    from cae_ray.cli import app
+    from cae_ray.errors import EXIT_CONFIG
+
+    repo = tmp_path / "repo"
+    shutil.copytree(feast_repo.path, repo)
+    yaml_path = repo / "feature_store.yaml"
+    yaml_path.write_text(yaml_path.read_text().replace("type: file", "type: duckdb"))
+    monkeypatch.setitem(sys.modules, "duckdb", None)
+    path = tmp_path / "config.json"
+    config = feast_config(feast_repo, features=["driver_stats"], repo=str(repo))
+    path.write_text(config.model_dump_json())
+
+    result = CliRunner().invoke(app, ["export", str(path), "--run-dir", str(tmp_path / "run")])
+    assert result.exit_code == EXIT_CONFIG
+    assert "pip install 'cae-ray[duckdb]'" in " ".join(result.output.split())

@@ -156,7 +156,8 @@ def test_restore_of_an_unknown_run_id(validated_run) -> None:
 def test_the_cli_plans_by_default_and_force_needs_a_reason(validated_run, tmp_path) -> None:
     from typer.testing import CliRunner
 
-    from cae_ray.cli import EXIT_CONFIG, app
+    from cae_ray.cli import app
+    from cae_ray.errors import EXIT_CONFIG
 
     config, run, repo = validated_run
     before = registry_state(repo)
@@ -251,3 +252,65 @@ def test_two_prunes_at_the_same_time_both_keep_their_marks(validated_run, tmp_pa
     for plan in plans.values():
         restore(str(repo.path), plan.run_id)
     assert registry_state(repo) == before
+
+
+def unprivileged(command: list[str]) -> list[str]:
+    """``command`` run so that file modes bind it: root (as tests run here and in CI) writes
+    through any chmod, so as root it runs with no capabilities (util-linux setpriv)."""
+    import os
+
+    if os.geteuid() != 0:
+        return command
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
+        pytest.skip("as root this needs setpriv (util-linux) to drop the capabilities")
+    return [setpriv, "--bounding-set=-all", "--inh-caps=-all", "--", *command]
+
+
+def repo_files(repo: FeastRepo) -> dict[str, bytes]:
+    """Every file of the repo (registry, overlay, audit log, lock) with its bytes."""
+    return {str(p): p.read_bytes() for p in sorted(repo.path.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize("read_only", ["registry file", "repo directory"])
+def test_a_read_only_registry_is_named_and_left_unchanged(
+    validated_run, tmp_path, read_only: str
+) -> None:
+    import os
+    import subprocess
+    import sys
+
+    from cae_ray.errors import EXIT_CONFIG
+
+    config, run, repo = validated_run
+    registry = next((repo.path / "data").glob("registry.*"))  # registry.db or registry.sqlite
+    target = registry if read_only == "registry file" else repo.path
+    path = tmp_path / "config.json"
+    path.write_text(config.model_dump_json())
+    run_dir = fresh_run(run, tmp_path / "run")
+    cli = str(Path(sys.executable).parent / "cae-ray")
+    before = repo_files(repo)
+    mode = target.stat().st_mode
+    target.chmod(0o555 if target.is_dir() else 0o444)
+    try:
+        done = subprocess.run(
+            unprivileged([cli, "prune", str(path), "--run-dir", str(run_dir), "--apply"]),
+            capture_output=True,
+            text=True,
+            env={**os.environ, "COLUMNS": "1000"},  # rich: the error on one line
+            check=False,
+            timeout=300,
+        )
+    finally:
+        target.chmod(mode)
+
+    assert done.returncode == EXIT_CONFIG, done.stdout + done.stderr
+    error = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert len(error) == 1, done.stderr
+    assert f"{target} (Permission denied), so nothing was changed" in error[0]
+    assert (
+        f"Fix: run as a user who may write there, or make it writable (e.g. chmod u+w {target}"
+        in error[0]
+    )
+    assert repo_files(repo) == before
+    assert not (run_dir / PRUNE_FILE).exists()

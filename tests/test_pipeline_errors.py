@@ -13,9 +13,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from cae_ray.cli import EXIT_CLUSTER
 from cae_ray.config import validate_config
 from cae_ray.errors import (
+    EXIT_CLUSTER,
     CaeRayError,
     DatasetNotFoundError,
     EmptyDatasetError,

@@ -8,19 +8,25 @@ Feast's own types, so every part has the same schema even where a chunk's featur
 number the entity rows and retrieve their features chunk by chunk (``full_feature_names``, so
 columns are ``view__feature`` and never collide); write each chunk as one part; write
 ``_manifest.json`` (each column's feature reference) last, so a manifest means a whole export.
+
+Works on the ``file`` (dask) and ``duckdb`` offline stores; ``duckdb`` needs the ``duckdb`` extra.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+import yaml
 
 from cae_ray.config import Config, FeastConfig
 from cae_ray.data import digest, open_parquet
@@ -28,7 +34,9 @@ from cae_ray.errors import (
     EmptyDatasetError,
     EntityColumnsMissingError,
     FeastRepoError,
+    FeastRetrievalError,
     MissingFeastConfigError,
+    MissingFeastExtraError,
     UnknownFeatureError,
     UnknownFeatureViewError,
 )
@@ -42,6 +50,8 @@ MANIFEST = "_manifest.json"
 _FEAST_TIMESTAMP = "event_timestamp"
 ROW_ID = "cae_ray_row"
 """Added to every exported row: its position in the entity rows (a stable row key)."""
+_STORE_EXTRAS = {"duckdb": ("duckdb", ["duckdb", "ibis"])}
+"""Offline store type -> (the cae-ray extra that installs it, the packages Feast imports for it)."""
 
 
 @dataclass(frozen=True)
@@ -67,7 +77,8 @@ def export(config: Config, run_dir: str | os.PathLike[str]) -> dict[str, Any]:
     refs = resolve_refs(store, settings)
     assert settings.entities is not None
     entities = read_entities(settings.entities)
-    _check_entity_columns(store, settings, refs, entities)
+    keys = join_keys(store, refs)
+    _check_entity_columns(settings, keys, entities)
     wanted = {
         "config_hash": config_hash(config, "feast"),
         "entities_fingerprint": digest(repr(entities.schema) + str(entities.num_rows)),
@@ -87,7 +98,7 @@ def export(config: Config, run_dir: str | os.PathLike[str]) -> dict[str, Any]:
     parts = 0
     for start in range(0, numbered.num_rows, settings.chunk_rows):
         chunk = numbered.slice(start, settings.chunk_rows)
-        table = retrieve(store, chunk, refs, settings.timestamp_column).cast(schema)
+        table = retrieve(store, chunk, refs, keys, settings.timestamp_column).cast(schema)
         _write_part(table, out / f"part-{parts:05d}.parquet")
         parts += 1
         logger.info("export: %d of %d entity rows", start + chunk.num_rows, numbered.num_rows)
@@ -95,6 +106,7 @@ def export(config: Config, run_dir: str | os.PathLike[str]) -> dict[str, Any]:
         **wanted,
         "repo": settings.repo,
         "project": store.project,
+        "offline_store": store.config.offline_store.type,
         "columns": {r.column: r.ref for r in refs},
         "entity_columns": entities.schema.names,
         "row_key": ROW_ID,
@@ -119,6 +131,7 @@ def open_store(repo: str) -> Any:
     """The repo's FeatureStore, with its registry read fresh."""
     if not (Path(repo) / "feature_store.yaml").is_file():
         raise FeastRepoError(repo, "no feature_store.yaml there")
+    _check_store_packages(repo)
     from feast import FeatureStore
 
     try:
@@ -127,6 +140,20 @@ def open_store(repo: str) -> Any:
     except Exception as e:  # Feast raises many kinds here: bad YAML, unreadable registry, ...
         raise FeastRepoError(repo, f"{type(e).__name__}: {str(e).splitlines()[0]}") from e
     return store
+
+
+def _check_store_packages(repo: str) -> None:
+    """Name the cae-ray extra when the repo's offline store needs packages that are missing:
+    Feast itself only says it could not import ``feast.infra.offline_stores.duckdb``."""
+    try:
+        settings = yaml.safe_load((Path(repo) / "feature_store.yaml").read_text())
+        store_type = settings["offline_store"]["type"]
+    except Exception:  # unreadable or unusual YAML (a plain string type, ...): Feast reports it
+        return
+    extra, packages = _STORE_EXTRAS.get(store_type, (None, []))
+    missing = [p for p in packages if importlib.util.find_spec(p) is None]
+    if extra is not None and missing:
+        raise MissingFeastExtraError(repo, f"offline_store type {store_type!r}", missing, extra)
 
 
 def resolve_refs(store: Any, settings: FeastConfig) -> list[FeatureRef]:
@@ -166,34 +193,60 @@ def read_entities(path: str) -> pa.Table:
     return table
 
 
-def _check_entity_columns(
-    store: Any, settings: FeastConfig, refs: list[FeatureRef], entities: pa.Table
-) -> None:
-    needed = [settings.timestamp_column]
+def join_keys(store: Any, refs: list[FeatureRef]) -> list[str]:
+    """The entity columns the referenced views join on, each once."""
+    keys: list[str] = []
     for view in dict.fromkeys(r.view for r in refs):
-        needed += [c.name for c in store.get_feature_view(view).entity_columns]
+        keys += [c.name for c in store.get_feature_view(view).entity_columns]
+    return list(dict.fromkeys(keys))
+
+
+def _check_entity_columns(settings: FeastConfig, keys: list[str], entities: pa.Table) -> None:
+    needed = [settings.timestamp_column, *keys]
     missing = [c for c in dict.fromkeys(needed) if c not in entities.schema.names]
     if missing:
         assert settings.entities is not None
         raise EntityColumnsMissingError(settings.entities, missing, entities.schema.names)
 
 
-def retrieve(store: Any, chunk: pa.Table, refs: list[FeatureRef], timestamp: str) -> pa.Table:
+def retrieve(
+    store: Any, chunk: pa.Table, refs: list[FeatureRef], keys: list[str], timestamp: str
+) -> pa.Table:
     """The chunk's rows with their features as of each row's timestamp, in the chunk's order.
 
-    Only the feature columns are taken from Feast's result: entity columns keep the user's own
-    types (Feast may hand back a timestamp in another time zone, or integers as floats).
+    Feast's stores know an entity row only by its join keys and timestamp: the file store keeps
+    one of the rows that repeat them, DuckDB keys its joins on them. So Feast is asked once per
+    distinct (keys, timestamp), numbered in ``ROW_ID``, and each row gets its distinct row's
+    answer. Only the feature columns are taken from Feast's result: entity columns keep the
+    user's own types (Feast may hand back a timestamp in another time zone, or ints as floats).
     """
-    entity_df = chunk.to_pandas()
+    entity_df = chunk.select([*keys, timestamp]).to_pandas()
+    distinct_of_row = entity_df.groupby(list(entity_df.columns), sort=False, dropna=False).ngroup()
+    first_rows = np.unique(distinct_of_row.to_numpy(), return_index=True)[1]
+    distinct = entity_df.iloc[first_rows].reset_index(drop=True)
+    distinct[ROW_ID] = np.arange(len(distinct), dtype=np.int64)
     if timestamp != _FEAST_TIMESTAMP:  # the name Feast looks for first
-        entity_df = entity_df.rename(columns={timestamp: _FEAST_TIMESTAMP})
-    job = store.get_historical_features(
-        entity_df=entity_df, features=[r.ref for r in refs], full_feature_names=True
-    )
-    features = job.to_arrow().sort_by(ROW_ID).select([r.column for r in refs])
+        distinct = distinct.rename(columns={timestamp: _FEAST_TIMESTAMP})
+    with warnings.catch_warnings():
+        # ibis 12 calls duckdb's fetch_arrow_table, deprecated since duckdb 1.5: not ours to fix.
+        warnings.filterwarnings("ignore", "fetch_arrow_table", DeprecationWarning)
+        job = store.get_historical_features(
+            entity_df=distinct, features=[r.ref for r in refs], full_feature_names=True
+        )
+        answers = job.to_arrow().sort_by(ROW_ID)
+    _check_one_answer_each(store, answers, len(distinct))
+    features = answers.select([r.column for r in refs]).take(distinct_of_row.to_numpy())
     return pa.Table.from_arrays(
         [*chunk.columns, *features.columns], names=[*chunk.schema.names, *features.schema.names]
     )
+
+
+def _check_one_answer_each(store: Any, answers: pa.Table, asked: int) -> None:
+    """A store that dropped or repeated a row would shift every later row's features."""
+    got = answers.column(ROW_ID).to_numpy()
+    if not np.array_equal(got, np.arange(asked)):
+        store_type = store.config.offline_store.type
+        raise FeastRetrievalError(store_type, asked, len(got), len(np.unique(got)))
 
 
 def _write_part(table: pa.Table, path: Path) -> None:

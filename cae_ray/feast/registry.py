@@ -10,7 +10,9 @@ A prune also registers a FeatureService of the K kept features for models to swi
 Everything is read fresh, changed in memory and written in one commit; on a registry that
 writes eagerly (SQL) a failure re-applies the objects as they were. Each prune and restore
 appends a record (who, when, run id, features, validation figures) to ``cae_ray_audit.jsonl``
-in the repo, which ``restore`` reads to undo exactly what the prune did.
+in the repo, which ``restore`` reads to undo exactly what the prune did. Before either writes
+anything, a pre-flight opens everything it will write for writing: a registry changed without its
+overlay and audit record could be neither kept by ``feast apply`` nor restored.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import getpass
 import json
 import logging
 import os
+import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -34,12 +37,20 @@ from cae_ray.errors import (
     MissingFeastConfigError,
     NoSelectionError,
     PruneRefusedError,
+    RegistryNotWritableError,
     UnknownFeatureError,
     UnknownFeatureViewError,
     UnknownRunIdError,
 )
 from cae_ray.feast.export import EXPORT_DIR, MANIFEST, open_store
-from cae_ray.feast.overlay import HOOK, has_hook, read_overlay, tags_of_view, write_overlay
+from cae_ray.feast.overlay import (
+    HOOK,
+    OVERLAY,
+    has_hook,
+    read_overlay,
+    tags_of_view,
+    write_overlay,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -185,11 +196,63 @@ def prune(
     repo = Path(config.feast.repo)
     plan.hook_missing = not has_hook(repo)
     if apply:
+        store = open_store(str(repo))
+        check_writable(repo, store)  # before the lock: taking it already writes in the repo
         with repo_lock(repo):
-            _apply(repo, plan, on_view_written)
+            _apply(repo, store, plan, on_view_written)
     path = Path(run_dir) / PRUNE_FILE
     path.write_text(json.dumps(asdict(plan), indent=2))
     return plan
+
+
+def check_writable(repo: Path, store: Any) -> None:
+    """Raise ``RegistryNotWritableError`` unless everything a prune or restore writes can be
+    written: the registry, and the lock, overlay and audit log in the repo. Opens files for
+    writing without writing (bytes and modification times stay) rather than asking
+    ``os.access``, which says yes to root on any mode."""
+    for path in _registry_files(repo, store):
+        _probe_file(path)
+    _probe_directory(repo)  # the lock and audit log may be new; the overlay is replaced
+    for path in (repo / LOCK_FILE, repo / AUDIT_LOG, repo / OVERLAY):
+        _probe_file(path)
+
+
+def _registry_files(repo: Path, store: Any) -> list[Path]:
+    """The local files a registry commit writes: the file registry, or a SQLite database (with
+    its directory, for the journal). Remote registries (s3://, postgres, ...) answer at commit."""
+    config = store.config.registry
+    path = str(config.path)
+    if config.registry_type == "sql":
+        if not path.startswith("sqlite:///"):
+            return []
+        database = Path(path.removeprefix("sqlite:///"))
+        return [database, database.parent]
+    if "://" in path:
+        return []
+    local = Path(path)
+    return [local if local.is_absolute() else repo / local]
+
+
+def _probe_file(path: Path) -> None:
+    if path.is_dir():
+        _probe_directory(path)
+        return
+    if not path.exists():
+        _probe_directory(path.parent)  # it will be created there
+        return
+    try:
+        with path.open("r+b"):  # open for writing, write nothing
+            pass
+    except OSError as e:
+        raise RegistryNotWritableError(str(path), e.strerror or str(e)) from e
+
+
+def _probe_directory(path: Path) -> None:
+    try:
+        with tempfile.TemporaryFile(dir=path, prefix=".cae_ray-probe-"):
+            pass
+    except OSError as e:
+        raise RegistryNotWritableError(str(path), e.strerror or str(e), directory=True) from e
 
 
 @contextmanager
@@ -204,7 +267,9 @@ def repo_lock(repo: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def _apply(repo: Path, plan: PrunePlan, on_view_written: Callable[[str], None] | None) -> None:
+def _apply(
+    repo: Path, store: Any, plan: PrunePlan, on_view_written: Callable[[str], None] | None
+) -> None:
     if plan.hook_missing:
         logger.warning(
             "%s has no `%s` in its definitions: the next `feast apply` will remove these "
@@ -213,7 +278,7 @@ def _apply(repo: Path, plan: PrunePlan, on_view_written: Callable[[str], None] |
             HOOK,
             HOOK,
         )
-    _write_marks(open_store(str(repo)), plan, on_view_written)
+    _write_marks(store, plan, on_view_written)  # it reads the registry afresh, under the lock
     _record_in_repo(repo, plan)
     plan.applied = True
     _audit(repo, "prune", plan)
@@ -287,13 +352,14 @@ def _record_in_repo(repo: Path, plan: PrunePlan) -> None:
 
 def restore(repo: str, run_id: str) -> dict[str, Any]:
     """Undo the prune ``run_id`` in the registry of ``repo``, from its audit record."""
-    with repo_lock(Path(repo)):
-        return _restore(repo, run_id)
-
-
-def _restore(repo: str, run_id: str) -> dict[str, Any]:
-    record, undone = _find_prune(Path(repo), run_id)
     store = open_store(repo)
+    check_writable(Path(repo), store)
+    with repo_lock(Path(repo)):
+        return _restore(repo, store, run_id)
+
+
+def _restore(repo: str, store: Any, run_id: str) -> dict[str, Any]:
+    record, undone = _find_prune(Path(repo), run_id)
     registry, project = store.registry, record["project"]
     registry.refresh(project)
     views = {v: registry.get_any_feature_view(v, project) for v in record["previous"]["tags"]}

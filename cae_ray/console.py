@@ -1,0 +1,162 @@
+"""What `cae-ray run` and `cae-ray demo` show: a live line per step (a bar for training epochs)
+and a summary table at the end. Fed by :class:`cae_ray.run.StepEvent` s; holds no logic."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from rich.console import Console, RenderableType
+from rich.progress import (
+    BarColumn,
+    Progress,
+    SpinnerColumn,
+    Task,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+)
+from rich.table import Table
+from rich.text import Text
+
+from cae_ray.config import Config
+from cae_ray.run import StepEvent
+
+
+class MarkColumn(SpinnerColumn):
+    """A spinner while a step works, then its mark: done, failed or skipped."""
+
+    def render(self, task: Task) -> RenderableType:
+        mark = task.fields.get("mark")
+        return Text.from_markup(mark) if mark else super().render(task)
+
+
+MARKS = {
+    "done": "[green]✓[/]",
+    "reused": "[green]✓[/]",
+    "failed": "[red]✗[/]",
+    "skipped": "[dim]-[/]",
+}
+
+
+class RunDisplay:
+    """A rich Progress with one row per step; use as a context manager and pass it as
+    ``on_event`` to :func:`cae_ray.run.run`."""
+
+    def __init__(self, console: Console, config: Config) -> None:
+        self.progress = Progress(
+            MarkColumn(),
+            TextColumn("{task.fields[step]:<9}"),
+            BarColumn(bar_width=16),
+            TextColumn("{task.fields[status]}"),
+            TimeElapsedColumn(),
+            console=console,
+        )
+        self.epochs = {"select": config.training.epochs, "validate": config.validation.epochs}
+        self.rows: dict[str, TaskID] = {}
+
+    def __enter__(self) -> RunDisplay:
+        self.progress.start()
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        trace: TracebackType | None,
+    ) -> None:
+        self.progress.stop()
+
+    def __call__(self, event: StepEvent) -> None:
+        step, status, detail = event.step, event.status, event.detail
+        if status == "started":
+            self.rows[step] = self.progress.add_task(
+                step, total=self.epochs.get(step), step=step, status="[dim]working...[/]", mark=""
+            )
+        elif status == "epoch":
+            self._epoch(step, detail)
+        elif status == "skipped":
+            row = self.progress.add_task(step, total=1, step=step, status="", mark=MARKS[status])
+            self.progress.update(row, completed=1, status=f"[dim]skipped: {detail['reason']}[/]")
+            self.progress.stop_task(row)
+        else:  # done, reused or failed
+            row = self.rows[step]
+            text = describe(step, detail) if status != "failed" else "[red]failed[/]"
+            if status == "reused":
+                text += " [dim](reused)[/]"
+            total = self.progress.tasks[row].total or 1
+            completed = total if status != "failed" else self.progress.tasks[row].completed
+            self.progress.update(
+                row, total=total, completed=completed, status=text, mark=MARKS[status]
+            )
+            self.progress.stop_task(row)
+
+    def _epoch(self, step: str, record: dict[str, Any]) -> None:
+        row, epoch = self.rows[step], int(record["epoch"]) + 1
+        if "losses" in record:  # the validation models: one loss per model
+            losses = "  ".join(f"{loss:.3f}" for loss in record["losses"][:2])
+            text = f"epoch {epoch}/{self.epochs[step]}  losses {losses}"
+        else:
+            text = (
+                f"epoch {epoch}/{self.epochs[step]}  loss {record['loss']:.4f}  "
+                f"mean max prob {record['mean_max']:.3f}"
+            )
+        self.progress.update(row, completed=epoch, status=text)
+
+
+def describe(step: str, figures: dict[str, Any]) -> str:
+    """A few words on what a finished step did, from its ``run.json`` figures."""
+    if step in ("export", "prepare"):
+        rows = figures["rows"]
+        if isinstance(rows, dict):  # prepare: the two splits
+            return f"{rows['train']:,} + {rows['validation']:,} rows x {figures['features']:,}"
+        return f"{rows:,} rows x {figures['features']:,} features"
+    if step == "select":
+        state = "converged" if figures["converged"] else "[yellow]not converged[/]"
+        return f"k={figures['k']}, {figures['epochs']} epochs, {state}"
+    if step == "validate":
+        verdict = "[green]passed[/]" if figures["passed"] else "[red]FAILED[/]"
+        return f"{verdict}: {figures['selected']:.3f} vs {figures['baseline']:.3f} (all)"
+    if step == "prune":
+        action = "marked deprecated" if figures["applied"] else "to deprecate (plan)"
+        return f"{figures['deprecated']:,} {action}"
+    if step == "report":
+        return Path(figures["path"]).name
+    return ""
+
+
+def summary_table(record: dict[str, Any], run_dir: Path, config: Config) -> Table:
+    """The end of a run: features kept and deprecated, the gate's figures, where to look."""
+    steps = record["steps"]
+    table = Table(title=f"cae-ray run: {record['status']}", show_header=False, min_width=60)
+    table.add_column(style="bold")
+    table.add_column()
+    select = steps.get("select", {})
+    if "k" in select:
+        kept = select["selected_features"]
+        preview = ", ".join(kept[:8]) + (" ..." if len(kept) > 8 else "")
+        table.add_row("kept", f"{select['k']} features: {preview}")
+    validate = steps.get("validate", {})
+    if "passed" in validate:
+        low, high = validate["interval"]["low"], validate["interval"]["high"]
+        table.add_row(
+            "validation",
+            f"{validate['metric']}: selected {validate['selected']:.4f}, all features "
+            f"{validate['baseline']:.4f}; difference {validate['difference']:+.4f} "
+            f"[{low:+.4f}, {high:+.4f}] -> {'passed' if validate['passed'] else 'FAILED'}",
+        )
+    prune = steps.get("prune", {})
+    if "deprecated" in prune:
+        state = "marked deprecated in the registry" if prune["applied"] else "planned only"
+        table.add_row("deprecated", f"{prune['deprecated']:,} features, {state}")
+        table.add_row("feature service", prune["feature_service"])
+        if prune["applied"]:
+            repo = config.feast.repo if config.feast else "REPO"
+            table.add_row("undo", f"cae-ray restore --repo {repo} --run-id {prune['run_id']}")
+    elif "reason" in prune:
+        table.add_row("deprecated", f"none ({prune['reason']})")
+    if "path" in steps.get("report", {}):
+        table.add_row("report", steps["report"]["path"])
+    table.add_row("run dir", str(run_dir))
+    return table

@@ -1,0 +1,458 @@
+"""The run report: one self-contained HTML page showing what a run did, from its artifacts.
+
+    write_report(run_dir) -> run_dir/report/report.html, beside the PNGs it embeds:
+                             training.png, scores.png, validation.png (when validated) and
+                             selection.png (when the features are the pixels of an image)
+
+It only reads the JSON the steps wrote (``selection.json``; when present ``validation.json``,
+``prune.json``, ``data/prepared.json`` and ``run.json``), so it works on a finished, failed or
+copied run without Ray. Images are data URIs and the CSS is inline: the page opens offline, as
+a CI artifact or a mail attachment.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import math
+import os
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from cae_ray.errors import NoSelectionError
+from cae_ray.feast.registry import PRUNE_FILE
+from cae_ray.metrics import higher_is_better
+from cae_ray.pipeline import PREPARED, SELECTION, read_json
+from cae_ray.validation import VALIDATION
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+
+Json = dict[str, Any]
+REPORT_DIR = "report"
+RUN_FILE = "run.json"
+"""Written by :mod:`cae_ray.run` (which imports this module, so the name is repeated here)."""
+TOP_FEATURES, RUNNERS_UP = 30, 8
+OPEN_LIST_UP_TO = 64
+"""Longer feature lists start collapsed, so the page stays one screen at the top."""
+BLUE, GREY, RED, GREEN, INK = "#2563eb", "#cbd5e1", "#dc2626", "#16a34a", "#334155"
+
+
+@dataclass(frozen=True)
+class Run:
+    path: Path
+    selection: Json
+    validation: Json | None
+    prune: Json | None
+    prepared: Json | None
+    steps: Json | None
+    """``run.json`` of ``cae-ray run``: each step's status and seconds."""
+
+
+def load_run(run_dir: str | os.PathLike[str]) -> Run:
+    path = Path(run_dir)
+    selection = read_json(path / SELECTION)
+    if selection is None:
+        raise NoSelectionError(str(path))
+    optional = (read_json(path / name) for name in (VALIDATION, PRUNE_FILE, PREPARED, RUN_FILE))
+    return Run(path, selection, *optional)
+
+
+def write_report(run_dir: str | os.PathLike[str]) -> Path:
+    """Write ``run_dir/report/report.html`` (and its PNGs) from the run's artifacts.
+
+    Raises :class:`NoSelectionError` when the run dir holds no ``selection.json``.
+    """
+    run = load_run(run_dir)
+    out = run.path / REPORT_DIR
+    out.mkdir(parents=True, exist_ok=True)
+    figures = {
+        "training": training_figure(run),
+        "scores": scores_figure(run.selection),
+        "selection": selection_figure(run),
+        "validation": validation_figure(run.validation) if run.validation else None,
+    }
+    for name, fig in figures.items():
+        if fig is None:  # a report written before, say, validation ran must not keep its plot
+            (out / f"{name}.png").unlink(missing_ok=True)
+    images = {name: _save(fig, out / f"{name}.png") for name, fig in figures.items() if fig}
+    page = out / "report.html"
+    page.write_text(render_html(run, images), encoding="utf-8")
+    return page
+
+
+def _save(fig: Figure, path: Path) -> str:
+    """Write the PNG; return it as a data URI for the page."""
+    fig.savefig(path, dpi=144, bbox_inches="tight", facecolor="white")
+    return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode("ascii")
+
+
+def _figure(width: float, height: float, ncols: int = 1) -> tuple[Figure, list[Axes]]:
+    # A bare Figure, not pyplot: no global backend switch, no figure registry to leak into.
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height), layout="constrained")
+    axes = fig.subplots(1, ncols, squeeze=False)[0]
+    for ax in axes:
+        ax.spines[["top", "right"]].set_visible(False)
+        ax.grid(alpha=0.25)
+    return fig, list(axes)
+
+
+# --- figures ---------------------------------------------------------------------------------
+
+
+def training_figure(run: Run) -> Figure | None:
+    from matplotlib.ticker import MaxNLocator
+
+    history = run.selection.get("history") or []
+    if not history:
+        return None
+    heads = (run.validation or {}).get("history") or []
+    fig, axes = _figure(13, 3, 4 if heads else 3)
+    epochs = [r["epoch"] + 1 for r in history]
+    axes[0].plot(epochs, [r["loss"] for r in history], color=BLUE)
+    axes[0].set(title="selector training loss", xlabel="epoch")
+    temperatures = [r["temperature"] for r in history]
+    axes[1].plot(epochs, temperatures, color=INK)
+    axes[1].set(title="temperature (log scale)", xlabel="epoch", yscale="log")
+    # Ticks at the start, the end and between, as plain numbers: a short run spans less than a
+    # decade, where the default log ticks are one label or "6×10⁻¹".
+    ticks = [min(temperatures) ** (1 - f) * max(temperatures) ** f for f in (0, 1 / 3, 2 / 3, 1)]
+    axes[1].set_yticks(ticks, [f"{t:.2g}" for t in ticks], minor=False)
+    axes[1].minorticks_off()
+    axes[2].plot(epochs, [r["mean_max"] for r in history], color=BLUE, label="mean over K rows")
+    axes[2].plot(epochs, [r["min_max"] for r in history], color=BLUE, ls=":", label="least sure")
+    axes[2].set(title="max selection probability", xlabel="epoch", ylim=(0, 1.03))
+    axes[2].legend(frameon=False, loc="upper left")
+    if heads:
+        _head_losses(axes[3], heads, int((run.validation or {}).get("repeats", 1)))
+    for ax in axes:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    return fig
+
+
+def _head_losses(ax: Axes, heads: list[Json], repeats: int) -> None:
+    """Validation heads: baseline heads come first in each record, the selected ones last."""
+    epochs = [r["epoch"] + 1 for r in heads]
+    n_heads = len(heads[0]["losses"])
+    first = {0: "all features", n_heads - repeats: "selected features"}  # one legend entry each
+    for i in range(n_heads):
+        color = BLUE if i >= n_heads - repeats else GREY
+        ax.plot(epochs, [r["losses"][i] for r in heads], color=color, label=first.get(i))
+    ax.set(title="validation heads' loss", xlabel="epoch")
+    ax.legend(frameon=False)
+
+
+def scores_figure(selection: Json) -> Figure:
+    names, scores = selection["candidate_features"], selection["scores"]
+    chosen = set(selection["selected_features"])
+    ranked = sorted(range(len(names)), key=lambda i: -scores[i])
+    # The best features, and always the best RUNNERS_UP unselected ones: with K >= 30 the top
+    # would be all selected, and the gap to the runners-up shows how clear the choice was.
+    top = ranked[: TOP_FEATURES - RUNNERS_UP]
+    top += [i for i in ranked if names[i] not in chosen and i not in top][:RUNNERS_UP]
+    top = sorted(top, key=lambda i: -scores[i])
+    fig, (ax,) = _figure(5, 0.8 + 0.17 * len(top))
+    colors = [BLUE if names[i] in chosen else GREY for i in top]
+    bars = ax.barh(range(len(top)), [scores[i] for i in top], color=colors, height=0.75)
+    ax.bar_label(bars, fmt="%.2f", fontsize=7, padding=2, color=INK)
+    ax.set_yticks(range(len(top)), [_short(names[i]) for i in top], fontsize=8.5)
+    ax.set(xlim=(0, 1.1), ylim=(len(top) - 0.5, -0.5), xlabel="largest selection probability")
+    title = f"highest scores of {len(names)} features\nblue: selected, grey: best not selected"
+    ax.set_title(title, fontsize=10)
+    ax.grid(axis="y", visible=False)
+    return fig
+
+
+def _short(name: str, width: int = 34) -> str:
+    return name if len(name) <= width else "…" + name[1 - width :]
+
+
+def pixel_grid(names: list[str]) -> tuple[int, int, list[tuple[int, int]]] | None:
+    """(rows, cols, each name's cell) when the names are the pixels of one image, else None.
+
+    Two forms, each with one prefix shared by all names: ``<prefix><row><sep><col>`` covering a
+    full grid (``p_3_7``), or indices 0..N-1 (or 1..N) with N a perfect square (``f_000`` to
+    ``f_783`` in the MNIST tests). Any table of 16, 25, ... numbered columns passes the second
+    test too, so the figure says that the grid was read from the names.
+    """
+    pairs = [re.fullmatch(r"(.*?)(\d+)\D+(\d+)", n) for n in names]
+    if all(pairs) and len({m.group(1) for m in pairs if m}) == 1:
+        cells = [(int(m.group(2)), int(m.group(3))) for m in pairs if m]
+        rows, cols = max(r for r, _ in cells) + 1, max(c for _, c in cells) + 1
+        if len(set(cells)) == len(names) == rows * cols and min(rows, cols) >= 4:
+            return rows, cols, cells
+    ends = [re.fullmatch(r"(.*?)(\d+)", n) for n in names]
+    if not all(ends) or len({m.group(1) for m in ends if m}) != 1:
+        return None
+    indices = [int(m.group(2)) for m in ends if m]
+    side, start = math.isqrt(len(names)), min(indices)
+    square = side >= 4 and side * side == len(names)
+    if not square or sorted(indices) != list(range(start, start + len(names))):
+        return None
+    return side, side, [divmod(i - start, side) for i in indices]
+
+
+def selection_figure(run: Run) -> Figure | None:
+    """The selected pixels on the mean image, and every pixel's score (features are pixels)."""
+    import numpy as np
+    from matplotlib import colormaps
+
+    names = run.selection["candidate_features"]
+    grid = pixel_grid(names)
+    if grid is None:
+        return None
+    rows, cols, cells = grid
+    where = dict(zip(names, cells, strict=True))
+    mean, score = np.full((rows, cols), np.nan), np.full((rows, cols), np.nan)
+    stats = (run.prepared or {}).get("stats") or {}
+    for name, value in zip(stats.get("names", []), stats.get("mean", []), strict=False):
+        if name in where:
+            mean[where[name]] = value
+    dropped = set(run.selection.get("dropped_constant") or [])
+    for name, value in zip(names, run.selection["scores"], strict=True):
+        score[where[name]] = np.nan if name in dropped else value
+    picked = np.array([where[n] for n in run.selection["selected_features"]]).reshape(-1, 2)
+    fig, axes = _figure(6.2, 3.4, 2)
+    panels = [(mean, "Greys", "on the mean image", RED), (score, "viridis", "scores", "none")]
+    for ax, (image, cmap, title, face) in zip(axes, panels, strict=True):
+        colors = colormaps[cmap].with_extremes(bad="#e2e8f0")  # NaN: constant, dropped pixels
+        shown = ax.imshow(np.ma.masked_invalid(image), cmap=colors, interpolation="nearest")
+        size = 2000 / max(rows, cols)  # a marker about one cell wide at this figure size
+        ax.scatter(picked[:, 1], picked[:, 0], s=size, marker="s", c=face, edgecolors=RED)
+        ax.set(title=title, xticks=[], yticks=[])
+        ax.axis("off")
+    fig.colorbar(shown, ax=axes[1], shrink=0.75)
+    where_from = f"the {rows}×{cols} grid read from the feature names"
+    fig.suptitle(f"the K={len(picked)} selected pixels (red) on {where_from}", fontsize=10)
+    return fig
+
+
+def validation_figure(v: Json) -> Figure:
+    """Both models' metric, and the difference's interval against the allowed loss."""
+    metric, interval = v["metric"], v["interval"]
+    baseline, selected = v["baseline"]["value"], v["selected"]["value"]
+    low, high, estimate = interval["low"], interval["high"], v["difference"]
+    allowed = float(v["allowed_loss"])
+    limit = -allowed if higher_is_better(metric) else allowed  # the difference may not cross it
+    fig, (left, right) = _figure(9, 2.2, 2)
+    bars = left.barh([0, 1], [baseline, selected], color=[GREY, BLUE], height=0.6)
+    left.bar_label(bars, fmt="%.4g", padding=3)
+    left.set_yticks([0, 1], [f"baseline\n({v['baseline']['source']})", "selected features"])
+    lo, hi = min(0.0, baseline, selected), max(0.0, baseline, selected)
+    pad = 0.25 * (hi - lo) or 1.0  # room for the value labels
+    left.set(title=metric, xlim=(lo - pad * (lo < 0), hi + pad), ylim=(1.6, -0.6))
+    span = 1.3 * max(abs(low), abs(high), abs(limit)) or 1.0
+    right.axvspan(*sorted((limit, math.copysign(span, limit))), color=RED, alpha=0.08)
+    right.axvline(limit, color=RED, ls="--", label=f"allowed loss ({allowed:.3g})")
+    right.axvline(0, color=INK, lw=0.8)
+    color = GREEN if v.get("passed") else RED
+    label = f"difference, {100 * interval['confidence']:.3g}% interval"
+    error = [[estimate - low], [high - estimate]]
+    right.errorbar([estimate], [0], xerr=error, fmt="o", capsize=6, color=color, label=label)
+    right.set(xlim=(-span, span), ylim=(-1, 1), yticks=[], title="selected − baseline")
+    right.legend(frameon=False, loc="upper center", bbox_to_anchor=(0.5, -0.12), ncols=2)
+    return fig
+
+
+# --- the page --------------------------------------------------------------------------------
+
+
+def render_html(run: Run, images: dict[str, str]) -> str:
+    chosen = run.selection["selected_features"]
+    sections = [
+        _header(run),
+        _section("", _chips(f"<h2>Selected features ({len(chosen)})</h2>", (chosen, "on"))),
+        _section("Training", _images(images, "training")),
+        _section("Feature scores", _images(images, "scores", "selection")),
+        _validation(run.validation, images),
+        _prune(run.prune),
+        _steps(run.steps),
+        _artifacts(run),
+    ]
+    body = "\n".join(part for part in sections if part)
+    return PAGE.format(title=e(f"cae-ray report: {run.path.name}"), css=CSS, body=body)
+
+
+def e(value: object) -> str:
+    return html.escape(str(value))
+
+
+def _num(value: Any, spec: str = ",") -> str:
+    """``value`` formatted, or "?" when a (hand-edited, older) artifact lacks it."""
+    return format(value, spec) if isinstance(value, (int, float)) else "?"
+
+
+def _section(title: str, body: str) -> str:
+    return f"<section>{f'<h2>{title}</h2>' if title else ''}{body}</section>"
+
+
+def _header(run: Run) -> str:
+    s, v = run.selection, run.validation
+    kind = "none" if v is None else "pass" if v.get("passed") else "fail"
+    label = {"none": "not validated", "pass": "PASSED", "fail": "FAILED"}[kind]
+    made = time.strftime("%Y-%m-%d %H:%M", time.localtime((run.path / SELECTION).stat().st_mtime))
+    reason = f'<p class="reason {kind}">{e(v["reason"])}</p>' if v and v.get("reason") else ""
+    cards = "".join(
+        f'<div class="card"><div class="label">{e(label)}</div><div class="value">{e(value)}'
+        f'</div><div class="note">{e(note)}</div></div>'
+        for label, value, note in _cards(run)
+    )
+    return (
+        f'<header><div><h1>cae-ray run report</h1><p class="sub">{e(run.path.resolve())} · '
+        f"selection {e(s.get('selection_hash', '?'))} · {made}</p></div>"
+        f'<span class="badge {kind}">{label}</span></header>'
+        f'<div class="cards">{cards}</div>{reason}'
+    )
+
+
+def _cards(run: Run) -> list[tuple[str, str, str]]:
+    s, v = run.selection, run.validation
+    kept, n = s["k"], len(s["candidate_features"])
+    dropped, epochs = len(s.get("dropped_constant") or []), len(s.get("history") or [])
+    state = "converged" if s.get("converged") else "not converged"
+    cards = [
+        ("features kept", f"{kept} of {n}", f"{dropped} constant dropped"),
+        ("selector", s["method"], f"{s['task']} · {state}"),
+        ("time", _duration(run), f"{epochs} epochs · {_workers(s.get('num_workers'))}"),
+    ]
+    if v is not None:
+        value, baseline = v["selected"]["value"], v["baseline"]["value"]
+        cards.insert(2, (v["metric"], f"{value:.4g}", f"baseline {baseline:.4g}"))
+    if run.prepared:
+        rows, target = run.prepared.get("rows") or {}, run.prepared.get("target") or {}
+        counts = f"{_num(rows.get('train'))} / {_num(rows.get('validation'))}"
+        cards.append(("rows", counts, f"train / validation · target {target.get('column')}"))
+    return cards
+
+
+def _workers(n: Any) -> str:
+    return "Train local mode" if n == 0 else f"{_num(n)} Ray worker(s)"
+
+
+def _duration(run: Run) -> str:
+    steps = (run.steps or {}).get("steps") or {}
+    seconds = sum(float(st.get("seconds") or 0) for st in steps.values() if isinstance(st, dict))
+    if not seconds:  # no run.json: the steps' own timings
+        seconds = sum(float((a or {}).get("seconds") or 0) for a in (run.selection, run.validation))
+    return f"{seconds / 60:.1f} min" if seconds >= 120 else f"{seconds:.1f} s"
+
+
+def _chips(summary: str, *groups: tuple[list[str], str]) -> str:
+    """Feature names as chips (kind "on": kept, "off": deprecated); long lists start closed."""
+    names = [(name, kind) for group, kind in groups for name in group]
+    chips = "".join(f'<span class="chip {kind}">{e(name)}</span>' for name, kind in names)
+    shown = " open" if len(names) <= OPEN_LIST_UP_TO else ""
+    return f"<details{shown}><summary>{summary}</summary><div class=chips>{chips}</div></details>"
+
+
+def _images(images: dict[str, str], *names: str, beside: str = "") -> str:
+    shown = "".join(f'<img class={n} src="{images[n]}" alt="{n}">' for n in names if n in images)
+    return f"<div class=row>{shown}{beside}</div>"
+
+
+def _validation(v: Json | None, images: dict[str, str]) -> str:
+    if v is None:
+        return _section("Validation", "<p>Not validated: run <code>cae-ray validate</code>.</p>")
+    i, allowed = v["interval"], float(v["allowed_loss"])
+    rows = [
+        ("baseline", f"{v['baseline']['value']:.4g} ({v['baseline']['source']})"),
+        ("selected", f"{v['selected']['value']:.4g}"),
+        ("difference", f"{v['difference']:+.4g}"),
+        (f"{100 * i['confidence']:.3g}% interval", f"{i['low']:+.4g} to {i['high']:+.4g}"),
+        ("allowed loss", f"{allowed:.4g}"),
+        ("rows", f"{_num(v.get('validation_rows'))} validation, {v.get('repeats', 1)} repeat(s)"),
+    ]
+    table = "".join(f"<tr><th>{e(k)}</th><td>{e(val)}</td></tr>" for k, val in rows)
+    figure = _images(images, "validation", beside=f"<table>{table}</table>")
+    return _section(f"Validation: {e(v['metric'])}", figure)
+
+
+def _prune(p: Json | None) -> str:
+    if p is None:
+        return _section("Feast", "<p>Not pruned: no <code>prune.json</code>.</p>")
+    state = "marks applied to the registry" if p.get("applied") else "planned, not applied"
+    notes = [f"Project <code>{e(p.get('project', '?'))}</code>: {state}"]
+    if p.get("feature_service"):
+        notes.append(f"models can switch to FeatureService <code>{e(p['feature_service'])}</code>")
+    if p.get("forced_reason"):
+        notes.append(f'<b class="warn">forced: {e(p["forced_reason"])}</b>')
+    if p.get("hook_missing"):
+        notes.append(
+            '<b class="warn">the repo lacks the overlay hook: <code>feast apply</code> '
+            "will drop the marks</b>"
+        )
+    views = sorted(set(p.get("deprecate") or {}) | set(p.get("keep") or {}))
+    lists = "".join(_view(view, p) for view in views)
+    return _section("Feast", f"<p>{'; '.join(notes)}.</p>{lists}")
+
+
+def _view(view: str, p: Json) -> str:
+    gone, kept = (p.get("deprecate") or {}).get(view, []), (p.get("keep") or {}).get(view, [])
+    summary = f"<code>{e(view)}</code>: {len(gone)} deprecated, {len(kept)} kept"
+    return _chips(summary, (kept, "on"), (gone, "off"))
+
+
+def _steps(info: Json | None) -> str:
+    """The step table of ``run.json`` (``cae-ray run``), with why a step failed or was skipped."""
+    steps = {k: v for k, v in ((info or {}).get("steps") or {}).items() if isinstance(v, dict)}
+    rows = "".join(
+        f'<tr><th>{e(name)}</th><td class="{e(st.get("status"))}">{e(st.get("status", "?"))}</td>'
+        f"<td class=num>{_num(st.get('seconds'), '.1f')}&nbsp;s</td>"
+        f"<td>{e(st.get('error') or st.get('reason') or '')}</td></tr>"
+        for name, st in steps.items()
+    )
+    return _section("Steps", f"<table>{rows}</table>") if rows else ""
+
+
+def _artifacts(run: Run) -> str:
+    names = [SELECTION, VALIDATION, PRUNE_FILE, PREPARED, RUN_FILE]
+    found = [n for n in names if (run.path / n).exists()] + [f"{REPORT_DIR}/*.png"]
+    items = "".join(f"<li><code>{e(n)}</code></li>" for n in found)
+    where = f"<p>In <code>{e(run.path.resolve())}</code>:</p><ul class=files>{items}</ul>"
+    return _section("Artifacts", where)
+
+
+PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>{title}</title>
+<meta name="viewport" content="width=device-width, initial-scale=1"><style>{css}</style></head>
+<body><main>{body}<footer>made by cae-ray · self-contained: opens offline</footer></main></body>
+</html>
+"""
+
+CSS = """
+body { margin: 0; background: #f8fafc; color: #0f172a;
+  font: 15px/1.5 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; }
+main { max-width: 1180px; margin: 0 auto; padding: 24px 28px 40px; }
+header { display: flex; justify-content: space-between; align-items: center; gap: 16px; }
+h1 { font-size: 24px; margin: 0; } h2 { font-size: 17px; margin: 0 0 10px; }
+.sub { color: #64748b; margin: 2px 0 0; font-size: 13px; word-break: break-all; }
+.badge { font-weight: 700; font-size: 20px; padding: 8px 20px; border-radius: 999px; }
+.pass { background: #dcfce7; color: #166534; } .fail { background: #fee2e2; color: #991b1b; }
+.none { background: #e2e8f0; color: #334155; }
+.cards { display: grid; grid-template-columns: repeat(auto-fit, minmax(190px, 1fr)); gap: 12px; }
+.card, section { background: white; border: 1px solid #e2e8f0; border-radius: 10px; }
+.card { padding: 12px 14px; margin-top: 18px; } .value { font-size: 19px; font-weight: 650; }
+.label { color: #64748b; font-size: 12px; text-transform: uppercase; letter-spacing: .06em; }
+.note, th, .skipped { color: #64748b; font-size: 13px; } .warn { color: #b45309; }
+.reason { margin: 14px 0; padding: 10px 14px; border-radius: 8px; }
+section { padding: 16px 18px; margin: 14px 0; } summary { cursor: pointer; }
+img { max-width: 100%; height: auto; display: block; } summary h2 { display: inline; }
+.row { display: flex; gap: 18px; align-items: flex-start; } .row img { flex: 1 1 0; min-width: 0; }
+img.scores { max-width: 600px; } td.num { white-space: nowrap; text-align: right; }
+.chips { display: flex; flex-wrap: wrap; gap: 6px; margin: 8px 0; }
+.chip { font: 12.5px ui-monospace, Menlo, monospace; padding: 2px 8px; border-radius: 6px; }
+.chip.on { background: #dbeafe; color: #1e3a8a; }
+.chip.off { background: #f1f5f9; color: #64748b; text-decoration: line-through; }
+table { border-collapse: collapse; margin-top: 10px; font-size: 14px; }
+th, td { text-align: left; padding: 4px 16px 4px 0; border-bottom: 1px solid #f1f5f9; }
+th { font-weight: 500; }
+td.done { color: #166534; } td.reused { color: #1e40af; } td.failed { color: #991b1b; }
+.files { font-size: 13px; padding-left: 18px; word-break: break-all; }
+footer { color: #94a3b8; font-size: 12px; text-align: center; }
+"""

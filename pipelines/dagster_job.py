@@ -1,0 +1,187 @@
+"""Dagster adapter: cae-ray runs as Dagster jobs, on a weekly schedule.
+
+Two jobs, one step each (the pipeline's steps live in ``cae_ray.pipeline.run``):
+
+* ``cae_ray_pipeline``: the run happens inside the Dagster op's process. ``run`` joins the Ray
+  cluster named by the config's ``scaling.address`` or ``RAY_ADDRESS`` (``ray://head:10001``),
+  else starts a local one, so the same job works on a laptop and against a cluster.
+* ``cae_ray_on_cluster``: the op submits ``pipelines/ray_job.py`` as a Ray Job to a cluster's
+  job server (``ray_cluster.address``, ``http://head:8265``) and waits for it; the driver
+  runs on the cluster's head, so the Dagster process needs no GPU, only ``ray[default]``.
+
+Each run writes to ``<runs_root>/<run_name>``: a scheduled run's name is its date, so a retry of
+that run resumes at the first unfinished step; a manual run's default name is its run id.
+A failed validation gate fails the run (no retry: more attempts give the same answer).
+
+    pip install -e ".[dagster]"
+    CAE_RAY_CONFIG=configs/cluster-gpu.yaml CAE_RAY_RUNS=/mnt/shared/runs \\
+        dagster dev -m pipelines.dagster_job                  # UI, schedules, launch a run
+    dagster job execute -m pipelines.dagster_job -j cae_ray_pipeline
+"""
+
+# No `from __future__ import annotations`: Dagster reads the op signatures' annotations
+# (the context type, resources, config) at definition time.
+import os
+import shlex
+from typing import Any
+
+import dagster as dg
+
+from cae_ray.errors import EXIT_CLUSTER, EXIT_CONFIG, EXIT_GATE, EXIT_INPUT, exit_code
+
+WEEKLY = "0 3 * * 1"  # Mondays 03:00 (execution_timezone below)
+
+
+class CaeRay(dg.ConfigurableResource):
+    """Which config a run uses and where its run directories go."""
+
+    config_path: str = os.environ.get("CAE_RAY_CONFIG", "configs/cluster-gpu.yaml")
+    """The cae-ray YAML config (for ``cae_ray_on_cluster``: its path on the cluster)."""
+
+    runs_root: str = os.environ.get("CAE_RAY_RUNS", "runs/dagster")
+    """Run directories go under it; on a multi-node cluster, storage every node sees."""
+
+    def run_dir(self, run_name: str) -> str:
+        return os.path.join(self.runs_root, run_name)
+
+
+class RayCluster(dg.ConfigurableResource):
+    """A long-lived Ray cluster's job server, for ``cae_ray_on_cluster``."""
+
+    address: str = os.environ.get("CAE_RAY_JOB_ADDRESS", "http://127.0.0.1:8265")
+    """The Ray dashboard / job server, e.g. ``http://cae-ray-head-svc:8265``."""
+
+    app_dir: str = os.environ.get("CAE_RAY_APP_DIR", "/app")
+    """Where the cluster's image keeps ``pipelines/`` (``/app`` in deploy/Dockerfile*)."""
+
+    timeout_s: float = 24 * 3600
+    """Stop the Ray Job and fail the op after this long."""
+
+
+class RunSettings(dg.Config):
+    run_name: str = ""
+    """The run directory's name under ``runs_root``; empty: this Dagster run's id."""
+
+
+def _run_name(context: dg.OpExecutionContext, config: RunSettings) -> str:
+    return config.run_name or context.run_id
+
+
+def _failure(error: BaseException, run_dir: str) -> dg.Failure:
+    code = exit_code(error)
+    return dg.Failure(
+        description=f"{type(error).__name__}: {error}",
+        metadata={"run_dir": run_dir, "exit_code": code, "gate_failed": code == EXIT_GATE},
+        allow_retries=code == EXIT_CLUSTER,  # only a missing cluster may come back
+    )
+
+
+@dg.op(description="All cae-ray steps (export ... report) in this process, on Ray.")
+def cae_ray_run(
+    context: dg.OpExecutionContext, cae_ray: CaeRay, config: RunSettings
+) -> dict[str, Any]:
+    from cae_ray.config import load_config
+    from cae_ray.errors import CaeRayError
+    from cae_ray.pipeline import run
+
+    run_dir = cae_ray.run_dir(_run_name(context, config))
+    context.log.info(f"cae-ray run: config {cae_ray.config_path}, run dir {run_dir}")
+    try:
+        result = run(load_config(cae_ray.config_path), run_dir)
+    except CaeRayError as e:
+        raise _failure(e, run_dir) from e
+    context.add_output_metadata({"run_dir": run_dir, "steps": result.get("steps", {})})
+    return result
+
+
+@dg.op(description="Submit pipelines/ray_job.py as a Ray Job to a cluster and wait for it.")
+def cae_ray_ray_job(
+    context: dg.OpExecutionContext,
+    cae_ray: CaeRay,
+    ray_cluster: RayCluster,
+    config: RunSettings,
+) -> dict[str, Any]:
+    from pipelines.submit import RayJobError, submit_and_wait
+
+    name = _run_name(context, config)
+    run_dir = cae_ray.run_dir(name)
+    entrypoint = shlex.join(
+        [
+            "python",
+            f"{ray_cluster.app_dir}/pipelines/ray_job.py",
+            "--config",
+            cae_ray.config_path,
+            "--run-dir",
+            run_dir,
+        ]
+    )
+    context.log.info(f"submitting to {ray_cluster.address}: {entrypoint}")
+    try:
+        outcome = submit_and_wait(
+            ray_cluster.address,
+            entrypoint,
+            timeout=ray_cluster.timeout_s,
+            submission_id=f"cae-ray-{name}-{context.run_id[:8]}",
+            metadata={"dagster_run_id": context.run_id},
+            raise_on_failure=False,
+        )
+    except RayJobError as e:
+        raise dg.Failure(description=str(e), metadata={"run_dir": run_dir}) from e
+    summary = outcome.summary or {}
+    if not outcome.succeeded:
+        code = outcome.exit_code
+        raise dg.Failure(
+            description=f"Ray job {outcome.submission_id} ended {outcome.status}: "
+            f"{summary.get('message', 'see its logs')}",
+            metadata={
+                "run_dir": run_dir,
+                "exit_code": -1 if code is None else code,
+                "gate_failed": code == EXIT_GATE,
+                "logs (tail)": dg.MetadataValue.text(outcome.logs[-4000:]),
+            },
+            allow_retries=code not in (EXIT_GATE, EXIT_CONFIG, EXIT_INPUT),
+        )
+    context.add_output_metadata(
+        {"run_dir": run_dir, "submission_id": outcome.submission_id, "summary": summary}
+    )
+    return summary
+
+
+@dg.job(description="cae-ray: select, validate and prune features (driver in this process).")
+def cae_ray_pipeline() -> None:
+    cae_ray_run()
+
+
+@dg.job(description="cae-ray as a Ray Job on a long-lived Ray cluster (driver on its head).")
+def cae_ray_on_cluster() -> None:
+    cae_ray_ray_job()
+
+
+def _weekly(job: dg.JobDefinition, op_name: str) -> dg.ScheduleDefinition:
+    @dg.schedule(
+        name=f"{job.name}_weekly",
+        cron_schedule=WEEKLY,
+        job=job,
+        execution_timezone="UTC",
+        description="Every Monday 03:00 UTC; the run dir is named after the date.",
+    )
+    def _schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
+        when = context.scheduled_execution_time
+        name = f"scheduled-{when:%Y-%m-%d}" if when else "scheduled"
+        return dg.RunRequest(
+            run_key=name,
+            run_config={"ops": {op_name: {"config": {"run_name": name}}}},
+            tags={"cae-ray/run-name": name},
+        )
+
+    return _schedule
+
+
+cae_ray_weekly = _weekly(cae_ray_pipeline, "cae_ray_run")
+cae_ray_on_cluster_weekly = _weekly(cae_ray_on_cluster, "cae_ray_ray_job")
+
+defs = dg.Definitions(
+    jobs=[cae_ray_pipeline, cae_ray_on_cluster],
+    schedules=[cae_ray_weekly, cae_ray_on_cluster_weekly],
+    resources={"cae_ray": CaeRay(), "ray_cluster": RayCluster()},
+)

@@ -1,0 +1,144 @@
+"""The Ray Job entry point: one whole cae-ray run on the Ray cluster it is submitted to.
+
+    ray job submit --address http://HEAD:8265 --working-dir . -- \\
+        python pipelines/ray_job.py --config configs/cluster-gpu.yaml \\
+        --run-dir /mnt/shared/runs/2026-11-24
+
+It runs :func:`cae_ray.pipeline.run` (export -> prepare -> select -> validate -> prune ->
+report), which joins the cluster named by the config's ``scaling.address``, else
+``RAY_ADDRESS`` (set by Ray for every submitted job), else starts a local one. Running it again
+with the same ``--run-dir`` resumes at the first unfinished step, so a retried job (a RayJob's
+``backoffLimit``, an orchestrator's retry) picks up where the last attempt stopped.
+
+The last line on stdout is one JSON object, for whoever reads the job's logs::
+
+    {"config": ..., "run_dir": ..., "ray_address": ..., "status": "succeeded",
+     "result": {...the run's run.json: each step's status, seconds and figures...},
+     "exit_code": 0, "seconds": ...}
+
+``status`` is ``succeeded``, ``gate_failed``, ``failed`` (a cae-ray error: ``error`` and
+``message`` say which) or ``error`` (an unexpected exception; its traceback goes to stderr).
+Exit codes are those of ``cae-ray``: 0 success, 1 unexpected failure, 2 bad configuration,
+3 bad input data, 4 Ray cluster unreachable or short of GPUs, 5 validation gate failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+EXIT_OK = 0
+
+logger = logging.getLogger("cae_ray.ray_job")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="ray_job.py",
+        description="Run every cae-ray step (export, prepare, select, validate, prune, report) "
+        "over one config and one run directory, on the Ray cluster this job runs in.",
+        epilog="Exit codes: 0 success, 1 unexpected failure, 2 bad configuration, 3 bad input "
+        "data, 4 Ray cluster unreachable or short of GPUs, 5 validation gate failed.",
+    )
+    parser.add_argument("--config", required=True, type=Path, help="A cae-ray YAML config.")
+    parser.add_argument(
+        "--run-dir",
+        type=Path,
+        default=os.environ.get("CAE_RAY_RUN_DIR"),
+        required="CAE_RAY_RUN_DIR" not in os.environ,
+        help="Where this run's artifacts go (default: $CAE_RAY_RUN_DIR). On a multi-node "
+        "cluster it must be on storage every node sees. The same dir resumes a run.",
+    )
+    parser.add_argument(
+        "--address",
+        default=None,
+        help="Ray cluster to join when the config's scaling.address is not set (sets "
+        "RAY_ADDRESS). Not needed under `ray job submit`, which sets RAY_ADDRESS itself.",
+    )
+    parser.add_argument(
+        "-v", "--verbose", action="store_true", help="Also print every epoch, and log at INFO."
+    )
+    return parser.parse_args(argv)
+
+
+def recorded_run(run_dir: Path) -> dict[str, Any] | None:
+    """``run_dir/run.json`` (what ``run`` records step by step), if there is one."""
+    try:
+        loaded = json.loads((run_dir / "run.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return loaded if isinstance(loaded, dict) else None
+
+
+def progress(verbose: bool) -> Callable[[Any], None]:
+    """``run``'s event callback: one stderr line per step as it starts and ends (a day-long
+    job's logs say where it is), and one per epoch with ``verbose``."""
+
+    def on_event(event: Any) -> None:
+        detail = dict(event.detail or {})
+        if event.status == "epoch":
+            if verbose:
+                print(f"[cae-ray] {event.step} epoch {json.dumps(detail)}", file=sys.stderr)
+            return
+        line = f"[cae-ray] {event.step}: {event.status}"
+        if "seconds" in detail:
+            line += f" in {detail['seconds']:.1f} s"
+        if "reason" in detail:
+            line += f" ({detail['reason']})"
+        print(line, file=sys.stderr, flush=True)
+
+    return on_event
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(asctime)s %(name)s %(levelname)s %(message)s",
+    )
+    started = time.perf_counter()
+    summary: dict[str, Any] = {"config": str(args.config), "run_dir": str(args.run_dir)}
+    code = EXIT_OK
+    try:
+        from cae_ray.config import load_config
+        from cae_ray.errors import EXIT_GATE, CaeRayError, exit_code
+
+        try:
+            config = load_config(args.config)
+            if args.address:
+                os.environ["RAY_ADDRESS"] = args.address
+            summary["ray_address"] = (
+                config.scaling.address or os.environ.get("RAY_ADDRESS") or "local"
+            )
+            from cae_ray.pipeline import run
+
+            result = run(config, args.run_dir, progress(args.verbose))
+        except CaeRayError as error:
+            code = exit_code(error)
+            print(f"error: {error}", file=sys.stderr, flush=True)
+            status = "gate_failed" if code == EXIT_GATE else "failed"
+            summary.update(status=status, error=type(error).__name__, message=str(error))
+            summary["result"] = recorded_run(args.run_dir)
+        else:
+            summary.update(status="succeeded", result=result)
+    except Exception as error:  # the job's log must still end with its summary
+        traceback.print_exc()
+        code = 1  # cae_ray.errors.EXIT_FAILURE (cae_ray itself may have failed to import)
+        summary.update(status="error", error=type(error).__name__, message=str(error))
+        summary["result"] = recorded_run(args.run_dir)
+    summary["exit_code"] = code
+    summary["seconds"] = round(time.perf_counter() - started, 3)
+    print(json.dumps(summary, default=str), flush=True)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,197 @@
+"""Submit a command to a Ray cluster as a Ray Job and wait for it to end.
+
+The one place orchestrators talk to a cluster's job server (the Ray dashboard, port 8265),
+through :class:`ray.job_submission.JobSubmissionClient`. That client, and the job server on
+the cluster, need ``ray[default]`` (the cae-ray images install it)::
+
+    from pipelines.submit import submit_and_wait
+
+    outcome = submit_and_wait(
+        "http://cae-ray-head-svc:8265",
+        "python /app/pipelines/ray_job.py --config /app/configs/cluster-gpu.yaml "
+        "--run-dir /mnt/shared/runs/2026-11-24",
+        timeout=6 * 3600,
+    )
+    outcome.summary  # the JSON line ray_job.py printed: status, exit_code, result, ...
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+logger = logging.getLogger("cae_ray.submit")
+
+TERMINAL = frozenset({"SUCCEEDED", "FAILED", "STOPPED"})
+
+
+@dataclass(frozen=True)
+class JobOutcome:
+    """How a Ray Job ended."""
+
+    submission_id: str
+    status: str
+    """SUCCEEDED, FAILED or STOPPED."""
+    seconds: float
+    logs: str
+    summary: dict[str, Any] | None
+    """The last JSON object line of the job's logs with an ``exit_code`` (what
+    ``pipelines/ray_job.py`` prints), or None."""
+
+    @property
+    def succeeded(self) -> bool:
+        return self.status == "SUCCEEDED"
+
+    @property
+    def exit_code(self) -> int | None:
+        """The entry point's exit code as its summary line reports it (5: gate failed)."""
+        code = (self.summary or {}).get("exit_code")
+        return code if isinstance(code, int) else None
+
+
+class RayJobError(RuntimeError):
+    """A Ray Job could not be submitted, failed, or took too long."""
+
+
+class RayJobSubmitError(RayJobError):
+    """The job server cannot be reached (wrong address, no ``ray[default]``) or refused it."""
+
+
+class RayJobFailedError(RayJobError):
+    """The job ended FAILED or STOPPED."""
+
+    def __init__(self, outcome: JobOutcome) -> None:
+        self.outcome = outcome
+        tail = "\n".join(outcome.logs.rstrip().splitlines()[-20:])
+        reason = (outcome.summary or {}).get("message") or "see its logs"
+        super().__init__(
+            f"Ray job {outcome.submission_id} ended {outcome.status} after "
+            f"{outcome.seconds:.0f} s (exit code {outcome.exit_code}): {reason}\n"
+            f"last lines of its logs:\n{tail}"
+        )
+
+
+class RayJobTimeoutError(RayJobError):
+    """The job did not end within the timeout (it was asked to stop)."""
+
+
+def last_summary(logs: str) -> dict[str, Any] | None:
+    """The last line of ``logs`` that is a JSON object with an ``exit_code`` key."""
+    for line in reversed(logs.splitlines()):
+        line = line.strip()
+        if not (line.startswith("{") and line.endswith("}")):
+            continue
+        try:
+            parsed = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(parsed, dict) and "exit_code" in parsed:
+            return parsed
+    return None
+
+
+def connect_client(address: str) -> Any:
+    """A :class:`JobSubmissionClient` for ``address`` (``http://head:8265``), or a clear error."""
+    try:
+        from ray.job_submission import JobSubmissionClient
+    except ImportError as e:  # pragma: no cover - ray is a dependency of cae-ray
+        raise RayJobSubmitError(f"ray is not installed here ({e})") from e
+    try:
+        return JobSubmissionClient(address)
+    except (ConnectionError, RuntimeError, ValueError) as e:
+        hint = (
+            " Install ray[default] where this runs (the jobs SDK needs it)."
+            if "default" in str(e)
+            else " Check the address: the job server is the dashboard, port 8265."
+        )
+        raise RayJobSubmitError(f"cannot use the Ray job server at {address}: {e}.{hint}") from e
+
+
+AGENT_WAIT_S = 60.0
+"""How long a submission waits for a just-started cluster's job agent ("No available agent")."""
+
+
+def _submit(client: Any, address: str, **job: Any) -> str:
+    """``client.submit_job``, retried while the cluster's job agent is still starting: a head
+    pod that just came up answers "No available agent to submit job" for a while."""
+    deadline = time.monotonic() + AGENT_WAIT_S
+    while True:
+        try:
+            return str(client.submit_job(**job))
+        except (ConnectionError, RuntimeError, ValueError) as e:
+            if "No available agent" in str(e) and time.monotonic() < deadline:
+                time.sleep(2.0)
+                continue
+            raise RayJobSubmitError(f"the job server at {address} refused the job: {e}") from e
+
+
+def submit_and_wait(
+    address: str,
+    entrypoint: str,
+    runtime_env: dict[str, Any] | None = None,
+    timeout: float = 24 * 3600,
+    *,
+    submission_id: str | None = None,
+    metadata: dict[str, str] | None = None,
+    entrypoint_num_cpus: float | None = None,
+    entrypoint_num_gpus: float | None = None,
+    poll_interval: float = 5.0,
+    raise_on_failure: bool = True,
+) -> JobOutcome:
+    """Submit ``entrypoint`` as a Ray Job on the cluster at ``address`` and wait until it ends.
+
+    With a ``submission_id`` that already exists on the cluster (an orchestrator retrying), it
+    waits for that job instead of submitting a second one. On timeout the job is stopped and
+    :class:`RayJobTimeoutError` raised; a FAILED or STOPPED job raises
+    :class:`RayJobFailedError` (carrying the outcome) unless ``raise_on_failure`` is False.
+    """
+    client = connect_client(address)
+    started = time.monotonic()
+    job_id = _existing(client, submission_id) if submission_id else None
+    if job_id is None:
+        job_id = _submit(
+            client,
+            address,
+            entrypoint=entrypoint,
+            runtime_env=runtime_env,
+            submission_id=submission_id,
+            metadata=metadata,
+            entrypoint_num_cpus=entrypoint_num_cpus,
+            entrypoint_num_gpus=entrypoint_num_gpus,
+        )
+        logger.info("submitted Ray job %s to %s: %s", job_id, address, entrypoint)
+    else:
+        logger.info("Ray job %s already exists on %s; waiting for it", job_id, address)
+    assert job_id is not None
+    status = _status(client, job_id)
+    while status not in TERMINAL:
+        if time.monotonic() - started > timeout:
+            client.stop_job(job_id)
+            raise RayJobTimeoutError(
+                f"Ray job {job_id} did not finish within {timeout:.0f} s (last status "
+                f"{status}); it was asked to stop. Its run dir keeps the finished steps: "
+                "submit it again to resume."
+            )
+        time.sleep(poll_interval)
+        status = _status(client, job_id)
+    logs = client.get_job_logs(job_id)
+    outcome = JobOutcome(job_id, status, time.monotonic() - started, logs, last_summary(logs))
+    logger.info("Ray job %s ended %s after %.0f s", job_id, status, outcome.seconds)
+    if raise_on_failure and not outcome.succeeded:
+        raise RayJobFailedError(outcome)
+    return outcome
+
+
+def _status(client: Any, job_id: str) -> str:
+    return str(client.get_job_status(job_id).value)
+
+
+def _existing(client: Any, submission_id: str) -> str | None:
+    try:
+        client.get_job_status(submission_id)
+    except RuntimeError:  # "Job ... does not exist": the server answers 404
+        return None
+    return submission_id

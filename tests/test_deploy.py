@@ -1,0 +1,287 @@
+"""deploy/: the manifests parse, point at files and configs that exist and load, ask for GPUs
+where Train workers run, agree with the config and the images; the images run as non-root."""
+
+from __future__ import annotations
+
+import re
+import shlex
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from cae_ray.config import Config, load_config
+from tests.conftest import ROOT
+
+DEPLOY = ROOT / "deploy"
+APP = "/app"  # WORKDIR of both images: the repo's pipelines/ and configs/ are copied there
+SHARED = "/mnt/shared"
+TOKEN = "cae-ray-run-manual"
+
+
+def documents(name: str) -> list[dict[str, Any]]:
+    return [d for d in yaml.safe_load_all((DEPLOY / name).read_text()) if d is not None]
+
+
+def one(name: str, kind: str) -> dict[str, Any]:
+    (found,) = [d for d in documents(name) if d["kind"] == kind]
+    return found
+
+
+def repo_path(path: str) -> Path:
+    """A path inside the image (/app/...) as the repo file it was copied from."""
+    assert path.startswith(f"{APP}/"), path
+    return ROOT / path.removeprefix(f"{APP}/")
+
+
+def ray_clusters() -> list[tuple[str, dict[str, Any]]]:
+    return [
+        ("rayjob.yaml", one("rayjob.yaml", "RayJob")["spec"]["rayClusterSpec"]),
+        ("raycluster.yaml", one("raycluster.yaml", "RayCluster")["spec"]),
+    ]
+
+
+def pod_specs(cluster: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    groups = [("head", cluster["headGroupSpec"])]
+    groups += [(g["groupName"], g) for g in cluster["workerGroupSpecs"]]
+    return [(name, group["template"]["spec"]) for name, group in groups]
+
+
+def entrypoint_args(entrypoint: str) -> dict[str, str]:
+    words = shlex.split(entrypoint)
+    assert words[0] == "python", entrypoint
+    return {"script": words[1], **dict(zip(words[2::2], words[3::2], strict=True))}
+
+
+# --- every file -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", sorted(DEPLOY.glob("*.yaml")), ids=lambda p: p.name)
+def test_every_manifest_parses_and_names_its_kind(path: Path) -> None:
+    docs = documents(path.name)
+    assert docs, path
+    for doc in docs:
+        assert {"apiVersion", "kind", "metadata"} <= set(doc), (path.name, doc)
+        assert doc["metadata"]["name"]
+        assert doc["metadata"]["labels"]["app.kubernetes.io/name"] == "cae-ray"
+
+
+def test_the_ray_resources_are_kuberay_v1() -> None:
+    assert one("rayjob.yaml", "RayJob")["apiVersion"] == "ray.io/v1"
+    assert one("raycluster.yaml", "RayCluster")["apiVersion"] == "ray.io/v1"
+    assert one("cronjob.yaml", "CronJob")["apiVersion"] == "batch/v1"
+    assert one("pvc.yaml", "PersistentVolumeClaim")["spec"]["accessModes"] == ["ReadWriteMany"]
+
+
+# --- the RayJob's entrypoint -------------------------------------------------------------------
+
+
+def test_rayjob_entrypoint_runs_a_repo_script_with_a_config_that_loads() -> None:
+    spec = one("rayjob.yaml", "RayJob")["spec"]
+    args = entrypoint_args(spec["entrypoint"])
+    assert repo_path(args["script"]) == ROOT / "pipelines" / "ray_job.py"
+    assert repo_path(args["script"]).is_file()
+    config = load_config(repo_path(args["--config"]))
+    assert config.scaling.use_gpu
+    # The run dir is on the shared volume and named by the token the CronJob replaces.
+    assert args["--run-dir"] == f"{SHARED}/runs/{TOKEN}"
+    assert one("rayjob.yaml", "RayJob")["metadata"]["name"] == TOKEN
+    assert spec["shutdownAfterJobFinishes"] is True
+    assert spec["ttlSecondsAfterFinished"] > 0 and spec["activeDeadlineSeconds"] > 0
+    assert yaml.safe_load(spec["runtimeEnvYAML"])["env_vars"]["CAE_RAY_PRUNE"] in {"plan", "apply"}
+
+
+def test_cluster_gpu_config_loads_here_without_a_gpu() -> None:
+    """GPUs are checked when a run starts (training.connect), never when a config loads: this
+    machine has none, and the config loads."""
+    config = load_config(ROOT / "configs" / "cluster-gpu.yaml")
+    assert config.scaling.use_gpu and config.training.device == "cuda"
+    assert config.scaling.resources_per_worker == {"CPU": 4, "GPU": 1}
+    assert config.feast is not None and config.feast.repo.startswith(SHARED)
+    assert config.feast.entities is not None and config.feast.entities.startswith(SHARED)
+    assert config.data is not None and config.data.path is None  # selects from RUN_DIR/export
+    assert config.validation.baseline == "train"
+
+
+def test_cluster_gpu_config_reads_its_settings_from_the_environment(monkeypatch) -> None:
+    monkeypatch.setenv("CAE_RAY_PRUNE", "apply")
+    monkeypatch.setenv("CAE_RAY_FEAST_REPO", "/data/repo")
+    config = load_config(ROOT / "configs" / "cluster-gpu.yaml")
+    assert config.feast is not None
+    assert (config.feast.prune, config.feast.repo) == ("apply", "/data/repo")
+
+
+# --- the Ray clusters --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name,cluster", ray_clusters(), ids=[n for n, _ in ray_clusters()])
+def test_gpu_workers_request_gpus_and_fit_the_config(name: str, cluster: dict[str, Any]) -> None:
+    config: Config = load_config(ROOT / "configs" / "cluster-gpu.yaml")
+    groups = {g["groupName"]: g for g in cluster["workerGroupSpecs"]}
+    assert {"cpu", "gpu"} <= set(groups), name
+    resources_per_worker = config.scaling.resources_per_worker or {}
+    gpus = 0
+    for group_name, group in groups.items():
+        (container,) = group["template"]["spec"]["containers"]
+        resources = container["resources"]
+        wanted = {k: str(v) for k, v in resources["limits"].items()}
+        assert {k: str(v) for k, v in resources["requests"].items()} == wanted, group_name
+        if group_name == "gpu":
+            assert int(wanted["nvidia.com/gpu"]) >= 1
+            assert float(wanted["cpu"]) >= resources_per_worker["CPU"]
+            gpus += int(wanted["nvidia.com/gpu"]) * group["minReplicas"]
+            assert group["minReplicas"] <= group["replicas"] <= group["maxReplicas"]
+        else:
+            assert "nvidia.com/gpu" not in wanted, group_name
+    # A run checks at start that num_workers x GPU per worker exist: the minimum must hold them.
+    per_worker = resources_per_worker["GPU"]
+    assert gpus >= config.scaling.num_workers * per_worker, name
+    assert cluster["headGroupSpec"]["rayStartParams"]["num-cpus"] == "0"
+
+
+@pytest.mark.parametrize("name,cluster", ray_clusters(), ids=[n for n, _ in ray_clusters()])
+def test_ray_pods_share_one_volume_and_run_one_image(name: str, cluster: dict[str, Any]) -> None:
+    import ray
+
+    assert cluster["rayVersion"] == ray.__version__
+    pvc = one("pvc.yaml", "PersistentVolumeClaim")["metadata"]["name"]
+    images = set()
+    for group, pod in pod_specs(cluster):
+        (container,) = pod["containers"]
+        images.add(container["image"])
+        volumes = {v["name"]: v for v in pod["volumes"]}
+        mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+        assert volumes[mounts[SHARED]]["persistentVolumeClaim"]["claimName"] == pvc, group
+        security = pod["securityContext"]
+        assert security["runAsNonRoot"] is True and security["runAsUser"] != 0, group
+        assert security["fsGroup"] == security["runAsGroup"], group  # the volume is writable
+    assert len(images) == 1, images  # Ray wants the same code and versions on every node
+
+
+def test_ray_version_is_the_same_in_manifests_images_and_the_pin() -> None:
+    import ray
+
+    for dockerfile in ("Dockerfile", "Dockerfile.gpu"):
+        (version,) = re.findall(r"^ARG RAY_VERSION=(\S+)$", read(dockerfile), re.MULTILINE)
+        assert version == ray.__version__, dockerfile
+    assert f'"ray[train,data]=={ray.__version__}"' in (ROOT / "pyproject.toml").read_text()
+
+
+# --- the images --------------------------------------------------------------------------------
+
+
+def read(dockerfile: str) -> str:
+    return (DEPLOY / dockerfile).read_text()
+
+
+def instructions(dockerfile: str) -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) with continuation lines joined and comments dropped."""
+    text = re.sub(r"\\\n", " ", read(dockerfile))
+    lines = [line.strip() for line in text.splitlines()]
+    return [
+        (line.split(None, 1)[0].upper(), line.split(None, 1)[1] if " " in line else "")
+        for line in lines
+        if line and not line.startswith("#")
+    ]
+
+
+@pytest.mark.parametrize("dockerfile", ["Dockerfile", "Dockerfile.gpu"])
+def test_images_end_as_a_numeric_non_root_user(dockerfile: str) -> None:
+    users = [args for op, args in instructions(dockerfile) if op == "USER"]
+    assert users, f"{dockerfile} never sets USER (it would run as root)"
+    final = users[-1].split(":")[0]
+    assert final.isdigit() and int(final) != 0, users  # numeric: runAsNonRoot can verify it
+    assert final == "1000"  # the manifests' runAsUser
+
+
+@pytest.mark.parametrize("dockerfile", ["Dockerfile", "Dockerfile.gpu"])
+def test_images_pin_torch_and_copy_files_that_exist(dockerfile: str) -> None:
+    steps = instructions(dockerfile)
+    (base,) = [args for op, args in steps if op == "FROM"]
+    runs = " ".join(args for op, args in steps if op == "RUN")
+    args = dict(a.split("=", 1) for op, a in steps if op == "ARG" and "=" in a)
+    assert args["TORCH_VERSION"] == "2.13.0"
+    assert 'torch==${TORCH_VERSION}"' in runs and "--index-url" in runs
+    if dockerfile == "Dockerfile":
+        assert base == "python:3.11-slim"
+        assert "download.pytorch.org/whl/cpu" in runs and "ray[default]==" in runs
+    else:
+        assert base.startswith("rayproject/ray:") and base.endswith("-py311-gpu")
+        assert "/whl/cu" in args["TORCH_INDEX"]
+    for op, copy in steps:
+        if op == "COPY":
+            sources = [w for w in copy.split() if not w.startswith("--")][:-1]
+            for source in sources:
+                assert (ROOT / source).exists(), (dockerfile, source)
+    assert ("WORKDIR", APP) in steps
+
+
+# --- the schedule ------------------------------------------------------------------------------
+
+_BOUNDS = [(0, 59), (0, 23), (1, 31), (1, 12), (0, 7)]
+_MONTHS = ["jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"]
+_DAYS = ["sun", "mon", "tue", "wed", "thu", "fri", "sat"]
+
+
+def valid_cron(expression: str) -> bool:
+    """A standard 5-field cron expression (numbers, names, *, ranges, steps, lists)."""
+    fields = expression.split()
+    if len(fields) != 5:
+        return False
+    names: list[dict[str, int]] = [{}, {}, {}, {m: i + 1 for i, m in enumerate(_MONTHS)}]
+    names.append({d: i for i, d in enumerate(_DAYS)})
+
+    def value(token: str, field: int) -> int | None:
+        if token.isdigit():
+            return int(token)
+        return names[field].get(token.lower())
+
+    for field, text in enumerate(fields):
+        low, high = _BOUNDS[field]
+        for part in text.split(","):
+            base, _, step = part.partition("/")
+            if step and (not step.isdigit() or int(step) == 0):
+                return False
+            if base == "*":
+                continue
+            bounds = [value(t, field) for t in base.split("-")]
+            numbers = [b for b in bounds if b is not None and low <= b <= high]
+            if len(numbers) != len(bounds) or len(numbers) > 2 or numbers != sorted(numbers):
+                return False
+    return True
+
+
+def test_cron_validator_itself() -> None:
+    for good in ["0 3 * * 1", "*/15 * * * *", "0 0 1,15 * mon-fri", "5 4 * jan,jul sun"]:
+        assert valid_cron(good), good
+    for bad in ["0 3 * *", "60 * * * *", "0 24 * * *", "* * 0 * *", "* * * 13 *", "*/0 * * * *"]:
+        assert not valid_cron(bad), bad
+
+
+def test_cronjob_schedule_is_valid_and_it_creates_the_rayjob() -> None:
+    cronjob = one("cronjob.yaml", "CronJob")
+    assert valid_cron(cronjob["spec"]["schedule"]), cronjob["spec"]["schedule"]
+    assert cronjob["spec"]["concurrencyPolicy"] == "Forbid"
+    pod = cronjob["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    script = container["args"][0]
+    # It substitutes the token that names the RayJob and its run dir, from the mounted manifest.
+    assert f"s/{TOKEN}/" in script and "/manifests/rayjob.yaml" in script
+    assert "kubectl create -f -" in script and "SUCCEEDED" in script
+    (mount,) = container["volumeMounts"]
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert mount["mountPath"] == "/manifests"
+    assert volumes[mount["name"]]["configMap"]["name"] == "cae-ray-rayjob"
+    # The account it runs as may create and read RayJobs, nothing more.
+    role = one("cronjob.yaml", "Role")
+    assert role["rules"] == [
+        {
+            "apiGroups": ["ray.io"],
+            "resources": ["rayjobs"],
+            "verbs": ["create", "get", "list", "watch"],
+        }
+    ]
+    binding = one("cronjob.yaml", "RoleBinding")
+    assert binding["subjects"][0]["name"] == pod["serviceAccountName"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
