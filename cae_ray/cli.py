@@ -159,7 +159,7 @@ def _with_progress(
     with RunDisplay(console, cfg) as display:
         display(StepEvent(step, "started", {}))
         try:
-            outcome = work(lambda record: display(StepEvent(step, "epoch", record)))
+            outcome = work(lambda record: display(StepEvent(step, "progress", record)))
         except BaseException:
             display(StepEvent(step, "failed", {}))
             raise

@@ -74,7 +74,7 @@ class RunDisplay:
             self.rows[step] = self.progress.add_task(
                 step, total=self.epochs.get(step), step=step, status="[dim]working...[/]", mark=""
             )
-        elif status == "epoch":
+        elif status == "progress":
             self._epoch(step, detail)
         elif status == "skipped":
             row = self.progress.add_task(step, total=1, step=step, status="", mark=MARKS[status])
@@ -93,6 +93,11 @@ class RunDisplay:
             self.progress.stop_task(row)
 
     def _epoch(self, step: str, record: dict[str, Any]) -> None:
+        if "rows" in record:  # export: entity rows retrieved so far
+            done, total = record["rows"], record["total"]
+            status = f"{done:,} of {total:,} entity rows"
+            self.progress.update(self.rows[step], completed=done, total=total, status=status)
+            return
         row, epoch = self.rows[step], int(record["epoch"]) + 1
         if "losses" in record:  # the validation models: one loss per model
             losses = "  ".join(f"{loss:.3f}" for loss in record["losses"][:2])

@@ -274,11 +274,15 @@ def validate(
     return validate_step(config, run_dir, on_epoch)
 
 
-def export(config: Config, run_dir: str | os.PathLike[str]) -> dict[str, Any]:
+def export(
+    config: Config,
+    run_dir: str | os.PathLike[str],
+    on_rows: Callable[[int, int], None] | None = None,
+) -> dict[str, Any]:
     """Training rows from a Feast feature store (:mod:`cae_ray.feast.export`)."""
     from cae_ray.feast.export import export as export_step
 
-    return export_step(config, run_dir)
+    return export_step(config, run_dir, on_rows)
 
 
 def prune(

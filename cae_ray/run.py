@@ -51,8 +51,9 @@ ARTIFACTS = {
 @dataclass(frozen=True)
 class StepEvent:
     """What ``run`` tells its caller: a step ``started``, finished (``done``: it worked,
-    ``reused``: its output was up to date), was ``skipped`` or ``failed``; or an ``epoch`` of
-    its training finished (``detail`` is then the epoch record)."""
+    ``reused``: its output was up to date), was ``skipped`` or ``failed``; or made
+    ``progress``: ``detail`` is then an epoch record of select's or validate's training, or
+    ``{"rows": done, "total": total}`` of export's entity rows."""
 
     step: str
     status: str
@@ -129,7 +130,7 @@ def _run_step(
     started = time.perf_counter()
     try:
         outcome = _STEP_FUNCTIONS[name](
-            config, run_path, lambda r: emit(StepEvent(name, "epoch", r))
+            config, run_path, lambda r: emit(StepEvent(name, "progress", r))
         )
     except Exception as e:
         record["steps"][name] = {
@@ -165,7 +166,9 @@ def _prune_step(config: Config, run_path: Path) -> dict[str, Any]:
 
 
 _STEP_FUNCTIONS: dict[str, Callable[[Config, Path, Callable[[dict[str, Any]], None]], Any]] = {
-    "export": lambda config, run_path, on_epoch: export(config, run_path),
+    "export": lambda config, run_path, on_progress: export(
+        config, run_path, lambda done, total: on_progress({"rows": done, "total": total})
+    ),
     "prepare": lambda config, run_path, on_epoch: prepare(config, run_path),
     "select": select,
     "validate": validate,

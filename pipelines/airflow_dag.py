@@ -48,6 +48,14 @@ CONFIG = os.environ.get("CAE_RAY_CONFIG", f"{APP_DIR}/configs/cluster-gpu.yaml")
 RUNS = os.environ.get("CAE_RAY_RUNS", "/mnt/shared/runs")
 
 DEFAULT_ARGS: dict[str, Any] = {"owner": "cae-ray", "retries": 0}
+DAG_SETTINGS: dict[str, Any] = {
+    "schedule": SCHEDULE,
+    "start_date": START,
+    "catchup": False,
+    "max_active_runs": 1,  # one run at a time: a run resumes in its own run dir
+    "default_args": DEFAULT_ARGS,
+    "tags": ["cae-ray", "ray", "feast"],
+}
 
 
 def rayjob_manifest(run_name: str = RUN_NAME) -> str:
@@ -72,12 +80,7 @@ def rayjob_dag() -> Any:
     with DAG(
         dag_id="cae_ray_rayjob",
         description="cae-ray: a KubeRay RayJob per run (export, select, validate, prune, report)",
-        schedule=SCHEDULE,
-        start_date=START,
-        catchup=False,
-        max_active_runs=1,
-        default_args=DEFAULT_ARGS,
-        tags=["cae-ray", "ray", "feast"],
+        **DAG_SETTINGS,
     ) as dag:
         create = KubernetesCreateResourceOperator(
             task_id="create_rayjob",
@@ -129,12 +132,7 @@ def raycluster_dag() -> Any:
     with DAG(
         dag_id="cae_ray_raycluster",
         description="cae-ray: pipelines/ray_job.py as a Ray Job on a long-lived Ray cluster",
-        schedule=SCHEDULE,
-        start_date=START,
-        catchup=False,
-        max_active_runs=1,
-        default_args=DEFAULT_ARGS,
-        tags=["cae-ray", "ray", "feast"],
+        **DAG_SETTINGS,
     ) as dag:
         submit = RaySubmitJobOperator(
             task_id="submit_ray_job",

@@ -80,13 +80,13 @@ def recorded_run(run_dir: Path) -> dict[str, Any] | None:
 
 def progress(verbose: bool) -> Callable[[Any], None]:
     """``run``'s event callback: one stderr line per step as it starts and ends (a day-long
-    job's logs say where it is), and one per epoch with ``verbose``."""
+    job's logs say where it is), and one per epoch (or export chunk) with ``verbose``."""
 
     def on_event(event: Any) -> None:
         detail = dict(event.detail or {})
-        if event.status == "epoch":
+        if event.status == "progress":
             if verbose:
-                print(f"[cae-ray] {event.step} epoch {json.dumps(detail)}", file=sys.stderr)
+                print(f"[cae-ray] {event.step} {json.dumps(detail)}", file=sys.stderr)
             return
         line = f"[cae-ray] {event.step}: {event.status}"
         if "seconds" in detail:

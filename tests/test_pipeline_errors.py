@@ -77,7 +77,7 @@ def test_bad_dataset_is_refused_before_any_work(tmp_path, data, settings, error,
 
 
 def test_missing_data_section(tmp_path: Path) -> None:
-    with pytest.raises(MissingDataConfigError, match="no `data:` section"):
+    with pytest.raises(MissingDataConfigError, match="names no dataset"):
         select(validate_config({}), tmp_path / "run")
 
 

@@ -10,6 +10,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
@@ -280,42 +281,63 @@ def test_submit_and_wait_names_an_unreachable_job_server() -> None:
         submit_and_wait(f"http://127.0.0.1:{port}", "python -c 'print(1)'", timeout=10)
 
 
-JOB_SERVER = """
-import os, sys, ray
-ctx = ray.init(num_cpus=2, include_dashboard=True, dashboard_host="127.0.0.1",
-               dashboard_port=int(sys.argv[1]), _temp_dir=sys.argv[2])
-print("http://" + ctx.dashboard_url, flush=True)
-sys.stdin.read()  # until the test closes our stdin
-ray.shutdown()
-"""
+def free_ports(count: int) -> list[int]:
+    import socket
+
+    sockets = [socket.socket() for _ in range(count)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
 
 
 @pytest.fixture(scope="module")
 def job_server() -> Iterator[str]:
-    """A local Ray cluster with its dashboard (the job server), in a process of its own."""
+    """A Ray head with its dashboard (the job server), started by `ray start` in a process
+    group of its own. Every port is a free one: the default ports (the dashboard agent's 52365,
+    say) may be held by another Ray on this machine, and a job server whose agent cannot bind
+    answers every submission with "No available agent"."""
     pytest.importorskip("aiohttp", reason="the Ray job server needs ray[default] (aiohttp)")
     pytest.importorskip("ray.dashboard.modules.job.job_head", reason="needs ray[default]")
-    import socket
+    import signal
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    from ray.job_submission import JobSubmissionClient
+
+    gcs, dashboard, agent, agent_grpc, runtime_env, metrics, client = free_ports(7)
     with tempfile.TemporaryDirectory(prefix="crs-", dir="/tmp") as ray_tmp:
         env = {**os.environ, **RAY_TEST_ENV, "RAY_TMPDIR": ray_tmp}
         env.pop("RAY_ADDRESS", None)
+        ray_cli = str(Path(sys.executable).parent / "ray")
+        command = [ray_cli, "start", "--head", "--block", "--num-cpus=2", f"--temp-dir={ray_tmp}"]
+        command += ["--include-dashboard=true", "--dashboard-host=127.0.0.1"]
+        command += [f"--port={gcs}", f"--dashboard-port={dashboard}"]
+        command += [f"--dashboard-agent-listen-port={agent}"]
+        command += [f"--dashboard-agent-grpc-port={agent_grpc}"]
+        command += [f"--runtime-env-agent-port={runtime_env}", f"--metrics-export-port={metrics}"]
+        command += [f"--ray-client-server-port={client}"]
         server = subprocess.Popen(
-            [sys.executable, "-c", JOB_SERVER, str(port), ray_tmp],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
+            command,
             env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
         )
+        address = f"http://127.0.0.1:{dashboard}"
         try:
-            assert server.stdout is not None
-            yield server.stdout.readline().strip()
+            deadline = time.monotonic() + 120
+            while True:
+                assert server.poll() is None, "`ray start` exited"
+                try:
+                    JobSubmissionClient(address).list_jobs()
+                    break
+                except Exception:
+                    assert time.monotonic() < deadline, f"no job server at {address} in 120 s"
+                    time.sleep(1.0)
+            yield address
         finally:
-            assert server.stdin is not None
-            server.stdin.close()
+            os.killpg(server.pid, signal.SIGTERM)
             server.wait(timeout=60)
 
 

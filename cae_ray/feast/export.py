@@ -19,6 +19,7 @@ import logging
 import os
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -69,8 +70,13 @@ class FeatureRef:
         return f"{self.view}__{self.feature}"
 
 
-def export(config: Config, run_dir: str | os.PathLike[str]) -> dict[str, Any]:
-    """Retrieve the configured features for the entity rows; write Parquet and a manifest."""
+def export(
+    config: Config,
+    run_dir: str | os.PathLike[str],
+    on_rows: Callable[[int, int], None] | None = None,
+) -> dict[str, Any]:
+    """Retrieve the configured features for the entity rows; write Parquet and a manifest.
+    ``on_rows(done, total)`` is called after each chunk (for progress bars)."""
     settings = _settings(config)
     out = Path(run_dir) / EXPORT_DIR
     store = open_store(settings.repo)
@@ -102,6 +108,8 @@ def export(config: Config, run_dir: str | os.PathLike[str]) -> dict[str, Any]:
         _write_part(table, out / f"part-{parts:05d}.parquet")
         parts += 1
         logger.info("export: %d of %d entity rows", start + chunk.num_rows, numbered.num_rows)
+        if on_rows is not None:
+            on_rows(start + chunk.num_rows, numbered.num_rows)
     manifest = {
         **wanted,
         "repo": settings.repo,
