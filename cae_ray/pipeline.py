@@ -105,7 +105,7 @@ def read_json(path: Path) -> dict[str, Any] | None:
 def prepare(config: Config, run_dir: str | os.PathLike[str]) -> dict[str, Any]:
     """Check the dataset, compute per-feature statistics, and write the packed splits."""
 
-    run = Path(run_dir)
+    run = Path(run_dir).resolve()  # Ray workers have their own working directory
     data = source_data(config, run)
     info = inspect_dataset(data)
     wanted = {"config": config_hash(config, "data", "head"), "fingerprint": info.fingerprint}
@@ -146,7 +146,10 @@ def source_data(config: Config, run: Path) -> DataConfig:
     exported feature columns are the candidates (unless ``data.features`` names others)."""
     data = config.data
     if data is not None and data.path is not None:
-        return data
+        if "://" in data.path:
+            return data
+        # Relative to the driver's working directory, which Ray workers do not share.
+        return data.model_copy(update={"path": str(Path(data.path).resolve())})
     if config.feast is None or config.feast.entities is None:
         raise MissingDataConfigError("the config")
     from cae_ray.feast.export import EXPORT_DIR, MANIFEST
@@ -173,7 +176,7 @@ def select(
     """Train the selector with Ray Train and write ``selection.json``; resumes if interrupted.
     ``on_epoch(record)`` is called on the driver as epochs finish (for progress bars)."""
 
-    run = Path(run_dir)
+    run = Path(run_dir).resolve()  # Ray workers have their own working directory
     prepared = prepare(config, run)
     selection_hash = config_hash(config, "data", "selector", "training", "head")
     done = read_json(run / SELECTION)

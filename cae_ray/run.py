@@ -72,7 +72,7 @@ def run(
     validation gate fails, the prune step is skipped, the report is still written, and
     :class:`ValidationGateFailedError` is raised.
     """
-    run_path = Path(run_dir)
+    run_path = Path(run_dir).resolve()
     emit = on_event or (lambda event: None)
     record: dict[str, Any] = {
         "config_hash": config_hash(config),

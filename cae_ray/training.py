@@ -339,6 +339,7 @@ def run_on_ray(
     from ray.train.torch import TorchConfig, TorchTrainer
 
     s = config.scaling
+    storage = storage.resolve()  # Ray Train takes a relative storage path for a URI and fails
     progress = storage / name / PROGRESS_FILE
     loop_config = {
         **loop_config,

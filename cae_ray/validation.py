@@ -86,7 +86,7 @@ def validate(
     not fit the task, or the validation split is too small; nothing is written then.
     ``on_epoch(record)`` is called on the driver as the validation models' epochs finish.
     """
-    run = Path(run_dir)
+    run = Path(run_dir).resolve()  # Ray workers have their own working directory
     selection, prepared = _checked_selection(config, run)
     target = TargetInfo(**{k: v for k, v in prepared["target"].items() if k != "column"})
     v = config.validation

@@ -4,6 +4,7 @@ failed validation gate that stops the run before the registry is touched."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -29,10 +30,16 @@ def deprecation_tags(repo: Path) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def demo_dir(ray_cluster, tmp_path_factory) -> tuple[Path, str]:
-    """`cae-ray demo` on a smaller table (3,000 x 100, 10 informative): its dir and output."""
+    """`cae-ray demo` on a smaller table (3,000 x 100, 10 informative): its dir and output.
+    Run from the dir's parent with a relative --dir, as `make demo` does (runs/demo)."""
     directory = tmp_path_factory.mktemp("demo")
-    args = ["demo", "--dir", str(directory), "--rows", str(ROWS), "--features", str(FEATURES)]
-    result = runner.invoke(app, args)
+    args = ["demo", "--dir", directory.name, "--rows", str(ROWS), "--features", str(FEATURES)]
+    cwd = os.getcwd()
+    os.chdir(directory.parent)
+    try:
+        result = runner.invoke(app, args)
+    finally:
+        os.chdir(cwd)
     assert result.exit_code == 0, result.output
     return directory, " ".join(result.output.split())
 
