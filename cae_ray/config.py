@@ -19,7 +19,7 @@ from cae_ray.errors import ConfigFileError, ConfigValidationError, UndefinedEnvV
 
 Method = Literal["ipcae", "cae"]
 Task = Literal["auto", "reconstruction", "classification", "regression"]
-Sampling = Literal["shared", "per_example"]
+Sampling = Literal["shared", "per_example", "chunked"]
 Device = Literal["cpu", "cuda", "auto"]
 
 
@@ -39,7 +39,10 @@ class SelectorConfig(Section):
 
     dim_ip: int | None = Field(None, ge=1)
     """IP-CAE only: width d of the indirect parameterization (Psi is K x d, W is N x d).
-    `null` means d = N, as in the paper; a smaller d saves memory on very wide tables."""
+    `null` chooses it from N: d = N (full rank, as in the paper) up to N = 2,048 features, where
+    W with its gradient and Adam state stays under 64 MiB; above that d = 256 (low rank), so
+    memory and time per step grow linearly in N instead of as N^2 (the logits K x N have rank
+    <= d + 1, so d = 256 restricts nothing up to 256 selector rows). Set N for full rank."""
 
     start_temperature: float = Field(10.0, gt=0)
     """Gumbel-softmax temperature at the first training step."""
@@ -49,16 +52,19 @@ class SelectorConfig(Section):
 
     sampling: Sampling = "shared"
     """`shared`: one Gumbel noise draw per batch (K x N values, fast); `per_example`: one draw per
-    row (batch x K x N values, the papers' choice, slower and heavier)."""
+    row (batch x K x N values, the papers' choice, slower and heavier); `chunked`: the same
+    per-example draws made a few rows at a time and redrawn in the backward pass, so the samples
+    take ~16 MB whatever the batch and width (per_example's results, in about its time)."""
 
     early_stop: bool = True
     """Stop training once the selection has converged (see `convergence_threshold`)."""
 
-    search_factor: float = Field(2.0, ge=1)
+    search_factor: float | None = Field(None, ge=1)
     """Supervised tasks only: train ceil(search_factor * k) selector rows, then keep the k rows
     whose feature the head relies on most (largest training-loss increase when the feature is
     replaced by its mean). Spare rows let features that only help in combination be found;
-    1 disables it. Reconstruction always trains exactly k rows."""
+    1 disables it. `null`: 2 up to 2,048 features, 4 above (wider tables hide more such
+    features). Reconstruction always trains exactly k rows."""
 
     convergence_threshold: float = Field(0.998, gt=0, le=1)
     """Converged when the mean over selector rows of the largest selection probability reaches
@@ -89,6 +95,12 @@ class TrainingConfig(Section):
 
     device: Device = "cpu"
     """`cpu`, `cuda`, or `auto` (cuda when available)."""
+
+    memory_limit_gb: float | None = Field(None, gt=0)
+    """Memory training may use on one machine, in GB (all its workers together). Before training
+    the memory need is estimated (parameters, Adam state, gradients, Gumbel samples, activations)
+    and the run is refused, naming the setting to change, if it exceeds this. `null`: 90% of the
+    memory the OS reports available (MemAvailable) when training starts."""
 
 
 class HeadConfig(Section):

@@ -469,6 +469,26 @@ class RegistryNotWritableError(FeastError):
         )
 
 
+class MemoryBudgetError(CaeRayError):
+    """Training would need more memory than the machine has free (or than allowed)."""
+
+    def __init__(
+        self, estimate: str, limit: str, source: str, setting: str, value: str, fixed: str
+    ) -> None:
+        self.estimate, self.limit, self.setting, self.value = estimate, limit, setting, value
+        if setting:
+            fix = (
+                f"set {setting}: {value} (estimated {fixed}), or raise training.memory_limit_gb "
+                "if more memory is free than the OS reports"
+            )
+        else:
+            fix = "lower selector.k, training.batch_size or the head's hidden widths"
+        super().__init__(
+            f"training needs an estimated {estimate}, more than the limit of {limit} "
+            f"({source}). Fix: {fix}."
+        )
+
+
 # --- exit codes ----------------------------------------------------------------------------------
 
 EXIT_FAILURE, EXIT_CONFIG, EXIT_INPUT, EXIT_CLUSTER, EXIT_GATE = 1, 2, 3, 4, 5
@@ -483,6 +503,7 @@ _CONFIG_ERRORS = (
     SelectionEditedError,
     SelectionConfigMismatchError,
     FeastError,
+    MemoryBudgetError,
 )
 
 

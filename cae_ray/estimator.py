@@ -41,6 +41,7 @@ from cae_ray.heads import (
 )
 from cae_ray.loop import EpochRecord
 from cae_ray.loop import fit as fit_loop
+from cae_ray.memory import check_memory
 from cae_ray.selectors import feature_scores
 from cae_ray.targets import Target, prepare_target
 
@@ -52,10 +53,10 @@ class ConcreteFeatureSelector(SelectorMixin, BaseEstimator):
 
     Without ``y`` (or with ``task="reconstruction"``) it selects the features from which all
     features can be reconstructed; with ``y`` it selects the features a classifier or regressor
-    needs; supervised selection trains ``search_factor * k`` rows and keeps the k features the
-    head relies on most. Parameters mirror the ``selector``, ``training`` and ``head`` config
-    sections (``head_weight_decay`` is ``head.weight_decay``, ``random_state`` is
-    ``training.seed``).
+    needs; supervised selection trains ``search_factor * k`` rows (None: 2k, or 4k above 2,048
+    features) and keeps the k features the head relies on most. Parameters mirror the
+    ``selector``, ``training`` and ``head`` config sections (``head_weight_decay`` is
+    ``head.weight_decay``, ``random_state`` is ``training.seed``).
 
     Fitted attributes: ``selected_indices_`` (K distinct indices, ascending), ``scores_`` (one per
     input feature: its largest selection probability), ``collisions_`` (selector rows that had to
@@ -73,7 +74,7 @@ class ConcreteFeatureSelector(SelectorMixin, BaseEstimator):
         hidden: tuple[int, ...] = (200,),
         dropout: float = 0.0,
         head_weight_decay: float = 1.0,
-        search_factor: float = 2.0,
+        search_factor: float | None = None,
         epochs: int = 200,
         batch_size: int = 128,
         learning_rate: float = 1e-3,
@@ -177,6 +178,7 @@ class ConcreteFeatureSelector(SelectorMixin, BaseEstimator):
             raise InvalidKError(config.selector.k, n_features)
         target = prepare_target(config.head.task, y, n_rows)
         device = _resolve_device(config.training.device)
+        check_memory(config, n_features, target.task, target.n_outputs)  # refuse before allocating
 
         with torch.random.fork_rng(devices=[]):  # leave the caller's global RNG untouched
             torch.manual_seed(config.training.seed)

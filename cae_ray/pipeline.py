@@ -46,6 +46,7 @@ from cae_ray.errors import (
     TooFewFeaturesError,
 )
 from cae_ray.heads import final_selection
+from cae_ray.memory import check_memory_for_ray
 from cae_ray.selectors import feature_scores
 from cae_ray.training import TrainSpec, connect, run_trainer, worker_threads
 
@@ -198,6 +199,8 @@ def select(
         n_train_rows=prepared["rows"]["train"],
         threads=worker_threads(config),
     )
+    # Refuse an oversized model before Ray starts workers that would be killed for memory.
+    check_memory_for_ray(config, spec.n_features, spec.task, spec.n_outputs)
     connect(config)
     train_data = cached(config, read_ordered(str(run / "data" / "train")), run / "data" / "train")
     outcome = run_trainer(

@@ -16,16 +16,19 @@ import pytest
 from cae_ray.config import validate_config
 from cae_ray.errors import (
     EXIT_CLUSTER,
+    EXIT_CONFIG,
     CaeRayError,
     DatasetNotFoundError,
     EmptyDatasetError,
     GpuUnavailableError,
+    MemoryBudgetError,
     MissingColumnError,
     MissingDataConfigError,
     NoFeaturesMatchedError,
     NonNumericColumnsError,
     NullValuesRefusedError,
     TooFewFeaturesError,
+    exit_code,
 )
 from cae_ray.pipeline import select
 from tests.conftest import RAY_TEST_ENV
@@ -144,3 +147,19 @@ def test_unreachable_ray_address_fails_fast_with_exit_4(tmp_path: Path) -> None:
 def test_every_error_is_a_cae_ray_error() -> None:
     for _, _, _, error, _ in FAST_ERRORS:
         assert issubclass(error, CaeRayError)
+
+
+def test_a_model_too_big_for_memory_is_refused_before_training(ray_cluster, tmp_path) -> None:
+    path = write(tmp_path, table())
+    config = validate_config(
+        {
+            "data": {"path": str(path), "target": "label"},
+            "selector": {"k": 2, "dim_ip": 10**8},
+            "training": {"memory_limit_gb": 1},
+        }
+    )
+    with pytest.raises(MemoryBudgetError, match=r"more than the limit of 1\.00 GB.*dim_ip: 1024"):
+        select(config, tmp_path / "run")
+    assert not (tmp_path / "run" / "selection.json").exists()
+    assert not (tmp_path / "run" / "ray").exists()  # no worker was started
+    assert exit_code(MemoryBudgetError("", "", "", "", "", "")) == EXIT_CONFIG

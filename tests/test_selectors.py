@@ -62,7 +62,7 @@ def test_random_logits_always_give_k_distinct() -> None:
 
 
 @pytest.mark.parametrize("method", ["cae", "ipcae"])
-@pytest.mark.parametrize("sampling", ["shared", "per_example"])
+@pytest.mark.parametrize("sampling", ["shared", "per_example", "chunked"])
 def test_forward_shapes_and_modes(method: str, sampling: str) -> None:
     torch.manual_seed(0)
     selector = build_selector(SelectorConfig(method=method, k=4, sampling=sampling), 12)
@@ -92,7 +92,7 @@ def test_ip_logits_are_psi_times_w_plus_b() -> None:
     expected = psi @ layer.weight.T + layer.bias
     assert selector.logits().shape == (5, 30)
     assert torch.allclose(selector.logits(), expected)
-    assert IndirectConcreteSelector(30, 5).dim_ip == 30  # default d = N
+    assert IndirectConcreteSelector(30, 5).dim_ip == 30  # default d = N up to 2,048 features
 
 
 def test_state_and_scores() -> None:
