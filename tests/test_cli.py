@@ -51,3 +51,26 @@ def test_unknown_key_stops_a_run_before_it_writes_anything(tmp_path: Path) -> No
     assert result.exit_code == EXIT_CONFIG
     assert "selector.kk: unknown key; did you mean 'k'?" in result.output
     assert not (tmp_path / "run").exists()
+
+
+def test_importing_feast_keeps_the_cli_quiet_about_other_libraries_deprecations() -> None:
+    """feast's modules call warnings.simplefilter("once", DeprecationWarning) on import, which
+    printed Ray Data's own deprecation warnings in every `cae-ray run` that used Feast."""
+    code = (
+        "import warnings\n"
+        "from cae_ray.cli import _quiet_ray\n"
+        "_quiet_ray()\n"
+        "before = list(warnings.filters)\n"
+        "from cae_ray.feast.export import open_store\n"
+        "from cae_ray.feast import import_feast\n"
+        "import_feast()\n"
+        "import ray.data\n"
+        "assert warnings.filters == before, warnings.filters[:3]\n"
+        "with warnings.catch_warnings(record=True) as shown:\n"
+        "    ray.data.DataContext.get_current().use_polars\n"
+        "assert not shown, [str(w.message) for w in shown]\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=False
+    )
+    assert done.returncode == 0, done.stderr[-2000:]

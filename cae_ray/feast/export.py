@@ -41,6 +41,7 @@ from cae_ray.errors import (
     UnknownFeatureError,
     UnknownFeatureViewError,
 )
+from cae_ray.feast import import_feast
 from cae_ray.pipeline import config_hash, read_json, write_json
 
 logger = logging.getLogger(__name__)
@@ -140,6 +141,7 @@ def open_store(repo: str) -> Any:
     if not (Path(repo) / "feature_store.yaml").is_file():
         raise FeastRepoError(repo, "no feature_store.yaml there")
     _check_store_packages(repo)
+    import_feast()  # keeps our warning filters
     from feast import FeatureStore
 
     try:

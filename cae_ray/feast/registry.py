@@ -42,6 +42,7 @@ from cae_ray.errors import (
     UnknownFeatureViewError,
     UnknownRunIdError,
 )
+from cae_ray.feast import import_feast
 from cae_ray.feast.export import EXPORT_DIR, MANIFEST, open_store
 from cae_ray.feast.overlay import (
     HOOK,
@@ -287,6 +288,7 @@ def _apply(
 def _write_marks(
     store: Any, plan: PrunePlan, on_view_written: Callable[[str], None] | None
 ) -> None:
+    import_feast()  # keeps our warning filters
     from feast import FeatureService
 
     registry, project = store.registry, plan.project
