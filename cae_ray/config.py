@@ -194,6 +194,11 @@ ValidationMetric = Literal[
 ]
 
 
+def ray_address(config: Config) -> str | None:
+    """The cluster to join: ``scaling.address``, else ``RAY_ADDRESS``; None starts a local one."""
+    return config.scaling.address or os.environ.get("RAY_ADDRESS")
+
+
 class ValidationConfig(Section):
     metric: ValidationMetric = "auto"
     """What the gate compares. Classification: `accuracy`, `macro_f1`, `roc_auc` (two classes);

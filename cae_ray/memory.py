@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from cae_ray.config import Config
+from cae_ray.config import Config, ray_address
 from cae_ray.errors import MemoryBudgetError
 from cae_ray.heads import ResolvedTask, build_model
 from cae_ray.selectors import auto_dim_ip, chunk_rows
@@ -176,8 +176,7 @@ def check_memory_for_ray(
     On a local cluster all workers share this machine, so their sum is checked against its free
     memory. On a remote cluster this machine's memory says nothing about the workers': one
     worker is checked, and only against an explicit ``training.memory_limit_gb``."""
-    local = not (config.scaling.address or os.environ.get("RAY_ADDRESS"))
-    if local:
+    if ray_address(config) is None:  # a local cluster
         workers = max(1, config.scaling.num_workers)
         return check_memory(config, n_features, task, n_outputs, workers=workers)
     if config.training.memory_limit_gb is not None:

@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from cae_ray.batches import ShuffledWindow, batches_of, window_rows
-from cae_ray.config import Config
+from cae_ray.config import Config, ray_address
 from cae_ray.errors import GpuUnavailableError, RayUnreachableError
 from cae_ray.heads import ResolvedTask, SelectorModel, build_model, build_optimizer
 from cae_ray.loop import Batch, EpochRecord, fit, unwrap
@@ -391,7 +391,7 @@ def connect(config: Config) -> None:
     import ray
 
     if not ray.is_initialized():
-        address = config.scaling.address or os.environ.get("RAY_ADDRESS")
+        address = ray_address(config)
         if address and address != "auto":
             _probe(address)
         # Worker output (Ray Data's and Train's own chatter included) reaches the driver only
