@@ -250,7 +250,8 @@ class FeastConfig(Section):
 
     chunk_rows: int = Field(50_000, ge=1)
     """Entity rows per point-in-time retrieval; each chunk becomes one Parquet part. Lower it
-    when a chunk of rows x features does not fit in the driver's memory."""
+    when a chunk of rows x features does not fit in the driver's memory. Not used with Feast's
+    ray offline store, which retrieves on the cluster and writes from there."""
 
     prune: Literal["plan", "apply"] = "plan"
     """What `cae-ray run` does after a passed validation: `plan` saves the prune plan only (like

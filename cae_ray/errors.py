@@ -217,10 +217,13 @@ class TooFewFeaturesError(InvalidInputError):
 
 
 class RayUnreachableError(CaeRayError):
-    def __init__(self, address: str, reason: str) -> None:
+    def __init__(
+        self, address: str, reason: str, source: str = "scaling.address / RAY_ADDRESS"
+    ) -> None:
+        self.address, self.reason = address, reason
         super().__init__(
             f"cannot connect to the Ray cluster at {address!r} ({reason}). Fix: check "
-            "scaling.address / RAY_ADDRESS, or unset both to start a local cluster."
+            f"{source}, or unset it to start a local cluster."
         )
 
 
@@ -440,6 +443,19 @@ class MissingFeastExtraError(FeastError):
         super().__init__(
             f"the Feast repo at {repo!r} uses {what}, which needs the Python package(s) "
             f"{_preview(missing)}, not installed here. Fix: pip install 'cae-ray[{extra}]'."
+        )
+
+
+class RayStoreStoragePathError(FeastError):
+    """Feast's ray offline store needs a staging path, and says so only after the retrieval."""
+
+    def __init__(self, repo: str) -> None:
+        self.repo = repo
+        super().__init__(
+            f"the Feast repo at {repo!r} uses the ray offline store without a storage_path, "
+            "which Feast needs for staging (it would fail only after the whole retrieval). "
+            "Fix: add `storage_path: data/ray_storage` (or any path or URI the cluster can "
+            "write) under offline_store in its feature_store.yaml."
         )
 
 

@@ -29,10 +29,12 @@ online_store:
   path: data/online.db
 offline_store:
   type: {offline_store}
-entity_key_serialization_version: 3
+{store_options}entity_key_serialization_version: 3
 """
 OFFLINE_STORES = ["file", "duckdb"]
-"""The offline stores the export is tested on (``duckdb`` needs the ``duckdb`` extra)."""
+"""The offline stores the export is tested on chunk by chunk (``duckdb`` needs the ``duckdb``
+extra); Feast's ``ray`` store has tests of its own (it needs a Ray cluster)."""
+STORE_OPTIONS = {"ray": "  storage_path: data/ray_storage\n"}
 
 
 @dataclass(frozen=True)
@@ -53,7 +55,7 @@ def make_feast_repo(
     directory: Path, n_drivers: int = 60, registry: str = "file", offline_store: str = "file"
 ) -> FeastRepo:
     """Write the feature data, the repo's feature_store.yaml (with a file or a SQL registry,
-    and the ``file`` or ``duckdb`` offline store) and apply its objects."""
+    and the ``file``, ``duckdb`` or ``ray`` offline store) and apply its objects."""
     from feast import (
         Entity,
         FeatureService,
@@ -68,7 +70,9 @@ def make_feast_repo(
     repo = directory / "repo"
     (repo / "data").mkdir(parents=True)
     registry_yaml = REGISTRIES[registry].format(repo=repo.resolve())
-    store_yaml = FEATURE_STORE_YAML.format(offline_store=offline_store)
+    store_yaml = FEATURE_STORE_YAML.format(
+        offline_store=offline_store, store_options=STORE_OPTIONS.get(offline_store, "")
+    )
     (repo / "feature_store.yaml").write_text(store_yaml + registry_yaml)
     drivers = np.arange(n_drivers)
     rows = []

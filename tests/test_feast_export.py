@@ -1,8 +1,10 @@
-"""`cae-ray export` against a real Feast repo (local provider; file and DuckDB offline stores)."""
+"""`cae-ray export` against a real Feast repo (local provider; file, DuckDB and Ray offline
+stores)."""
 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +19,7 @@ from cae_ray.errors import (
     EntityColumnsMissingError,
     FeastRepoError,
     MissingFeastExtraError,
+    RayStoreStoragePathError,
     UnknownFeatureError,
     UnknownFeatureViewError,
 )
@@ -261,3 +264,131 @@ def test_the_cli_names_the_missing_extra(feast_repo, tmp_path, monkeypatch) -> N
     result = CliRunner().invoke(app, ["export", str(path), "--run-dir", str(tmp_path / "run")])
     assert result.exit_code == EXIT_CONFIG
     assert "pip install 'cae-ray[duckdb]'" in " ".join(result.output.split())
+
+
+# --- Feast's Ray offline store ----------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def ray_repo(tmp_path_factory) -> FeastRepo:
+    return make_feast_repo(tmp_path_factory.mktemp("feast-ray"), offline_store="ray")
+
+
+def context_state() -> dict[str, Any]:
+    """What Feast's Ray setup changes process-wide, and the training after an export reads."""
+    import logging
+    import os
+
+    from ray.data import DataContext
+
+    context = DataContext.get_current()
+    fields = [
+        "shuffle_strategy",
+        "enable_tensor_extension_casting",
+        "enable_arrow_backed_pandas_conversion",
+        "read_op_min_num_blocks",
+        "enable_progress_bars",
+        "target_max_block_size",
+    ]
+    return {
+        **{f: getattr(context, f) for f in fields},
+        "environ": dict(os.environ),
+        "ray log level": logging.getLogger("ray").level,
+        "ray.data log level": logging.getLogger("ray.data").level,
+    }
+
+
+@pytest.mark.ray
+def test_the_ray_store_answers_every_row_on_the_cluster(ray_cluster, ray_repo, tmp_path) -> None:
+    # Repeated (keys, timestamp) rows, shuffled: the ray store, too, answers such rows once.
+    given = pq.read_table(ray_repo.entities)
+    order = np.random.default_rng(1).permutation(np.r_[np.arange(given.num_rows), [3, 3, 9]])
+    rows_in = given.take(order)
+    label = rows_in.schema.get_field_index("label")
+    rows_in = rows_in.set_column(label, "label", pa.array(np.arange(rows_in.num_rows)))
+    pq.write_table(rows_in, tmp_path / "repeats.parquet")
+    config = feast_config(
+        ray_repo,
+        features=["driver_stats", "driver_extra:trips"],
+        entities=str(tmp_path / "repeats.parquet"),
+    )
+    before = context_state()
+
+    manifest = export(config, tmp_path / "run")
+
+    assert context_state() == before  # the training that follows in `cae-ray run` is unaffected
+    out = tmp_path / "run" / EXPORT_DIR
+    assert sorted(p.name for p in out.iterdir()) == [
+        MANIFEST,
+        *(f"part-{i:05d}.parquet" for i in range(manifest["parts"])),
+    ]
+    table = pq.read_table(out)
+    assert manifest["offline_store"] == "ray"
+    assert manifest["rows"] == table.num_rows == rows_in.num_rows
+    assert table.schema.field("driver_stats__s_00").type == pa.float32()  # Feast gave float64
+    assert table.schema.field("driver_extra__trips").type == pa.int64()
+    rows = table.to_pandas().sort_values(ROW_ID).reset_index(drop=True)
+    assert rows[ROW_ID].tolist() == list(range(len(rows)))  # each entity row exactly once
+    assert rows[rows_in.schema.names].equals(rows_in.to_pandas())  # as given
+    assert_point_in_time_values(rows)
+    np.testing.assert_array_equal(rows["driver_extra__trips"], rows["driver_id"] * 3)
+
+
+def test_a_ray_store_without_storage_path_is_refused_first(ray_repo, tmp_path) -> None:
+    import shutil
+
+    repo = tmp_path / "repo"
+    shutil.copytree(ray_repo.path, repo)
+    yaml_path = repo / "feature_store.yaml"
+    yaml_path.write_text(yaml_path.read_text().replace("  storage_path: data/ray_storage\n", ""))
+    config = feast_config(ray_repo, features=["driver_stats"], repo=str(repo))
+
+    with pytest.raises(RayStoreStoragePathError, match="storage_path: data/ray_storage"):
+        export(config, tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+
+
+def test_an_unreachable_ray_address_of_the_store_is_named_and_nothing_written(
+    ray_repo, tmp_path
+) -> None:
+    import shutil
+    import subprocess
+    import sys
+
+    from cae_ray.errors import EXIT_CLUSTER
+
+    repo = tmp_path / "repo"
+    shutil.copytree(ray_repo.path, repo)
+    yaml_path = repo / "feature_store.yaml"
+    yaml_path.write_text(
+        yaml_path.read_text().replace(
+            "  storage_path: data/ray_storage\n",
+            "  storage_path: data/ray_storage\n  ray_address: 127.0.0.1:1\n",
+        )
+    )
+    path = tmp_path / "config.json"
+    path.write_text(
+        feast_config(ray_repo, features=["driver_stats"], repo=str(repo)).model_dump_json()
+    )
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}  # a fresh process: no Ray
+
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "cae_ray.cli",
+            "export",
+            str(path),
+            "--run-dir",
+            str(tmp_path / "run"),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == EXIT_CLUSTER, done.stderr[-2000:]
+    message = " ".join(done.stderr.split())
+    assert "'127.0.0.1:1'" in message and "offline_store.ray_address in" in message
+    assert not (tmp_path / "run").exists()

@@ -9,7 +9,9 @@ number the entity rows and retrieve their features chunk by chunk (``full_featur
 columns are ``view__feature`` and never collide); write each chunk as one part; write
 ``_manifest.json`` (each column's feature reference) last, so a manifest means a whole export.
 
-Works on the ``file`` (dask) and ``duckdb`` offline stores; ``duckdb`` needs the ``duckdb`` extra.
+Works on the ``file`` (dask) and ``duckdb`` offline stores, chunk by chunk in the driver
+(``duckdb`` needs the ``duckdb`` extra), and on Feast's ``ray`` store, where the features go
+from the cluster to Parquet without passing through the driver (``ray_export.py``).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import yaml
@@ -42,6 +45,7 @@ from cae_ray.errors import (
     UnknownFeatureViewError,
 )
 from cae_ray.feast import import_feast
+from cae_ray.feast.ray_export import check_ray_store, export_on_ray, is_ray_store
 from cae_ray.pipeline import config_hash, read_json, write_json
 
 logger = logging.getLogger(__name__)
@@ -81,6 +85,8 @@ def export(
     settings = _settings(config)
     out = Path(run_dir) / EXPORT_DIR
     store = open_store(settings.repo)
+    if is_ray_store(store):
+        check_ray_store(config, store)
     refs = resolve_refs(store, settings)
     assert settings.entities is not None
     entities = read_entities(settings.entities)
@@ -102,15 +108,14 @@ def export(
     out.mkdir(parents=True, exist_ok=True)
     for stale in [*out.glob("part-*.parquet"), *out.glob(".part-*"), out / MANIFEST]:
         stale.unlink(missing_ok=True)
-    parts = 0
-    for start in range(0, numbered.num_rows, settings.chunk_rows):
-        chunk = numbered.slice(start, settings.chunk_rows)
-        table = retrieve(store, chunk, refs, keys, settings.timestamp_column).cast(schema)
-        _write_part(table, out / f"part-{parts:05d}.parquet")
-        parts += 1
-        logger.info("export: %d of %d entity rows", start + chunk.num_rows, numbered.num_rows)
+    if is_ray_store(store):
+        parts = export_on_ray(
+            config, store, numbered, refs, keys, settings.timestamp_column, schema, out
+        )
         if on_rows is not None:
-            on_rows(start + chunk.num_rows, numbered.num_rows)
+            on_rows(numbered.num_rows, numbered.num_rows)
+    else:
+        parts = _export_in_chunks(store, numbered, refs, keys, settings, schema, out, on_rows)
     manifest = {
         **wanted,
         "repo": settings.repo,
@@ -126,6 +131,29 @@ def export(
     }
     write_json(out / MANIFEST, manifest)
     return manifest
+
+
+def _export_in_chunks(
+    store: Any,
+    rows: pa.Table,
+    refs: list[FeatureRef],
+    keys: list[str],
+    settings: FeastConfig,
+    schema: pa.Schema,
+    out: Path,
+    on_rows: Callable[[int, int], None] | None,
+) -> int:
+    """Retrieve ``settings.chunk_rows`` entity rows at a time in the driver; one part each."""
+    parts = 0
+    for start in range(0, rows.num_rows, settings.chunk_rows):
+        chunk = rows.slice(start, settings.chunk_rows)
+        table = retrieve(store, chunk, refs, keys, settings.timestamp_column).cast(schema)
+        _write_part(table, out / f"part-{parts:05d}.parquet")
+        parts += 1
+        logger.info("export: %d of %d entity rows", start + chunk.num_rows, rows.num_rows)
+        if on_rows is not None:
+            on_rows(start + chunk.num_rows, rows.num_rows)
+    return parts
 
 
 def _settings(config: Config) -> FeastConfig:
@@ -230,13 +258,7 @@ def retrieve(
     answer. Only the feature columns are taken from Feast's result: entity columns keep the
     user's own types (Feast may hand back a timestamp in another time zone, or ints as floats).
     """
-    entity_df = chunk.select([*keys, timestamp]).to_pandas()
-    distinct_of_row = entity_df.groupby(list(entity_df.columns), sort=False, dropna=False).ngroup()
-    first_rows = np.unique(distinct_of_row.to_numpy(), return_index=True)[1]
-    distinct = entity_df.iloc[first_rows].reset_index(drop=True)
-    distinct[ROW_ID] = np.arange(len(distinct), dtype=np.int64)
-    if timestamp != _FEAST_TIMESTAMP:  # the name Feast looks for first
-        distinct = distinct.rename(columns={timestamp: _FEAST_TIMESTAMP})
+    distinct, distinct_of_row = distinct_entity_rows(chunk, keys, timestamp)
     with warnings.catch_warnings():
         # ibis 12 calls duckdb's fetch_arrow_table, deprecated since duckdb 1.5: not ours to fix.
         warnings.filterwarnings("ignore", "fetch_arrow_table", DeprecationWarning)
@@ -245,10 +267,25 @@ def retrieve(
         )
         answers = job.to_arrow().sort_by(ROW_ID)
     _check_one_answer_each(store, answers, len(distinct))
-    features = answers.select([r.column for r in refs]).take(distinct_of_row.to_numpy())
+    features = answers.select([r.column for r in refs]).take(distinct_of_row)
     return pa.Table.from_arrays(
         [*chunk.columns, *features.columns], names=[*chunk.schema.names, *features.schema.names]
     )
+
+
+def distinct_entity_rows(
+    rows: pa.Table, keys: list[str], timestamp: str
+) -> tuple[pd.DataFrame, np.ndarray]:
+    """(The distinct (keys, timestamp) of ``rows`` as Feast's entity_df, numbered in ``ROW_ID``;
+    for each row, the number of its distinct row)."""
+    entity_df = rows.select([*keys, timestamp]).to_pandas()
+    distinct_of_row = entity_df.groupby(list(entity_df.columns), sort=False, dropna=False).ngroup()
+    first_rows = np.unique(distinct_of_row.to_numpy(), return_index=True)[1]
+    distinct = entity_df.iloc[first_rows].reset_index(drop=True)
+    distinct[ROW_ID] = np.arange(len(distinct), dtype=np.int64)
+    if timestamp != _FEAST_TIMESTAMP:  # the name Feast looks for first
+        distinct = distinct.rename(columns={timestamp: _FEAST_TIMESTAMP})
+    return distinct, distinct_of_row.to_numpy()
 
 
 def _check_one_answer_each(store: Any, answers: pa.Table, asked: int) -> None:
