@@ -329,7 +329,7 @@ def data_result(passes: list[tuple[int, float, float]], n_features: int) -> dict
 
 
 def child_read_packed(job: dict[str, Any], cache: bool = False) -> dict[str, Any]:
-    from cae_ray.batches import ShuffledWindow, batches_of, window_rows
+    from cae_ray.batches import ShuffledWindows
     from cae_ray.data import read_ordered
 
     n, dataset = job["n"], read_ordered(job["train"])
@@ -337,10 +337,9 @@ def child_read_packed(job: dict[str, Any], cache: bool = False) -> dict[str, Any
         dataset = dataset.materialize()
     passes = []
     for epoch in range(3):  # as a worker's epochs: later passes find warm caches
-        windows = dataset.iter_torch_batches(
-            batch_size=window_rows(n, BATCH), collate_fn=ShuffledWindow(n, epoch, False)
-        )
-        passes.append(timed_pass(batches_of(windows, BATCH), n))
+        windows = ShuffledWindows(n, BATCH, seed=epoch, with_target=False)
+        blocks = dataset.iter_batches(batch_size=None, batch_format="pyarrow")
+        passes.append(timed_pass(windows(blocks), n))
     return data_result(passes, n)
 
 

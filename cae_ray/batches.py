@@ -4,18 +4,21 @@ All N features of a row are stored as one fixed-size binary value of N float32s.
 that as FIXED_LEN_BYTE_ARRAY, which decodes at close to memory-copy speed; a fixed-size *list*
 column (Ray's tensor type) decodes one value at a time, ~4x slower on wide rows (measured in
 ``benchmarks/throughput.py``). Reading back, a block's column is reinterpreted as a
-``(rows, N)`` matrix without a copy, and the one copy we make is the row shuffle.
+``(rows, N)`` matrix without a copy, and the one copy we make is the row shuffle
+(:class:`ShuffledWindows`).
 """
 
 from __future__ import annotations
 
 import zlib
+from collections import deque
 from collections.abc import Iterable, Iterator
 
 import numpy as np
 import pyarrow as pa
 import torch
-from ray.data.collate_fn import ArrowBatchCollateFn
+
+from cae_ray.loop import Batch
 
 FEATURES, TARGET = "features", "target"
 WINDOW_BYTES = 64 << 20
@@ -56,48 +59,102 @@ def unpack(column: pa.ChunkedArray | pa.Array, n_features: int) -> np.ndarray:
     return np.concatenate(views)
 
 
-def window_rows(n_features: int, batch_size: int) -> int:
-    """Rows per shuffle window: a whole number of batches, about ``WINDOW_BYTES``."""
-    batches = max(1, WINDOW_BYTES // (n_features * 4 * batch_size))
+def window_rows(n_features: int, batch_size: int, window_bytes: int = WINDOW_BYTES) -> int:
+    """Rows per shuffle window: a whole number of batches, about ``window_bytes``."""
+    batches = max(1, window_bytes // (n_features * 4 * batch_size))
     return batches * batch_size
 
 
-class ShuffledWindow(ArrowBatchCollateFn):
-    """A Ray Data collate: a window of rows, shuffled, as a features tensor (and targets).
+_Segment = tuple[np.ndarray, np.ndarray | None]
+"""Consecutive rows of one block: a (rows, N) view of its buffer, and their targets."""
 
-    Ray calls it from a thread pool, so it keeps no mutable state: each window's permutation
-    is seeded by (seed, the window's first bytes), which makes epochs reproducible.
+
+class ShuffledWindows:
+    """One epoch of ``(x, y)`` batches from a stream of packed blocks, shuffled within windows.
+
+    A window is ``window_rows`` consecutive rows (cut across block boundaries, the rest carried
+    into the next window); its rows are shuffled with a seed of (``seed``, the window's first
+    bytes), so an epoch is reproducible, and cut into batches. Each row is copied once, from
+    the block's buffer (which Ray hands over without a copy) straight to its shuffled place.
+
+    On CPU two window buffers take turns: a fresh 64 MB array comes from fresh pages (glibc
+    maps them), and their first-touch page faults halved the copy speed. A batch therefore
+    stays valid only until the next window after its own is filled; the training loop uses
+    each batch once. With ``pin_memory`` each window comes from torch's pinned-memory cache,
+    which does not hand a buffer out again while an asynchronous copy to the GPU still reads it.
     """
 
-    def __init__(self, n_features: int, seed: int, with_target: bool) -> None:
-        self.n_features, self.seed, self.with_target = n_features, seed, with_target
+    def __init__(
+        self,
+        n_features: int,
+        batch_size: int,
+        *,
+        seed: int,
+        with_target: bool,
+        pin_memory: bool = False,
+        window_bytes: int = WINDOW_BYTES,
+    ) -> None:
+        self.n_features, self.batch_size, self.seed = n_features, batch_size, seed
+        self.with_target, self.pin_memory = with_target, pin_memory
+        self.window_rows = window_rows(n_features, batch_size, window_bytes)
+        self._pending: deque[_Segment] = deque()
+        self._pending_rows = 0
+        self._buffers: list[torch.Tensor] = []
 
-    # Ray annotates the result as an unbound TypeVar, which no concrete type satisfies.
-    def __call__(self, table: pa.Table) -> dict[str, torch.Tensor]:  # type: ignore[override]
+    def __call__(self, blocks: Iterable[pa.Table]) -> Iterator[Batch]:
+        for table in blocks:
+            for segment in self._segments(table):
+                self._pending.append(segment)
+                self._pending_rows += len(segment[0])
+            while self._pending_rows >= self.window_rows:
+                yield from self._batches(*self._next_window(self.window_rows))
+        if self._pending_rows:
+            yield from self._batches(*self._next_window(self._pending_rows))
+
+    def _segments(self, table: pa.Table) -> list[_Segment]:
         views = _views(table.column(FEATURES), self.n_features)
-        rows = table.num_rows
-        first = views[0][0].tobytes()[:64] if views else b""
+        if not self.with_target:
+            return [(view, None) for view in views]
+        target, start, segments = table.column(TARGET).to_numpy(), 0, []
+        for view in views:
+            segments.append((view, target[start : start + len(view)]))
+            start += len(view)
+        return segments
+
+    def _next_window(self, rows: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+        window = self._window_buffer(rows)
+        features = window.numpy()
+        first = self._pending[0][0][0].tobytes()[:64]
         order = np.random.default_rng([self.seed, zlib.crc32(first)]).permutation(rows)
         destination = np.empty_like(order)
         destination[order] = np.arange(rows)
-        features = np.empty((rows, self.n_features), np.float32)
-        offset = 0
-        for view in views:  # scatter each chunk straight to its shuffled rows: one copy
-            features[destination[offset : offset + len(view)]] = view
-            offset += len(view)
-        out = {FEATURES: torch.from_numpy(features)}
-        if self.with_target:
-            target = table.column(TARGET).to_numpy()
-            out[TARGET] = torch.from_numpy(np.ascontiguousarray(target[order]))
-        return out
+        targets, offset = [], 0
+        while offset < rows:
+            view, target = self._pending.popleft()
+            take = min(len(view), rows - offset)
+            if take < len(view):  # the rest starts the next window
+                rest = None if target is None else target[take:]
+                self._pending.appendleft((view[take:], rest))
+                view, target = view[:take], None if target is None else target[:take]
+            features[destination[offset : offset + take]] = view
+            if target is not None:
+                targets.append(target)
+            offset += take
+        self._pending_rows -= rows
+        if not self.with_target:
+            return window, None
+        return window, torch.from_numpy(np.concatenate(targets)[order])
 
+    def _window_buffer(self, rows: int) -> torch.Tensor:
+        shape = (rows, self.n_features)
+        if self.pin_memory:
+            return torch.empty(shape, dtype=torch.float32, pin_memory=True)
+        if len(self._buffers) < 2:
+            self._buffers.append(torch.empty((self.window_rows, self.n_features)))
+        self._buffers.reverse()  # the other one's turn
+        return self._buffers[0][:rows]
 
-def batches_of(
-    windows: Iterable[dict[str, torch.Tensor]], batch_size: int
-) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
-    """Cut shuffled windows into (features, target) batches; slices, no copies."""
-    for window in windows:
-        x, y = window[FEATURES], window.get(TARGET)
-        for start in range(0, len(x), batch_size):
-            stop = start + batch_size
+    def _batches(self, x: torch.Tensor, y: torch.Tensor | None) -> Iterator[Batch]:
+        for start in range(0, len(x), self.batch_size):
+            stop = start + self.batch_size
             yield x[start:stop], None if y is None else y[start:stop]

@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from cae_ray.batches import ShuffledWindow, batches_of, window_rows
+from cae_ray.batches import ShuffledWindows
 from cae_ray.config import Config, ray_address
 from cae_ray.errors import GpuUnavailableError, RayUnreachableError
 from cae_ray.heads import ResolvedTask, SelectorModel, build_model, build_optimizer
@@ -107,12 +107,15 @@ def shard_batches(
     """One epoch of ``(x, y)`` batches from this worker's shard: windows of about 64 MB,
     each shuffled with a seed of (training seed + epoch, the window), then cut into batches."""
     t = config.training
-    windows = shard.iter_torch_batches(
-        batch_size=window_rows(n_features, t.batch_size),
-        collate_fn=ShuffledWindow(n_features, t.seed + epoch, task != "reconstruction"),
+    windows = ShuffledWindows(
+        n_features,
+        t.batch_size,
+        seed=t.seed + epoch,
+        with_target=task != "reconstruction",
         pin_memory=config.scaling.use_gpu,
     )
-    return batches_of(windows, t.batch_size)
+    # Whole blocks, as Ray hands them over: the windows are cut (and copied) once, by us.
+    return windows(shard.iter_batches(batch_size=None, batch_format="pyarrow"))
 
 
 def restore(
