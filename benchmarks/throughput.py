@@ -335,11 +335,10 @@ def child_read_packed(job: dict[str, Any], cache: bool = False) -> dict[str, Any
     n, dataset = job["n"], read_ordered(job["train"])
     if cache:
         dataset = dataset.materialize()
-    passes = []
+    passes, windows = [], ShuffledWindows(n, BATCH, with_target=False)
     for epoch in range(3):  # as a worker's epochs: later passes find warm caches
-        windows = ShuffledWindows(n, BATCH, seed=epoch, with_target=False)
         blocks = dataset.iter_batches(batch_size=None, batch_format="pyarrow")
-        passes.append(timed_pass(windows(blocks), n))
+        passes.append(timed_pass(windows.epoch(blocks, seed=epoch), n))
     return data_result(passes, n)
 
 

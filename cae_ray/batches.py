@@ -70,18 +70,20 @@ _Segment = tuple[np.ndarray, np.ndarray | None]
 
 
 class ShuffledWindows:
-    """One epoch of ``(x, y)`` batches from a stream of packed blocks, shuffled within windows.
+    """A worker's epochs of ``(x, y)`` batches from streams of packed blocks, shuffled within
+    windows: ``epoch(blocks, seed)`` yields one epoch's batches.
 
     A window is ``window_rows`` consecutive rows (cut across block boundaries, the rest carried
     into the next window); its rows are shuffled with a seed of (``seed``, the window's first
     bytes), so an epoch is reproducible, and cut into batches. Each row is copied once, from
     the block's buffer (which Ray hands over without a copy) straight to its shuffled place.
 
-    On CPU two window buffers take turns: a fresh 64 MB array comes from fresh pages (glibc
-    maps them), and their first-touch page faults halved the copy speed. A batch therefore
-    stays valid only until the next window after its own is filled; the training loop uses
-    each batch once. With ``pin_memory`` each window comes from torch's pinned-memory cache,
-    which does not hand a buffer out again while an asynchronous copy to the GPU still reads it.
+    On CPU two window buffers take turns, kept for every epoch: a fresh 64 MB array comes from
+    fresh pages (glibc maps them), and their first-touch page faults made a pass over a cached
+    split ~2x slower. A batch therefore stays valid only until the next window after its own
+    is filled; the training loop uses each batch once. With ``pin_memory`` each window comes
+    from torch's pinned-memory cache, which does not hand a buffer out again while an
+    asynchronous copy to the GPU still reads it.
     """
 
     def __init__(
@@ -89,27 +91,28 @@ class ShuffledWindows:
         n_features: int,
         batch_size: int,
         *,
-        seed: int,
         with_target: bool,
         pin_memory: bool = False,
         window_bytes: int = WINDOW_BYTES,
     ) -> None:
-        self.n_features, self.batch_size, self.seed = n_features, batch_size, seed
+        self.n_features, self.batch_size = n_features, batch_size
         self.with_target, self.pin_memory = with_target, pin_memory
         self.window_rows = window_rows(n_features, batch_size, window_bytes)
-        self._pending: deque[_Segment] = deque()
-        self._pending_rows = 0
         self._buffers: list[torch.Tensor] = []
 
-    def __call__(self, blocks: Iterable[pa.Table]) -> Iterator[Batch]:
+    def epoch(self, blocks: Iterable[pa.Table], seed: int) -> Iterator[Batch]:
+        """One epoch's batches (one epoch at a time: the window buffers are shared)."""
+        pending: deque[_Segment] = deque()
+        pending_rows = 0
         for table in blocks:
             for segment in self._segments(table):
-                self._pending.append(segment)
-                self._pending_rows += len(segment[0])
-            while self._pending_rows >= self.window_rows:
-                yield from self._batches(*self._next_window(self.window_rows))
-        if self._pending_rows:
-            yield from self._batches(*self._next_window(self._pending_rows))
+                pending.append(segment)
+                pending_rows += len(segment[0])
+            while pending_rows >= self.window_rows:
+                yield from self._batches(*self._next_window(pending, self.window_rows, seed))
+                pending_rows -= self.window_rows
+        if pending_rows:
+            yield from self._batches(*self._next_window(pending, pending_rows, seed))
 
     def _segments(self, table: pa.Table) -> list[_Segment]:
         views = _views(table.column(FEATURES), self.n_features)
@@ -121,26 +124,27 @@ class ShuffledWindows:
             start += len(view)
         return segments
 
-    def _next_window(self, rows: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def _next_window(
+        self, pending: deque[_Segment], rows: int, seed: int
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Take ``rows`` rows off the front of ``pending`` into a window, shuffled."""
         window = self._window_buffer(rows)
         features = window.numpy()
-        first = self._pending[0][0][0].tobytes()[:64]
-        order = np.random.default_rng([self.seed, zlib.crc32(first)]).permutation(rows)
+        first = pending[0][0][0].tobytes()[:64]
+        order = np.random.default_rng([seed, zlib.crc32(first)]).permutation(rows)
         destination = np.empty_like(order)
         destination[order] = np.arange(rows)
         targets, offset = [], 0
         while offset < rows:
-            view, target = self._pending.popleft()
+            view, target = pending.popleft()
             take = min(len(view), rows - offset)
             if take < len(view):  # the rest starts the next window
-                rest = None if target is None else target[take:]
-                self._pending.appendleft((view[take:], rest))
+                pending.appendleft((view[take:], None if target is None else target[take:]))
                 view, target = view[:take], None if target is None else target[:take]
             features[destination[offset : offset + take]] = view
             if target is not None:
                 targets.append(target)
             offset += take
-        self._pending_rows -= rows
         if not self.with_target:
             return window, None
         return window, torch.from_numpy(np.concatenate(targets)[order])

@@ -72,8 +72,10 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     shard = ray.train.get_dataset_shard("train")
     t = config.training
 
+    windows = shuffled_windows(config, spec.n_features, spec.task)
+
     def epoch_batches(epoch: int) -> Iterator[Batch]:
-        return shard_batches(shard, config, spec.n_features, spec.task, epoch)
+        return shard_batches(shard, windows, t.seed + epoch)
 
     steps_per_epoch = math.ceil(max(spec.n_train_rows // max(world, 1), 1) / t.batch_size)
 
@@ -101,21 +103,21 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     reporter.finish()
 
 
-def shard_batches(
-    shard: Any, config: Config, n_features: int, task: ResolvedTask, epoch: int
-) -> Iterator[Batch]:
-    """One epoch of ``(x, y)`` batches from this worker's shard: windows of about 64 MB,
-    each shuffled with a seed of (training seed + epoch, the window), then cut into batches."""
-    t = config.training
-    windows = ShuffledWindows(
+def shuffled_windows(config: Config, n_features: int, task: ResolvedTask) -> ShuffledWindows:
+    """A worker's shuffler, made once per run so its window buffers stay warm."""
+    return ShuffledWindows(
         n_features,
-        t.batch_size,
-        seed=t.seed + epoch,
+        config.training.batch_size,
         with_target=task != "reconstruction",
         pin_memory=config.scaling.use_gpu,
     )
+
+
+def shard_batches(shard: Any, windows: ShuffledWindows, seed: int) -> Iterator[Batch]:
+    """One epoch of ``(x, y)`` batches from this worker's shard: windows of about 64 MB, each
+    shuffled with a seed of (``seed``, the window), then cut into batches."""
     # Whole blocks, as Ray hands them over: the windows are cut (and copied) once, by us.
-    return windows(shard.iter_batches(batch_size=None, batch_format="pyarrow"))
+    return windows.epoch(shard.iter_batches(batch_size=None, batch_format="pyarrow"), seed)
 
 
 def restore(

@@ -65,6 +65,7 @@ from cae_ray.training import (
     restore,
     run_on_ray,
     shard_batches,
+    shuffled_windows,
     worker_threads,
 )
 
@@ -375,9 +376,10 @@ def heads_loop_per_worker(loop_config: dict[str, Any]) -> None:
         # Independent heads: minimising the sum trains each as if it were alone.
         return torch.stack([task_loss(spec.task, out, x, y) for out in model(x)])
 
+    windows = shuffled_windows(config, spec.n_features, spec.task)
     for epoch in range(start_epoch, config.validation.epochs):
         started = time.perf_counter()
-        batches = shard_batches(shard, config, spec.n_features, spec.task, epoch)
+        batches = shard_batches(shard, windows, config.training.seed + epoch)
         losses, step = train_epoch(model, optimizer, batches, loss_at, step=step, device=device)
         record = {
             "epoch": epoch,

@@ -39,9 +39,9 @@ WINDOW_BATCHES = 4
 
 def one_epoch(blocks: list[pa.Table], n: int, batch: int, seed: int, target: bool) -> list:
     window_bytes = WINDOW_BATCHES * batch * n * 4
-    windows = ShuffledWindows(n, batch, seed=seed, with_target=target, window_bytes=window_bytes)
+    windows = ShuffledWindows(n, batch, with_target=target, window_bytes=window_bytes)
     # Copies: a batch is valid until the window after next is filled.
-    return [(x.clone(), None if y is None else y.clone()) for x, y in windows(blocks)]
+    return [(x.clone(), None if y is None else y.clone()) for x, y in windows.epoch(blocks, seed)]
 
 
 def test_windows_are_seeded_permutations_that_keep_rows_with_their_targets() -> None:
@@ -84,3 +84,17 @@ def test_window_sizes_are_whole_batches_of_about_64_mb() -> None:
     assert window_rows(n_features=10_000, batch_size=128) % 128 == 0
     assert window_rows(n_features=10_000_000, batch_size=128) == 128  # never below one batch
     assert window_rows(784, 128) * 784 * 4 <= 64 << 20
+
+
+def test_a_shuffler_kept_across_epochs_gives_what_fresh_ones_give() -> None:
+    n, batch = 4, 8
+    rows = WINDOW_BATCHES * batch * 3 + 5
+    matrix = np.random.default_rng(2).standard_normal((rows, n)).astype(np.float32)
+    blocks = blocks_of(matrix, np.arange(rows), [rows // 2, rows - rows // 2])
+    kept = ShuffledWindows(n, batch, with_target=True, window_bytes=WINDOW_BATCHES * batch * n * 4)
+    for seed in (0, 1, 2):  # its two window buffers take turns across the epochs
+        again = [(x.clone(), y.clone()) for x, y in kept.epoch(blocks, seed)]
+        fresh = one_epoch(blocks, n, batch, seed=seed, target=True)
+        assert len(again) == len(fresh)
+        for (x, y), (fx, fy) in zip(again, fresh, strict=True):
+            assert np.array_equal(x, fx) and np.array_equal(y, fy)
