@@ -93,8 +93,9 @@ def test_a_shuffler_kept_across_epochs_gives_what_fresh_ones_give() -> None:
     blocks = blocks_of(matrix, np.arange(rows), [rows // 2, rows - rows // 2])
     kept = ShuffledWindows(n, batch, with_target=True, window_bytes=WINDOW_BATCHES * batch * n * 4)
     for seed in (0, 1, 2):  # its two window buffers take turns across the epochs
-        again = [(x.clone(), y.clone()) for x, y in kept.epoch(blocks, seed)]
+        again = [(x.clone(), y) for x, y in kept.epoch(blocks, seed)]  # new targets each window
         fresh = one_epoch(blocks, n, batch, seed=seed, target=True)
         assert len(again) == len(fresh)
         for (x, y), (fx, fy) in zip(again, fresh, strict=True):
+            assert y is not None and fy is not None
             assert np.array_equal(x, fx) and np.array_equal(y, fy)
