@@ -9,11 +9,19 @@ from __future__ import annotations
 import difflib
 import os
 import re
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal, get_args
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from cae_ray.errors import ConfigFileError, ConfigValidationError, UndefinedEnvVarError
 
@@ -243,7 +251,15 @@ class FeastConfig(Section):
 
     entities: str | None = None
     """Parquet file or directory of entity rows: every join key of the views, the event
-    timestamp column, and any other columns to carry along (a label, say). Required by export."""
+    timestamp column, and any other columns to carry along (a label, say). Export needs these
+    or a time range (`start`, `end`)."""
+
+    start: datetime | None = None
+    """Instead of `entities`: export every (join keys, event timestamp) of the views' feature
+    rows from `start` to `end` (both included), as of its own timestamp. Naive times are UTC."""
+
+    end: datetime | None = None
+    """The end of the time range (default: now)."""
 
     timestamp_column: str = "event_timestamp"
     """The event timestamp column of `entities`: features are read as of this time."""
@@ -264,6 +280,31 @@ class FeastConfig(Section):
                 "give either feast.features (views or view:feature refs) or "
                 "feast.feature_service, not both and not neither"
             )
+        return self
+
+    @field_validator("start", "end")
+    @classmethod
+    def _naive_is_utc(cls, moment: datetime | None) -> datetime | None:
+        if moment is None or moment.tzinfo is not None:
+            return moment
+        return moment.replace(tzinfo=timezone.utc)
+
+    @property
+    def has_entity_rows(self) -> bool:
+        """Whether export has entity rows to retrieve: a file of them, or a time range."""
+        return self.entities is not None or self.start is not None
+
+    @model_validator(mode="after")
+    def _entity_rows_or_a_time_range(self) -> FeastConfig:
+        if self.entities is not None and self.start is not None:
+            raise ValueError(
+                "give either feast.entities (a file of entity rows) or a time range "
+                "(feast.start, feast.end), not both"
+            )
+        if self.end is not None and self.start is None:
+            raise ValueError("feast.end needs feast.start (the time range's beginning)")
+        if self.start is not None and self.end is not None and self.start > self.end:
+            raise ValueError(f"feast.start ({self.start}) is after feast.end ({self.end})")
         return self
 
 

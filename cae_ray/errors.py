@@ -239,8 +239,9 @@ class GpuUnavailableError(CaeRayError):
 class MissingDataConfigError(CaeRayError):
     def __init__(self, source: str) -> None:
         super().__init__(
-            f"{source} names no dataset: neither `data.path` nor `feast.entities` is set. Fix: "
-            "add data: {path: ..., features: ...}, or a feast: section with entities to export."
+            f"{source} names no dataset: neither `data.path` nor `feast.entities` (or a time "
+            "range, `feast.start`) is set. Fix: add data: {path: ..., features: ...}, or a "
+            "feast: section with entities to export."
         )
 
 
@@ -443,6 +444,29 @@ class MissingFeastExtraError(FeastError):
         super().__init__(
             f"the Feast repo at {repo!r} uses {what}, which needs the Python package(s) "
             f"{_preview(missing)}, not installed here. Fix: pip install 'cae-ray[{extra}]'."
+        )
+
+
+class EmptyTimeRangeError(FeastError):
+    """A time range in which the views have no feature rows: nothing to export."""
+
+    def __init__(self, views: Sequence[str], start: object, end: object) -> None:
+        super().__init__(
+            f"the feature views {', '.join(map(repr, views))} have no feature rows from {start} "
+            f"to {end}, so there are no entity rows to export. Fix: widen feast.start / "
+            "feast.end, or give feast.entities (a file of entity rows)."
+        )
+
+
+class TimeRangeJoinKeysError(FeastError):
+    """Entity rows from a time range need one set of join keys for every view."""
+
+    def __init__(self, keys_by_view: dict[str, list[str]]) -> None:
+        shown = "; ".join(f"{view}: {', '.join(keys)}" for view, keys in keys_by_view.items())
+        super().__init__(
+            f"a time range makes the entity rows from the views' own rows, but the views join "
+            f"on different keys ({shown}). Fix: export views with the same join keys, or give "
+            "feast.entities (a file of entity rows with every key)."
         )
 
 

@@ -151,7 +151,7 @@ def source_data(config: Config, run: Path) -> DataConfig:
             return data
         # Relative to the driver's working directory, which Ray workers do not share.
         return data.model_copy(update={"path": str(Path(data.path).resolve())})
-    if config.feast is None or config.feast.entities is None:
+    if config.feast is None or not config.feast.has_entity_rows:
         raise MissingDataConfigError("the config")
     from cae_ray.feast.export import EXPORT_DIR, MANIFEST
 

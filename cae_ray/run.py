@@ -105,8 +105,8 @@ def run(
 def _skip_reason(name: str, config: Config, gate: dict[str, Any] | None) -> str | None:
     feast = config.feast
     if name == "export":
-        if feast is None or feast.entities is None:
-            return "no feast.entities to export"
+        if feast is None or not feast.has_entity_rows:
+            return "no feast.entities or feast.start to export"
         if config.data is not None and config.data.path is not None:
             return "data.path is set: selecting from it"
     if name == "prune":

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ import pytest
 from cae_ray.config import Config, validate_config
 from cae_ray.errors import (
     ConfigValidationError,
+    EmptyTimeRangeError,
     EntityColumnsMissingError,
     FeastRepoError,
     MissingFeastExtraError,
@@ -28,6 +30,7 @@ from tests.feast_repo import (
     EXTRA,
     OFFLINE_STORES,
     STATS,
+    T0,
     T1,
     FeastRepo,
     make_feast_repo,
@@ -392,3 +395,60 @@ def test_an_unreachable_ray_address_of_the_store_is_named_and_nothing_written(
     message = " ".join(done.stderr.split())
     assert "'127.0.0.1:1'" in message and "offline_store.ray_address in" in message
     assert not (tmp_path / "run").exists()
+
+
+# --- a time range instead of entity rows ------------------------------------------------------
+
+
+def range_config(feast_repo: FeastRepo, **feast: Any) -> Config:
+    section = {"repo": str(feast_repo.path), "features": ["driver_stats", "driver_extra:trips"]}
+    return validate_config({"feast": {**section, **feast}})
+
+
+def test_a_time_range_exports_each_feature_row_as_of_its_time(store_repo, tmp_path) -> None:
+    end = T1 + timedelta(days=1)
+    config = range_config(store_repo, start=T0.isoformat(), end=end.isoformat())
+
+    manifest = export(config, tmp_path)
+
+    rows = pq.read_table(tmp_path / EXPORT_DIR).to_pandas()
+    # driver_stats has a row at T0 and at T1 per driver, driver_extra one at T0: 2 times each.
+    assert manifest["rows"] == len(rows) == 2 * store_repo.n_drivers
+    assert manifest["entity_columns"] == ["driver_id", "event_timestamp"]
+    assert rows["event_timestamp"].is_monotonic_increasing  # in time order
+    assert not rows.duplicated(["driver_id", "event_timestamp"]).any()
+    late = rows["event_timestamp"] >= T1  # each row sees the feature row of its own time
+    for j, name in enumerate(STATS):
+        pairs = zip(rows["driver_id"], late, strict=True)
+        expected = [stats_value(d, j, bool(t)) for d, t in pairs]
+        np.testing.assert_allclose(rows[f"driver_stats__{name}"], expected)
+    np.testing.assert_array_equal(rows["driver_extra__trips"], rows["driver_id"] * 3)
+
+
+def test_a_time_range_keeps_only_the_rows_inside_it(feast_repo, tmp_path) -> None:
+    config = range_config(feast_repo, features=["driver_stats"], start=T1.isoformat())  # to now
+
+    export(config, tmp_path)
+
+    rows = pq.read_table(tmp_path / EXPORT_DIR).to_pandas()
+    assert len(rows) == feast_repo.n_drivers and (rows["event_timestamp"] == T1).all()
+
+
+def test_an_empty_time_range_is_named_and_nothing_is_written(feast_repo, tmp_path) -> None:
+    config = range_config(feast_repo, start="2020-01-01", end="2020-12-31")
+    with pytest.raises(EmptyTimeRangeError, match=r"widen feast\.start"):
+        export(config, tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize(
+    ("section", "message"),
+    [
+        ({"entities": "rows.parquet", "start": "2026-01-01"}, "not both"),
+        ({"end": "2026-01-01"}, "feast.end needs feast.start"),
+        ({"start": "2026-02-01", "end": "2026-01-01"}, "is after feast.end"),
+    ],
+)
+def test_bad_time_ranges_are_config_errors(feast_repo, section, message) -> None:
+    with pytest.raises(ConfigValidationError, match=message):
+        range_config(feast_repo, **section)

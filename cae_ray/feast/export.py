@@ -22,7 +22,9 @@ import os
 import time
 import warnings
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -36,16 +38,23 @@ from cae_ray.config import Config, FeastConfig
 from cae_ray.data import digest, open_parquet
 from cae_ray.errors import (
     EmptyDatasetError,
+    EmptyTimeRangeError,
     EntityColumnsMissingError,
     FeastRepoError,
     FeastRetrievalError,
     MissingFeastConfigError,
     MissingFeastExtraError,
+    TimeRangeJoinKeysError,
     UnknownFeatureError,
     UnknownFeatureViewError,
 )
 from cae_ray.feast import import_feast
-from cae_ray.feast.ray_export import check_ray_store, export_on_ray, is_ray_store
+from cae_ray.feast.ray_export import (
+    check_ray_store,
+    export_on_ray,
+    feast_side_effects_undone,
+    is_ray_store,
+)
 from cae_ray.pipeline import config_hash, read_json, write_json
 
 logger = logging.getLogger(__name__)
@@ -88,10 +97,12 @@ def export(
     if is_ray_store(store):
         check_ray_store(config, store)
     refs = resolve_refs(store, settings)
-    assert settings.entities is not None
-    entities = read_entities(settings.entities)
     keys = join_keys(store, refs)
-    _check_entity_columns(settings, keys, entities)
+    if settings.entities is not None:
+        entities = read_entities(settings.entities)
+        _check_entity_columns(settings, keys, entities)
+    else:
+        entities = entity_rows_in_range(store, refs, settings)
     wanted = {
         "config_hash": config_hash(config, "feast"),
         "entities_fingerprint": digest(repr(entities.schema) + str(entities.num_rows)),
@@ -159,8 +170,10 @@ def _export_in_chunks(
 def _settings(config: Config) -> FeastConfig:
     if config.feast is None:
         raise MissingFeastConfigError("the config", "`feast:` section")
-    if config.feast.entities is None:
-        raise MissingFeastConfigError("the feast section", "`entities:` (entity rows to export)")
+    if not config.feast.has_entity_rows:
+        raise MissingFeastConfigError(
+            "the feast section", "`entities:` (entity rows to export) or `start:` (a time range)"
+        )
     return config.feast
 
 
@@ -237,6 +250,40 @@ def join_keys(store: Any, refs: list[FeatureRef]) -> list[str]:
     for view in dict.fromkeys(r.view for r in refs):
         keys += [c.name for c in store.get_feature_view(view).entity_columns]
     return list(dict.fromkeys(keys))
+
+
+def entity_rows_in_range(store: Any, refs: list[FeatureRef], settings: FeastConfig) -> pa.Table:
+    """Every distinct (join keys, event timestamp) of the views' feature rows from
+    ``settings.start`` to ``settings.end``, in time order: the entity rows of a time range."""
+    views = [store.get_feature_view(name) for name in dict.fromkeys(r.view for r in refs)]
+    keys_by_view = {fv.name: [c.name for c in fv.entity_columns] for fv in views}
+    if len({tuple(keys) for keys in keys_by_view.values()}) > 1:
+        raise TimeRangeJoinKeysError(keys_by_view)
+    keys, timestamp = next(iter(keys_by_view.values())), settings.timestamp_column
+    end = settings.end or datetime.now(timezone.utc)
+    offline_store = store._get_provider().offline_store
+    tables = []
+    with feast_side_effects_undone() if is_ray_store(store) else nullcontext():
+        for fv in views:
+            source = fv.batch_source
+            job = offline_store.pull_all_from_table_or_query(
+                config=store.config,
+                data_source=source,
+                join_key_columns=keys,
+                feature_name_columns=[],
+                timestamp_field=source.timestamp_field,
+                created_timestamp_column=source.created_timestamp_column or None,
+                start_date=settings.start,
+                end_date=end,
+            )
+            rows = job.to_arrow().select([*keys, source.timestamp_field])
+            tables.append(rows.rename_columns([*keys, timestamp]))
+    first = tables[0].schema
+    rows = pa.concat_tables([t.cast(first) for t in tables]).drop_null()
+    if rows.num_rows == 0:
+        raise EmptyTimeRangeError(list(keys_by_view), settings.start, end)
+    distinct = rows.group_by([*keys, timestamp], use_threads=False).aggregate([])
+    return distinct.sort_by([(timestamp, "ascending"), *((k, "ascending") for k in keys)])
 
 
 def _check_entity_columns(settings: FeastConfig, keys: list[str], entities: pa.Table) -> None:
