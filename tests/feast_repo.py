@@ -37,6 +37,12 @@ extra); Feast's ``ray`` store has tests of its own (it needs a Ray cluster)."""
 STORE_OPTIONS = {"ray": "  storage_path: data/ray_storage\n"}
 
 
+def store_yaml(offline_store: str = "file") -> str:
+    """feature_store.yaml without its registry (see ``REGISTRIES``)."""
+    options = STORE_OPTIONS.get(offline_store, "")
+    return FEATURE_STORE_YAML.format(offline_store=offline_store, store_options=options)
+
+
 @dataclass(frozen=True)
 class FeastRepo:
     path: Path
@@ -70,10 +76,7 @@ def make_feast_repo(
     repo = directory / "repo"
     (repo / "data").mkdir(parents=True)
     registry_yaml = REGISTRIES[registry].format(repo=repo.resolve())
-    store_yaml = FEATURE_STORE_YAML.format(
-        offline_store=offline_store, store_options=STORE_OPTIONS.get(offline_store, "")
-    )
-    (repo / "feature_store.yaml").write_text(store_yaml + registry_yaml)
+    (repo / "feature_store.yaml").write_text(store_yaml(offline_store) + registry_yaml)
     drivers = np.arange(n_drivers)
     rows = []
     for late, when in ((False, T0), (True, T1)):
@@ -173,8 +176,7 @@ def make_definitions_repo(directory: Path, like: FeastRepo) -> Path:
     the real `feast apply`."""
     repo = directory / "defined_repo"
     (repo / "data").mkdir(parents=True)
-    store_yaml = FEATURE_STORE_YAML.format(offline_store="file")
-    (repo / "feature_store.yaml").write_text(store_yaml + REGISTRIES["file"])
+    (repo / "feature_store.yaml").write_text(store_yaml() + REGISTRIES["file"])
     (repo / "definitions.py").write_text(
         DEFINITIONS.format(
             stats=STATS,

@@ -21,7 +21,7 @@ from cae_ray.feast.registry import PRUNE_FILE, prune
 from cae_ray.pipeline import select
 from cae_ray.report import pixel_grid, write_report
 from cae_ray.validation import VALIDATION, validate
-from tests.feast_repo import FEATURE_STORE_YAML, REGISTRIES
+from tests.feast_repo import REGISTRIES, store_yaml
 
 PNG = b"\x89PNG\r\n\x1a\n"
 # Train local mode (no worker group to start) and a few epochs: the report needs artifacts,
@@ -41,8 +41,8 @@ def make_digits_repo(directory: Path, X: np.ndarray, y: np.ndarray, run: Path) -
 
     repo = directory / "repo"
     (repo / "data").mkdir(parents=True)
-    store_yaml = FEATURE_STORE_YAML.format(offline_store="file") + REGISTRIES["file"]
-    (repo / "feature_store.yaml").write_text(store_yaml)
+    yaml_text = store_yaml() + REGISTRIES["file"]
+    (repo / "feature_store.yaml").write_text(yaml_text)
     names = [f"px_{j:02d}" for j in range(X.shape[1])]
     when = datetime(2026, 1, 1, tzinfo=timezone.utc)
     frame = pd.DataFrame(X, columns=names).assign(image_id=np.arange(len(y)), event_timestamp=when)
