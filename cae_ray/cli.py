@@ -69,6 +69,8 @@ def _quiet_ray() -> None:
     warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"ray\.")
     for name in ("ray", "ray.data", "ray.train", "ray.tune"):
         logging.getLogger(name).setLevel(logging.WARNING)
+    # Ray Data warns, once per process, that the progress bars we just turned off are off.
+    logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)
 
 
 def _fail(error: CaeRayError) -> typer.Exit:
