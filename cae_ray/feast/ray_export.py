@@ -125,7 +125,7 @@ def _check_each_row_once(
         raise FeastRetrievalError(store.config.offline_store.type, asked, len(got), distinct)
 
 
-def check_ray_store(config: Config, store: Any) -> None:
+def prepare_ray_store(config: Config, store: Any) -> None:
     """Before anything is written: a storage_path (Feast's ray store refuses to work without
     one, but only after the whole retrieval), and a cluster to run on."""
     if not getattr(store.config.offline_store, "storage_path", None):
