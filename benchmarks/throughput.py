@@ -14,7 +14,8 @@
 Training is unsupervised IP-CAE (K=50, exactly K selector rows, the default [200] decoder),
 batch 512, early stop off; rows/s and s/epoch are medians over the epochs after the first (the
 first includes start-up). Every measured run is a fresh process with its own local Ray cluster
-(4 logical CPUs on this 2-core machine, so Ray Data can read while workers train). Peak memory
+(4 logical CPUs on this 2-core machine, so Ray Data can read while workers train; part d: Ray's
+default, as `cae-ray select` starts it). Peak memory
 is the machine's: the highest (total - available) seen every 0.2 s, minus the value before the
 run started, so it counts the driver, every Ray process and the object store.
 """
@@ -210,7 +211,11 @@ def part_c(work: Path) -> None:
 def part_d(work: Path) -> None:
     source = write_table(work / "table-10000x200000", 200_000, 10_000)
     run = work / "big-run"
-    job = {"kind": "select", "config": config(source, 1, epochs=1), "run_dir": str(run)}
+    # Ray's own CPU count, as `cae-ray select` starts it: prepare runs a task per CPU, each
+    # holding about 5x a row group (2.3 GB at 400 MB), so 4 logical CPUs would add two more.
+    settings = config(source, 1, epochs=1)
+    settings["scaling"]["resources_per_worker"] = {"CPU": 1.0}  # one left for Ray Data
+    job = {"kind": "select", "config": settings, "run_dir": str(run), "ray_cpus": None}
     result = run_child(job)
     result["ratio"] = f"whole run {result['seconds'] / 60:.0f} min"
     row("d", "prepare + 1 epoch, goal: peak <= 8 GB", 10_000, result["n_train"], 1, result)
@@ -257,7 +262,8 @@ def child(job: dict[str, Any]) -> dict[str, Any]:
         import ray
 
         temp = tempfile.mkdtemp(prefix="cr-", dir="/tmp")  # short: Ray's socket paths
-        ray.init(num_cpus=4, include_dashboard=False, _temp_dir=temp, log_to_driver=False)
+        cpus = job.get("ray_cpus", 4)  # None: Ray's default, the machine's cores
+        ray.init(num_cpus=cpus, include_dashboard=False, _temp_dir=temp, log_to_driver=False)
         try:
             result = CHILD_JOBS[job["kind"]](job)
         finally:

@@ -28,7 +28,7 @@ from torch import Tensor, nn
 from cae_ray import __version__
 from cae_ray.batches import FEATURES, TARGET, unpack
 from cae_ray.config import Config
-from cae_ray.data import TargetInfo, read_ordered, rows_per_batch
+from cae_ray.data import TargetInfo, read_ordered, rows_per_slice
 from cae_ray.errors import (
     NoSelectionError,
     SelectionConfigMismatchError,
@@ -402,7 +402,7 @@ def predict(
     targets = []
     dataset = read_ordered(str(split))
     for batch in dataset.iter_batches(
-        batch_size=rows_per_batch(spec.n_features), batch_format="pyarrow"
+        batch_size=rows_per_slice(spec.n_features), batch_format="pyarrow"
     ):
         x = torch.from_numpy(unpack(batch[FEATURES], spec.n_features))
         targets.append(batch[TARGET].to_numpy())

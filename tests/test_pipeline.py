@@ -111,3 +111,23 @@ def test_prepare_standardises_and_splits_by_key(ray_cluster, wide_dataset, tmp_p
     assert np.allclose(features.mean(axis=0), 0, atol=0.15)
     again = prepare(make_config(path), tmp_path / "other")
     assert again["rows"] == prepared["rows"]  # the same rows land on the same side
+
+
+def test_a_few_columns_are_prepared_as_from_the_whole_table(
+    ray_cluster, wide_dataset, tmp_path
+) -> None:
+    # A handful of columns is read alone (a narrowed read); most of them from the whole table:
+    # both give the same values.
+    from cae_ray.pipeline import prepare
+
+    path, _ = wide_dataset
+    few = [f"f_{j:04d}" for j in (3, 7, 150, 42)]
+    prepare(make_config(path, data={"features": few}, selector={"k": 2}), tmp_path / "few")
+    prepare(make_config(path), tmp_path / "all")
+
+    def packed(run: Path, n: int) -> np.ndarray:
+        split = ray_cluster.data.read_parquet(str(run / "data" / "train"))
+        return unpack(split.take_batch(5000, batch_format="pyarrow")["features"], n)
+
+    whole = packed(tmp_path / "all", 200)[:, [3, 7, 150, 42]]
+    np.testing.assert_array_equal(packed(tmp_path / "few", 4), whole)
