@@ -54,6 +54,7 @@ from cae_ray.feast.ray_export import (
     feast_side_effects_undone,
     is_ray_store,
     prepare_ray_store,
+    rows_of,
 )
 from cae_ray.pipeline import config_hash, read_json, write_json
 
@@ -276,32 +277,16 @@ def entity_rows_in_range(store: Any, refs: list[FeatureRef], settings: FeastConf
                 start_date=settings.start,
                 end_date=end,
             )
-            rows = _rows_of(job)
+            rows = rows_of(job)  # None: the ray store found no rows in the range
             if rows is not None:
                 rows = rows.select([*keys, source.timestamp_field])
                 tables.append(rows.rename_columns([*keys, timestamp]))
-    rows = pa.concat_tables([t.cast(tables[0].schema) for t in tables]) if tables else None
-    if rows is None or rows.drop_null().num_rows == 0:
+    rows = pa.concat_tables([t.cast(tables[0].schema) for t in tables]) if tables else pa.table({})
+    rows = rows.drop_null()
+    if rows.num_rows == 0:
         raise EmptyTimeRangeError(list(keys_by_view), settings.start, end)
-    distinct = rows.drop_null().group_by([*keys, timestamp], use_threads=False).aggregate([])
+    distinct = rows.group_by([*keys, timestamp], use_threads=False).aggregate([])
     return distinct.sort_by([(timestamp, "ascending"), *((k, "ascending") for k in keys)])
-
-
-def _rows_of(job: Any) -> pa.Table | None:
-    """The job's rows, or None where Feast's ray store found none in the range.
-
-    The ray store asks its filtered dataset for a schema, and Ray has none for a dataset
-    without rows: Feast then raises ``RuntimeError`` from that ``AttributeError``. Only that
-    case means "no rows"; any other failure is raised as it is.
-    """
-    try:
-        table: pa.Table = job.to_arrow()
-    except RuntimeError as e:
-        cause = e.__cause__ or e.__context__
-        if isinstance(cause, AttributeError) and "'names'" in str(cause):
-            return None
-        raise
-    return table
 
 
 def _check_entity_columns(settings: FeastConfig, keys: list[str], entities: pa.Table) -> None:

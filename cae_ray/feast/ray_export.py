@@ -125,6 +125,23 @@ def _check_each_row_once(
         raise FeastRetrievalError(store.config.offline_store.type, asked, len(got), distinct)
 
 
+def rows_of(job: Any) -> pa.Table | None:
+    """A Feast retrieval job's rows, or None where Feast's ray store found none.
+
+    The ray store asks its filtered dataset for a schema, and Ray has none for a dataset
+    without rows: Feast then raises ``RuntimeError`` from that ``AttributeError``. Only that
+    case means "no rows"; any other failure (and any other store's) is raised as it is.
+    """
+    try:
+        table: pa.Table = job.to_arrow()
+    except RuntimeError as e:
+        cause = e.__cause__ or e.__context__
+        if isinstance(cause, AttributeError) and "'names'" in str(cause):
+            return None
+        raise
+    return table
+
+
 def prepare_ray_store(config: Config, store: Any) -> None:
     """Before anything is written: a storage_path (Feast's ray store refuses to work without
     one, but only after the whole retrieval), and a cluster to run on."""
