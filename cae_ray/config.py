@@ -74,6 +74,13 @@ class SelectorConfig(Section):
     1 disables it. `null`: 2 up to 2,048 features, 4 above (wider tables hide more such
     features). Reconstruction always trains exactly k rows."""
 
+    refine: bool | None = None
+    """Supervised tasks only: after the search, score every feature by how much it would add
+    beside the search's picks (alone and in interaction with each), and run a second, small
+    search over the search's features and as many best-scored ones, on an in-memory sample.
+    Finds features whose signal is only in combination, which a search over many thousands of
+    columns misses. `null`: on above 2,048 features."""
+
     convergence_threshold: float = Field(0.998, gt=0, le=1)
     """Converged when the mean over selector rows of the largest selection probability reaches
     this value (the CAE paper uses 0.998)."""

@@ -36,12 +36,10 @@ from cae_ray.heads import (
     ResolvedTask,
     SelectorModel,
     build_model,
-    build_optimizer,
-    final_selection,
 )
 from cae_ray.loop import EpochRecord
-from cae_ray.loop import fit as fit_loop
 from cae_ray.memory import check_memory
+from cae_ray.refine import final_selection, fit_in_memory
 from cae_ray.selectors import feature_scores
 from cae_ray.targets import Target, prepare_target
 
@@ -54,14 +52,17 @@ class ConcreteFeatureSelector(SelectorMixin, BaseEstimator):
     Without ``y`` (or with ``task="reconstruction"``) it selects the features from which all
     features can be reconstructed; with ``y`` it selects the features a classifier or regressor
     needs; supervised selection trains ``search_factor * k`` rows (None: 2k, or 4k above 2,048
-    features) and keeps the k features the head relies on most. Parameters mirror the
-    ``selector``, ``training`` and ``head`` config sections (``head_weight_decay`` is
-    ``head.weight_decay``, ``random_state`` is ``training.seed``).
+    features) and keeps the k features the head relies on most; above 2,048 features (or with
+    ``refine=True``) those k are then re-chosen after an interaction screen of every feature
+    (:mod:`cae_ray.refine`). Parameters mirror the ``selector``, ``training`` and ``head`` config
+    sections (``head_weight_decay`` is ``head.weight_decay``, ``random_state`` is
+    ``training.seed``).
 
     Fitted attributes: ``selected_indices_`` (K distinct indices, ascending), ``scores_`` (one per
     input feature: its largest selection probability), ``collisions_`` (selector rows that had to
     give way to a more confident row), ``converged_``, ``task_``, ``history_`` (per-epoch metrics),
-    ``model_`` (the trained torch module), ``n_features_in_`` and ``feature_names_in_``.
+    ``model_`` (the trained torch module of the search over all features), ``n_features_in_``
+    and ``feature_names_in_``.
     """
 
     def __init__(
@@ -75,6 +76,7 @@ class ConcreteFeatureSelector(SelectorMixin, BaseEstimator):
         dropout: float = 0.0,
         head_weight_decay: float = 1.0,
         search_factor: float | None = None,
+        refine: bool | None = None,
         epochs: int = 200,
         batch_size: int = 128,
         learning_rate: float = 1e-3,
@@ -94,6 +96,7 @@ class ConcreteFeatureSelector(SelectorMixin, BaseEstimator):
         self.dropout = dropout
         self.head_weight_decay = head_weight_decay
         self.search_factor = search_factor
+        self.refine = refine
         self.epochs = epochs
         self.batch_size = batch_size
         self.learning_rate = learning_rate
@@ -119,6 +122,7 @@ class ConcreteFeatureSelector(SelectorMixin, BaseEstimator):
             dropout=h.dropout,
             head_weight_decay=h.weight_decay,
             search_factor=s.search_factor,
+            refine=s.refine,
             epochs=t.epochs,
             batch_size=t.batch_size,
             learning_rate=t.learning_rate,
@@ -147,6 +151,7 @@ class ConcreteFeatureSelector(SelectorMixin, BaseEstimator):
                     "early_stop": self.early_stop,
                     "convergence_threshold": self.convergence_threshold,
                     "search_factor": self.search_factor,
+                    "refine": self.refine,
                 },
                 "training": {
                     "epochs": self.epochs,
@@ -183,19 +188,21 @@ class ConcreteFeatureSelector(SelectorMixin, BaseEstimator):
         with torch.random.fork_rng(devices=[]):  # leave the caller's global RNG untouched
             torch.manual_seed(config.training.seed)
             model = build_model(config, n_features, target.task, target.n_outputs)
-            history, converged = _train(model, config, features, target, device, on_epoch_end)
+            result = fit_in_memory(
+                model, config, target.task, *_tensors(features, target), device, on_epoch_end
+            )
 
         self.model_ = model.cpu().eval()
         self.task_: ResolvedTask = target.task
         indices, probs, self.collisions_ = _final_selection(self.model_, config, features, target)
         self.selected_indices_ = np.sort(indices.numpy())
         self.scores_ = feature_scores(probs).numpy()
-        self.converged_ = converged
-        self.history_ = history
-        if not converged:
+        self.converged_ = result.converged
+        self.history_ = [record.as_dict() for record in result.history]
+        if not result.converged:
             warnings.warn(
                 f"the selection did not converge in {config.training.epochs} epochs (mean max "
-                f"probability {history[-1]['mean_max']:.3f} < "
+                f"probability {result.history[-1].mean_max:.3f} < "
                 f"{config.selector.convergence_threshold}); "
                 f"{self.collisions_} duplicate pick(s) were resolved. Fix: raise epochs.",
                 ConvergenceWarning,
@@ -298,39 +305,9 @@ def _final_selection(
     sample = np.random.default_rng(config.training.seed).permutation(len(features))[:20_000]
     y = None if target.values is None else torch.from_numpy(target.values[sample])
     x = torch.from_numpy(features[sample])
-    return final_selection(model, target.task, config.selector.k, x, y)
+    return final_selection(model, config, target.task, x, y)
 
 
-def _train(
-    model: SelectorModel,
-    config: Config,
-    features: np.ndarray,
-    target: Target,
-    device: torch.device,
-    on_epoch_end: EpochCallback | None,
-) -> tuple[list[dict[str, Any]], bool]:
-    t = config.training
-    x_all = torch.from_numpy(features)
-    y_all = None if target.values is None else torch.from_numpy(target.values)
-    n_rows = x_all.shape[0]
-    steps_per_epoch = -(-n_rows // t.batch_size)
-    order = torch.Generator().manual_seed(t.seed)
-
-    def epoch_batches(epoch: int) -> Any:
-        permutation = torch.randperm(n_rows, generator=order)
-        for start in range(0, n_rows, t.batch_size):
-            rows = permutation[start : start + t.batch_size]
-            yield x_all[rows], None if y_all is None else y_all[rows]
-
-    model.to(device)
-    result = fit_loop(
-        model,
-        build_optimizer(model, config, target.task),
-        epoch_batches,
-        config=config,
-        task=target.task,
-        steps_per_epoch=steps_per_epoch,
-        device=device,
-        on_epoch_end=on_epoch_end,
-    )
-    return [r.as_dict() for r in result.history], result.converged
+def _tensors(features: np.ndarray, target: Target) -> tuple[torch.Tensor, torch.Tensor | None]:
+    y = None if target.values is None else torch.from_numpy(target.values)
+    return torch.from_numpy(features), y

@@ -110,12 +110,20 @@ def build_optimizer(
     )
 
 
-@torch.no_grad()
 def rows_by_importance(
     model: SelectorModel, task: ResolvedTask, x: Tensor, y: Tensor | None, indices: Tensor
 ) -> Tensor:
-    """Selector rows, most important first: how much the head's loss rises when the row's
-    feature is replaced by its mean."""
+    """Selector rows, most important first (see :func:`importance`)."""
+    rises = importance(model, task, x, y, indices)
+    return torch.argsort(rises, descending=True, stable=True)
+
+
+@torch.no_grad()
+def importance(
+    model: SelectorModel, task: ResolvedTask, x: Tensor, y: Tensor | None, indices: Tensor
+) -> Tensor:
+    """Per selector row, how much the head's loss rises when the row's feature (``indices``,
+    one per row) is replaced by its mean."""
     head = model.head.eval()
     picked = x[:, indices.to(x.device)]
     base = task_loss(task, head(picked), picked, y)
@@ -125,7 +133,7 @@ def rows_by_importance(
         picked[:, row] = column.mean()
         rises[row] = task_loss(task, head(picked), picked, y) - base
         picked[:, row] = column
-    return torch.argsort(rises, descending=True, stable=True)
+    return rises
 
 
 @torch.no_grad()

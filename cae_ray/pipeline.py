@@ -45,8 +45,8 @@ from cae_ray.errors import (
     NoExportError,
     TooFewFeaturesError,
 )
-from cae_ray.heads import final_selection
 from cae_ray.memory import check_memory_for_ray
+from cae_ray.refine import final_selection
 from cae_ray.selectors import feature_scores
 from cae_ray.training import TrainSpec, connect, run_trainer, worker_threads
 
@@ -212,9 +212,7 @@ def select(
     )
 
     x, y = _sample(train_data, target, len(features))
-    indices, probs, collisions = final_selection(
-        outcome.model, target.task, config.selector.k, x, y
-    )
+    indices, probs, collisions = final_selection(outcome.model, config, target.task, x, y)
     scores = dict(zip(features, feature_scores(probs).tolist(), strict=True))
     chosen = sorted(indices.tolist())
     candidates = prepared["candidate_features"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -73,6 +74,22 @@ def test_select_matches_the_in_memory_estimator(
     assert [h["epoch"] for h in history] == list(range(len(history)))
     assert {"loss", "temperature", "mean_max", "distinct"} <= set(history[0])
     assert on_disk["num_workers"] == workers
+
+
+def test_select_refines_a_supervised_search_on_request(
+    ray_cluster, wide_dataset, tmp_path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The interaction screen and second searches (on by default above 2,048 features) run on
+    the driver's sample after Ray training, and keep a selection as good as the search's."""
+    path, informative = wide_dataset
+    config = make_config(path, selector={"refine": True}, scaling={"num_workers": 0})
+    with caplog.at_level(logging.INFO, logger="cae_ray.refine"):
+        selection = select(config, tmp_path)
+    names = selection["selected_features"]
+    assert len(names) == K and len(set(names)) == K
+    assert found(names, informative) >= 7
+    # The search's 10 and 10 screened-in features (as many as its 10 spare rows).
+    assert "second searches over 20 features (10 screened in)" in caplog.text
 
 
 def test_same_inputs_give_the_same_selection(ray_cluster, wide_dataset, tmp_path) -> None:

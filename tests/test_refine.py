@@ -1,0 +1,54 @@
+"""The interaction screen and second search after a supervised search (cae_ray.refine)."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from sklearn.feature_selection import f_classif
+
+from cae_ray.config import validate_config
+from cae_ray.estimator import ConcreteFeatureSelector
+from cae_ray.refine import interaction_scores, refines
+
+
+def xor_table(rows: int, columns: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """y depends on x0 alone and on x0 * x1; x1 alone carries nothing about y."""
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(rows, columns)).astype(np.float32)
+    y = (X[:, 0] + 2 * X[:, 0] * X[:, 1] > 0).astype(np.int64)
+    return X, y
+
+
+def test_the_screen_finds_a_feature_that_only_matters_beside_a_pick() -> None:
+    X, y = xor_table(4000, 3000)
+    f_rank = int((f_classif(X, y)[0] > f_classif(X, y)[0][1]).sum())
+    assert f_rank > 100  # on its own x1 is lost among the noise
+    # The residual of a model that knows only x0 (the predicted probability of y=1 given x0).
+    p = torch.from_numpy((X[:, 0] > 0).astype(np.float32) * 0.5 + 0.25)
+    residual = torch.stack([-(torch.from_numpy(y).float() - p), torch.from_numpy(y).float() - p])
+    scores = interaction_scores(torch.from_numpy(X), residual.T, torch.tensor([0]))
+    scores[0] = -torch.inf
+    assert int(scores.argmax()) == 1
+    # It also scores features in blocks: the column count is not a multiple of the block.
+    assert scores.shape == (3000,) and torch.isfinite(scores[1:]).all()
+
+
+def test_refine_is_on_for_wide_supervised_tables_only() -> None:
+    config = validate_config({})
+    assert refines(config, 2049, "classification")
+    assert not refines(config, 2048, "classification")
+    assert not refines(config, 50_000, "reconstruction")
+    forced = validate_config({"selector": {"refine": True}})
+    assert refines(forced, 100, "regression")
+    assert not refines(validate_config({"selector": {"refine": False}}), 50_000, "classification")
+
+
+def test_the_second_search_keeps_k_distinct_features_the_search_missed() -> None:
+    X, y = xor_table(3000, 400, seed=1)
+    plain = ConcreteFeatureSelector(k=2, search_factor=2, epochs=3, refine=False).fit(X, y)
+    refined = ConcreteFeatureSelector(k=2, search_factor=2, epochs=3, refine=True).fit(X, y)
+    # Three epochs are too few for the search over 400 columns to find x1; the screen is not.
+    assert 1 not in plain.selected_indices_
+    assert set(refined.selected_indices_) == {0, 1}
+    assert refined.scores_.shape == (400,)
+    assert refined.model_.selector.k == 4  # model_ is the search over all the features
