@@ -41,8 +41,12 @@ screen's cost grows with them, and the first picks carry most of the head's sign
 SECOND_SEARCHES = 3
 """Second searches whose importance ratings are summed. On the 20-of-20,000 tables of
 benchmarks/scale.py (seeds 0-2, each with three row orders) 3 found 19-20 of 20, 1 found 15-20."""
-SCREEN_COLUMNS = 2048
-"""Features scored per matrix product, so the screen needs no centred copy of the sample."""
+SCREEN_COLUMNS = 512
+"""Features scored per matrix product, so the screen needs no centred copy of the sample
+(20,000 sample rows: ~40 MB a block)."""
+SCREEN_TERMS = 1024
+"""At most this many (multiplier, output) terms: with many classes fewer picks are screened,
+so the term matrix (sample rows x terms) stays small."""
 
 
 def refines(config: Config, n_features: int, task: ResolvedTask) -> bool:
@@ -69,7 +73,8 @@ def final_selection(
         return kept, probs, collisions
     searched = distinct_selection(model.selector.probabilities().cpu()).indices
     residual = head_residual(model, task, x[:, searched], y)
-    scores = interaction_scores(x, residual, kept[:MAX_PICKS_SCREENED])
+    screened = min(MAX_PICKS_SCREENED, max(SCREEN_TERMS // residual.shape[1] - 1, 1))
+    scores = interaction_scores(x, residual, kept[:screened])
     scores[kept] = -torch.inf
     extra = min(max(len(searched) - k, k), n_features - k)
     pool = torch.cat([kept, torch.topk(scores, extra).indices]).unique()  # sorted

@@ -52,3 +52,19 @@ def test_the_second_search_keeps_k_distinct_features_the_search_missed() -> None
     assert set(refined.selected_indices_) == {0, 1}
     assert refined.scores_.shape == (400,)
     assert refined.model_.selector.k == 4  # model_ is the search over all the features
+
+
+def test_refine_takes_regression_and_many_classes() -> None:
+    X, _ = xor_table(3000, 300, seed=2)
+    y = X[:, 0] + 2 * X[:, 0] * X[:, 1]
+    refined = ConcreteFeatureSelector(k=2, search_factor=2, epochs=3, refine=True).fit(X, y)
+    assert refined.task_ == "regression"
+    assert set(refined.selected_indices_) == {0, 1}
+    # 40 classes of the same signal: fewer picks are screened (the term matrix stays small).
+    bins = np.quantile(y, np.linspace(0, 1, 41)[1:-1])
+    classes = np.digitize(y, bins)
+    plain = ConcreteFeatureSelector(k=2, search_factor=2, epochs=3, refine=False).fit(X, classes)
+    many = ConcreteFeatureSelector(k=2, search_factor=2, epochs=3, refine=True).fit(X, classes)
+    assert many.task_ == "classification"
+    assert set(plain.selected_indices_) != {0, 1}
+    assert set(many.selected_indices_) == {0, 1}
