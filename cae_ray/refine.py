@@ -66,9 +66,9 @@ def final_selection(
     screen and second searches over a few dozen features when :func:`refines` says so.
     ``x``, ``y`` are an in-memory sample of the training rows.
     """
-    k, n_features = config.selector.k, x.shape[1]
-    model = model.cpu()
+    k, model = config.selector.k, model.cpu()
     kept, probs, collisions = search_selection(model, task, k, x, y)
+    n_features = probs.shape[1]  # x is empty for reconstruction, which is never refined
     if not refines(config, n_features, task):
         return kept, probs, collisions
     searched = distinct_selection(model.selector.probabilities().cpu()).indices
