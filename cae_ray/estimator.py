@@ -37,9 +37,9 @@ from cae_ray.heads import (
     SelectorModel,
     build_model,
 )
-from cae_ray.loop import EpochRecord
+from cae_ray.loop import EpochRecord, fit_in_memory
 from cae_ray.memory import check_memory
-from cae_ray.refine import final_selection, fit_in_memory
+from cae_ray.refine import final_selection
 from cae_ray.selectors import feature_scores
 from cae_ray.targets import Target, prepare_target
 

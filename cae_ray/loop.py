@@ -1,8 +1,8 @@
 """THE training loop, pure PyTorch over any iterable of (x, y) batches.
 
-The in-memory estimator feeds it tensors sliced from numpy arrays; the Ray worker feeds it its
-dataset shard and adds checkpoints and reporting through ``on_epoch_end``; validation trains
-its models through it too. There is no second copy.
+The in-memory estimator and cae_ray.refine feed it tensors through ``fit_in_memory``; the Ray
+worker feeds it its dataset shard and adds checkpoints and reporting through ``on_epoch_end``;
+validation trains its models through it too. There is no second copy.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -19,10 +19,11 @@ from torch import Tensor, nn
 
 from cae_ray.config import Config
 from cae_ray.errors import TrainingDivergedError
-from cae_ray.heads import ResolvedTask, SelectorModel, task_loss
+from cae_ray.heads import ResolvedTask, SelectorModel, build_optimizer, task_loss
 from cae_ray.selectors import TemperatureSchedule
 
 logger = logging.getLogger(__name__)
+CPU = torch.device("cpu")
 
 Batch = tuple[Tensor, Tensor | None]
 
@@ -166,3 +167,35 @@ def fit(
         if s.early_stop and all_agree(result.converged):
             break
     return result
+
+
+def fit_in_memory(
+    model: SelectorModel,
+    config: Config,
+    task: ResolvedTask,
+    x: Tensor,
+    y: Tensor | None,
+    device: torch.device = CPU,
+    on_epoch_end: Callable[[EpochRecord], None] | None = None,
+) -> LoopResult:
+    """Train on in-memory tensors for up to ``training.epochs`` epochs (early stop as
+    configured), one shuffled pass per epoch."""
+    t = config.training
+    order = torch.Generator().manual_seed(t.seed)
+
+    def epoch_batches(epoch: int) -> Iterator[Batch]:
+        permutation = torch.randperm(x.shape[0], generator=order)
+        for start in range(0, x.shape[0], t.batch_size):
+            rows = permutation[start : start + t.batch_size]
+            yield x[rows], None if y is None else y[rows]
+
+    return fit(
+        model.to(device),
+        build_optimizer(model, config, task),
+        epoch_batches,
+        config=config,
+        task=task,
+        steps_per_epoch=-(-x.shape[0] // t.batch_size),
+        device=device,
+        on_epoch_end=on_epoch_end,
+    )

@@ -14,7 +14,6 @@ sample) choose the k kept.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
 
 import torch
 from torch import Tensor, nn
@@ -24,16 +23,13 @@ from cae_ray.heads import (
     ResolvedTask,
     SelectorModel,
     build_model,
-    build_optimizer,
     importance,
 )
 from cae_ray.heads import final_selection as search_selection
-from cae_ray.loop import Batch, EpochRecord, LoopResult
-from cae_ray.loop import fit as fit_loop
+from cae_ray.loop import fit_in_memory
 from cae_ray.selectors import FULL_RANK_MAX_FEATURES, distinct_selection
 
 logger = logging.getLogger(__name__)
-CPU = torch.device("cpu")
 
 MAX_PICKS_SCREENED = 32
 """Interactions are tested with the search's most important picks, at most this many: the
@@ -161,35 +157,3 @@ def second_searches(
     every_row = torch.cat(rows)
     best_rows = every_row[:, chosen].argmax(dim=0)
     return chosen, every_row[best_rows]
-
-
-def fit_in_memory(
-    model: SelectorModel,
-    config: Config,
-    task: ResolvedTask,
-    x: Tensor,
-    y: Tensor | None,
-    device: torch.device = CPU,
-    on_epoch_end: Callable[[EpochRecord], None] | None = None,
-) -> LoopResult:
-    """Train on in-memory tensors for up to ``training.epochs`` epochs (early stop as
-    configured), one shuffled pass per epoch."""
-    t = config.training
-    order = torch.Generator().manual_seed(t.seed)
-
-    def epoch_batches(epoch: int) -> Iterator[Batch]:
-        permutation = torch.randperm(x.shape[0], generator=order)
-        for start in range(0, x.shape[0], t.batch_size):
-            rows = permutation[start : start + t.batch_size]
-            yield x[rows], None if y is None else y[rows]
-
-    return fit_loop(
-        model.to(device),
-        build_optimizer(model, config, task),
-        epoch_batches,
-        config=config,
-        task=task,
-        steps_per_epoch=-(-x.shape[0] // t.batch_size),
-        device=device,
-        on_epoch_end=on_epoch_end,
-    )
