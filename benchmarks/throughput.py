@@ -281,12 +281,13 @@ def child_prepare(job: dict[str, Any]) -> dict[str, Any]:
 
 
 def child_select(job: dict[str, Any]) -> dict[str, Any]:
+    from cae_ray.artifacts import PREPARED, RunDir
     from cae_ray.config import validate_config
-    from cae_ray.pipeline import read_json, select
+    from cae_ray.pipeline import select
 
     started = time.perf_counter()
     selection = select(validate_config(job["config"]), job["run_dir"])
-    prepared = read_json(Path(job["run_dir"]) / "data" / "prepared.json")
+    prepared = RunDir(job["run_dir"]).read_json(PREPARED)
     assert prepared is not None
     n_train = int(prepared["rows"]["train"])
     seconds = [h["seconds"] for h in selection["history"]]

@@ -1,15 +1,24 @@
-"""cae-ray: Concrete Autoencoder feature selection (CAE, IP-CAE) for wide feature tables."""
+"""cae-ray: Concrete Autoencoder feature selection (CAE, IP-CAE) for wide feature tables.
 
-from typing import Any
+``import cae_ray`` is light (no torch, Ray, Feast or scikit-learn): the names below are loaded
+on first use.
+"""
+
+from typing import TYPE_CHECKING, Any
 
 from cae_ray.config import Config, load_config
 from cae_ray.errors import CaeRayError
-from cae_ray.estimator import ConcreteFeatureSelector
+from cae_ray.version import __version__
+
+if TYPE_CHECKING:
+    from cae_ray.estimator import ConcreteFeatureSelector
+    from cae_ray.pipeline import export, prepare, run, select, validate
 
 __all__ = [
     "CaeRayError",
     "ConcreteFeatureSelector",
     "Config",
+    "__version__",
     "export",
     "load_config",
     "prepare",
@@ -17,11 +26,13 @@ __all__ = [
     "select",
     "validate",
 ]
-__version__ = "0.1.0"
 
 
 def __getattr__(name: str) -> Any:
-    # The run steps import Ray; load them on first use so `import cae_ray` stays light.
+    if name == "ConcreteFeatureSelector":
+        from cae_ray.estimator import ConcreteFeatureSelector
+
+        return ConcreteFeatureSelector
     if name in ("export", "prepare", "run", "select", "validate"):
         from cae_ray import pipeline
 

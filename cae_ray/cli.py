@@ -131,18 +131,16 @@ def run(
 
 
 def _run_with_display(cfg: Config, run_dir: Path) -> dict[str, Any]:
+    from cae_ray.artifacts import RUN_RECORD, RunDir
     from cae_ray.console import RunDisplay, summary_table
-    from cae_ray.run import RUN_FILE
-    from cae_ray.run import run as run_all
+    from cae_ray.pipeline import run as run_all
 
     _quiet_ray()
     try:
         with RunDisplay(console, cfg) as display:
             record = run_all(cfg, run_dir, on_event=display)
     except CaeRayError as e:
-        recorded = (
-            json.loads((run_dir / RUN_FILE).read_text()) if (run_dir / RUN_FILE).exists() else None
-        )
+        recorded = RunDir(run_dir).read_json(RUN_RECORD)
         if recorded is not None and isinstance(e, ValidationGateFailedError):
             console.print(summary_table(recorded, run_dir, cfg))
         raise _fail(e) from e
@@ -155,7 +153,7 @@ def _with_progress(
 ) -> dict[str, Any]:
     """One step with the same live line `cae-ray run` shows for it."""
     from cae_ray.console import RunDisplay
-    from cae_ray.run import StepEvent, step_summary
+    from cae_ray.progress import StepEvent, step_summary
 
     _quiet_ray()
     with RunDisplay(console, cfg) as display:
@@ -288,9 +286,8 @@ def prune(
         errors.print('[bold red]error:[/] --force needs --reason "..." (it goes in the audit log).')
         raise typer.Exit(EXIT_CONFIG)
     try:
-        plan = prune_step(
-            load_config(config), run_dir, apply=apply, force_reason=reason if force else None
-        )
+        cfg = load_config(config)
+        plan = prune_step(cfg, run_dir, apply=apply, force_reason=reason if force else None)
     except CaeRayError as e:
         raise _fail(e) from e
     table = Table(title=f"Prune plan for run {plan['run_id']} (project {plan['project']})")
@@ -312,10 +309,16 @@ def prune(
             "from cae_ray.feast.overlay import annotate_all; annotate_all(globals())",
             highlight=False,
         )
-    if plan["applied"]:
+    assert cfg.feast is not None  # prune_step refuses a config without one
+    undo = f"cae-ray restore --repo {cfg.feast.repo} --run-id {plan['run_id']}"
+    if plan["already_applied"]:
         console.print(
-            f"[green]Applied.[/] Undo with: cae-ray restore --repo REPO --run-id {plan['run_id']}"
+            f"[yellow]Already applied:[/] run {plan['run_id']}'s marks are in the registry; "
+            f"nothing changed. Undo with: {undo}",
+            highlight=False,
         )
+    elif plan["applied"]:
+        console.print(f"[green]Applied.[/] Undo with: {undo}", highlight=False)
     else:
         console.print(
             "Plan only, nothing written to the registry "

@@ -18,12 +18,18 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    StrictInt,
     ValidationError,
     field_validator,
     model_validator,
 )
 
-from cae_ray.errors import ConfigFileError, ConfigValidationError, UndefinedEnvVarError
+from cae_ray.errors import (
+    ConfigFileError,
+    ConfigValidationError,
+    TooFewFeaturesError,
+    UndefinedEnvVarError,
+)
 
 Method = Literal["ipcae", "cae"]
 Task = Literal["auto", "reconstruction", "classification", "regression"]
@@ -42,7 +48,7 @@ class SelectorConfig(Section):
     """`ipcae`: indirectly parameterized logits L = Psi W^T + b (Nilsson et al. 2024), which
     converges faster and to better selections; `cae`: free K x N logits (Abid et al. 2019)."""
 
-    k: int = Field(50, ge=1)
+    k: StrictInt = Field(50, ge=1)
     """How many features to select. Must be smaller than the number of candidate features."""
 
     dim_ip: int | None = Field(None, ge=1)
@@ -84,6 +90,12 @@ class SelectorConfig(Section):
     convergence_threshold: float = Field(0.998, gt=0, le=1)
     """Converged when the mean over selector rows of the largest selection probability reaches
     this value (the CAE paper uses 0.998)."""
+
+    def check_fits(self, n_features: int, dropped_constant: list[str] | None = None) -> None:
+        """Refuse a ``k`` that is not below the number of usable candidate features (known
+        only once the data is: the one check of ``k`` beyond this model's own)."""
+        if self.k >= n_features:
+            raise TooFewFeaturesError(self.k, n_features, dropped_constant or [])
 
     @model_validator(mode="after")
     def _temperatures_decrease(self) -> SelectorConfig:

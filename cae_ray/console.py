@@ -1,5 +1,5 @@
 """What `cae-ray run` and `cae-ray demo` show: a live line per step (a bar for training epochs)
-and a summary table at the end. Fed by :class:`cae_ray.run.StepEvent` s; holds no logic."""
+and a summary table at the end. Fed by :class:`cae_ray.progress.StepEvent` s; holds no logic."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from rich.table import Table
 from rich.text import Text
 
 from cae_ray.config import Config
-from cae_ray.run import StepEvent
+from cae_ray.progress import StepEvent
 
 
 class MarkColumn(SpinnerColumn):
@@ -42,7 +42,7 @@ MARKS = {
 
 class RunDisplay:
     """A rich Progress with one row per step; use as a context manager and pass it as
-    ``on_event`` to :func:`cae_ray.run.run`."""
+    ``on_event`` to :func:`cae_ray.pipeline.run`."""
 
     def __init__(self, console: Console, config: Config) -> None:
         self.progress = Progress(

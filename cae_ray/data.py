@@ -12,7 +12,6 @@ Every read keeps file order, so the same inputs give the same rows in the same o
 from __future__ import annotations
 
 import fnmatch
-import hashlib
 import logging
 import shutil
 from dataclasses import asdict, dataclass
@@ -22,9 +21,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.dataset as pads
 import pyarrow.fs as pafs
 
+from cae_ray.artifacts import digest
 from cae_ray.batches import FEATURES, TARGET, pack
 from cae_ray.config import AllNumericExcept, DataConfig
 from cae_ray.errors import (
@@ -37,7 +38,7 @@ from cae_ray.errors import (
     NullValuesRefusedError,
     TargetTaskMismatchError,
 )
-from cae_ray.heads import ResolvedTask
+from cae_ray.targets import TargetInfo, check_classes, decide_task, target_kind
 
 logger = logging.getLogger(__name__)
 
@@ -48,7 +49,6 @@ _MIX = np.random.default_rng(0x5EED).integers(1, 2**63, size=1 << 16, dtype=np.u
 class DatasetInfo:
     features: list[str]
     """Candidate features, in file order."""
-    target_type: pa.DataType | None
     n_rows: int
     n_columns: int
     """Every column of the files, features or not."""
@@ -90,7 +90,7 @@ def open_parquet(path: str) -> pads.Dataset:
 
 
 def inspect_dataset(config: DataConfig) -> DatasetInfo:
-    if config.path is None:  # pipeline.source_data fills it in from the Feast export
+    if config.path is None:  # preparation.source_data fills it in from the Feast export
         raise MissingDataConfigError("the data section")
     dataset = open_parquet(config.path)
     schema = dataset.schema
@@ -104,8 +104,7 @@ def inspect_dataset(config: DataConfig) -> DatasetInfo:
     files = sorted(dataset.files)
     sizes = [info.size for info in dataset.filesystem.get_file_info(files)]
     fingerprint = digest(repr((files, sizes, schema.to_string())))
-    target_type = schema.field(config.target).type if config.target else None
-    return DatasetInfo(features, target_type, n_rows, len(schema.names), fingerprint)
+    return DatasetInfo(features, n_rows, len(schema.names), fingerprint)
 
 
 def resolve_features(schema: pa.Schema, config: DataConfig) -> list[str]:
@@ -143,11 +142,6 @@ def _describe(spec: list[str] | str | AllNumericExcept) -> str:
     if isinstance(spec, AllNumericExcept):
         return f"all numeric columns except {spec.all_numeric_except}"
     return repr(spec)
-
-
-def digest(text: str) -> str:
-    """A short, stable hash of a text (fingerprints and cache keys)."""
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def read_ordered(path: str) -> Any:
@@ -252,48 +246,29 @@ def check_nulls(stats: FeatureStats, policy: str) -> None:
 # --- target -------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class TargetInfo:
-    task: ResolvedTask
-    classes: list[Any] | None = None
-    """Sorted class labels (classification); codes are positions in this list."""
-    mean: float = 0.0
-    std: float = 1.0
-    """Regression targets are standardised with these."""
-
-    @property
-    def n_outputs(self) -> int:
-        return len(self.classes) if self.classes is not None else 1
-
-
-def resolve_target(
-    dataset: Any, column: str | None, task: str, dtype: pa.DataType | None
-) -> TargetInfo:
-    """Decide the task (``auto``: floats regress, anything else classifies) and its encoding."""
+def resolve_dataset_target(dataset: Any, column: str | None, task: str) -> TargetInfo:
+    """The task and encoding of the target column, decided from its distinct values by
+    :func:`cae_ray.targets.decide_task` (the estimator's rule too)."""
     if column is None or task == "reconstruction":
         if task in ("classification", "regression"):
             raise TargetTaskMismatchError(task, "data.target is not set", "set data.target")
         return TargetInfo("reconstruction")
-    assert dtype is not None
-    if task == "auto":
-        task = "regression" if pa.types.is_floating(dtype) else "classification"
-    if task == "regression":
-        if not _numeric(dtype):
-            raise TargetTaskMismatchError(
-                task, f"column {column!r} is {dtype}", "use head.task: classification"
-            )
-        stats = compute_stats(dataset.select_columns([column]), [column])
-        if stats.nulls[0] > 0:
-            raise NullValuesRefusedError([column], [int(stats.nulls[0])])
-        return TargetInfo("regression", mean=float(stats.mean[0]), std=float(stats.std[0]) or 1.0)
-    classes = sorted(dataset.unique(column))
-    if any(c is None or (isinstance(c, float) and np.isnan(c)) for c in classes):
-        raise NullValuesRefusedError([column], [1])
-    if len(classes) < 2:
-        raise TargetTaskMismatchError(
-            "classification", f"a single class ({classes!r})", "pass at least two classes"
-        )
-    return TargetInfo("classification", classes=classes)
+    distinct = dataset.unique(column)
+    if any(v is None or (isinstance(v, float) and np.isnan(v)) for v in distinct):
+        raise NullValuesRefusedError([column], [_null_count(dataset, column)])
+    values = np.asarray(distinct)
+    if decide_task(task, target_kind(values, task), values) == "classification":
+        classes = np.asarray(sorted(distinct)).tolist()
+        check_classes(classes)
+        return TargetInfo("classification", classes=classes)
+    stats = compute_stats(dataset.select_columns([column]), [column])
+    return TargetInfo("regression", mean=float(stats.mean[0]), std=float(stats.std[0]) or 1.0)
+
+
+def _null_count(dataset: Any, column: str) -> int:
+    """Nulls and NaNs of a column (only counted when there are some, for the error)."""
+    batches = dataset.select_columns([column]).iter_batches(batch_format="pyarrow", batch_size=None)
+    return sum(int(pc.sum(pc.is_null(b[column], nan_is_null=True)).as_py()) for b in batches)
 
 
 # --- split and pack -----------------------------------------------------------------------------
@@ -363,23 +338,23 @@ def write_packed(
     stats: FeatureStats,
     keep: list[str],
     target: TargetInfo,
-    out_dir: Path,
+    splits: dict[str, Path],
 ) -> dict[str, int]:
-    """Write ``out_dir/train`` and ``out_dir/validation``; return their row counts."""
+    """Write the ``train`` and ``validation`` splits to their directories; their row counts."""
     counts = {}
-    for split in ("train", "validation"):
+    for split, directory in splits.items():
         packer = Packer(config, stats, keep, target, split)
         packed = dataset.map_batches(packer, batch_format="pyarrow", batch_size=None)
-        shutil.rmtree(out_dir / split, ignore_errors=True)  # a killed earlier write left parts
+        shutil.rmtree(directory, ignore_errors=True)  # a killed earlier write left parts
         # Standardised floats barely compress, and snappy decoding cost 5x the read time of
         # plain pages; dictionaries and min/max of 4N-byte values only cost time and footer size.
         packed.write_parquet(
-            str(out_dir / split),
+            str(directory),
             compression="none",
             use_dictionary=False,
             write_statistics=False,
         )
-        counts[split] = int(pq_count(out_dir / split))
+        counts[split] = int(pq_count(directory))
     return counts
 
 

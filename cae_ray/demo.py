@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from cae_ray.config import Config, load_config
-from cae_ray.errors import FeastRepoError
+from cae_ray.feast.errors import FeastRepoError
 
 DEMO_DIR_DEFAULT = "${CAE_RAY_DEMO_DIR:-runs/demo}"
 """Stands for the demo's directory in DEMO_YAML (configs/demo.yaml can be run from a checkout)."""

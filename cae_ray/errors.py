@@ -10,14 +10,35 @@ import difflib
 from collections.abc import Sequence
 
 
-def _preview(names: Sequence[object], limit: int = 8) -> str:
+def preview(names: Sequence[object], limit: int = 8) -> str:
     shown = ", ".join(repr(n) for n in list(names)[:limit])
     more = len(names) - limit
     return f"{shown} and {more} more" if more > 0 else shown
 
 
+EXIT_FAILURE, EXIT_CONFIG, EXIT_INPUT, EXIT_CLUSTER, EXIT_GATE = 1, 2, 3, 4, 5
+"""Of `cae-ray` and the Ray Job entry point, so a scheduler tells failure kinds apart: 1
+unexpected failure, 2 bad configuration or usage (no, an edited or a stale selection included),
+3 bad input data, 4 the Ray cluster unreachable or short of GPUs, 5 the validation gate failed."""
+
+
 class CaeRayError(Exception):
-    """Base class of every error cae-ray raises on purpose."""
+    """Base class of every error cae-ray raises on purpose.
+
+    Errors cross process boundaries (a Ray worker raises, the driver reports): each pickles as
+    its class, message and attributes, whatever its ``__init__`` takes."""
+
+    exit_code = EXIT_FAILURE
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (_rebuilt, (type(self), self.args, self.__dict__))
+
+
+def _rebuilt(cls: type[CaeRayError], args: tuple[object, ...], state: dict[str, object]) -> object:
+    error = cls.__new__(cls)
+    Exception.__init__(error, *args)
+    error.__dict__.update(state)
+    return error
 
 
 # --- configuration -----------------------------------------------------------------------------
@@ -25,6 +46,8 @@ class CaeRayError(Exception):
 
 class ConfigFileError(CaeRayError):
     """A config file cannot be read or is not valid YAML."""
+
+    exit_code = EXIT_CONFIG
 
     def __init__(self, path: str, problem: str, fix: str) -> None:
         self.path, self.problem = path, problem
@@ -46,6 +69,8 @@ class UndefinedEnvVarError(ConfigFileError):
 class ConfigValidationError(CaeRayError, ValueError):
     """Config values are missing, of the wrong type, out of range or unknown keys."""
 
+    exit_code = EXIT_CONFIG
+
     def __init__(self, source: str, problems: Sequence[str]) -> None:
         self.source, self.problems = source, list(problems)
         lines = "\n".join(f"  - {p}" for p in problems)
@@ -58,6 +83,8 @@ class ConfigValidationError(CaeRayError, ValueError):
 class InvalidInputError(CaeRayError, ValueError):
     """Base class for problems with the data passed to a selector."""
 
+    exit_code = EXIT_INPUT
+
 
 class EmptyInputError(InvalidInputError):
     def __init__(self, n_rows: int, n_features: int) -> None:
@@ -66,19 +93,6 @@ class EmptyInputError(InvalidInputError):
             f"{n_features})) while a minimum of 2 is required for each. Fix: pass the full "
             "training table."
         )
-
-
-class InvalidKError(InvalidInputError):
-    def __init__(self, k: int, n_features: int) -> None:
-        self.k, self.n_features = k, n_features
-        if k < 1:
-            msg = f"k={k}: at least one feature must be selected. Fix: set k >= 1."
-        else:
-            msg = (
-                f"k={k} but X has only {n_features} candidate features; selecting all of them "
-                f"(or more) selects nothing. Fix: set k between 1 and {n_features - 1}."
-            )
-        super().__init__(msg)
 
 
 class NonNumericColumnsError(InvalidInputError):
@@ -99,7 +113,7 @@ class NonFiniteInputError(InvalidInputError):
         self.columns = list(columns)
         super().__init__(
             f"X contains NaN ({n_nan} values) or inf ({n_inf} values) in {len(columns)} "
-            f"column(s): {_preview(columns)}. Fix: impute or drop them first, e.g. with "
+            f"column(s): {preview(columns)}. Fix: impute or drop them first, e.g. with "
             "sklearn.impute.SimpleImputer in a Pipeline."
         )
 
@@ -169,15 +183,14 @@ class MissingColumnError(InvalidInputError):
     def __init__(
         self, column: str, role: str, available: Sequence[str], also: Sequence[str] = ()
     ) -> None:
-        import difflib
 
         self.column, self.role = column, role
         close = difflib.get_close_matches(column, list(available), n=1)
         hint = f"did you mean {close[0]!r}? " if close else ""
-        others = f" (and {len(also)} more: {_preview(also)})" if also else ""
+        others = f" (and {len(also)} more: {preview(also)})" if also else ""
         super().__init__(
             f"the {role} column {column!r}{others} is not in the dataset, which has "
-            f"{len(available)} columns: {_preview(available)}. Fix: {hint}check data.{role}"
+            f"{len(available)} columns: {preview(available)}. Fix: {hint}check data.{role}"
             f"{'s' if role == 'feature' else ''}."
         )
 
@@ -186,7 +199,7 @@ class NoFeaturesMatchedError(InvalidInputError):
     def __init__(self, spec: str, available: Sequence[str]) -> None:
         super().__init__(
             f"no feature column matched {spec}; the dataset has {len(available)} columns: "
-            f"{_preview(available)}. Fix: change data.features (a list, a glob such as 'f_*', "
+            f"{preview(available)}. Fix: change data.features (a list, a glob such as 'f_*', "
             "or {all_numeric_except: [...]})."
         )
 
@@ -205,11 +218,18 @@ class NullValuesRefusedError(InvalidInputError):
 
 
 class TooFewFeaturesError(InvalidInputError):
-    def __init__(self, k: int, usable: int, dropped: Sequence[str]) -> None:
-        extra = f" after dropping {len(dropped)} constant column(s) ({_preview(dropped)})"
+    """k is not below the number of usable candidate features: selecting all selects nothing."""
+
+    def __init__(self, k: int, usable: int, dropped: Sequence[str] = ()) -> None:
+        self.k, self.usable = k, usable
+        extra = f" after dropping {len(dropped)} constant column(s) ({preview(dropped)})"
+        fix = f"set selector.k between 1 and {usable - 1}, or add features"
+        if usable <= 1:
+            fix = "add candidate features"
         super().__init__(
-            f"selector.k={k} but only {usable} usable candidate features remain"
-            f"{extra if dropped else ''}. Fix: set selector.k below {usable}, or add features."
+            f"k={k} but only {usable} usable candidate features remain"
+            f"{extra if dropped else ''}; selecting all of them (or more) selects nothing. "
+            f"Fix: {fix}."
         )
 
 
@@ -217,6 +237,8 @@ class TooFewFeaturesError(InvalidInputError):
 
 
 class RayUnreachableError(CaeRayError):
+    exit_code = EXIT_CLUSTER
+
     def __init__(
         self, address: str, reason: str, source: str = "scaling.address / RAY_ADDRESS"
     ) -> None:
@@ -228,6 +250,8 @@ class RayUnreachableError(CaeRayError):
 
 
 class GpuUnavailableError(CaeRayError):
+    exit_code = EXIT_CLUSTER
+
     def __init__(self, wanted: float, available: float) -> None:
         super().__init__(
             f"scaling.use_gpu asks for {wanted:g} GPU(s) but the Ray cluster has "
@@ -237,6 +261,8 @@ class GpuUnavailableError(CaeRayError):
 
 
 class MissingDataConfigError(CaeRayError):
+    exit_code = EXIT_CONFIG
+
     def __init__(self, source: str) -> None:
         super().__init__(
             f"{source} names no dataset: neither `data.path` nor `feast.entities` (or a time "
@@ -247,6 +273,8 @@ class MissingDataConfigError(CaeRayError):
 
 class NoExportError(CaeRayError):
     """The config selects from the Feast export, but the run dir holds none yet."""
+
+    exit_code = EXIT_CONFIG
 
     def __init__(self, run_dir: str) -> None:
         self.run_dir = run_dir
@@ -273,7 +301,7 @@ class MetricTaskMismatchError(InvalidInputError):
             classes = f" with {n_classes} classes" if n_classes is not None else ""
             problem = f"metric={metric!r} does not fit task={task!r}{classes}"
         fix = (
-            f"use one of {_preview(allowed)}"
+            f"use one of {preview(allowed)}"
             if allowed
             else "resolve the task to 'classification', 'regression' or 'reconstruction' first"
         )
@@ -309,6 +337,8 @@ class InvalidBootstrapError(InvalidInputError):
 class NoSelectionError(CaeRayError):
     """Validation (or pruning) was asked for, but the run dir holds no selection."""
 
+    exit_code = EXIT_CONFIG
+
     def __init__(self, run_dir: str) -> None:
         self.run_dir = run_dir
         super().__init__(
@@ -319,6 +349,8 @@ class NoSelectionError(CaeRayError):
 
 class SelectionEditedError(CaeRayError):
     """``selection.json`` no longer hashes to the ``selection_hash`` written with it."""
+
+    exit_code = EXIT_CONFIG
 
     def __init__(self, path: str, recorded: str | None, actual: str) -> None:
         self.path, self.recorded, self.actual = path, recorded, actual
@@ -333,6 +365,8 @@ class SelectionEditedError(CaeRayError):
 class SelectionConfigMismatchError(CaeRayError):
     """The selection in the run dir was made from another config or other data."""
 
+    exit_code = EXIT_CONFIG
+
     def __init__(self, path: str, what: str, recorded: str, current: str) -> None:
         self.path, self.what = path, what
         super().__init__(
@@ -342,11 +376,10 @@ class SelectionConfigMismatchError(CaeRayError):
         )
 
 
-# --- Feast ---------------------------------------------------------------------------------------
-
-
 class ValidationGateFailedError(CaeRayError):
     """The validation gate failed, so ``cae-ray run`` stops before touching the registry."""
+
+    exit_code = EXIT_GATE
 
     def __init__(self, run_dir: str, reason: str) -> None:
         self.run_dir, self.reason = run_dir, reason
@@ -357,160 +390,10 @@ class ValidationGateFailedError(CaeRayError):
         )
 
 
-class FeastError(CaeRayError):
-    """Base class for problems with the Feast repo or what is asked of it."""
-
-
-class MissingFeastConfigError(FeastError):
-    def __init__(self, source: str, missing: str) -> None:
-        super().__init__(
-            f"{source} has no {missing}. Fix: add feast: {{repo: path/to/feature_repo, "
-            "features: [my_view], entities: entity_rows.parquet}."
-        )
-
-
-class FeastRepoError(FeastError):
-    def __init__(self, repo: str, problem: str) -> None:
-        self.repo = repo
-        super().__init__(
-            f"cannot open the Feast repo at {repo!r}: {problem}. Fix: point feast.repo at the "
-            "directory that holds feature_store.yaml (and run `feast apply` there once)."
-        )
-
-
-class UnknownFeatureViewError(FeastError, ValueError):
-    def __init__(self, name: str, available: Sequence[str], kind: str = "feature view") -> None:
-        self.name = name
-        close = difflib.get_close_matches(name, list(available), n=1)
-        hint = f" Did you mean {close[0]!r}?" if close else ""
-        super().__init__(
-            f"the Feast registry has no {kind} {name!r}.{hint} Known: "
-            f"{_preview(sorted(available)) or 'none'}. Fix: correct the name, or `feast apply` "
-            "the repo that defines it."
-        )
-
-
-class UnknownFeatureError(FeastError, ValueError):
-    def __init__(self, view: str, feature: str, available: Sequence[str]) -> None:
-        self.view, self.feature = view, feature
-        close = difflib.get_close_matches(feature, list(available), n=1)
-        hint = f" Did you mean {view}:{close[0]}?" if close else ""
-        super().__init__(
-            f"feature view {view!r} has no feature {feature!r}.{hint} Its features: "
-            f"{_preview(available)}. Fix: correct the reference (view:feature)."
-        )
-
-
-class EntityColumnsMissingError(InvalidInputError):
-    def __init__(self, path: str, missing: Sequence[str], present: Sequence[str]) -> None:
-        self.missing = list(missing)
-        super().__init__(
-            f"the entity rows in {path} lack column(s) {_preview(missing)} that the feature "
-            f"views join on or read as of (present: {_preview(present)}). Fix: add them, or set "
-            "feast.timestamp_column to the rows' event time column."
-        )
-
-
-class AmbiguousFeatureError(FeastError, ValueError):
-    def __init__(self, feature: str, views: Sequence[str]) -> None:
-        super().__init__(
-            f"feature {feature!r} exists in several feature views ({_preview(views)}), so the "
-            "selection cannot say which one to mark. Fix: export through `cae-ray export` (its "
-            "columns are view__feature), or rename the column to view__feature."
-        )
-
-
-class PruneRefusedError(FeastError):
-    def __init__(self, run_dir: str, problem: str) -> None:
-        self.problem = problem
-        super().__init__(
-            f"refusing to prune from {run_dir}: {problem}. Fix: run `cae-ray validate` on this "
-            'selection until it passes, or pass --force --reason "..." to prune anyway (the '
-            "reason is recorded in the audit log)."
-        )
-
-
-class UnknownRunIdError(FeastError, ValueError):
-    def __init__(self, run_id: str, log: str, known: Sequence[str]) -> None:
-        super().__init__(
-            f"no prune with run id {run_id!r} is recorded in {log}. Known run ids: "
-            f"{_preview(known) or 'none'}. Fix: pass one of those to --run-id."
-        )
-
-
-class MissingFeastExtraError(FeastError):
-    def __init__(self, repo: str, what: str, missing: Sequence[str], extra: str) -> None:
-        self.repo, self.missing, self.extra = repo, list(missing), extra
-        super().__init__(
-            f"the Feast repo at {repo!r} uses {what}, which needs the Python package(s) "
-            f"{_preview(missing)}, not installed here. Fix: pip install 'cae-ray[{extra}]'."
-        )
-
-
-class EmptyTimeRangeError(FeastError):
-    """A time range in which the views have no feature rows: nothing to export."""
-
-    def __init__(self, views: Sequence[str], start: object, end: object) -> None:
-        super().__init__(
-            f"the feature views {', '.join(map(repr, views))} have no feature rows from {start} "
-            f"to {end}, so there are no entity rows to export. Fix: widen feast.start / "
-            "feast.end, or give feast.entities (a file of entity rows)."
-        )
-
-
-class TimeRangeJoinKeysError(FeastError):
-    """Entity rows from a time range need one set of join keys for every view."""
-
-    def __init__(self, keys_by_view: dict[str, list[str]]) -> None:
-        shown = "; ".join(f"{view}: {', '.join(keys)}" for view, keys in keys_by_view.items())
-        super().__init__(
-            f"a time range makes the entity rows from the views' own rows, but the views join "
-            f"on different keys ({shown}). Fix: export views with the same join keys, or give "
-            "feast.entities (a file of entity rows with every key)."
-        )
-
-
-class RayStoreStoragePathError(FeastError):
-    """Feast's ray offline store needs a staging path, and says so only after the retrieval."""
-
-    def __init__(self, repo: str) -> None:
-        self.repo = repo
-        super().__init__(
-            f"the Feast repo at {repo!r} uses the ray offline store without a storage_path, "
-            "which Feast needs for staging (it would fail only after the whole retrieval). "
-            "Fix: add `storage_path: data/ray_storage` (or any path or URI the cluster can "
-            "write) under offline_store in its feature_store.yaml."
-        )
-
-
-class FeastRetrievalError(FeastError):
-    """The offline store did not answer each entity row exactly once."""
-
-    def __init__(self, store: str, asked: int, got: int, distinct: int) -> None:
-        super().__init__(
-            f"the {store!r} offline store answered {asked} entity rows with {got} rows "
-            f"({distinct} distinct), so features cannot be matched to rows. Fix: report it with "
-            "the Feast version and feature_store.yaml; export with another offline_store type "
-            "meanwhile."
-        )
-
-
-class RegistryNotWritableError(FeastError):
-    """A prune or restore would fail part way: something it writes cannot be written."""
-
-    def __init__(self, path: str, reason: str, directory: bool = False) -> None:
-        self.path = path
-        what = "create files in the directory" if directory else "write"
-        super().__init__(
-            f"cannot {what} {path} ({reason}), so nothing was changed (the registry, the "
-            "repo's cae_ray_deprecations.yaml and its audit log are written together). Fix: run "
-            f"as a user who may write there, or make it writable (e.g. chmod u+w {path}, or "
-            "remount it read-write)."
-        )
-
-
 class MemoryBudgetError(CaeRayError):
     """Training would need more memory than the machine has free (or than allowed)."""
+
+    exit_code = EXIT_CONFIG
 
     def __init__(
         self, estimate: str, limit: str, source: str, setting: str, value: str, fixed: str
@@ -531,31 +414,8 @@ class MemoryBudgetError(CaeRayError):
 
 # --- exit codes ----------------------------------------------------------------------------------
 
-EXIT_FAILURE, EXIT_CONFIG, EXIT_INPUT, EXIT_CLUSTER, EXIT_GATE = 1, 2, 3, 4, 5
-"""Of `cae-ray` and the Ray Job entry point: a scheduler tells failure kinds apart by them."""
-
-_CONFIG_ERRORS = (
-    ConfigFileError,
-    ConfigValidationError,
-    MissingDataConfigError,
-    NoExportError,
-    NoSelectionError,
-    SelectionEditedError,
-    SelectionConfigMismatchError,
-    FeastError,
-    MemoryBudgetError,
-)
-
 
 def exit_code(error: BaseException) -> int:
-    """2 bad configuration or usage (no, an edited or a stale selection included), 3 bad input
-    data, 4 the Ray cluster unreachable or short of GPUs, 5 the validation gate failed, 1 else."""
-    if isinstance(error, ValidationGateFailedError):
-        return EXIT_GATE
-    if isinstance(error, _CONFIG_ERRORS):
-        return EXIT_CONFIG
-    if isinstance(error, RayUnreachableError | GpuUnavailableError):
-        return EXIT_CLUSTER
-    if isinstance(error, InvalidInputError):
-        return EXIT_INPUT
-    return EXIT_FAILURE
+    """The exit code of `cae-ray` and the Ray Job entry point for ``error``: each class says
+    its own (:data:`EXIT_FAILURE` for anything that is not a cae-ray error)."""
+    return error.exit_code if isinstance(error, CaeRayError) else EXIT_FAILURE

@@ -28,20 +28,15 @@ from cae_ray.errors import (
     DeviceUnavailableError,
     EmptyInputError,
     FeatureMismatchError,
-    InvalidKError,
     NonFiniteInputError,
     NonNumericColumnsError,
 )
-from cae_ray.heads import (
-    ResolvedTask,
-    SelectorModel,
-    build_model,
-)
+from cae_ray.heads import SelectorModel, build_model
 from cae_ray.loop import EpochRecord, fit_in_memory
 from cae_ray.memory import check_memory
 from cae_ray.refine import final_selection
 from cae_ray.selectors import feature_scores
-from cae_ray.targets import Target, prepare_target
+from cae_ray.targets import ResolvedTask, Target, prepare_target
 
 EpochCallback = Callable[[EpochRecord], None]
 
@@ -137,13 +132,11 @@ class ConcreteFeatureSelector(SelectorMixin, BaseEstimator):
 
     def to_config(self) -> Config:
         """The parameters as a validated :class:`~cae_ray.config.Config` (bad values raise)."""
-        if not isinstance(self.k, int | np.integer) or self.k < 1:
-            raise InvalidKError(int(self.k) if isinstance(self.k, int | float) else 0, 0)
         return validate_config(
             {
                 "selector": {
                     "method": self.method,
-                    "k": self.k,
+                    "k": int(self.k) if isinstance(self.k, np.integer) else self.k,
                     "dim_ip": self.dim_ip,
                     "start_temperature": self.start_temperature,
                     "end_temperature": self.end_temperature,
@@ -179,8 +172,7 @@ class ConcreteFeatureSelector(SelectorMixin, BaseEstimator):
         config = self.to_config()
         features = self._check_X(X, reset=True)
         n_rows, n_features = features.shape
-        if config.selector.k >= n_features:
-            raise InvalidKError(config.selector.k, n_features)
+        config.selector.check_fits(n_features)
         target = prepare_target(config.head.task, y, n_rows)
         device = _resolve_device(config.training.device)
         check_memory(config, n_features, target.task, target.n_outputs)  # refuse before allocating

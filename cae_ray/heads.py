@@ -2,12 +2,18 @@
 
 All three share one shape, the IP-CAE paper's decoder: per hidden layer Linear, LayerNorm,
 LeakyReLU(0.2), Dropout; then a Linear to the outputs. Only the output size and the loss differ.
+The validation gate trains the same heads without a selector, several side by side
+(:class:`HeadSet`).
+
+``k`` is always the user's K. A supervised search trains more selector rows than that
+(:func:`search_rows`, decided here and nowhere else) and keeps the k the head relies on most
+(:func:`search_selection`; :func:`cae_ray.refine.final_selection` is the one that returns
+the final K).
 """
 
 from __future__ import annotations
 
 import math
-from typing import Literal
 
 import torch
 from torch import Tensor, nn
@@ -19,13 +25,12 @@ from cae_ray.selectors import (
     build_selector,
     distinct_selection,
 )
+from cae_ray.targets import ResolvedTask
 
-ResolvedTask = Literal["reconstruction", "classification", "regression"]
 
-
-def build_head(config: HeadConfig, k: int, n_outputs: int) -> nn.Sequential:
+def build_head(config: HeadConfig, n_inputs: int, n_outputs: int) -> nn.Sequential:
     layers: list[nn.Module] = []
-    width = k
+    width = n_inputs
     for hidden in config.hidden:
         layers += [
             nn.Linear(width, hidden),
@@ -81,10 +86,11 @@ def auto_search_factor(n_features: int) -> float:
 
 
 def build_model(
-    config: Config, n_features: int, task: ResolvedTask, n_outputs: int
+    config: Config, n_features: int, task: ResolvedTask, n_outputs: int, rows: int | None = None
 ) -> SelectorModel:
-    rows = search_rows(config, n_features, task)
-    selector = build_selector(config.selector.model_copy(update={"k": rows}), n_features)
+    """The selector (``rows`` selector rows; default :func:`search_rows`) and its head."""
+    rows = search_rows(config, n_features, task) if rows is None else rows
+    selector = build_selector(config.selector, n_features, rows)
     outputs = n_features if task == "reconstruction" else n_outputs
     return SelectorModel(selector, build_head(config.head, rows, outputs))
 
@@ -137,10 +143,11 @@ def importance(
 
 
 @torch.no_grad()
-def final_selection(
+def search_selection(
     model: SelectorModel, task: ResolvedTask, k: int, x: Tensor, y: Tensor | None
 ) -> tuple[Tensor, Tensor, int]:
-    """(K distinct feature indices, the kept rows' probabilities, collisions resolved).
+    """The search's own k: (k distinct feature indices, the kept rows' probabilities, collisions
+    resolved).
 
     After a supervised search over spare rows, keeps the k features the head relies on most,
     measured on the sample ``x``, ``y`` (unused when the selector has exactly k rows).
@@ -151,3 +158,32 @@ def final_selection(
         return selection.indices, probs, selection.collisions
     keep = rows_by_importance(model.cpu(), task, x, y, selection.indices)[:k]
     return selection.indices[keep], probs[keep], selection.collisions
+
+
+class HeadSet(nn.Module):
+    """Independent heads, one per (input columns, seed), trained side by side on the same
+    batches (:class:`cae_ray.loop.HeadsObjective`): the validation gate's baseline and selected
+    models. ``column_sets[i]`` are head i's input columns; None: all features."""
+
+    def __init__(
+        self,
+        config: HeadConfig,
+        n_features: int,
+        n_outputs: int,
+        column_sets: list[list[int] | None],
+        seeds: list[int],
+    ) -> None:
+        super().__init__()
+        heads = []
+        for columns, seed in zip(column_sets, seeds, strict=True):
+            torch.manual_seed(seed)
+            width = n_features if columns is None else len(columns)
+            heads.append(build_head(config, width, n_outputs))
+        self.heads = nn.ModuleList(heads)
+        self.columns = [None if c is None else torch.tensor(c) for c in column_sets]
+
+    def forward(self, x: Tensor) -> list[Tensor]:
+        return [
+            head(x if columns is None else x[:, columns.to(x.device)])
+            for head, columns in zip(self.heads, self.columns, strict=True)
+        ]

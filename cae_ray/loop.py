@@ -1,8 +1,11 @@
 """THE training loop, pure PyTorch over any iterable of (x, y) batches.
 
-The in-memory estimator and cae_ray.refine feed it tensors through ``fit_in_memory``; the Ray
-worker feeds it its dataset shard and adds checkpoints and reporting through ``on_epoch_end``;
-validation trains its models through it too. There is no second copy.
+:func:`fit` runs epochs of :func:`train_epoch` for an *objective*: the selector's
+(:class:`SelectionObjective`: annealed temperature, stop at convergence) or the validation
+heads' (:class:`HeadsObjective`). The in-memory estimator and cae_ray.refine feed it tensors
+through :func:`fit_in_memory`; the Ray worker (:mod:`cae_ray.training`) feeds it its dataset
+shard and adds checkpoints and reporting through ``on_epoch_end``, for the selector and the
+validation heads alike. There is no second copy.
 """
 
 from __future__ import annotations
@@ -12,15 +15,16 @@ import math
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Generic, Protocol, TypeVar
 
 import torch
 from torch import Tensor, nn
 
 from cae_ray.config import Config
 from cae_ray.errors import TrainingDivergedError
-from cae_ray.heads import ResolvedTask, SelectorModel, build_optimizer, task_loss
-from cae_ray.selectors import TemperatureSchedule
+from cae_ray.heads import SelectorModel, build_optimizer, task_loss
+from cae_ray.selectors import BaseConcreteSelector, TemperatureSchedule
+from cae_ray.targets import ResolvedTask
 
 logger = logging.getLogger(__name__)
 CPU = torch.device("cpu")
@@ -30,7 +34,7 @@ Batch = tuple[Tensor, Tensor | None]
 
 @dataclass(frozen=True)
 class EpochRecord:
-    """Metrics of one finished epoch."""
+    """Metrics of one finished epoch of the selector."""
 
     epoch: int
     step: int
@@ -48,17 +52,50 @@ class EpochRecord:
         return asdict(self)
 
 
+@dataclass(frozen=True)
+class HeadsRecord:
+    """Metrics of one finished epoch of independent heads trained side by side."""
+
+    epoch: int
+    step: int
+    losses: list[float]
+    """Each head's mean training loss over the epoch's rows."""
+    seconds: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+R = TypeVar("R", EpochRecord, HeadsRecord)
+
+
+class Objective(Protocol[R]):
+    """What one training optimises and watches; :func:`fit` is the same loop for all."""
+
+    epochs: int
+    early_stop: bool
+
+    def loss_at(self, model: nn.Module, x: Tensor, y: Tensor | None, step: int) -> Tensor:
+        """The batch's loss: a scalar, or one per independent model (their sum is minimised)."""
+        ...
+
+    def epoch_done(
+        self, model: nn.Module, epoch: int, step: int, loss: Tensor, seconds: float
+    ) -> R: ...
+
+    def converged(self, record: R) -> bool: ...
+
+
 @dataclass
-class LoopResult:
-    history: list[EpochRecord] = field(default_factory=list)
+class LoopResult(Generic[R]):
+    history: list[R] = field(default_factory=list)
     converged: bool = False
     step: int = 0
 
 
-def unwrap(model: nn.Module) -> SelectorModel:
+def unwrap(model: nn.Module) -> nn.Module:
     """The model inside a DistributedDataParallel wrapper (or the model itself)."""
-    inner = getattr(model, "module", model)
-    assert isinstance(inner, SelectorModel)
+    inner: nn.Module = getattr(model, "module", model)
     return inner
 
 
@@ -99,35 +136,28 @@ def fit(
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
     epoch_batches: Callable[[int], Iterable[Batch]],
+    objective: Objective[R],
     *,
-    config: Config,
-    task: ResolvedTask,
-    steps_per_epoch: int,
     device: torch.device,
     start_epoch: int = 0,
     start_step: int = 0,
     all_agree: Callable[[bool], bool] = lambda converged: converged,
-    on_epoch_end: Callable[[EpochRecord], None] | None = None,
+    on_epoch_end: Callable[[R], None] | None = None,
     autocast_bf16: bool = False,
-) -> LoopResult:
-    """Train from ``start_epoch`` up to ``config.training.epochs``; with
-    ``config.selector.early_stop``, stop once the selection has converged. The temperature
-    anneals over ``epochs * steps_per_epoch`` steps.
+) -> LoopResult[R]:
+    """Train from ``start_epoch`` up to ``objective.epochs``; with ``objective.early_stop``,
+    stop once it has converged.
 
     ``epoch_batches(epoch)`` yields that epoch's batches. ``all_agree`` turns this process's
     "converged?" into a decision every worker shares (identity when training alone).
     ``autocast_bf16`` runs the forward pass in bfloat16 (for GPUs; the loss stays float32).
     """
-    selector = unwrap(model).selector
-    s, epochs = config.selector, config.training.epochs
-    schedule = TemperatureSchedule(s.start_temperature, s.end_temperature, epochs * steps_per_epoch)
-    result = LoopResult(step=start_step)
+    result: LoopResult[R] = LoopResult(step=start_step)
 
     def loss_at(x: Tensor, y: Tensor | None, step: int) -> Tensor:
-        # The loss in float32 even when the forward pass ran in bfloat16.
-        return task_loss(task, model(x, schedule.temperature_at(step)).float(), x, y)
+        return objective.loss_at(model, x, y, step)
 
-    for epoch in range(start_epoch, epochs):
+    for epoch in range(start_epoch, objective.epochs):
         started = time.perf_counter()
         mean_loss, result.step = train_epoch(
             model,
@@ -138,35 +168,87 @@ def fit(
             device=device,
             autocast_bf16=autocast_bf16,
         )
-        loss = float(mean_loss)
-        if not math.isfinite(loss):
-            raise TrainingDivergedError(epoch, loss)
+        seconds = time.perf_counter() - started
+        record = objective.epoch_done(model, epoch, result.step, mean_loss, seconds)
+        result.history.append(record)
+        if on_epoch_end is not None:
+            on_epoch_end(record)
+        result.converged = objective.converged(record)
+        if objective.early_stop and all_agree(result.converged):
+            break
+    return result
+
+
+class SelectionObjective:
+    """The selector's: the task's loss through a Gumbel-softmax whose temperature anneals over
+    ``epochs * steps_per_epoch`` steps; converged when the selection is sure enough."""
+
+    def __init__(self, config: Config, task: ResolvedTask, steps_per_epoch: int) -> None:
+        s = config.selector
+        self.task, self.epochs, self.early_stop = task, config.training.epochs, s.early_stop
+        self.threshold = s.convergence_threshold
+        total_steps = self.epochs * steps_per_epoch
+        self.schedule = TemperatureSchedule(s.start_temperature, s.end_temperature, total_steps)
+
+    def loss_at(self, model: nn.Module, x: Tensor, y: Tensor | None, step: int) -> Tensor:
+        # The loss in float32 even when the forward pass ran in bfloat16.
+        output = model(x, self.schedule.temperature_at(step)).float()
+        return task_loss(self.task, output, x, y)
+
+    def epoch_done(
+        self, model: nn.Module, epoch: int, step: int, loss: Tensor, seconds: float
+    ) -> EpochRecord:
+        value = float(loss)
+        if not math.isfinite(value):
+            raise TrainingDivergedError(epoch, value)
+        selector = unwrap(model).selector
+        assert isinstance(selector, BaseConcreteSelector)
         state = selector.state()
         record = EpochRecord(
             epoch=epoch,
-            step=result.step,
-            loss=loss,
-            temperature=schedule.temperature_at(max(result.step - 1, 0)),
+            step=step,
+            loss=value,
+            temperature=self.schedule.temperature_at(max(step - 1, 0)),
             mean_max=state.mean_max,
             min_max=state.min_max,
             distinct=state.distinct,
-            seconds=time.perf_counter() - started,
+            seconds=seconds,
         )
-        result.history.append(record)
         logger.info(
             "epoch %d: loss %.5f, temperature %.4f, mean max prob %.4f, %d distinct",
             epoch,
-            loss,
+            value,
             record.temperature,
             state.mean_max,
             state.distinct,
         )
-        if on_epoch_end is not None:
-            on_epoch_end(record)
-        result.converged = state.mean_max >= s.convergence_threshold
-        if s.early_stop and all_agree(result.converged):
-            break
-    return result
+        return record
+
+    def converged(self, record: EpochRecord) -> bool:
+        return record.mean_max >= self.threshold
+
+
+class HeadsObjective:
+    """Independent heads side by side (:class:`cae_ray.heads.HeadSet`): the sum of their losses
+    trains each exactly as if alone, while the data is read once for all of them."""
+
+    early_stop = False
+
+    def __init__(self, task: ResolvedTask, epochs: int) -> None:
+        self.task, self.epochs = task, epochs
+
+    def loss_at(self, model: nn.Module, x: Tensor, y: Tensor | None, step: int) -> Tensor:
+        return torch.stack([task_loss(self.task, out, x, y) for out in model(x)])
+
+    def epoch_done(
+        self, model: nn.Module, epoch: int, step: int, loss: Tensor, seconds: float
+    ) -> HeadsRecord:
+        record = HeadsRecord(epoch, step, loss.reshape(-1).tolist(), seconds)
+        logger.info("validation epoch %d: losses %s", epoch, record.losses)
+        return record
+
+    def converged(self, record: HeadsRecord) -> bool:
+        return False
 
 
 def fit_in_memory(
@@ -177,7 +259,7 @@ def fit_in_memory(
     y: Tensor | None,
     device: torch.device = CPU,
     on_epoch_end: Callable[[EpochRecord], None] | None = None,
-) -> LoopResult:
+) -> LoopResult[EpochRecord]:
     """Train on in-memory tensors for up to ``training.epochs`` epochs (early stop as
     configured), one shuffled pass per epoch."""
     t = config.training
@@ -189,13 +271,12 @@ def fit_in_memory(
             rows = permutation[start : start + t.batch_size]
             yield x[rows], None if y is None else y[rows]
 
+    steps_per_epoch = -(-x.shape[0] // t.batch_size)
     return fit(
         model.to(device),
         build_optimizer(model, config, task),
         epoch_batches,
-        config=config,
-        task=task,
-        steps_per_epoch=-(-x.shape[0] // t.batch_size),
+        SelectionObjective(config, task, steps_per_epoch),
         device=device,
         on_epoch_end=on_epoch_end,
     )

@@ -15,7 +15,6 @@ is measured then). ``tests/test_scale.py`` holds it against a measured peak.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, fields
 from pathlib import Path
 
@@ -23,8 +22,9 @@ import torch
 
 from cae_ray.config import Config, ray_address
 from cae_ray.errors import MemoryBudgetError
-from cae_ray.heads import ResolvedTask, build_model
+from cae_ray.heads import build_model
 from cae_ray.selectors import auto_dim_ip, chunk_rows
+from cae_ray.targets import ResolvedTask
 
 FLOAT = 4  # bytes of a float32
 SAMPLE_COPIES = 3
@@ -77,7 +77,7 @@ def estimate_memory(
     with torch.device("meta"):
         model = build_model(config, n_features, task, n_outputs)
     params = sum(p.numel() for p in model.parameters()) * FLOAT
-    rows = model.selector.k  # k, or the supervised search's spare rows
+    rows = model.selector.rows  # k, or the supervised search's spare rows
     batch = config.training.batch_size
     per_worker = MemoryEstimate(
         parameters=params,
@@ -115,21 +115,13 @@ def _activation_bytes(
 
 
 def available_memory() -> int:
-    """Bytes this process can still allocate: MemAvailable, capped by a cgroup limit if any."""
-    available = _meminfo_available()
+    """Bytes this process can still allocate: what the OS reports available, capped by a cgroup
+    limit if any (psutil does not know containers' limits)."""
+    import psutil
+
+    available = int(psutil.virtual_memory().available)
     cgroup = _cgroup_room()
     return min(available, cgroup) if cgroup is not None else available
-
-
-def _meminfo_available() -> int:
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    # Not Linux: free physical pages (sysconf has no "available" notion there).
-    return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
 
 
 def _cgroup_room() -> int | None:

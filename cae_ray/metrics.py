@@ -19,7 +19,6 @@ from sklearn.metrics import f1_score, r2_score, roc_auc_score
 
 from cae_ray.errors import (
     InvalidBootstrapError,
-    InvalidKError,
     InvalidToleranceError,
     MetricTaskMismatchError,
     TooFewValidationRowsError,
@@ -137,7 +136,7 @@ def linear_reconstruction_rows(
     train, evaluate = np.asarray(x_train, np.float64), np.asarray(x_eval, np.float64)
     selected = np.asarray(columns, dtype=np.intp)
     if selected.size < 1:
-        raise InvalidKError(0, train.shape[1])
+        raise ValueError("linear_reconstruction_rows needs at least one selected column")
     mean = train.mean(axis=0)
     centered = train - mean
     # Centring both sides is the same as fitting an intercept column, without the extra column.
@@ -163,7 +162,7 @@ def pca_reconstruction_rows(x_train: np.ndarray, x_eval: np.ndarray, k: int) -> 
     """
     train, evaluate = np.asarray(x_train, np.float64), np.asarray(x_eval, np.float64)
     if not 1 <= k <= train.shape[1]:
-        raise InvalidKError(k, train.shape[1])
+        raise ValueError(f"k={k} components of {train.shape[1]} features: need 1 <= k <= N")
     mean = train.mean(axis=0)
     components = _top_components(train - mean, k)
     reconstruction = ((evaluate - mean) @ components) @ components.T + mean

@@ -1,311 +1,100 @@
-"""The steps of a run, as plain functions over one config and one run directory.
+"""One cae-ray run, step by step, over one config and one run directory.
 
-    export(config, run_dir)   -> run_dir/export/ (Feast -> Parquet, see cae_ray.feast.export)
-    prepare(config, run_dir)  -> run_dir/data/{train,validation}/ + prepared.json
-    select(config, run_dir)   -> run_dir/selection.json
-    validate(config, run_dir) -> run_dir/validation.json (see cae_ray.validation)
-    prune(config, run_dir)    -> run_dir/prune.json, and marks in the Feast registry
-                                 (see cae_ray.feast.registry; restore undoes one prune)
-    report(config, run_dir)   -> run_dir/report/report.html (see cae_ray.report)
-    run(config, run_dir)      -> all of them in order, resuming (see cae_ray.run)
+:func:`run` is the whole pipeline, read top to bottom::
 
-Each step is idempotent: finished work is detected (by config hash and data fingerprint) and
-reused; an interrupted ``select`` resumes from its last checkpoint in ``run_dir/ray``. The CLI
-and every entry point call these functions and hold no logic of their own.
+    export -> prepare -> select -> validate -> prune -> report
+
+Each step is also a function of its own, which the CLI's commands call; each takes the config
+and the run dir, and reuses its finished output when that is up to date for the config
+(:meth:`cae_ray.artifacts.RunDir.reusable`), so running again resumes at the first unfinished
+step (and an interrupted ``select`` at its last checkpoint). The step bodies live below this
+hub: :mod:`cae_ray.feast.export`, :mod:`cae_ray.preparation`, :mod:`cae_ray.selection`,
+:mod:`cae_ray.validation`, :mod:`cae_ray.feast.registry` and :mod:`cae_ray.report`. Only the
+CLI and the adapters in ``pipelines/`` import this module.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-import logging
 import os
 import time
 from collections.abc import Callable
-from pathlib import Path
+from dataclasses import asdict
 from typing import Any
 
-import numpy as np
-import torch
+from cae_ray.artifacts import RUN_RECORD, STEP_ARTIFACTS, RunDir, config_hash
+from cae_ray.config import Config
+from cae_ray.errors import ValidationGateFailedError
+from cae_ray.feast.errors import MissingFeastConfigError
+from cae_ray.progress import OnProgress, StepEvent, step_summary
+from cae_ray.version import __version__
 
-from cae_ray import __version__
-from cae_ray.batches import FEATURES, TARGET, unpack
-from cae_ray.config import AllNumericExcept, Config, DataConfig
-from cae_ray.data import (
-    TargetInfo,
-    check_nulls,
-    compute_stats,
-    inspect_dataset,
-    read_ordered,
-    resolve_target,
-    write_packed,
-)
-from cae_ray.errors import (
-    MissingDataConfigError,
-    NoExportError,
-    TooFewFeaturesError,
-)
-from cae_ray.memory import check_memory_for_ray
-from cae_ray.refine import final_selection
-from cae_ray.selectors import feature_scores
-from cae_ray.training import TrainSpec, connect, run_trainer, worker_threads
-
-logger = logging.getLogger(__name__)
-
-PREPARED, SELECTION = "data/prepared.json", "selection.json"
-_IMPORTANCE_SAMPLE = 20_000
+RunDirLike = str | os.PathLike[str]
+OnEvent = Callable[[StepEvent], None]
 
 
-def config_hash(config: Config, *sections: str) -> str:
-    """A short hash of the named config sections (all of them when none is named)."""
-    dumped = config.model_dump(mode="json")
-    chosen = {s: dumped[s] for s in sections} if sections else dumped
-    return hashlib.sha256(json.dumps(chosen, sort_keys=True).encode()).hexdigest()[:16]
+def run(config: Config, run_dir: RunDirLike, on_event: OnEvent | None = None) -> dict[str, Any]:
+    """Every step in order; returns (and writes) ``run.json``. When the validation gate fails,
+    prune is skipped, the report is still written, and :class:`ValidationGateFailedError` is
+    raised."""
+    where = RunDir(run_dir)
+    steps = RunRecord(config, where, on_event)
+    steps.run("export", lambda: export(config, where, steps.rows("export")), _no_export(config))
+    steps.run("prepare", lambda: prepare(config, where))
+    steps.run("select", lambda: select(config, where, steps.epochs("select")))
+    gate = steps.run("validate", lambda: validate(config, where, steps.epochs("validate")))
+    apply = config.feast is not None and config.feast.prune == "apply"
+    steps.run("prune", lambda: prune(config, where, apply=apply), _no_prune(config, gate))
+    steps.run("report", lambda: report(config, where))
+    return steps.finish(gate)
 
 
-_DECIDED = (
-    "selected_features",
-    "selected_indices",
-    "candidate_features",
-    "k",
-    "method",
-    "task",
-    "config_hash",
-    "data_fingerprint",
-)
-
-
-def selection_digest(selection: dict[str, Any]) -> str:
-    """A hash of what a selection decides, kept in ``selection.json`` itself, so a later step
-    (validation, pruning) can tell that the file was edited since it was made."""
-    decided = {key: selection.get(key) for key in _DECIDED}
-    return hashlib.sha256(json.dumps(decided, sort_keys=True).encode()).hexdigest()[:16]
-
-
-def write_json(path: Path, payload: dict[str, Any]) -> None:
-    """Write atomically: readers see the old file or the new one, never half of it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_suffix(path.suffix + ".partial")
-    partial.write_text(json.dumps(payload, indent=2, default=_jsonable))
-    os.replace(partial, path)
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, np.generic):
-        return value.item()
-    raise TypeError(f"cannot write {type(value).__name__} to JSON")
-
-
-def read_json(path: Path) -> dict[str, Any] | None:
-    return json.loads(path.read_text()) if path.exists() else None
-
-
-# --- prepare ------------------------------------------------------------------------------------
-
-
-def prepare(config: Config, run_dir: str | os.PathLike[str]) -> dict[str, Any]:
-    """Check the dataset, compute per-feature statistics, and write the packed splits."""
-
-    run = Path(run_dir).resolve()  # Ray workers have their own working directory
-    data = source_data(config, run)
-    info = inspect_dataset(data)
-    wanted = {"config": config_hash(config, "data", "head"), "fingerprint": info.fingerprint}
-    done = read_json(run / PREPARED)
-    if done is not None and all(done.get(k) == v for k, v in wanted.items()):
-        logger.info("prepare: reusing %s", run / "data")
-        return done
-
-    connect(config)
-    source = read_ordered(str(data.path))
-    columns = [*info.features, *(c for c in (data.target, data.row_key) if c)]
-    # Ray's Parquet reader matches every leaf column against every selected name (quadratic:
-    # two minutes a pass at 10,000 columns), so the read is narrowed only where that saves
-    # real work; otherwise the UDFs just take their columns by name.
-    if len(columns) <= info.n_columns // 2:
-        source = source.select_columns(columns)
-    logger.info("prepare: statistics of %d features over %d rows", len(info.features), info.n_rows)
-    stats = compute_stats(source, info.features)
-    check_nulls(stats, data.null_policy)
-    constant = stats.constant()
-    keep = [n for n in info.features if n not in set(constant)]
-    if config.selector.k >= len(keep):
-        raise TooFewFeaturesError(config.selector.k, len(keep), constant)
-    target = resolve_target(source, data.target, config.head.task, info.target_type)
-    counts = write_packed(source, data, stats, keep, target, run / "data")
-    prepared = {
-        **wanted,
-        "path": data.path,
-        "candidate_features": info.features,
-        "features": keep,
-        "dropped_constant": constant,
-        "target": {"column": data.target, **target.__dict__},
-        "rows": counts,
-        "stats": stats.as_dict(),
-    }
-    write_json(run / PREPARED, prepared)
-    return prepared
-
-
-def source_data(config: Config, run: Path) -> DataConfig:
-    """The dataset to select from: ``data.path``, or else the Feast export in the run dir, whose
-    exported feature columns are the candidates (unless ``data.features`` names others)."""
-    data = config.data
-    if data is not None and data.path is not None:
-        if "://" in data.path:
-            return data
-        # Relative to the driver's working directory, which Ray workers do not share.
-        return data.model_copy(update={"path": str(Path(data.path).resolve())})
-    if config.feast is None or not config.feast.has_entity_rows:
-        raise MissingDataConfigError("the config")
-    from cae_ray.feast.export import EXPORT_DIR, MANIFEST
-
-    manifest = read_json(run / EXPORT_DIR / MANIFEST)
-    if manifest is None:
-        raise NoExportError(str(run))
-    data = data or DataConfig()
-    update: dict[str, Any] = {"path": str(run / EXPORT_DIR)}
-    update["row_key"] = data.row_key or manifest["row_key"]
-    if data.features == AllNumericExcept():
-        update["features"] = list(manifest["columns"])
-    return data.model_copy(update=update)
-
-
-# --- select -------------------------------------------------------------------------------------
-
-
-def select(
-    config: Config,
-    run_dir: str | os.PathLike[str],
-    on_epoch: Callable[[dict[str, Any]], None] | None = None,
-) -> dict[str, Any]:
-    """Train the selector with Ray Train and write ``selection.json``; resumes if interrupted.
-    ``on_epoch(record)`` is called on the driver as epochs finish (for progress bars)."""
-
-    run = Path(run_dir).resolve()  # Ray workers have their own working directory
-    prepared = prepare(config, run)
-    selection_hash = config_hash(config, "data", "selector", "training", "head")
-    done = read_json(run / SELECTION)
-    if (
-        done is not None
-        and done.get("config_hash") == selection_hash
-        and done.get("data_fingerprint") == prepared["fingerprint"]
-    ):
-        logger.info("select: %s is up to date", run / SELECTION)
-        return done
-
-    started = time.perf_counter()
-    target = TargetInfo(**{k: v for k, v in prepared["target"].items() if k != "column"})
-    features = prepared["features"]
-    spec = TrainSpec(
-        n_features=len(features),
-        task=target.task,
-        n_outputs=target.n_outputs,
-        n_train_rows=prepared["rows"]["train"],
-        threads=worker_threads(config),
-    )
-    # Refuse an oversized model before Ray starts workers that would be killed for memory.
-    check_memory_for_ray(config, spec.n_features, spec.task, spec.n_outputs)
-    connect(config)
-    train_data = cached(config, read_ordered(str(run / "data" / "train")), run / "data" / "train")
-    outcome = run_trainer(
-        config, spec, train_data, storage=(run / "ray").resolve(), on_progress=on_epoch
-    )
-
-    x, y = _sample(train_data, target, len(features))
-    indices, probs, collisions = final_selection(outcome.model, config, target.task, x, y)
-    scores = dict(zip(features, feature_scores(probs).tolist(), strict=True))
-    chosen = sorted(indices.tolist())
-    candidates = prepared["candidate_features"]
-    selection = {
-        "selected_features": [features[i] for i in chosen],
-        "selected_indices": [candidates.index(features[i]) for i in chosen],
-        "scores": [scores.get(name, 0.0) for name in candidates],
-        "candidate_features": candidates,
-        "dropped_constant": prepared["dropped_constant"],
-        "k": config.selector.k,
-        "method": config.selector.method,
-        "task": target.task,
-        "collisions": collisions,
-        "converged": outcome.converged,
-        "history": outcome.history,
-        "resumed_from_epoch": outcome.resumed_from_epoch,
-        "num_workers": config.scaling.num_workers,
-        "config_hash": selection_hash,
-        "data_fingerprint": prepared["fingerprint"],
-        "seconds": time.perf_counter() - started,
-        "cae_ray_version": __version__,
-    }
-    selection["selection_hash"] = selection_digest(selection)
-    write_json(run / SELECTION, selection)
-    return selection
-
-
-def cached(config: Config, dataset: Any, path: Path) -> Any:
-    """The dataset, materialized in the object store when ``scaling.cache_train_split`` says so:
-    Ray Data then skips the Parquet read (and its start-up) on every later epoch."""
-    import ray
-
-    policy = config.scaling.cache_train_split
-    size = sum(f.stat().st_size for f in path.glob("*.parquet"))
-    room = float(ray.cluster_resources().get("object_store_memory", 0.0)) / 2
-    if policy == "always" or (policy == "auto" and size <= room):
-        logger.info("select: caching the train split (%.0f MB) in the object store", size / 1e6)
-        return dataset.materialize()
-    return dataset
-
-
-def _sample(
-    train_data: Any, target: TargetInfo, n_features: int
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Rows for ranking the spare selector rows of a supervised search (unused otherwise)."""
-    if target.task == "reconstruction":
-        return torch.empty(0), None
-    batch = train_data.limit(_IMPORTANCE_SAMPLE).take_batch(
-        batch_size=_IMPORTANCE_SAMPLE, batch_format="pyarrow"
-    )
-    x = torch.from_numpy(unpack(batch[FEATURES], n_features))
-    y = torch.tensor(batch[TARGET].to_numpy())
-    return x, y
-
-
-# --- the steps that live in their own modules ---------------------------------------------------
-
-
-def validate(
-    config: Config,
-    run_dir: str | os.PathLike[str],
-    on_epoch: Callable[[dict[str, Any]], None] | None = None,
-) -> dict[str, Any]:
-    """The validation gate on the selection in ``run_dir`` (:mod:`cae_ray.validation`)."""
-    from cae_ray.validation import validate as validate_step
-
-    return validate_step(config, run_dir, on_epoch)
+# --- the steps ----------------------------------------------------------------------------------
 
 
 def export(
-    config: Config,
-    run_dir: str | os.PathLike[str],
-    on_rows: Callable[[int, int], None] | None = None,
+    config: Config, run_dir: RunDirLike, on_rows: Callable[[int, int], None] | None = None
 ) -> dict[str, Any]:
     """Training rows from a Feast feature store (:mod:`cae_ray.feast.export`)."""
     from cae_ray.feast.export import export as export_step
 
-    return export_step(config, run_dir, on_rows)
+    return export_step(config, RunDir(run_dir), on_rows)
+
+
+def prepare(config: Config, run_dir: RunDirLike) -> dict[str, Any]:
+    """The packed train and validation splits and their statistics (:mod:`cae_ray.preparation`)."""
+    from cae_ray.preparation import prepare as prepare_step
+
+    return prepare_step(config, RunDir(run_dir))
+
+
+def select(
+    config: Config, run_dir: RunDirLike, on_epoch: OnProgress | None = None
+) -> dict[str, Any]:
+    """Prepare if needed, then train the selector with Ray Train (:mod:`cae_ray.selection`).
+    ``on_epoch(record)`` is called on the driver as epochs finish (for progress bars)."""
+    from cae_ray.selection import select as select_step
+
+    prepare(config, run_dir)
+    return select_step(config, RunDir(run_dir), on_epoch)
+
+
+def validate(
+    config: Config, run_dir: RunDirLike, on_epoch: OnProgress | None = None
+) -> dict[str, Any]:
+    """The validation gate on the selection in the run dir (:mod:`cae_ray.validation`)."""
+    from cae_ray.validation import validate as validate_step
+
+    return validate_step(config, RunDir(run_dir), on_epoch)
 
 
 def prune(
-    config: Config,
-    run_dir: str | os.PathLike[str],
-    *,
-    apply: bool = False,
-    force_reason: str | None = None,
+    config: Config, run_dir: RunDirLike, *, apply: bool = False, force_reason: str | None = None
 ) -> dict[str, Any]:
     """Plan, and with ``apply`` write, the deprecation marks (:mod:`cae_ray.feast.registry`)."""
-    from dataclasses import asdict
-
     from cae_ray.feast.registry import prune as prune_step
 
-    return asdict(prune_step(config, run_dir, apply=apply, force_reason=force_reason))
+    plan = prune_step(config, RunDir(run_dir), apply=apply, force_reason=force_reason)
+    return asdict(plan)
 
 
 def restore(repo: str, run_id: str) -> dict[str, Any]:
@@ -317,7 +106,6 @@ def restore(repo: str, run_id: str) -> dict[str, Any]:
 
 def check_marks(config: Config) -> list[str]:
     """Where the Feast registry and the repo's overlay disagree on cae-ray's marks."""
-    from cae_ray.errors import MissingFeastConfigError
     from cae_ray.feast.registry import check
 
     if config.feast is None:
@@ -325,19 +113,94 @@ def check_marks(config: Config) -> list[str]:
     return check(config.feast.repo)
 
 
-def report(config: Config, run_dir: str | os.PathLike[str]) -> dict[str, Any]:
-    """The run's report: ``run_dir/report/report.html`` and its PNGs (:mod:`cae_ray.report`)."""
+def report(config: Config, run_dir: RunDirLike) -> dict[str, Any]:
+    """The run's report: ``RUN_DIR/report/report.html`` and its PNGs (:mod:`cae_ray.report`)."""
     from cae_ray.report import write_report
 
-    return {"path": str(write_report(run_dir))}
+    return {"path": str(write_report(RunDir(run_dir)))}
 
 
-def run(
-    config: Config,
-    run_dir: str | os.PathLike[str],
-    on_event: Callable[[Any], None] | None = None,
-) -> dict[str, Any]:
-    """Every step above in order, resuming at the first unfinished one (:mod:`cae_ray.run`)."""
-    from cae_ray.run import run as run_all
+def _no_export(config: Config) -> str | None:
+    """Why ``run`` skips export, if it does."""
+    if config.feast is None or not config.feast.has_entity_rows:
+        return "no feast.entities or feast.start to export"
+    if config.data is not None and config.data.path is not None:
+        return "data.path is set: selecting from it"
+    return None
 
-    return run_all(config, run_dir, on_event)
+
+def _no_prune(config: Config, gate: dict[str, Any] | None) -> str | None:
+    """Why ``run`` skips prune, if it does."""
+    if config.feast is None:
+        return "no feast section"
+    if gate is not None and not gate["passed"]:
+        return "the validation gate failed"
+    return None
+
+
+# --- the record of a run ------------------------------------------------------------------------
+
+
+class RunRecord:
+    """``run.json``: each step's status, seconds and figures, rewritten as each step ends, and
+    the :class:`StepEvent` s that tell ``on_event`` (the CLI's display) what happens."""
+
+    def __init__(self, config: Config, run_dir: RunDir, on_event: OnEvent | None) -> None:
+        self.run_dir, self.emit = run_dir, on_event or (lambda event: None)
+        self.record: dict[str, Any] = {
+            "config_hash": config_hash(config),
+            "run_dir": str(run_dir),
+            "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "status": "running",
+            "steps": {},
+            "cae_ray_version": __version__,
+        }
+
+    def epochs(self, step: str) -> OnProgress:
+        """``on_epoch`` of a training step: each epoch record becomes a progress event."""
+        return lambda record: self.emit(StepEvent(step, "progress", record))
+
+    def rows(self, step: str) -> Callable[[int, int], None]:
+        """``on_rows`` of export: rows retrieved so far become progress events."""
+        return lambda done, total: self.emit(
+            StepEvent(step, "progress", {"rows": done, "total": total})
+        )
+
+    def run(
+        self, name: str, work: Callable[[], dict[str, Any]], skip: str | None = None
+    ) -> dict[str, Any] | None:
+        """Do one step (or record why it was skipped); its outcome, recorded whatever happens."""
+        if skip is not None:
+            self._ended(name, {"status": "skipped", "reason": skip})
+            return None
+        self.emit(StepEvent(name, "started", {}))
+        artifact = self.run_dir.path(STEP_ARTIFACTS[name])
+        before = artifact.stat().st_mtime_ns if artifact.exists() else None
+        started = time.perf_counter()
+        try:
+            outcome = work()
+        except Exception as e:
+            self.record["status"] = "failed"
+            error = f"{type(e).__name__}: {e}"
+            seconds = time.perf_counter() - started
+            self._ended(name, {"status": "failed", "error": error, "seconds": seconds})
+            raise
+        reused = before is not None and artifact.stat().st_mtime_ns == before
+        status = "reused" if reused else "done"
+        seconds = time.perf_counter() - started
+        self._ended(name, {"status": status, "seconds": seconds, **step_summary(name, outcome)})
+        return outcome
+
+    def finish(self, gate: dict[str, Any] | None) -> dict[str, Any]:
+        passed = gate is None or bool(gate["passed"])
+        self.record["status"] = "succeeded" if passed else "gate_failed"
+        self.run_dir.write_json(RUN_RECORD, self.record)
+        if gate is not None and not passed:
+            raise ValidationGateFailedError(str(self.run_dir), gate["reason"])
+        return self.record
+
+    def _ended(self, name: str, step: dict[str, Any]) -> None:
+        self.record["steps"][name] = step
+        if step["status"] != "skipped":
+            self.run_dir.write_json(RUN_RECORD, self.record)
+        self.emit(StepEvent(name, step["status"], step))

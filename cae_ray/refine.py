@@ -14,20 +14,16 @@ sample) choose the k kept.
 from __future__ import annotations
 
 import logging
+import math
 
 import torch
 from torch import Tensor, nn
 
 from cae_ray.config import Config
-from cae_ray.heads import (
-    ResolvedTask,
-    SelectorModel,
-    build_model,
-    importance,
-)
-from cae_ray.heads import final_selection as search_selection
+from cae_ray.heads import SelectorModel, build_model, importance, search_selection
 from cae_ray.loop import fit_in_memory
 from cae_ray.selectors import FULL_RANK_MAX_FEATURES, distinct_selection
+from cae_ray.targets import ResolvedTask
 
 logger = logging.getLogger(__name__)
 
@@ -58,7 +54,7 @@ def final_selection(
 ) -> tuple[Tensor, Tensor, int]:
     """(k distinct feature indices, their rows' probabilities over all features, collisions).
 
-    The search's own choice (:func:`cae_ray.heads.final_selection`), refined by an interaction
+    The search's own choice (:func:`cae_ray.heads.search_selection`), refined by an interaction
     screen and second searches over a few dozen features when :func:`refines` says so.
     ``x``, ``y`` are an in-memory sample of the training rows.
     """
@@ -128,23 +124,16 @@ def second_searches(
     seed to seed; informative ones rate high in every search.
     """
     k, width = config.selector.k, x.shape[1]
-    selector = config.selector.model_copy(
-        update={"search_factor": max(width / 2 / k, 1.0), "dim_ip": None}
-    )
-    pool_config = config.model_copy(update={"selector": selector})
+    rows_each = min(max(math.ceil(width / 2), k), width)
+    selector = config.selector.model_copy(update={"dim_ip": None})  # full rank over the pool
     total = torch.zeros(width)
     rows: list[Tensor] = []
     for offset in range(SECOND_SEARCHES):
-        seeded = pool_config.model_copy(
-            update={
-                "training": config.training.model_copy(
-                    update={"seed": config.training.seed + offset}
-                )
-            }
-        )
+        training = config.training.model_copy(update={"seed": config.training.seed + offset})
+        seeded = config.model_copy(update={"selector": selector, "training": training})
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seeded.training.seed)
-            model = build_model(seeded, width, task, n_outputs)
+            model = build_model(seeded, width, task, n_outputs, rows=rows_each)
             fit_in_memory(model, seeded, task, x, y)
         probs = model.selector.probabilities().detach()
         indices = distinct_selection(probs).indices

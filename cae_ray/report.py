@@ -1,6 +1,6 @@
 """The run report: one self-contained HTML page showing what a run did, from its artifacts.
 
-    write_report(run_dir) -> run_dir/report/report.html, beside the PNGs it embeds:
+    write_report(run) -> RUN_DIR/report/report.html, beside the PNGs it embeds:
                              training.png, scores.png, validation.png (when validated) and
                              selection.png (when the features are the pixels of an image)
 
@@ -13,29 +13,33 @@ a CI artifact or a mail attachment.
 from __future__ import annotations
 
 import base64
-import html
+import functools
 import math
-import os
 import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from cae_ray.artifacts import (
+    PREPARED,
+    PRUNE_PLAN,
+    REPORT,
+    REPORT_DIR,
+    RUN_RECORD,
+    SELECTION,
+    VALIDATION,
+    RunDir,
+)
 from cae_ray.errors import NoSelectionError
-from cae_ray.feast.registry import PRUNE_FILE
 from cae_ray.metrics import higher_is_better
-from cae_ray.pipeline import PREPARED, SELECTION, read_json
-from cae_ray.validation import VALIDATION
 
 if TYPE_CHECKING:
+    import jinja2
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
 Json = dict[str, Any]
-REPORT_DIR = "report"
-RUN_FILE = "run.json"
-"""Written by :mod:`cae_ray.run` (which imports this module, so the name is repeated here)."""
 TOP_FEATURES, RUNNERS_UP = 30, 8
 OPEN_LIST_UP_TO = 64
 """Longer feature lists start collapsed, so the page stays one screen at the top."""
@@ -53,22 +57,21 @@ class Run:
     """``run.json`` of ``cae-ray run``: each step's status and seconds."""
 
 
-def load_run(run_dir: str | os.PathLike[str]) -> Run:
-    path = Path(run_dir)
-    selection = read_json(path / SELECTION)
+def load_run(run_dir: RunDir) -> Run:
+    selection = run_dir.read_json(SELECTION)
     if selection is None:
-        raise NoSelectionError(str(path))
-    optional = (read_json(path / name) for name in (VALIDATION, PRUNE_FILE, PREPARED, RUN_FILE))
-    return Run(path, selection, *optional)
+        raise NoSelectionError(str(run_dir))
+    names = (VALIDATION, PRUNE_PLAN, PREPARED, RUN_RECORD)
+    return Run(run_dir.root, selection, *(run_dir.read_json(name) for name in names))
 
 
-def write_report(run_dir: str | os.PathLike[str]) -> Path:
-    """Write ``run_dir/report/report.html`` (and its PNGs) from the run's artifacts.
+def write_report(run_dir: RunDir) -> Path:
+    """Write ``RUN_DIR/report/report.html`` (and its PNGs) from the run's artifacts.
 
     Raises :class:`NoSelectionError` when the run dir holds no ``selection.json``.
     """
     run = load_run(run_dir)
-    out = run.path / REPORT_DIR
+    out = run_dir.path(REPORT_DIR)
     out.mkdir(parents=True, exist_ok=True)
     figures = {
         "training": training_figure(run),
@@ -80,9 +83,8 @@ def write_report(run_dir: str | os.PathLike[str]) -> Path:
         if fig is None:  # a report written before, say, validation ran must not keep its plot
             (out / f"{name}.png").unlink(missing_ok=True)
     images = {name: _save(fig, out / f"{name}.png") for name, fig in figures.items() if fig}
-    page = out / "report.html"
-    page.write_text(render_html(run, images), encoding="utf-8")
-    return page
+    run_dir.write_text(REPORT, render_html(run, images))
+    return run_dir.path(REPORT)
 
 
 def _save(fig: Figure, path: Path) -> str:
@@ -262,25 +264,42 @@ def validation_figure(v: Json) -> Figure:
 
 # --- the page --------------------------------------------------------------------------------
 
+TEMPLATE = "report.html.j2"
+"""In ``cae_ray/templates``, beside the ``report.css`` it includes."""
+BADGES = {"none": "not validated", "pass": "PASSED", "fail": "FAILED"}
+
 
 def render_html(run: Run, images: dict[str, str]) -> str:
-    chosen = run.selection["selected_features"]
-    sections = [
-        _header(run),
-        _section("", _chips(f"<h2>Selected features ({len(chosen)})</h2>", (chosen, "on"))),
-        _section("Training", _images(images, "training")),
-        _section("Feature scores", _images(images, "scores", "selection")),
-        _validation(run.validation, images),
-        _prune(run.prune),
-        _steps(run.steps),
-        _artifacts(run),
-    ]
-    body = "\n".join(part for part in sections if part)
-    return PAGE.format(title=e(f"cae-ray report: {run.path.name}"), css=CSS, body=body)
+    """The page: Python formats every value, the template lays them out and escapes them."""
+    return (
+        _environment()
+        .get_template(TEMPLATE)
+        .render(
+            title=f"cae-ray report: {run.path.name}",
+            where=str(run.path.resolve()),
+            header=_header(run),
+            cards=_cards(run),
+            selected=_chips((run.selection["selected_features"], "on")),
+            images=images,
+            validation=_validation(run.validation),
+            prune=_prune(run.prune),
+            steps=_steps(run.steps),
+            artifacts=_artifacts(run),
+        )
+    )
 
 
-def e(value: object) -> str:
-    return html.escape(str(value))
+@functools.cache
+def _environment() -> jinja2.Environment:
+    import jinja2  # here, not at the top: `import cae_ray.report` stays cheap
+
+    return jinja2.Environment(
+        loader=jinja2.PackageLoader("cae_ray", "templates"),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
 
 
 def _num(value: Any, spec: str = ",") -> str:
@@ -288,27 +307,13 @@ def _num(value: Any, spec: str = ",") -> str:
     return format(value, spec) if isinstance(value, (int, float)) else "?"
 
 
-def _section(title: str, body: str) -> str:
-    return f"<section>{f'<h2>{title}</h2>' if title else ''}{body}</section>"
-
-
-def _header(run: Run) -> str:
-    s, v = run.selection, run.validation
+def _header(run: Run) -> Json:
+    v = run.validation
     kind = "none" if v is None else "pass" if v.get("passed") else "fail"
-    label = {"none": "not validated", "pass": "PASSED", "fail": "FAILED"}[kind]
     made = time.strftime("%Y-%m-%d %H:%M", time.localtime((run.path / SELECTION).stat().st_mtime))
-    reason = f'<p class="reason {kind}">{e(v["reason"])}</p>' if v and v.get("reason") else ""
-    cards = "".join(
-        f'<div class="card"><div class="label">{e(label)}</div><div class="value">{e(value)}'
-        f'</div><div class="note">{e(note)}</div></div>'
-        for label, value, note in _cards(run)
-    )
-    return (
-        f'<header><div><h1>cae-ray run report</h1><p class="sub">{e(run.path.resolve())} · '
-        f"selection {e(s.get('selection_hash', '?'))} · {made}</p></div>"
-        f'<span class="badge {kind}">{label}</span></header>'
-        f'<div class="cards">{cards}</div>{reason}'
-    )
+    reason = (v or {}).get("reason") or ""
+    hash_ = run.selection.get("selection_hash", "?")
+    return {"kind": kind, "label": BADGES[kind], "hash": hash_, "made": made, "reason": reason}
 
 
 def _cards(run: Run) -> list[tuple[str, str, str]]:
@@ -318,12 +323,12 @@ def _cards(run: Run) -> list[tuple[str, str, str]]:
     state = "converged" if s.get("converged") else "not converged"
     cards = [
         ("features kept", f"{kept} of {n}", f"{dropped} constant dropped"),
-        ("selector", s["method"], f"{s['task']} · {state}"),
+        ("selector", str(s["method"]), f"{s['task']} · {state}"),
         ("time", _duration(run), f"{epochs} epochs · {_workers(s.get('num_workers'))}"),
     ]
     if v is not None:
         value, baseline = v["selected"]["value"], v["baseline"]["value"]
-        cards.insert(2, (v["metric"], f"{value:.4g}", f"baseline {baseline:.4g}"))
+        cards.insert(2, (str(v["metric"]), f"{value:.4g}", f"baseline {baseline:.4g}"))
     if run.prepared:
         rows, target = run.prepared.get("rows") or {}, run.prepared.get("target") or {}
         counts = f"{_num(rows.get('train'))} / {_num(rows.get('validation'))}"
@@ -343,22 +348,16 @@ def _duration(run: Run) -> str:
     return f"{seconds / 60:.1f} min" if seconds >= 120 else f"{seconds:.1f} s"
 
 
-def _chips(summary: str, *groups: tuple[list[str], str]) -> str:
-    """Feature names as chips (kind "on": kept, "off": deprecated); long lists start closed."""
-    names = [(name, kind) for group, kind in groups for name in group]
-    chips = "".join(f'<span class="chip {kind}">{e(name)}</span>' for name, kind in names)
-    shown = " open" if len(names) <= OPEN_LIST_UP_TO else ""
-    return f"<details{shown}><summary>{summary}</summary><div class=chips>{chips}</div></details>"
+def _chips(*groups: tuple[list[str], str]) -> Json:
+    """Names and their chip kind ("on": kept, "off": deprecated); long lists start closed."""
+    names = [(str(name), kind) for group, kind in groups for name in group]
+    return {"names": names, "open": len(names) <= OPEN_LIST_UP_TO}
 
 
-def _images(images: dict[str, str], *names: str, beside: str = "") -> str:
-    shown = "".join(f'<img class={n} src="{images[n]}" alt="{n}">' for n in names if n in images)
-    return f"<div class=row>{shown}{beside}</div>"
-
-
-def _validation(v: Json | None, images: dict[str, str]) -> str:
+def _validation(v: Json | None) -> Json | None:
+    """The metric and the table beside the validation figure, or None when not validated."""
     if v is None:
-        return _section("Validation", "<p>Not validated: run <code>cae-ray validate</code>.</p>")
+        return None
     i, allowed = v["interval"], float(v["allowed_loss"])
     rows = [
         ("baseline", f"{v['baseline']['value']:.4g} ({v['baseline']['source']})"),
@@ -368,91 +367,44 @@ def _validation(v: Json | None, images: dict[str, str]) -> str:
         ("allowed loss", f"{allowed:.4g}"),
         ("rows", f"{_num(v.get('validation_rows'))} validation, {v.get('repeats', 1)} repeat(s)"),
     ]
-    table = "".join(f"<tr><th>{e(k)}</th><td>{e(val)}</td></tr>" for k, val in rows)
-    figure = _images(images, "validation", beside=f"<table>{table}</table>")
-    return _section(f"Validation: {e(v['metric'])}", figure)
+    return {"metric": str(v["metric"]), "rows": rows}
 
 
-def _prune(p: Json | None) -> str:
+def _prune(p: Json | None) -> Json | None:
+    """What ``prune.json`` planned or applied, view by view, or None when there is none."""
     if p is None:
-        return _section("Feast", "<p>Not pruned: no <code>prune.json</code>.</p>")
-    state = "marks applied to the registry" if p.get("applied") else "planned, not applied"
-    notes = [f"Project <code>{e(p.get('project', '?'))}</code>: {state}"]
-    if p.get("feature_service"):
-        notes.append(f"models can switch to FeatureService <code>{e(p['feature_service'])}</code>")
-    if p.get("forced_reason"):
-        notes.append(f'<b class="warn">forced: {e(p["forced_reason"])}</b>')
-    if p.get("hook_missing"):
-        notes.append(
-            '<b class="warn">the repo lacks the overlay hook: <code>feast apply</code> '
-            "will drop the marks</b>"
-        )
+        return None
     views = sorted(set(p.get("deprecate") or {}) | set(p.get("keep") or {}))
-    lists = "".join(_view(view, p) for view in views)
-    return _section("Feast", f"<p>{'; '.join(notes)}.</p>{lists}")
+    return {
+        "project": str(p.get("project", "?")),
+        "state": "marks applied to the registry" if p.get("applied") else "planned, not applied",
+        "feature_service": str(p.get("feature_service") or ""),
+        "forced_reason": str(p.get("forced_reason") or ""),
+        "hook_missing": bool(p.get("hook_missing")),
+        "views": [_view(view, p) for view in views],
+    }
 
 
-def _view(view: str, p: Json) -> str:
+def _view(view: str, p: Json) -> Json:
     gone, kept = (p.get("deprecate") or {}).get(view, []), (p.get("keep") or {}).get(view, [])
-    summary = f"<code>{e(view)}</code>: {len(gone)} deprecated, {len(kept)} kept"
-    return _chips(summary, (kept, "on"), (gone, "off"))
+    chips = _chips((kept, "on"), (gone, "off"))
+    return {"name": view, "gone": len(gone), "kept": len(kept), "chips": chips}
 
 
-def _steps(info: Json | None) -> str:
-    """The step table of ``run.json`` (``cae-ray run``), with why a step failed or was skipped."""
+def _steps(info: Json | None) -> list[tuple[str, str, str, str]]:
+    """The rows of ``run.json``'s step table (``cae-ray run``): name, status, seconds, and why
+    a step failed or was skipped."""
     steps = {k: v for k, v in ((info or {}).get("steps") or {}).items() if isinstance(v, dict)}
-    rows = "".join(
-        f'<tr><th>{e(name)}</th><td class="{e(st.get("status"))}">{e(st.get("status", "?"))}</td>'
-        f"<td class=num>{_num(st.get('seconds'), '.1f')}&nbsp;s</td>"
-        f"<td>{e(st.get('error') or st.get('reason') or '')}</td></tr>"
+    return [
+        (name, str(st.get("status", "?")), _num(st.get("seconds"), ".1f"), _why(st))
         for name, st in steps.items()
-    )
-    return _section("Steps", f"<table>{rows}</table>") if rows else ""
+    ]
 
 
-def _artifacts(run: Run) -> str:
-    names = [SELECTION, VALIDATION, PRUNE_FILE, PREPARED, RUN_FILE]
-    found = [n for n in names if (run.path / n).exists()] + [f"{REPORT_DIR}/*.png"]
-    items = "".join(f"<li><code>{e(n)}</code></li>" for n in found)
-    where = f"<p>In <code>{e(run.path.resolve())}</code>:</p><ul class=files>{items}</ul>"
-    return _section("Artifacts", where)
+def _why(step: Json) -> str:
+    return str(step.get("error") or step.get("reason") or "")
 
 
-PAGE = """<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>{title}</title>
-<meta name="viewport" content="width=device-width, initial-scale=1"><style>{css}</style></head>
-<body><main>{body}<footer>made by cae-ray · self-contained: opens offline</footer></main></body>
-</html>
-"""
-
-CSS = """
-body { margin: 0; background: #f8fafc; color: #0f172a;
-  font: 15px/1.5 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; }
-main { max-width: 1180px; margin: 0 auto; padding: 24px 28px 40px; }
-header { display: flex; justify-content: space-between; align-items: center; gap: 16px; }
-h1 { font-size: 24px; margin: 0; } h2 { font-size: 17px; margin: 0 0 10px; }
-.sub { color: #64748b; margin: 2px 0 0; font-size: 13px; word-break: break-all; }
-.badge { font-weight: 700; font-size: 20px; padding: 8px 20px; border-radius: 999px; }
-.pass { background: #dcfce7; color: #166534; } .fail { background: #fee2e2; color: #991b1b; }
-.none { background: #e2e8f0; color: #334155; }
-.cards { display: grid; grid-template-columns: repeat(auto-fit, minmax(190px, 1fr)); gap: 12px; }
-.card, section { background: white; border: 1px solid #e2e8f0; border-radius: 10px; }
-.card { padding: 12px 14px; margin-top: 18px; } .value { font-size: 19px; font-weight: 650; }
-.label { color: #64748b; font-size: 12px; text-transform: uppercase; letter-spacing: .06em; }
-.note, th, .skipped { color: #64748b; font-size: 13px; } .warn { color: #b45309; }
-.reason { margin: 14px 0; padding: 10px 14px; border-radius: 8px; }
-section { padding: 16px 18px; margin: 14px 0; } summary { cursor: pointer; }
-img { max-width: 100%; height: auto; display: block; } summary h2 { display: inline; }
-.row { display: flex; gap: 18px; align-items: flex-start; } .row img { flex: 1 1 0; min-width: 0; }
-img.scores { max-width: 600px; } td.num { white-space: nowrap; text-align: right; }
-.chips { display: flex; flex-wrap: wrap; gap: 6px; margin: 8px 0; }
-.chip { font: 12.5px ui-monospace, Menlo, monospace; padding: 2px 8px; border-radius: 6px; }
-.chip.on { background: #dbeafe; color: #1e3a8a; }
-.chip.off { background: #f1f5f9; color: #64748b; text-decoration: line-through; }
-table { border-collapse: collapse; margin-top: 10px; font-size: 14px; }
-th, td { text-align: left; padding: 4px 16px 4px 0; border-bottom: 1px solid #f1f5f9; }
-th { font-weight: 500; }
-td.done { color: #166534; } td.reused { color: #1e40af; } td.failed { color: #991b1b; }
-.files { font-size: 13px; padding-left: 18px; word-break: break-all; }
-footer { color: #94a3b8; font-size: 12px; text-align: center; }
-"""
+def _artifacts(run: Run) -> list[str]:
+    names = [SELECTION, VALIDATION, PRUNE_PLAN, PREPARED, RUN_RECORD]
+    return [n for n in names if (run.path / n).exists()] + [f"{REPORT_DIR}/*.png"]

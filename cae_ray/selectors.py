@@ -182,13 +182,13 @@ def _replayed_rng(device: torch.device, state: Tensor) -> Iterator[None]:
 class BaseConcreteSelector(nn.Module, ABC):
     """Shared forward pass; subclasses define :meth:`logits`."""
 
-    def __init__(self, n_features: int, k: int, sampling: str) -> None:
+    def __init__(self, n_features: int, rows: int, sampling: str) -> None:
         super().__init__()
-        self.n_features, self.k, self.sampling = n_features, k, sampling
+        self.n_features, self.rows, self.sampling = n_features, rows, sampling
 
     @abstractmethod
     def logits(self) -> Tensor:
-        """The K x N selection logits."""
+        """The rows x N selection logits."""
 
     def forward(self, x: Tensor, temperature: float = 1.0) -> Tensor:
         logits = self.logits()
@@ -197,12 +197,12 @@ class BaseConcreteSelector(nn.Module, ABC):
         if self.sampling == "shared":
             return mix_shared(logits, x, temperature)
         if self.sampling == "chunked":
-            return mix_chunked(logits, x, temperature, chunk_rows(self.k, self.n_features))
+            return mix_chunked(logits, x, temperature, chunk_rows(self.rows, self.n_features))
         return mix_per_example(logits, x, temperature)
 
     @torch.no_grad()
     def probabilities(self, logits: Tensor | None = None) -> Tensor:
-        """Selection probabilities at temperature 1, K x N; each row sums to 1."""
+        """Selection probabilities at temperature 1, rows x N; each row sums to 1."""
         logits = self.logits() if logits is None else logits
         return torch.softmax(logits.float(), dim=-1)
 
@@ -224,26 +224,31 @@ class BaseConcreteSelector(nn.Module, ABC):
 class ConcreteSelector(BaseConcreteSelector):
     """CAE: the K x N logits are free parameters."""
 
-    def __init__(self, n_features: int, k: int, *, sampling: str = "shared") -> None:
-        super().__init__(n_features, k, sampling)
+    def __init__(self, n_features: int, rows: int, *, sampling: str = "shared") -> None:
+        super().__init__(n_features, rows, sampling)
         # Near-uniform start (like Keras' glorot_normal in the reference code).
-        self.selection_logits = nn.Parameter(0.01 * torch.randn(k, n_features))
+        self.selection_logits = nn.Parameter(0.01 * torch.randn(rows, n_features))
 
     def logits(self) -> Tensor:
         return self.selection_logits
 
 
 class IndirectConcreteSelector(BaseConcreteSelector):
-    """IP-CAE: logits = Psi @ W.T + b, with Psi (K x d) and one ``nn.Linear(d, N)``.
+    """IP-CAE: logits = Psi @ W.T + b, with Psi (rows x d) and one ``nn.Linear(d, N)``.
 
     ``dim_ip=None`` picks d with :func:`auto_dim_ip` (full rank up to 2,048 features)."""
 
     def __init__(
-        self, n_features: int, k: int, *, dim_ip: int | None = None, sampling: str = "shared"
+        self,
+        n_features: int,
+        rows: int,
+        *,
+        dim_ip: int | None = None,
+        sampling: str = "shared",
     ) -> None:
-        super().__init__(n_features, k, sampling)
+        super().__init__(n_features, rows, sampling)
         self.dim_ip = dim_ip or auto_dim_ip(n_features)
-        self.ip_vectors = nn.Parameter(torch.randn(k, self.dim_ip))
+        self.ip_vectors = nn.Parameter(torch.randn(rows, self.dim_ip))
         # PyTorch's default init, as in the reference: logits start with std ~0.58.
         self.feature_map = nn.Linear(self.dim_ip, n_features)
 
@@ -251,11 +256,12 @@ class IndirectConcreteSelector(BaseConcreteSelector):
         return self.feature_map(self.ip_vectors)
 
 
-def build_selector(config: SelectorConfig, n_features: int) -> BaseConcreteSelector:
+def build_selector(config: SelectorConfig, n_features: int, rows: int) -> BaseConcreteSelector:
+    """The configured selector with ``rows`` selector rows (the user's k, or a search's more)."""
     if config.method == "cae":
-        return ConcreteSelector(n_features, config.k, sampling=config.sampling)
+        return ConcreteSelector(n_features, rows, sampling=config.sampling)
     return IndirectConcreteSelector(
-        n_features, config.k, dim_ip=config.dim_ip, sampling=config.sampling
+        n_features, rows, dim_ip=config.dim_ip, sampling=config.sampling
     )
 
 

@@ -1,24 +1,97 @@
-"""Turn a user's target into what the loop trains on, and decide the task when it is ``auto``.
+"""What the selected features must predict: the task (decided here, and only here, when it is
+``auto``) and how the target is encoded for the loop.
 
 ``auto`` means: no target -> reconstruction; a target with discrete values (integers, strings,
-booleans, see :func:`sklearn.utils.multiclass.type_of_target`) -> classification; a continuous
-one -> regression. Regression targets are standardised internally so the loss is of order 1.
+booleans, and floats that are all whole numbers, as :func:`sklearn.utils.multiclass.
+type_of_target` says: a float column of 0.0/1.0 is two classes) -> classification; a continuous
+one -> regression. Regression targets are standardised so the loss is of order 1.
+
+:func:`decide_task` is used by the estimator (:func:`prepare_target`, on the values in memory)
+and by the pipeline (:func:`cae_ray.data.resolve_target`, on a column's distinct values), so
+the same column gets the same task in both; validation reads the result from ``prepared.json``.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
 
 import numpy as np
-import pandas as pd
-from sklearn.utils.multiclass import type_of_target
 
 from cae_ray.errors import NonFiniteInputError, TargetLengthError, TargetTaskMismatchError
-from cae_ray.heads import ResolvedTask
+
+ResolvedTask = Literal["reconstruction", "classification", "regression"]
 
 _DISCRETE = ("binary", "multiclass")
 _CONTINUOUS = ("continuous", "continuous-multioutput")
+
+
+def target_kind(values: np.ndarray, task: str) -> str:
+    """scikit-learn's kind of target (binary, multiclass, continuous, ...) of ``values``; the
+    same for a column's distinct values as for the whole column."""
+    from sklearn.utils.multiclass import type_of_target
+
+    kind = str(type_of_target(values))
+    if kind == "unknown":
+        raise TargetTaskMismatchError(
+            task, f"Unknown label type (dtype {values.dtype})", "pass class labels or numbers"
+        )
+    return kind
+
+
+def decide_task(task: str, kind: str, values: np.ndarray) -> ResolvedTask:
+    """The supervised task for a target of this ``kind``; an explicit task must fit it."""
+    if task == "auto":
+        task = "classification" if kind in _DISCRETE else "regression"
+    if task == "classification":
+        if kind not in _DISCRETE:
+            distinct = len(np.unique(values))
+            raise TargetTaskMismatchError(
+                "classification",
+                f"{kind} values, {distinct} distinct",
+                "use task='regression', or bin y into classes first",
+            )
+        return "classification"
+    if values.dtype.kind not in "biuf" or kind not in (*_CONTINUOUS, *_DISCRETE):
+        raise TargetTaskMismatchError(
+            "regression",
+            f"{kind} values of dtype {values.dtype}",
+            "use task='classification' for labels, or pass numeric values",
+        )
+    return "regression"
+
+
+def check_classes(classes: Sequence[Any]) -> None:
+    if len(classes) < 2:
+        raise TargetTaskMismatchError(
+            "classification",
+            f"a single class (every row is {classes[0]!r})",
+            "pass a target with at least two classes",
+        )
+
+
+@dataclass(frozen=True)
+class TargetInfo:
+    """How a dataset's target is encoded (kept in ``prepared.json``)."""
+
+    task: ResolvedTask
+    classes: list[Any] | None = None
+    """Sorted class labels (classification); codes are positions in this list."""
+    mean: float = 0.0
+    std: float = 1.0
+    """Regression targets are standardised with these."""
+
+    @property
+    def n_outputs(self) -> int:
+        return len(self.classes) if self.classes is not None else 1
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, recorded: dict[str, Any]) -> TargetInfo:
+        return cls(**{key: value for key, value in recorded.items() if key != "column"})
 
 
 @dataclass(frozen=True)
@@ -39,7 +112,7 @@ def prepare_target(task: str, y: Any, n_rows: int) -> Target:
                 task, "y is missing", "pass y to fit, or use task='reconstruction'"
             )
         return Target("reconstruction", None, 0)
-    values = np.asarray(y.to_numpy() if isinstance(y, pd.Series | pd.DataFrame) else y)
+    values = np.asarray(y.to_numpy() if hasattr(y, "to_numpy") else y)
     if values.ndim == 2 and values.shape[1] == 1:
         values = values.ravel()
     if values.ndim == 0 or len(values) != n_rows:
@@ -48,39 +121,14 @@ def prepare_target(task: str, y: Any, n_rows: int) -> Target:
     if numeric and not np.isfinite(values.astype(np.float64)).all():
         bad = int((~np.isfinite(values.astype(np.float64))).sum())
         raise NonFiniteInputError(["y"], bad, 0)
-    kind = type_of_target(values)
-    if kind == "unknown":
-        raise TargetTaskMismatchError(
-            task, f"Unknown label type (dtype {values.dtype})", "pass class labels or numbers"
-        )
-    if task == "auto":
-        task = "classification" if kind in _DISCRETE else "regression"
-    if task == "classification":
-        return _classes(values, kind)
-    if not numeric or kind not in (*_CONTINUOUS, *_DISCRETE):
-        raise TargetTaskMismatchError(
-            "regression",
-            f"{kind} values of dtype {values.dtype}",
-            "use task='classification' for labels, or pass numeric values",
-        )
+    if decide_task(task, target_kind(values, task), values) == "classification":
+        return _classes(values)
     return _standardised(values)
 
 
-def _classes(values: np.ndarray, kind: str) -> Target:
-    if kind not in _DISCRETE:
-        distinct = len(np.unique(values))
-        raise TargetTaskMismatchError(
-            "classification",
-            f"{kind} values, {distinct} distinct",
-            "use task='regression', or bin y into classes first",
-        )
+def _classes(values: np.ndarray) -> Target:
     classes, codes = np.unique(values, return_inverse=True)
-    if len(classes) < 2:
-        raise TargetTaskMismatchError(
-            "classification",
-            f"a single class (every row is {classes[0]!r})",
-            "pass a target with at least two classes",
-        )
+    check_classes(classes.tolist())
     return Target("classification", codes.astype(np.int64), len(classes), classes)
 
 

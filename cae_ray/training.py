@@ -1,21 +1,20 @@
-"""Selector training on Ray Train (V2): the per-worker function and the TorchTrainer driver.
+"""Training on Ray Train (V2): the one per-worker function and the TorchTrainer driver.
 
-Each worker rebuilds the typed config from a plain dict, reads its shard of the packed training
-data, and runs THE loop (:mod:`cae_ray.loop`); around it this module adds only what a cluster
-needs: DDP, a checkpoint per epoch, resume from the latest checkpoint, and metric reports.
+The selector (``select``) and the validation heads (``validate``) train through the same
+:func:`train_loop_per_worker`: each worker rebuilds the typed config from a plain dict, reads
+its shard of the packed training data, and runs THE loop (:mod:`cae_ray.loop`); around it this
+module adds only what a cluster needs: DDP, a checkpoint per report, resume from the latest
+checkpoint, and metric reports.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
 import tempfile
-import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -23,11 +22,13 @@ from typing import Any
 import torch
 from torch import nn
 
+from cae_ray.artifacts import replacing
 from cae_ray.batches import ShuffledWindows
-from cae_ray.config import Config, ray_address
-from cae_ray.errors import GpuUnavailableError, RayUnreachableError
-from cae_ray.heads import ResolvedTask, SelectorModel, build_model, build_optimizer
-from cae_ray.loop import Batch, EpochRecord, fit, unwrap
+from cae_ray.config import Config
+from cae_ray.heads import HeadSet, SelectorModel, build_model, build_optimizer
+from cae_ray.loop import Batch, HeadsObjective, Objective, SelectionObjective, fit
+from cae_ray.progress import OnProgress, watching_progress, write_progress
+from cae_ray.targets import ResolvedTask
 
 logger = logging.getLogger(__name__)
 
@@ -37,19 +38,27 @@ PROGRESS_FILE = "progress.json"
 
 @dataclass(frozen=True)
 class TrainSpec:
-    """What a worker needs besides the config: shapes and sizes, never data."""
+    """What a worker needs besides the config: shapes and sizes, never data. Without
+    ``column_sets`` it trains the selector; with them, the validation heads."""
 
     n_features: int
     task: ResolvedTask
     n_outputs: int
     n_train_rows: int
     threads: int
+    column_sets: list[list[int] | None] | None = None
+    """Validation: each head's input columns (None: all features, the baseline)."""
+    seeds: list[int] | None = None
+    """Validation: each head's initialisation seed."""
 
 
 # --- on each worker -----------------------------------------------------------------------------
 
 
 def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
+    """THE per-worker function, for the selector and the validation heads alike: DDP, resume
+    from the latest checkpoint, this worker's shard, :func:`cae_ray.loop.fit`, a checkpoint
+    with each report."""
     import ray.train
     import ray.train.torch
 
@@ -59,48 +68,64 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     rank, world = context.get_world_rank(), context.get_world_size()
     torch.set_num_threads(spec.threads)
 
-    torch.manual_seed(config.training.seed)  # identical initial weights on every rank
-    model = ray.train.torch.prepare_model(
-        build_model(config, spec.n_features, spec.task, spec.n_outputs)
-    )
-    optimizer = build_optimizer(unwrap(model), config, spec.task)
+    inner, make_optimizer, objective = _what_to_train(config, spec, world)
+    model = ray.train.torch.prepare_model(inner)
+    optimizer = make_optimizer(inner)
     local_dir = loop_config.get("local_checkpoint_dir")
-    start_epoch, step, history = restore(unwrap(model), optimizer, local_dir)
+    start_epoch, step, history = restore(inner, optimizer, local_dir)
+    reporter = EpochReporter(
+        rank, inner, optimizer, history, start_epoch, local_dir, loop_config["progress"]
+    )
     # Each rank (and each restart) draws its own Gumbel noise and batch order.
     torch.manual_seed(config.training.seed + 7919 * (rank + 1) + start_epoch)
-
     shard = ray.train.get_dataset_shard("train")
-    t = config.training
-
     windows = shuffled_windows(config, spec.n_features, spec.task)
 
     def epoch_batches(epoch: int) -> Iterator[Batch]:
-        return shard_batches(shard, windows, t.seed + epoch)
-
-    steps_per_epoch = math.ceil(max(spec.n_train_rows // max(world, 1), 1) / t.batch_size)
-
-    reporter = EpochReporter(
-        rank, unwrap(model), optimizer, history, start_epoch, local_dir, loop_config["progress"]
-    )
-
-    def report(record: EpochRecord) -> None:
-        reporter.epoch_done({**record.as_dict(), "loss": mean_over_ranks(record.loss)})
+        return shard_batches(shard, windows, config.training.seed + epoch)
 
     fit(
         model,
         optimizer,
         epoch_batches,
-        config=config,
-        task=spec.task,
-        steps_per_epoch=steps_per_epoch,
+        objective,
         device=ray.train.torch.get_device(),
         start_epoch=start_epoch,
         start_step=step,
         all_agree=_all_agree,
-        on_epoch_end=report,
+        on_epoch_end=lambda record: reporter.epoch_done(averaged_over_ranks(record.as_dict())),
         autocast_bf16=config.scaling.bf16 and config.scaling.use_gpu,
     )
     reporter.finish()
+
+
+def _what_to_train(
+    config: Config, spec: TrainSpec, world: int
+) -> tuple[nn.Module, Callable[[nn.Module], torch.optim.Optimizer], Objective[Any]]:
+    """(the model, how to make its optimizer, its objective): the selector, or the heads."""
+    if spec.column_sets is None:
+        torch.manual_seed(config.training.seed)  # identical initial weights on every rank
+        model = build_model(config, spec.n_features, spec.task, spec.n_outputs)
+        rows_per_worker = max(spec.n_train_rows // max(world, 1), 1)
+        steps_per_epoch = math.ceil(rows_per_worker / config.training.batch_size)
+        objective: Objective[Any] = SelectionObjective(config, spec.task, steps_per_epoch)
+        return model, lambda m: build_optimizer(m, config, spec.task), objective
+    assert spec.seeds is not None
+    heads = HeadSet(config.head, spec.n_features, spec.n_outputs, spec.column_sets, spec.seeds)
+    learning_rate = config.training.learning_rate
+
+    def plain_adam(m: nn.Module) -> torch.optim.Optimizer:
+        # Plain Adam: the head's weight decay is a selection-time device (see HeadConfig).
+        return torch.optim.Adam(m.parameters(), lr=learning_rate)
+
+    return heads, plain_adam, HeadsObjective(spec.task, config.validation.epochs)
+
+
+def averaged_over_ranks(record: dict[str, Any]) -> dict[str, Any]:
+    """An epoch record with its losses averaged over workers (each saw only its shard)."""
+    if "losses" in record:
+        return {**record, "losses": [mean_over_ranks(loss) for loss in record["losses"]]}
+    return {**record, "loss": mean_over_ranks(record["loss"])}
 
 
 def shuffled_windows(config: Config, n_features: int, task: ResolvedTask) -> ShuffledWindows:
@@ -145,7 +170,8 @@ def restore(
 
 
 def _load_state(directory: Path) -> dict[str, Any]:
-    return dict(torch.load(directory / STATE_FILE, map_location="cpu", weights_only=False))
+    # Tensors and plain containers only: a run dir may be on storage every pod can write.
+    return dict(torch.load(directory / STATE_FILE, map_location="cpu", weights_only=True))
 
 
 class EpochReporter:
@@ -203,9 +229,8 @@ class EpochReporter:
         self._last, self._reported = time.monotonic(), record["epoch"]
         if self.local_dir is not None:  # local mode: the checkpoint must outlive this call
             directory = Path(self.local_dir)
-            directory.mkdir(parents=True, exist_ok=True)
-            torch.save(state, directory / (STATE_FILE + ".partial"))
-            os.replace(directory / (STATE_FILE + ".partial"), directory / STATE_FILE)
+            with replacing(directory / STATE_FILE) as partial:
+                torch.save(state, partial)
             ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(directory))
             return
         with tempfile.TemporaryDirectory() as scratch:
@@ -214,48 +239,6 @@ class EpochReporter:
                 torch.save(state, Path(scratch) / STATE_FILE)
                 checkpoint = ray.train.Checkpoint.from_directory(scratch)
             ray.train.report(metrics, checkpoint=checkpoint)
-
-
-def write_progress(path: Path, record: dict[str, Any]) -> None:
-    """The last epoch, for the driver's progress bar: a few bytes, replaced atomically. (Ray
-    Train's reports go to its controller, not to the driver, and only every poll.)"""
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.with_suffix(".partial").write_text(json.dumps(record))
-        os.replace(path.with_suffix(".partial"), path)
-    except OSError as e:  # progress is a nicety: never fail training over it
-        logger.debug("cannot write progress to %s: %s", path, e)
-
-
-@contextmanager
-def watching_progress(
-    path: Path, on_progress: Callable[[dict[str, Any]], None] | None, every_s: float = 0.5
-) -> Iterator[None]:
-    """Call ``on_progress(record)`` from a background thread whenever ``path`` changes."""
-    if on_progress is None:
-        yield
-        return
-    path.unlink(missing_ok=True)  # a progress file from an earlier attempt is stale
-    stop = threading.Event()
-
-    def poll() -> None:
-        seen = None
-        while not stop.wait(every_s):
-            try:
-                text = path.read_text()
-            except OSError:
-                continue
-            if text != seen:
-                seen = text
-                on_progress(json.loads(text))
-
-    thread = threading.Thread(target=poll, name="cae-ray-progress", daemon=True)
-    thread.start()
-    try:
-        yield
-    finally:
-        stop.set()
-        thread.join()
 
 
 def mean_over_ranks(value: float) -> float:
@@ -298,25 +281,16 @@ class TrainOutcome:
     """0 for a fresh run; the first epoch trained after a restart otherwise."""
 
 
-def run_trainer(
+def train_selector(
     config: Config,
     spec: TrainSpec,
     train_data: Any,
     storage: Path,
-    name: str = "select",
-    on_progress: Callable[[dict[str, Any]], None] | None = None,
+    on_progress: OnProgress | None = None,
 ) -> TrainOutcome:
-    """Train the selector; the same ``storage``/``name`` resumes an earlier run.
+    """Train the selector; the same ``storage`` resumes an earlier run.
     ``on_progress(epoch record)`` is called on the driver as epochs finish."""
-    state, metrics = run_on_ray(
-        train_loop_per_worker,
-        {"spec": asdict(spec)},
-        config,
-        train_data,
-        storage,
-        name,
-        on_progress,
-    )
+    state, metrics = run_on_ray(config, spec, train_data, storage, "select", on_progress)
     model = build_model(config, spec.n_features, spec.task, spec.n_outputs)
     model.load_state_dict(state["model"])
     history = state["history"]
@@ -328,18 +302,33 @@ def run_trainer(
     )
 
 
-def run_on_ray(
-    loop: Callable[[dict[str, Any]], None],
-    loop_config: dict[str, Any],
+def train_heads(
     config: Config,
+    spec: TrainSpec,
     train_data: Any,
     storage: Path,
     name: str,
-    on_progress: Callable[[dict[str, Any]], None] | None = None,
+    on_progress: OnProgress | None = None,
+) -> tuple[HeadSet, list[dict[str, Any]]]:
+    """Train the validation heads of ``spec``; (the trained heads, their epoch history)."""
+    assert spec.column_sets is not None and spec.seeds is not None
+    state, _ = run_on_ray(config, spec, train_data, storage, name, on_progress)
+    heads = HeadSet(config.head, spec.n_features, spec.n_outputs, spec.column_sets, spec.seeds)
+    heads.load_state_dict(state["model"])
+    return heads.eval(), state["history"]
+
+
+def run_on_ray(
+    config: Config,
+    spec: TrainSpec,
+    train_data: Any,
+    storage: Path,
+    name: str,
+    on_progress: OnProgress | None = None,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Run ``loop`` on the configured workers with ``TorchTrainer``; return the last
-    checkpoint's state and the last reported metrics. ``loop_config`` gets the config and the
-    progress file added (an :class:`EpochReporter` writes it; ``on_progress`` reads it)."""
+    """Run :func:`train_loop_per_worker` on the configured workers with ``TorchTrainer``; return
+    the last checkpoint's state and the last reported metrics. Progress reaches the driver
+    through a small file (an :class:`EpochReporter` writes it; ``on_progress`` reads it)."""
     from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
@@ -347,14 +336,14 @@ def run_on_ray(
     storage = storage.resolve()  # Ray Train takes a relative storage path for a URI and fails
     progress = storage / name / PROGRESS_FILE
     loop_config = {
-        **loop_config,
+        "spec": asdict(spec),
         "config": config.model_dump(mode="json"),
         "progress": str(progress) if on_progress else None,
     }
     if s.num_workers == 0:
         loop_config["local_checkpoint_dir"] = str(storage / name / "local_checkpoint")
     trainer = TorchTrainer(
-        loop,
+        train_loop_per_worker,
         train_loop_config=loop_config,
         torch_config=TorchConfig(backend="nccl" if s.use_gpu else "gloo"),
         scaling_config=ScalingConfig(
@@ -380,65 +369,3 @@ def run_on_ray(
     with result.checkpoint.as_directory() as directory:
         state = _load_state(Path(directory))
     return state, dict(result.metrics or {})
-
-
-def worker_threads(config: Config) -> int:
-    """Torch threads per worker: its CPU share, so workers never oversubscribe the cores."""
-    cpus = (config.scaling.resources_per_worker or {}).get("CPU", 1.0)
-    if config.scaling.num_workers == 0:
-        cpus = float(os.cpu_count() or 1)
-    return max(1, int(cpus))
-
-
-def connect(config: Config) -> None:
-    """Join the configured Ray cluster (or ``RAY_ADDRESS``), else start a local one; fail fast
-    when the address does not answer or GPUs are asked for and missing."""
-    import ray
-
-    if not ray.is_initialized():
-        address = ray_address(config)
-        if address and address != "auto":
-            _probe(address)
-        # Worker output (Ray Data's and Train's own chatter included) reaches the driver only
-        # when our logging is verbose (`cae-ray -v`); the CLI shows its own progress.
-        verbose = logging.getLogger("cae_ray").isEnabledFor(logging.INFO)
-        try:
-            ray.init(
-                address=address,
-                include_dashboard=False if not address else None,
-                log_to_driver=verbose,
-                logging_level=logging.INFO if verbose else logging.WARNING,
-            )
-        except (ConnectionError, RuntimeError, ValueError) as e:
-            raise RayUnreachableError(str(address), str(e).splitlines()[0]) from e
-    _check_gpus(config)
-
-
-def _probe(address: str, timeout_s: float = 5.0) -> None:
-    """A TCP connect to host:port, so a wrong address fails in seconds, not minutes."""
-    import socket
-    from urllib.parse import urlsplit
-
-    parts = urlsplit(address if "://" in address else f"ray://{address}")
-    if parts.hostname is None or parts.port is None:
-        raise RayUnreachableError(address, "expected host:port or ray://host:port")
-    try:
-        socket.create_connection((parts.hostname, parts.port), timeout=timeout_s).close()
-    except OSError as e:
-        raise RayUnreachableError(address, e.strerror or type(e).__name__) from e
-
-
-def _check_gpus(config: Config) -> None:
-    import ray
-
-    s = config.scaling
-    if not s.use_gpu:
-        return
-    if s.num_workers == 0:
-        if not torch.cuda.is_available():
-            raise GpuUnavailableError(1, 0)
-        return
-    per_worker = (s.resources_per_worker or {}).get("GPU", 1.0)
-    available = float(ray.cluster_resources().get("GPU", 0.0))
-    if available < per_worker * s.num_workers:
-        raise GpuUnavailableError(per_worker * s.num_workers, available)

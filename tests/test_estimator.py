@@ -17,11 +17,11 @@ from cae_ray.errors import (
     ConfigValidationError,
     EmptyInputError,
     FeatureMismatchError,
-    InvalidKError,
     NonFiniteInputError,
     NonNumericColumnsError,
     TargetLengthError,
     TargetTaskMismatchError,
+    TooFewFeaturesError,
 )
 from cae_ray.estimator import ConcreteFeatureSelector
 
@@ -170,9 +170,9 @@ def test_from_config_round_trip() -> None:
 @pytest.mark.parametrize(
     ("make_input", "error", "match"),
     [
-        (lambda X: (X, None, {"k": 0}), InvalidKError, "k=0.*set k >= 1"),
-        (lambda X: (X, None, {"k": 8}), InvalidKError, "k=8 but X has only 8.*between 1 and 7"),
-        (lambda X: (X, None, {"k": 20}), InvalidKError, "k=20"),
+        (lambda X: (X, None, {"k": 0}), ConfigValidationError, "selector.k: .*equal to 1 .got 0"),
+        (lambda X: (X, None, {"k": 8}), TooFewFeaturesError, "k=8 but only 8.*between 1 and 7"),
+        (lambda X: (X, None, {"k": 20}), TooFewFeaturesError, "k=20"),
         (lambda X: (X[:0], None, {}), EmptyInputError, r"0 sample\(s\)"),
         (lambda X: (X[:, :0], None, {}), EmptyInputError, r"0 feature\(s\)"),
         (lambda X: (X[:1], None, {}), EmptyInputError, r"1 sample\(s\)"),

@@ -14,9 +14,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from cae_ray.artifacts import EXPORT_DIR, EXPORT_MANIFEST
 from cae_ray.config import Config, validate_config
-from cae_ray.errors import (
-    ConfigValidationError,
+from cae_ray.errors import ConfigValidationError
+from cae_ray.feast.entities import ROW_ID
+from cae_ray.feast.errors import (
     EmptyTimeRangeError,
     EntityColumnsMissingError,
     FeastRepoError,
@@ -25,7 +27,7 @@ from cae_ray.errors import (
     UnknownFeatureError,
     UnknownFeatureViewError,
 )
-from cae_ray.feast.export import EXPORT_DIR, MANIFEST, ROW_ID, export
+from cae_ray.pipeline import export
 from tests.feast_repo import (
     EXTRA,
     OFFLINE_STORES,
@@ -130,7 +132,7 @@ def test_export_of_a_feature_service(store_repo, tmp_path) -> None:
 
     expected = [f"driver_stats:{s}" for s in STATS[:3]] + [f"driver_extra:{e}" for e in EXTRA]
     assert list(manifest["columns"].values()) == expected
-    saved = json.loads((tmp_path / EXPORT_DIR / MANIFEST).read_text())
+    saved = json.loads((tmp_path / EXPORT_MANIFEST).read_text())
     assert saved == manifest
 
 
@@ -322,7 +324,7 @@ def test_the_ray_store_answers_every_row_on_the_cluster(ray_cluster, ray_repo, t
     assert context_state() == before  # the training that follows in `cae-ray run` is unaffected
     out = tmp_path / "run" / EXPORT_DIR
     assert sorted(p.name for p in out.iterdir()) == [
-        MANIFEST,
+        Path(EXPORT_MANIFEST).name,
         *(f"part-{i:05d}.parquet" for i in range(manifest["parts"])),
     ]
     table = pq.read_table(out)

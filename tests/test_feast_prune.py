@@ -9,20 +9,19 @@ from typing import Any
 
 import pytest
 
+from cae_ray.artifacts import EXPORT_DIR, PRUNE_PLAN, VALIDATION, RunDir
 from cae_ray.config import Config, validate_config
-from cae_ray.errors import PruneRefusedError, UnknownRunIdError
-from cae_ray.feast.export import EXPORT_DIR, ROW_ID, export
+from cae_ray.feast.entities import ROW_ID
+from cae_ray.feast.errors import PruneRefusedError, UnknownRunIdError
 from cae_ray.feast.registry import (
     AUDIT_LOG,
     LAST_RUN,
-    PRUNE_FILE,
     check,
     deprecation_tag,
     prune,
     restore,
 )
-from cae_ray.pipeline import select
-from cae_ray.validation import VALIDATION, validate
+from cae_ray.pipeline import export, select, validate
 from tests.feast_repo import FeastRepo, make_feast_repo
 
 pytestmark = [pytest.mark.feast, pytest.mark.ray]
@@ -87,10 +86,10 @@ def fresh_run(run: Path, to: Path) -> Path:
 def test_plan_only_changes_nothing(validated_run, tmp_path) -> None:
     config, run, repo = validated_run
     before = registry_state(repo)
-    plan = prune(config, fresh_run(run, tmp_path / "run"))
+    plan = prune(config, RunDir(fresh_run(run, tmp_path / "run")))
 
     assert registry_state(repo) == before
-    saved = json.loads((tmp_path / "run" / PRUNE_FILE).read_text())
+    saved = json.loads((tmp_path / "run" / PRUNE_PLAN).read_text())
     assert saved["applied"] is False
     deprecated = sum(len(v) for v in plan.deprecate.values())
     assert deprecated == 8 - 3 and sum(len(v) for v in plan.keep.values()) == 3
@@ -99,7 +98,7 @@ def test_plan_only_changes_nothing(validated_run, tmp_path) -> None:
 def test_apply_marks_then_restore_gives_the_original_back(validated_run, tmp_path) -> None:
     config, run, repo = validated_run
     before = registry_state(repo)
-    plan = prune(config, fresh_run(run, tmp_path / "run"), apply=True)
+    plan = prune(config, RunDir(fresh_run(run, tmp_path / "run")), apply=True)
 
     after = registry_state(repo)
     for view, features in plan.deprecate.items():
@@ -125,7 +124,9 @@ def test_a_prune_failing_half_way_leaves_the_registry_as_it_was(validated_run, t
         raise RuntimeError(f"injected failure after {view}")
 
     with pytest.raises(RuntimeError, match="injected failure"):
-        prune(config, fresh_run(run, tmp_path / "run"), apply=True, on_view_written=fail_after)
+        prune(
+            config, RunDir(fresh_run(run, tmp_path / "run")), apply=True, on_view_written=fail_after
+        )
     assert registry_state(repo) == before
 
 
@@ -136,10 +137,10 @@ def test_no_prune_without_a_passed_validation_unless_forced(validated_run, tmp_p
     (unvalidated / VALIDATION).unlink()
 
     with pytest.raises(PruneRefusedError, match="never validated"):
-        prune(config, unvalidated, apply=True)
+        prune(config, RunDir(unvalidated), apply=True)
     assert registry_state(repo) == before
 
-    plan = prune(config, unvalidated, apply=True, force_reason="urgent cost cut")
+    plan = prune(config, RunDir(unvalidated), apply=True, force_reason="urgent cost cut")
     records = [json.loads(line) for line in (repo.path / AUDIT_LOG).read_text().splitlines()]
     assert records[-1]["forced_reason"] == "urgent cost cut"
     assert "never validated" in records[-1]["validation"]["forced_despite"]
@@ -187,7 +188,7 @@ def test_marks_survive_feast_apply_through_the_repo_overlay(validated_run, tmp_p
     feast = {**config.feast.model_dump(), "repo": str(defined.path)}
     in_defined_repo = validate_config({**config.model_dump(mode="json"), "feast": feast})
 
-    plan = prune(in_defined_repo, fresh_run(run, tmp_path / "run"), apply=True)
+    plan = prune(in_defined_repo, RunDir(fresh_run(run, tmp_path / "run")), apply=True)
     assert not plan.hook_missing
     marked = registry_state(defined)
     feast_apply(defined.path)  # the team's next apply, from the repo
@@ -203,7 +204,7 @@ def test_marks_survive_feast_apply_through_the_repo_overlay(validated_run, tmp_p
 def test_a_repo_without_the_hook_gets_a_warning(validated_run, tmp_path, caplog) -> None:
     config, run, repo = validated_run
     before = registry_state(repo)
-    plan = prune(config, fresh_run(run, tmp_path / "run"), apply=True)
+    plan = prune(config, RunDir(fresh_run(run, tmp_path / "run")), apply=True)
 
     assert plan.hook_missing  # the fixture's repo is applied from code, with no definitions
     assert "the next `feast apply` will remove these marks" in caplog.text
@@ -231,7 +232,11 @@ def test_two_prunes_at_the_same_time_both_keep_their_marks(validated_run, tmp_pa
     def run_prune(run_dir: Path, **kwargs: Any) -> None:
         # Hold each prune inside its read-modify-write so the two would overlap without a lock.
         plans[run_dir.name] = prune(
-            config, run_dir, apply=True, on_view_written=lambda view: time.sleep(0.5), **kwargs
+            config,
+            RunDir(run_dir),
+            apply=True,
+            on_view_written=lambda view: time.sleep(0.5),
+            **kwargs,
         )
 
     threads = [
@@ -313,4 +318,32 @@ def test_a_read_only_registry_is_named_and_left_unchanged(
         in error[0]
     )
     assert repo_files(repo) == before
-    assert not (run_dir / PRUNE_FILE).exists()
+    assert not (run_dir / PRUNE_PLAN).exists()
+
+
+def test_prune_apply_twice_from_the_cli_applies_once(validated_run, tmp_path) -> None:
+    from typer.testing import CliRunner
+
+    from cae_ray.cli import app
+
+    config, run, repo = validated_run
+    before = registry_state(repo)
+    path = tmp_path / "config.json"
+    path.write_text(config.model_dump_json())
+    args = ["prune", str(path), "--run-dir", str(fresh_run(run, tmp_path / "run")), "--apply"]
+
+    first = CliRunner().invoke(app, args)
+    assert first.exit_code == 0, first.output
+    assert "Applied." in " ".join(first.output.split())
+    marked, audit = registry_state(repo), (repo.path / AUDIT_LOG).read_text()
+    second = CliRunner().invoke(app, args)
+
+    said = " ".join(second.output.split())  # rich wraps long lines
+    assert second.exit_code == 0, second.output
+    assert "Already applied" in said and "nothing changed" in said
+    assert registry_state(repo) == marked
+    assert (repo.path / AUDIT_LOG).read_text() == audit  # no second prune record
+    run_id = json.loads((tmp_path / "run" / PRUNE_PLAN).read_text())["run_id"]
+    assert f"cae-ray restore --repo {repo.path} --run-id {run_id}" in said
+    restore(str(repo.path), run_id)
+    assert registry_state(repo) == before

@@ -8,13 +8,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from cae_ray.artifacts import selection_digest
 from cae_ray.batches import unpack
 from cae_ray.config import Config, validate_config
 from cae_ray.estimator import ConcreteFeatureSelector
-from cae_ray.pipeline import select, selection_digest
+from cae_ray.pipeline import select
 
 pytestmark = pytest.mark.ray
 
@@ -148,3 +150,35 @@ def test_a_few_columns_are_prepared_as_from_the_whole_table(
 
     whole = packed(tmp_path / "all", 200)[:, [3, 7, 150, 42]]
     np.testing.assert_array_equal(packed(tmp_path / "few", 4), whole)
+
+
+def test_a_float_column_of_zeros_and_ones_is_classified_everywhere(ray_cluster, tmp_path) -> None:
+    """`head.task: auto` is decided by one rule (cae_ray.targets) for the estimator and the
+    pipeline: a float target holding only 0.0 and 1.0 is two classes, not a regression."""
+    from typer.testing import CliRunner
+
+    from cae_ray.cli import app
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(400, 6)).astype(np.float32)
+    label = (X[:, 0] > 0).astype(np.float64)  # 0.0 / 1.0
+    table = {f"f_{j}": X[:, j] for j in range(6)} | {"label": label}
+    path = tmp_path / "table.parquet"
+    pq.write_table(pa.table(table), path)
+    config = {
+        "data": {"path": str(path), "features": "f_*", "target": "label"},
+        "selector": {"k": 2},
+        "training": {"epochs": 2, "batch_size": 64},
+        "scaling": {"num_workers": 0},
+    }
+    config_path = tmp_path / "config.json"
+    config_path.write_text(json.dumps(config))
+
+    result = CliRunner().invoke(app, ["select", str(config_path), "--run-dir", str(tmp_path / "r")])
+
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "r" / "selection.json").read_text())["task"] == "classification"
+    prepared = json.loads((tmp_path / "r" / "data" / "prepared.json").read_text())
+    assert prepared["target"]["classes"] == [0.0, 1.0]
+    estimator = ConcreteFeatureSelector(k=2, epochs=2, batch_size=64).fit(X, label)
+    assert estimator.task_ == "classification"

@@ -94,7 +94,7 @@ def test_missing_data_section(tmp_path: Path) -> None:
             NullValuesRefusedError,
             "'f_9' \\(50 nulls\\).*null_policy",
         ),
-        (table(), {"k": 5}, TooFewFeaturesError, "selector.k=5 but only 5"),
+        (table(), {"k": 5}, TooFewFeaturesError, "k=5 but only 5"),
         (
             table(f_const=np.ones(50)),
             {"k": 5},

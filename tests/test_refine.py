@@ -51,7 +51,7 @@ def test_the_second_search_keeps_k_distinct_features_the_search_missed() -> None
     assert 1 not in plain.selected_indices_
     assert set(refined.selected_indices_) == {0, 1}
     assert refined.scores_.shape == (400,)
-    assert refined.model_.selector.k == 4  # model_ is the search over all the features
+    assert refined.model_.selector.rows == 4  # model_ is the search over all the features
 
 
 def test_refine_takes_regression_and_many_classes() -> None:

@@ -14,13 +14,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from cae_ray.artifacts import EXPORT_DIR, PRUNE_PLAN, VALIDATION, RunDir
 from cae_ray.config import Config, validate_config
 from cae_ray.errors import NoSelectionError
-from cae_ray.feast.export import EXPORT_DIR, ROW_ID, export
-from cae_ray.feast.registry import PRUNE_FILE, prune
-from cae_ray.pipeline import select
+from cae_ray.feast.entities import ROW_ID
+from cae_ray.pipeline import export, prune, select, validate
 from cae_ray.report import pixel_grid, write_report
-from cae_ray.validation import VALIDATION, validate
 from tests.feast_repo import REGISTRIES, store_yaml
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -93,10 +92,10 @@ def artifact(run: Path, name: str) -> dict:
 @pytest.mark.ray
 @pytest.mark.feast
 def test_report_of_a_full_run_is_self_contained_and_complete(pixel_run) -> None:
-    page_path = write_report(pixel_run)
+    page_path = write_report(RunDir(pixel_run))
     page = page_path.read_text()
     selection, verdict = artifact(pixel_run, "selection.json"), artifact(pixel_run, VALIDATION)
-    plan = artifact(pixel_run, PRUNE_FILE)
+    plan = artifact(pixel_run, PRUNE_PLAN)
 
     assert page_path == pixel_run / "report" / "report.html"
     # Opens offline: no remote URL, script or stylesheet; every image is an embedded PNG, the
@@ -139,7 +138,7 @@ def test_report_of_a_plain_selection_with_a_partial_run_json(
     }
     (tmp_path / "run.json").write_text(json.dumps({"steps": steps}))
 
-    page = write_report(tmp_path).read_text()
+    page = write_report(RunDir(tmp_path)).read_text()
     assert "not validated" in page and "PASSED" not in page
     assert "no <code>prune.json</code>" in page
     assert all(name in page for name in selection["selected_features"])
@@ -149,9 +148,34 @@ def test_report_of_a_plain_selection_with_a_partial_run_json(
     assert files == {"training.png", "scores.png"}  # 200 features are not a square image
 
 
+def test_feature_names_are_escaped_on_the_page(tmp_path) -> None:
+    odd = "<script>alert(1)</script>"
+    names = [odd, "age", "income"]
+    sure = {"mean_max": 0.5, "min_max": 0.4}
+    history = [{"epoch": e, "loss": 1 / (e + 1), "temperature": 0.5**e, **sure} for e in range(3)]
+    selection = {
+        "selected_features": [odd, "age"],
+        "candidate_features": names,
+        "scores": [0.9, 0.8, 0.1],
+        "k": 2,
+        "method": "cae",
+        "task": "classification",
+        "history": history,
+        "selection_hash": "0123abcd",
+        "converged": True,
+        "dropped_constant": [],
+    }
+    (tmp_path / "selection.json").write_text(json.dumps(selection))
+
+    page = write_report(RunDir(tmp_path)).read_text()
+    assert "<script>alert(1)" not in page
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    assert "2 of 3" in page and "not validated" in page
+
+
 def test_a_run_dir_without_selection_says_what_to_run(tmp_path) -> None:
     with pytest.raises(NoSelectionError, match=r"has no selection\.json.*cae-ray select"):
-        write_report(tmp_path)
+        write_report(RunDir(tmp_path))
     assert not (tmp_path / "report").exists()
 
 

@@ -55,7 +55,7 @@ def test_auto_dim_ip_is_full_rank_up_to_2048_features_then_256() -> None:
     assert IndirectConcreteSelector(3000, 5, dim_ip=3000).dim_ip == 3000  # full rank on request
     config = validate_config({"selector": {"k": 5}})
     assert config.selector.dim_ip is None
-    selector = build_selector(config.selector, 5000)
+    selector = build_selector(config.selector, 5000, config.selector.k)
     assert isinstance(selector, IndirectConcreteSelector) and selector.dim_ip == 256
 
 
@@ -86,7 +86,7 @@ def test_chunked_selector_draws_a_different_sample_per_row(monkeypatch) -> None:
     monkeypatch.setattr(selectors, "CHUNK_VALUES", 3 * 4 * 10)  # 3 rows per chunk
     torch.manual_seed(0)
     selector = build_selector(
-        validate_config({"selector": {"k": 4, "sampling": "chunked"}}).selector, 10
+        validate_config({"selector": {"sampling": "chunked"}}).selector, 10, rows=4
     )
     x = torch.ones(8, 1) * torch.eye(10)[0]  # every row is feature 0: u = weight of feature 0
     weights = selector(x, temperature=1.0)

@@ -65,7 +65,7 @@ def test_random_logits_always_give_k_distinct() -> None:
 @pytest.mark.parametrize("sampling", ["shared", "per_example", "chunked"])
 def test_forward_shapes_and_modes(method: str, sampling: str) -> None:
     torch.manual_seed(0)
-    selector = build_selector(SelectorConfig(method=method, k=4, sampling=sampling), 12)
+    selector = build_selector(SelectorConfig(method=method, sampling=sampling), 12, rows=4)
     x = torch.randn(8, 12)
     selector.train()
     mixed = selector(x, temperature=0.5)

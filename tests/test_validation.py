@@ -13,6 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
+from cae_ray.artifacts import VALIDATION, selection_digest
 from cae_ray.cli import EXIT_CONFIG, EXIT_GATE, app
 from cae_ray.config import Config, validate_config
 from cae_ray.errors import (
@@ -23,8 +24,7 @@ from cae_ray.errors import (
     SelectionEditedError,
     TooFewValidationRowsError,
 )
-from cae_ray.pipeline import select, selection_digest
-from cae_ray.validation import VALIDATION, validate
+from cae_ray.pipeline import select, validate
 from tests.wide_data import write_wide_parquet
 
 pytestmark = pytest.mark.ray

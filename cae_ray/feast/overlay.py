@@ -20,6 +20,8 @@ from typing import Any
 
 import yaml
 
+from cae_ray.artifacts import write_text
+
 OVERLAY = "cae_ray_deprecations.yaml"
 HOOK = "annotate_all(globals())"
 _TAG_PREFIX = "cae-ray/"
@@ -38,9 +40,7 @@ def write_overlay(repo: Path, overlay: dict[str, Any]) -> None:
         "# Written by `cae-ray prune --apply`; applied by annotate_all(globals()) in the repo's\n"
         "# definitions. Remove a run (or `cae-ray restore`) to take its marks back.\n"
     )
-    partial = repo / (OVERLAY + ".partial")
-    partial.write_text(header + yaml.safe_dump(overlay, sort_keys=True))
-    partial.replace(repo / OVERLAY)
+    write_text(repo / OVERLAY, header + yaml.safe_dump(overlay, sort_keys=True))
 
 
 def has_hook(repo: Path) -> bool:

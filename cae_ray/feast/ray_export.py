@@ -13,17 +13,14 @@ order; ``cae_ray_row`` is each row's position in the entity rows.
 Feast's Ray setup changes process-wide state when Ray is already running: Ray Data's global
 ``DataContext`` (shuffle strategy, tensor casting, pandas conversion), Ray's log levels,
 environment variables and warning filters. ``cae-ray run`` trains in the same process right
-after the export, so all of it is put back as it was (:func:`feast_side_effects_undone`).
+after the export, so all of it is put back as it was
+(:func:`cae_ray.feast.store.feast_side_effects_undone`).
 """
 
 from __future__ import annotations
 
-import logging
 import os
 import shutil
-import warnings
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -31,16 +28,14 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from cae_ray.cluster import connect
 from cae_ray.config import Config, ray_address
-from cae_ray.errors import FeastRetrievalError, RayStoreStoragePathError, RayUnreachableError
+from cae_ray.errors import RayUnreachableError
+from cae_ray.feast.entities import ROW_ID, distinct_entity_rows
+from cae_ray.feast.errors import FeastRetrievalError, RayStoreStoragePathError
+from cae_ray.feast.store import feast_side_effects_undone
 
-RAY_STORE_TYPES = ("ray", "feast.offline_stores.contrib.ray_offline_store.ray.RayOfflineStore")
-"""What feature_store.yaml may call Feast's Ray offline store."""
 _STAGING = ".ray-staging"
-
-
-def is_ray_store(store: Any) -> bool:
-    return store.config.offline_store.type in RAY_STORE_TYPES
 
 
 def export_on_ray(
@@ -56,8 +51,6 @@ def export_on_ray(
     """Retrieve the features of ``rows`` (the numbered entity rows) on the cluster and write them
     as ``out/part-NNNNN.parquet`` with ``schema``; the number of parts."""
     import ray
-
-    from cae_ray.feast.export import ROW_ID, distinct_entity_rows
 
     distinct, distinct_of_row = distinct_entity_rows(rows, keys, timestamp)
     # Each distinct row's entity rows, as slices of one array (CSR): starts[d]:starts[d + 1].
@@ -125,23 +118,6 @@ def _check_each_row_once(
         raise FeastRetrievalError(store.config.offline_store.type, asked, len(got), distinct)
 
 
-def rows_of(job: Any) -> pa.Table | None:
-    """A Feast retrieval job's rows, or None where Feast's ray store found none.
-
-    The ray store asks its filtered dataset for a schema, and Ray has none for a dataset
-    without rows: Feast then raises ``RuntimeError`` from that ``AttributeError``. Only that
-    case means "no rows"; any other failure (and any other store's) is raised as it is.
-    """
-    try:
-        table: pa.Table = job.to_arrow()
-    except RuntimeError as e:
-        cause = e.__cause__ or e.__context__
-        if isinstance(cause, AttributeError) and "'names'" in str(cause):
-            return None
-        raise
-    return table
-
-
 def prepare_ray_store(config: Config, store: Any) -> None:
     """Before anything is written: a storage_path (Feast's ray store refuses to work without
     one, but only after the whole retrieval), and a cluster to run on."""
@@ -154,8 +130,6 @@ def _join_cluster(config: Config, store: Any) -> None:
     """The cluster cae-ray is configured for (scaling.address or RAY_ADDRESS), else the ray
     store's own ray_address, else a local one: joined by us, so Feast does not start Ray with
     its own settings (all CPUs, Ray's default temp dir)."""
-    from cae_ray.training import connect
-
     feast_address = getattr(store.config.offline_store, "ray_address", None)
     if ray_address(config) is not None or not feast_address:
         connect(config)
@@ -166,30 +140,3 @@ def _join_cluster(config: Config, store: Any) -> None:
     except RayUnreachableError as e:
         source = f"offline_store.ray_address in {store.repo_path}/feature_store.yaml"
         raise RayUnreachableError(e.address, e.reason, source) from e
-
-
-@contextmanager
-def feast_side_effects_undone() -> Iterator[None]:
-    """Run Feast's Ray store, then put back what its Ray setup changes process-wide."""
-    from ray.data import DataContext
-
-    data_context = DataContext.get_current().copy()
-    environ = dict(os.environ)
-    levels = _ray_logger_levels()
-    with warnings.catch_warnings():
-        # Feast calls read_parquet(columns=...), deprecated in Ray 2.60: not ours to fix.
-        warnings.filterwarnings("ignore", "`columns=` on `read_parquet`", DeprecationWarning)
-        try:
-            yield
-        finally:
-            DataContext._set_current(data_context)
-            for name in set(os.environ) - set(environ):
-                del os.environ[name]
-            os.environ.update(environ)
-            for name in _ray_logger_levels():
-                logging.getLogger(name).setLevel(levels.get(name, logging.NOTSET))
-
-
-def _ray_logger_levels() -> dict[str, int]:
-    names = ["ray", *(n for n in logging.root.manager.loggerDict if n.startswith("ray."))]
-    return {name: logging.getLogger(name).level for name in names}

@@ -18,11 +18,9 @@ overlay and audit record could be neither kept by ``feast apply`` nor restored.
 from __future__ import annotations
 
 import copy
-import fcntl
 import getpass
 import json
 import logging
-import os
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -31,19 +29,25 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from filelock import FileLock
+
+from cae_ray.artifacts import (
+    EXPORT_MANIFEST,
+    PRUNE_PLAN,
+    SELECTION,
+    VALIDATION,
+    RunDir,
+    selection_digest,
+)
 from cae_ray.config import Config
-from cae_ray.errors import (
-    AmbiguousFeatureError,
+from cae_ray.errors import NoSelectionError
+from cae_ray.feast import import_feast
+from cae_ray.feast.errors import (
     MissingFeastConfigError,
-    NoSelectionError,
     PruneRefusedError,
     RegistryNotWritableError,
-    UnknownFeatureError,
-    UnknownFeatureViewError,
     UnknownRunIdError,
 )
-from cae_ray.feast import import_feast
-from cae_ray.feast.export import EXPORT_DIR, MANIFEST, open_store
 from cae_ray.feast.overlay import (
     HOOK,
     OVERLAY,
@@ -52,13 +56,14 @@ from cae_ray.feast.overlay import (
     tags_of_view,
     write_overlay,
 )
+from cae_ray.feast.refs import column_refs
+from cae_ray.feast.store import open_store
 
 logger = logging.getLogger(__name__)
 
 TAG_PREFIX = "cae-ray/"
 LAST_RUN = TAG_PREFIX + "last-run"
 AUDIT_LOG = "cae_ray_audit.jsonl"
-PRUNE_FILE = "prune.json"
 LOCK_FILE = ".cae_ray.lock"
 
 
@@ -78,6 +83,8 @@ class PrunePlan:
     validation: dict[str, Any]
     forced_reason: str | None = None
     applied: bool = False
+    already_applied: bool = False
+    """True when this very prune was already applied (and not restored): nothing was written."""
     hook_missing: bool = False
     """True when the repo's definitions lack the overlay hook (marks die on `feast apply`)."""
     previous: dict[str, Any] = field(default_factory=dict)
@@ -87,22 +94,19 @@ class PrunePlan:
 # --- the plan -------------------------------------------------------------------------------
 
 
-def plan_prune(
-    config: Config, run_dir: str | os.PathLike[str], force_reason: str | None = None
-) -> PrunePlan:
-    """Map the selection in ``run_dir`` back to feature references, refusing unless a passed
+def plan_prune(config: Config, run: RunDir, force_reason: str | None = None) -> PrunePlan:
+    """Map the selection in ``run`` back to feature references, refusing unless a passed
     validation of this very selection is on record (or ``force_reason`` says why not)."""
-    from cae_ray.pipeline import SELECTION, read_json, selection_digest
-
     if config.feast is None:
         raise MissingFeastConfigError("the config", "`feast:` section")
-    run = Path(run_dir)
-    selection = read_json(run / SELECTION)
+    selection = run.read_json(SELECTION)
     if selection is None:
         raise NoSelectionError(str(run))
     validation = _checked_validation(run, selection, selection_digest(selection), force_reason)
     store = open_store(config.feast.repo)
-    refs = _column_refs(run, selection["candidate_features"], store)
+    manifest = run.read_json(EXPORT_MANIFEST)
+    exported = manifest["columns"] if manifest is not None else None
+    refs = column_refs(selection["candidate_features"], store, exported)
     chosen = set(selection["selected_features"])
     deprecate: dict[str, list[str]] = {}
     keep: dict[str, list[str]] = {}
@@ -122,15 +126,14 @@ def plan_prune(
 
 
 def _checked_validation(
-    run: Path, selection: dict[str, Any], digest: str, force_reason: str | None
+    run: RunDir, selection: dict[str, Any], digest: str, force_reason: str | None
 ) -> dict[str, Any]:
-    from cae_ray.pipeline import read_json
-    from cae_ray.validation import VALIDATION
-
+    """The passed validation of this very selection, or why there is none (an error, unless
+    ``force_reason`` says why to prune anyway)."""
     if selection.get("selection_hash") != digest:
         problem = "selection.json was edited after it was made"
     else:
-        validation = read_json(run / VALIDATION)
+        validation = run.read_json(VALIDATION)
         if validation is None:
             problem = "no validation.json: the selection was never validated"
         elif validation.get("selection_hash") != digest:
@@ -146,53 +149,26 @@ def _checked_validation(
     return {"forced_despite": problem}
 
 
-def _column_refs(run: Path, columns: list[str], store: Any) -> dict[str, tuple[str, str]]:
-    """Each candidate column's (view, feature): from the export manifest when there is one,
-    else from a ``view__feature`` column name, else from the one view that has the feature."""
-    manifest_path = run / EXPORT_DIR / MANIFEST
-    by_column: dict[str, str] = {}
-    if manifest_path.exists():
-        by_column = json.loads(manifest_path.read_text())["columns"]
-    views = {fv.name: [f.name for f in fv.features] for fv in store.list_feature_views()}
-    refs = {}
-    for column in columns:
-        ref = by_column.get(column)
-        if ref is not None:
-            view, _, feature = ref.partition(":")
-        elif "__" in column and column.split("__", 1)[0] in views:
-            view, feature = column.split("__", 1)
-        else:
-            owners = [v for v, features in views.items() if column in features]
-            if len(owners) > 1:
-                raise AmbiguousFeatureError(column, owners)
-            if not owners:
-                raise UnknownFeatureViewError(column, list(views), "feature view for column")
-            view, feature = owners[0], column
-        if view not in views:
-            raise UnknownFeatureViewError(view, list(views))
-        if feature not in views[view]:
-            raise UnknownFeatureError(view, feature, views[view])
-        refs[column] = (view, feature)
-    return refs
-
-
 # --- apply and restore ----------------------------------------------------------------------
 
 
 def prune(
     config: Config,
-    run_dir: str | os.PathLike[str],
+    run: RunDir,
     *,
     apply: bool = False,
     force_reason: str | None = None,
     on_view_written: Callable[[str], None] | None = None,
 ) -> PrunePlan:
-    """Plan (and with ``apply``, write) the deprecation marks; save ``run_dir/prune.json``.
+    """Plan (and with ``apply``, write) the deprecation marks; save ``RUN_DIR/prune.json``.
 
-    ``on_view_written(view)`` is called after each view is changed in memory, before the
-    commit: tests inject failures and pauses there.
+    Every caller (the CLI, ``cae-ray run``, the adapters) gets both guards: no prune without a
+    passed validation of this very selection (:func:`plan_prune`), and a prune already applied
+    to the registry (and not restored since) is not applied again: it says so and changes
+    nothing. ``on_view_written(view)`` is called after each view is changed in memory, before
+    the commit: tests inject failures and pauses there.
     """
-    plan = plan_prune(config, run_dir, force_reason)
+    plan = plan_prune(config, run, force_reason)
     assert config.feast is not None
     repo = Path(config.feast.repo)
     plan.hook_missing = not has_hook(repo)
@@ -200,9 +176,13 @@ def prune(
         store = open_store(str(repo))
         check_writable(repo, store)  # before the lock: taking it already writes in the repo
         with repo_lock(repo):
-            _apply(repo, store, plan, on_view_written)
-    path = Path(run_dir) / PRUNE_FILE
-    path.write_text(json.dumps(asdict(plan), indent=2))
+            if _is_live(repo, plan.run_id):
+                plan.applied = plan.already_applied = True
+            else:
+                _apply(repo, store, plan, on_view_written)
+    saved = run.read_json(PRUNE_PLAN)
+    if not (plan.already_applied and saved and saved.get("applied")):
+        run.write_json(PRUNE_PLAN, asdict(plan))
     return plan
 
 
@@ -260,12 +240,8 @@ def _probe_directory(path: Path) -> None:
 def repo_lock(repo: Path) -> Iterator[None]:
     """One prune or restore at a time per repo: a file registry is rewritten whole, so two
     overlapping read-modify-writes would lose the first one's marks."""
-    with (repo / LOCK_FILE).open("a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    with FileLock(repo / LOCK_FILE):
+        yield
 
 
 def _apply(
@@ -388,21 +364,37 @@ def _restore(repo: str, store: Any, run_id: str) -> dict[str, Any]:
     return restored
 
 
-def _find_prune(repo: Path, run_id: str) -> tuple[dict[str, Any], set[str]]:
-    """The audit record of prune ``run_id``, and the run ids restored since they were pruned."""
+def _audit_records(repo: Path) -> list[dict[str, Any]]:
     log = repo / AUDIT_LOG
-    records = [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
-    prunes = [r for r in records if r["action"] == "prune" and r["run_id"] == run_id]
-    if not prunes:
-        known = sorted({r["run_id"] for r in records if r["action"] == "prune"})
-        raise UnknownRunIdError(run_id, str(log), known)
+    return [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
+
+
+def _restored_runs(records: list[dict[str, Any]]) -> set[str]:
+    """Run ids whose last prune was restored since."""
     undone: set[str] = set()
     for r in records:  # in order: a run pruned again after its restore is live again
         if r["action"] == "restore":
             undone.add(r["run_id"])
         else:
             undone.discard(r["run_id"])
-    return dict(prunes[-1]), undone
+    return undone
+
+
+def _is_live(repo: Path, run_id: str) -> bool:
+    """Whether prune ``run_id`` is applied to the repo's registry (and not restored since)."""
+    records = _audit_records(repo)
+    pruned = any(r["action"] == "prune" and r["run_id"] == run_id for r in records)
+    return pruned and run_id not in _restored_runs(records)
+
+
+def _find_prune(repo: Path, run_id: str) -> tuple[dict[str, Any], set[str]]:
+    """The audit record of prune ``run_id``, and the run ids restored since they were pruned."""
+    records = _audit_records(repo)
+    prunes = [r for r in records if r["action"] == "prune" and r["run_id"] == run_id]
+    if not prunes:
+        known = sorted({r["run_id"] for r in records if r["action"] == "prune"})
+        raise UnknownRunIdError(run_id, str(repo / AUDIT_LOG), known)
+    return dict(prunes[-1]), _restored_runs(records)
 
 
 def _audit(repo: Path, action: str, plan: PrunePlan | dict[str, Any]) -> None:

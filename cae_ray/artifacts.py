@@ -1,0 +1,224 @@
+"""The run directory: every artifact's name, atomic writes, the hashes that bind an artifact to
+its inputs, and the one answer to "is this step's output up to date?".
+
+    RUN_DIR/
+      run.json                    the whole run, step by step (cae-ray run)
+      export/_manifest.json       the Feast export; beside it part-NNNNN.parquet (export)
+      data/prepared.json          statistics and features; data/train/, data/validation/ (prepare)
+      selection.json              the K selected features (select)
+      validation.json             the gate's verdict (validate)
+      prune.json                  the prune plan, applied or not (prune)
+      report/report.html          the report, beside its PNGs (report)
+      ray/                        Ray Train's storage: checkpoints of select and validate
+
+A step's JSON artifact records what it was made from (config hashes, data fingerprints) and the
+files it stands for; :meth:`RunDir.reusable` returns it only when both still hold. Nothing else
+names a file of the run dir. Standard library only (Ray workers and Feast's import of a repo's
+definitions use parts of it).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from cae_ray.errors import NoSelectionError, SelectionConfigMismatchError, SelectionEditedError
+
+if TYPE_CHECKING:
+    from cae_ray.config import Config
+
+RUN_RECORD = "run.json"
+EXPORT_DIR = "export"
+EXPORT_MANIFEST = "export/_manifest.json"
+"""Beside the parts; readers of the directory skip it (pyarrow ignores names starting with _)."""
+PREPARED = "data/prepared.json"
+TRAIN_SPLIT, VALIDATION_SPLIT = "data/train", "data/validation"
+SELECTION = "selection.json"
+VALIDATION = "validation.json"
+PRUNE_PLAN = "prune.json"
+REPORT_DIR = "report"
+REPORT = "report/report.html"
+RAY_STORAGE = "ray"
+
+STEP_ARTIFACTS = {
+    "export": EXPORT_MANIFEST,
+    "prepare": PREPARED,
+    "select": SELECTION,
+    "validate": VALIDATION,
+    "prune": PRUNE_PLAN,
+    "report": REPORT,
+}
+"""The file each step of ``cae-ray run`` leaves behind."""
+
+SELECTION_INPUTS = ("data", "selector", "training", "head")
+"""The config sections that decide a selection: change one and it is made again."""
+PREPARE_INPUTS = ("data", "head")
+EXPORT_INPUTS = ("feast",)
+VALIDATION_INPUTS = ("validation",)
+
+
+# --- hashes ---------------------------------------------------------------------------------
+
+
+def digest(text: str) -> str:
+    """A short, stable hash of a text (fingerprints and cache keys)."""
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def config_hash(config: Config, *sections: str) -> str:
+    """A short hash of the named config sections (all of them when none is named)."""
+    dumped = config.model_dump(mode="json")
+    chosen = {s: dumped[s] for s in sections} if sections else dumped
+    return digest(json.dumps(chosen, sort_keys=True))
+
+
+_DECIDED = (
+    "selected_features",
+    "selected_indices",
+    "candidate_features",
+    "k",
+    "method",
+    "task",
+    "config_hash",
+    "data_fingerprint",
+)
+
+
+def selection_digest(selection: Mapping[str, Any]) -> str:
+    """A hash of what a selection decides, kept in ``selection.json`` itself, so a later step
+    (validation, pruning) can tell that the file was edited since it was made."""
+    return digest(json.dumps({key: selection.get(key) for key in _DECIDED}, sort_keys=True))
+
+
+# --- atomic writes --------------------------------------------------------------------------
+
+
+@contextmanager
+def replacing(path: Path) -> Iterator[Path]:
+    """Write to the path this yields; on success it replaces ``path`` in one rename, so readers
+    see the old file or the new one, never half of one. On failure ``path`` is left as it was."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.partial")  # hidden from Parquet readers too
+    try:
+        yield partial
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)
+
+
+def write_text(path: Path, text: str) -> None:
+    with replacing(path) as partial:
+        partial.write_text(text, encoding="utf-8")
+
+
+def write_json(path: Path, payload: Mapping[str, Any]) -> None:
+    write_text(path, json.dumps(payload, indent=2, default=_jsonable))
+
+
+def _jsonable(value: Any) -> Any:
+    item = getattr(value, "item", None)  # numpy scalars
+    if callable(item):
+        return item()
+    raise TypeError(f"cannot write {type(value).__name__} to JSON")
+
+
+def read_json(path: Path) -> dict[str, Any] | None:
+    """The JSON object at ``path``, or None when there is no such file."""
+    try:
+        loaded = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    return loaded if isinstance(loaded, dict) else None
+
+
+# --- the run directory ----------------------------------------------------------------------
+
+
+class RunDir:
+    """One run's directory: where every artifact lives, and whether it is up to date."""
+
+    def __init__(self, location: str | os.PathLike[str]) -> None:
+        # Absolute: Ray workers and Ray Train's storage do not share the driver's working dir.
+        self.root = Path(location).resolve()
+
+    def __str__(self) -> str:
+        return str(self.root)
+
+    def __fspath__(self) -> str:
+        return str(self.root)
+
+    def path(self, name: str) -> Path:
+        return self.root / name
+
+    def exists(self, name: str) -> bool:
+        return self.path(name).exists()
+
+    def read_json(self, name: str) -> dict[str, Any] | None:
+        return read_json(self.path(name))
+
+    def write_json(self, name: str, payload: Mapping[str, Any]) -> None:
+        write_json(self.path(name), payload)
+
+    def write_text(self, name: str, text: str) -> None:
+        write_text(self.path(name), text)
+
+    def remove(self, name: str) -> None:
+        """Delete a file or a whole directory of the run dir, if it is there."""
+        target = self.path(name)
+        if target.is_dir():
+            shutil.rmtree(target)
+        else:
+            target.unlink(missing_ok=True)
+
+    def files(self, *directories: str) -> dict[str, int]:
+        """Every data file under ``directories`` (names relative to the run dir) with its size;
+        hidden files and ``_``-names (manifests, Parquet readers skip both) are not data."""
+        found = {}
+        for directory in directories:
+            for file in sorted(self.path(directory).rglob("*")):
+                if file.is_file() and not file.name.startswith((".", "_")):
+                    found[str(file.relative_to(self.root))] = file.stat().st_size
+        return found
+
+    def reusable(self, name: str, made_from: Mapping[str, Any]) -> dict[str, Any] | None:
+        """The artifact ``name`` if it was made from exactly ``made_from`` (each key equal) and
+        every file it records under ``"files"`` is still there with its size; else None."""
+        done = self.read_json(name)
+        if done is None or any(done.get(key) != value for key, value in made_from.items()):
+            return None
+        recorded: dict[str, int] = done.get("files") or {}
+        for file, size in recorded.items():
+            path = self.path(file)
+            if not path.is_file() or path.stat().st_size != size:
+                return None
+        return done
+
+
+def checked_selection(config: Config, run: RunDir) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The run's selection and prepared data, refused when missing, edited, or made from another
+    config or other data than ``config`` describes: what validation and pruning act on."""
+    selection, prepared = run.read_json(SELECTION), run.read_json(PREPARED)
+    if selection is None or prepared is None:
+        raise NoSelectionError(str(run))
+    where = str(run.path(SELECTION))
+    actual = selection_digest(selection)
+    if selection.get("selection_hash") != actual:
+        raise SelectionEditedError(where, selection.get("selection_hash"), actual)
+    current = config_hash(config, *SELECTION_INPUTS)
+    if selection.get("config_hash") != current:
+        recorded = f"hash {selection.get('config_hash')}"
+        raise SelectionConfigMismatchError(where, "config", recorded, f"hash {current}")
+    if selection.get("data_fingerprint") != prepared.get("fingerprint"):
+        raise SelectionConfigMismatchError(
+            where,
+            "dataset",
+            f"fingerprint {selection.get('data_fingerprint')}",
+            f"fingerprint {prepared.get('fingerprint')}",
+        )
+    return selection, prepared

@@ -1,0 +1,164 @@
+"""The Feast integration's errors: one class per failure, each naming the bad value and the fix.
+Every one is a usage error (exit code 2) except entity rows that lack a column (bad input, 3).
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Sequence
+
+from cae_ray.errors import EXIT_CONFIG, CaeRayError, InvalidInputError, preview
+
+
+class FeastError(CaeRayError):
+    """Base class for problems with the Feast repo or what is asked of it."""
+
+    exit_code = EXIT_CONFIG
+
+
+class MissingFeastConfigError(FeastError):
+    def __init__(self, source: str, missing: str) -> None:
+        super().__init__(
+            f"{source} has no {missing}. Fix: add feast: {{repo: path/to/feature_repo, "
+            "features: [my_view], entities: entity_rows.parquet}."
+        )
+
+
+class FeastRepoError(FeastError):
+    def __init__(self, repo: str, problem: str) -> None:
+        self.repo = repo
+        super().__init__(
+            f"cannot open the Feast repo at {repo!r}: {problem}. Fix: point feast.repo at the "
+            "directory that holds feature_store.yaml (and run `feast apply` there once)."
+        )
+
+
+class UnknownFeatureViewError(FeastError, ValueError):
+    def __init__(self, name: str, available: Sequence[str], kind: str = "feature view") -> None:
+        self.name = name
+        close = difflib.get_close_matches(name, list(available), n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        super().__init__(
+            f"the Feast registry has no {kind} {name!r}.{hint} Known: "
+            f"{preview(sorted(available)) or 'none'}. Fix: correct the name, or `feast apply` "
+            "the repo that defines it."
+        )
+
+
+class UnknownFeatureError(FeastError, ValueError):
+    def __init__(self, view: str, feature: str, available: Sequence[str]) -> None:
+        self.view, self.feature = view, feature
+        close = difflib.get_close_matches(feature, list(available), n=1)
+        hint = f" Did you mean {view}:{close[0]}?" if close else ""
+        super().__init__(
+            f"feature view {view!r} has no feature {feature!r}.{hint} Its features: "
+            f"{preview(available)}. Fix: correct the reference (view:feature)."
+        )
+
+
+class AmbiguousFeatureError(FeastError, ValueError):
+    def __init__(self, feature: str, views: Sequence[str]) -> None:
+        super().__init__(
+            f"feature {feature!r} exists in several feature views ({preview(views)}), so the "
+            "selection cannot say which one to mark. Fix: export through `cae-ray export` (its "
+            "columns are view__feature), or rename the column to view__feature."
+        )
+
+
+class PruneRefusedError(FeastError):
+    def __init__(self, run_dir: str, problem: str) -> None:
+        self.problem = problem
+        super().__init__(
+            f"refusing to prune from {run_dir}: {problem}. Fix: run `cae-ray validate` on this "
+            'selection until it passes, or pass --force --reason "..." to prune anyway (the '
+            "reason is recorded in the audit log)."
+        )
+
+
+class UnknownRunIdError(FeastError, ValueError):
+    def __init__(self, run_id: str, log: str, known: Sequence[str]) -> None:
+        super().__init__(
+            f"no prune with run id {run_id!r} is recorded in {log}. Known run ids: "
+            f"{preview(known) or 'none'}. Fix: pass one of those to --run-id."
+        )
+
+
+class MissingFeastExtraError(FeastError):
+    def __init__(self, repo: str, what: str, missing: Sequence[str], extra: str) -> None:
+        self.repo, self.missing, self.extra = repo, list(missing), extra
+        super().__init__(
+            f"the Feast repo at {repo!r} uses {what}, which needs the Python package(s) "
+            f"{preview(missing)}, not installed here. Fix: pip install 'cae-ray[{extra}]'."
+        )
+
+
+class EmptyTimeRangeError(FeastError):
+    """A time range in which the views have no feature rows: nothing to export."""
+
+    def __init__(self, views: Sequence[str], start: object, end: object) -> None:
+        super().__init__(
+            f"the feature views {', '.join(map(repr, views))} have no feature rows from {start} "
+            f"to {end}, so there are no entity rows to export. Fix: widen feast.start / "
+            "feast.end, or give feast.entities (a file of entity rows)."
+        )
+
+
+class TimeRangeJoinKeysError(FeastError):
+    """Entity rows from a time range need one set of join keys for every view."""
+
+    def __init__(self, keys_by_view: dict[str, list[str]]) -> None:
+        shown = "; ".join(f"{view}: {', '.join(keys)}" for view, keys in keys_by_view.items())
+        super().__init__(
+            f"a time range makes the entity rows from the views' own rows, but the views join "
+            f"on different keys ({shown}). Fix: export views with the same join keys, or give "
+            "feast.entities (a file of entity rows with every key)."
+        )
+
+
+class RayStoreStoragePathError(FeastError):
+    """Feast's ray offline store needs a staging path, and says so only after the retrieval."""
+
+    def __init__(self, repo: str) -> None:
+        self.repo = repo
+        super().__init__(
+            f"the Feast repo at {repo!r} uses the ray offline store without a storage_path, "
+            "which Feast needs for staging (it would fail only after the whole retrieval). "
+            "Fix: add `storage_path: data/ray_storage` (or any path or URI the cluster can "
+            "write) under offline_store in its feature_store.yaml."
+        )
+
+
+class FeastRetrievalError(FeastError):
+    """The offline store did not answer each entity row exactly once."""
+
+    def __init__(self, store: str, asked: int, got: int, distinct: int) -> None:
+        super().__init__(
+            f"the {store!r} offline store answered {asked} entity rows with {got} rows "
+            f"({distinct} distinct), so features cannot be matched to rows. Fix: report it with "
+            "the Feast version and feature_store.yaml; export with another offline_store type "
+            "meanwhile."
+        )
+
+
+class RegistryNotWritableError(FeastError):
+    """A prune or restore would fail part way: something it writes cannot be written."""
+
+    def __init__(self, path: str, reason: str, directory: bool = False) -> None:
+        self.path = path
+        what = "create files in the directory" if directory else "write"
+        super().__init__(
+            f"cannot {what} {path} ({reason}), so nothing was changed (the registry, the "
+            "repo's cae_ray_deprecations.yaml and its audit log are written together). Fix: run "
+            f"as a user who may write there, or make it writable (e.g. chmod u+w {path}, or "
+            "remount it read-write)."
+        )
+
+
+class EntityColumnsMissingError(InvalidInputError):
+    def __init__(self, path: str, missing: Sequence[str], present: Sequence[str]) -> None:
+        self.missing = list(missing)
+        super().__init__(
+            f"the entity rows in {path} lack column(s) {preview(missing)} that the feature "
+            f"views join on or read as of (present: {preview(present)}). Fix: add them, or set "
+            "feast.timestamp_column to the rows' event time column."
+        )

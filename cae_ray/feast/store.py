@@ -1,0 +1,104 @@
+"""Opening a Feast repo's FeatureStore, and the quirks of Feast's offline stores that every
+part of cae-ray's Feast integration must know: which store a repo uses, the extras it needs,
+and what Feast's Ray store changes process-wide.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import yaml
+
+from cae_ray.feast import import_feast
+from cae_ray.feast.errors import FeastRepoError, MissingFeastExtraError
+
+RAY_STORE_TYPES = ("ray", "feast.offline_stores.contrib.ray_offline_store.ray.RayOfflineStore")
+"""What feature_store.yaml may call Feast's Ray offline store."""
+_STORE_EXTRAS = {"duckdb": ("duckdb", ["duckdb", "ibis"])}
+"""Offline store type -> (the cae-ray extra that installs it, the packages Feast imports for it)."""
+
+
+def is_ray_store(store: Any) -> bool:
+    return store.config.offline_store.type in RAY_STORE_TYPES
+
+
+def open_store(repo: str) -> Any:
+    """The repo's FeatureStore, with its registry read fresh."""
+    if not (Path(repo) / "feature_store.yaml").is_file():
+        raise FeastRepoError(repo, "no feature_store.yaml there")
+    _check_store_packages(repo)
+    import_feast()  # keeps our warning filters
+    from feast import FeatureStore
+
+    try:
+        store = FeatureStore(repo_path=repo)
+        store.refresh_registry()
+    except Exception as e:  # Feast raises many kinds here: bad YAML, unreadable registry, ...
+        raise FeastRepoError(repo, f"{type(e).__name__}: {str(e).splitlines()[0]}") from e
+    return store
+
+
+def _check_store_packages(repo: str) -> None:
+    """Name the cae-ray extra when the repo's offline store needs packages that are missing:
+    Feast itself only says it could not import ``feast.infra.offline_stores.duckdb``."""
+    try:
+        settings = yaml.safe_load((Path(repo) / "feature_store.yaml").read_text())
+        store_type = settings["offline_store"]["type"]
+    except Exception:  # unreadable or unusual YAML (a plain string type, ...): Feast reports it
+        return
+    extra, packages = _STORE_EXTRAS.get(store_type, (None, []))
+    missing = [p for p in packages if importlib.util.find_spec(p) is None]
+    if extra is not None and missing:
+        raise MissingFeastExtraError(repo, f"offline_store type {store_type!r}", missing, extra)
+
+
+def rows_of(job: Any) -> pa.Table | None:
+    """A Feast retrieval job's rows, or None where Feast's ray store found none.
+
+    The ray store asks its filtered dataset for a schema, and Ray has none for a dataset
+    without rows: Feast then raises ``RuntimeError`` from that ``AttributeError``. Only that
+    case means "no rows"; any other failure (and any other store's) is raised as it is.
+    """
+    try:
+        table: pa.Table = job.to_arrow()
+    except RuntimeError as e:
+        cause = e.__cause__ or e.__context__
+        if isinstance(cause, AttributeError) and "'names'" in str(cause):
+            return None
+        raise
+    return table
+
+
+@contextmanager
+def feast_side_effects_undone() -> Iterator[None]:
+    """Run Feast's Ray store, then put back what its Ray setup changes process-wide."""
+    from ray.data import DataContext
+
+    data_context = DataContext.get_current().copy()
+    environ = dict(os.environ)
+    levels = _ray_logger_levels()
+    with warnings.catch_warnings():
+        # Feast calls read_parquet(columns=...), deprecated in Ray 2.60: not ours to fix.
+        warnings.filterwarnings("ignore", "`columns=` on `read_parquet`", DeprecationWarning)
+        try:
+            yield
+        finally:
+            DataContext._set_current(data_context)
+            for name in set(os.environ) - set(environ):
+                del os.environ[name]
+            os.environ.update(environ)
+            for name in _ray_logger_levels():
+                logging.getLogger(name).setLevel(levels.get(name, logging.NOTSET))
+
+
+def _ray_logger_levels() -> dict[str, int]:
+    names = ["ray", *(n for n in logging.root.manager.loggerDict if n.startswith("ray."))]
+    return {name: logging.getLogger(name).level for name in names}

@@ -1,0 +1,100 @@
+"""What a run tells its caller as it goes: step events, the figures each step reports, and the
+small progress file through which Ray workers reach the driver's display.
+
+Ray Train's reports go to its controller, not to the driver, and only every poll; so rank 0
+writes its last epoch record to a file (:func:`write_progress`) and the driver watches it
+(:func:`watching_progress`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cae_ray.artifacts import write_json
+
+logger = logging.getLogger(__name__)
+
+OnProgress = Callable[[dict[str, Any]], None]
+
+
+@dataclass(frozen=True)
+class StepEvent:
+    """What ``run`` tells its caller: a step ``started``, finished (``done``: it worked,
+    ``reused``: its output was up to date), was ``skipped`` or ``failed``; or made
+    ``progress``: ``detail`` is then an epoch record of select's or validate's training, or
+    ``{"rows": done, "total": total}`` of export's entity rows."""
+
+    step: str
+    status: str
+    detail: dict[str, Any]
+
+
+_SUMMARY_KEYS = {
+    "select": ("k", "selected_features", "converged", "resumed_from_epoch", "selection_hash"),
+    "validate": ("passed", "metric", "difference", "interval", "reason"),
+    "prune": ("run_id", "applied", "feature_service", "hook_missing"),
+    "report": ("path",),
+}
+
+
+def step_summary(name: str, outcome: dict[str, Any]) -> dict[str, Any]:
+    """The few figures of a step's outcome that ``run.json`` and the CLI show."""
+    figures = {key: outcome[key] for key in _SUMMARY_KEYS.get(name, ())}
+    if name == "export":
+        figures |= {"rows": outcome["rows"], "features": len(outcome["columns"])}
+    elif name == "prepare":
+        figures |= {"rows": outcome["rows"], "features": len(outcome["features"])}
+    elif name == "select":
+        figures["epochs"] = len(outcome["history"])
+    elif name == "validate":
+        figures["baseline"] = outcome["baseline"]["value"]
+        figures["selected"] = outcome["selected"]["value"]
+    elif name == "prune":
+        figures["deprecated"] = sum(len(marked) for marked in outcome["deprecate"].values())
+    return figures
+
+
+def write_progress(path: Path, record: dict[str, Any]) -> None:
+    """The last epoch, for the driver's progress bar: a few bytes, replaced atomically."""
+    try:
+        write_json(path, record)
+    except OSError as e:  # progress is a nicety: never fail training over it
+        logger.debug("cannot write progress to %s: %s", path, e)
+
+
+@contextmanager
+def watching_progress(
+    path: Path, on_progress: OnProgress | None, every_s: float = 0.5
+) -> Iterator[None]:
+    """Call ``on_progress(record)`` from a background thread whenever ``path`` changes."""
+    if on_progress is None:
+        yield
+        return
+    path.unlink(missing_ok=True)  # a progress file from an earlier attempt is stale
+    stop = threading.Event()
+
+    def poll() -> None:
+        seen = None
+        while not stop.wait(every_s):
+            try:
+                text = path.read_text()
+            except OSError:
+                continue
+            if text != seen:
+                seen = text
+                on_progress(json.loads(text))
+
+    thread = threading.Thread(target=poll, name="cae-ray-progress", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()

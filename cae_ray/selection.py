@@ -1,0 +1,118 @@
+"""The select step: train the selector with Ray Train on the prepared train split, choose the
+final K features, and write ``selection.json``.
+
+    select(config, run) -> RUN_DIR/selection.json
+
+A selection records what decided it (the config hash of :data:`SELECTION_INPUTS` and the data
+fingerprint) and a digest of itself; validation and pruning refuse one that no longer matches
+(:func:`cae_ray.artifacts.checked_selection`). An interrupted training resumes from its last
+checkpoint in ``RUN_DIR/ray/select``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import torch
+
+from cae_ray.artifacts import (
+    PREPARED,
+    RAY_STORAGE,
+    SELECTION,
+    SELECTION_INPUTS,
+    TRAIN_SPLIT,
+    RunDir,
+    config_hash,
+    selection_digest,
+)
+from cae_ray.batches import FEATURES, TARGET, unpack
+from cae_ray.cluster import cached, connect, worker_threads
+from cae_ray.config import Config
+from cae_ray.data import read_ordered
+from cae_ray.memory import check_memory_for_ray
+from cae_ray.progress import OnProgress
+from cae_ray.refine import final_selection
+from cae_ray.selectors import feature_scores
+from cae_ray.targets import TargetInfo
+from cae_ray.training import TrainSpec, train_selector
+from cae_ray.version import __version__
+
+logger = logging.getLogger(__name__)
+
+IMPORTANCE_SAMPLE = 20_000
+"""Training rows held in memory to rank a supervised search's rows (and to refine it)."""
+
+
+def select(config: Config, run: RunDir, on_epoch: OnProgress | None = None) -> dict[str, Any]:
+    """Train the selector and write ``selection.json``, unless the one there is up to date.
+    ``on_epoch(record)`` is called on the driver as epochs finish (for progress bars)."""
+    prepared = run.read_json(PREPARED)
+    assert prepared is not None, "prepare runs before select"
+    made_from = {
+        "config_hash": config_hash(config, *SELECTION_INPUTS),
+        "data_fingerprint": prepared["fingerprint"],
+    }
+    done = run.reusable(SELECTION, made_from)
+    if done is not None:
+        logger.info("select: %s is up to date", run.path(SELECTION))
+        return done
+
+    started = time.perf_counter()
+    target = TargetInfo.from_dict(prepared["target"])
+    features = prepared["features"]
+    spec = TrainSpec(
+        n_features=len(features),
+        task=target.task,
+        n_outputs=target.n_outputs,
+        n_train_rows=prepared["rows"]["train"],
+        threads=worker_threads(config),
+    )
+    # Refuse an oversized model before Ray starts workers that would be killed for memory.
+    check_memory_for_ray(config, spec.n_features, spec.task, spec.n_outputs)
+    connect(config)
+    train_split = run.path(TRAIN_SPLIT)
+    train_data = cached(config, read_ordered(str(train_split)), train_split)
+    outcome = train_selector(config, spec, train_data, run.path(RAY_STORAGE), on_epoch)
+
+    x, y = _sample(train_data, target, len(features))
+    indices, probs, collisions = final_selection(outcome.model, config, target.task, x, y)
+    scores = dict(zip(features, feature_scores(probs).tolist(), strict=True))
+    chosen = sorted(indices.tolist())
+    candidates = prepared["candidate_features"]
+    selection = {
+        "selected_features": [features[i] for i in chosen],
+        "selected_indices": [candidates.index(features[i]) for i in chosen],
+        "scores": [scores.get(name, 0.0) for name in candidates],
+        "candidate_features": candidates,
+        "dropped_constant": prepared["dropped_constant"],
+        "k": config.selector.k,
+        "method": config.selector.method,
+        "task": target.task,
+        "collisions": collisions,
+        "converged": outcome.converged,
+        "history": outcome.history,
+        "resumed_from_epoch": outcome.resumed_from_epoch,
+        "num_workers": config.scaling.num_workers,
+        **made_from,
+        "seconds": time.perf_counter() - started,
+        "cae_ray_version": __version__,
+    }
+    selection["selection_hash"] = selection_digest(selection)
+    run.write_json(SELECTION, selection)
+    return selection
+
+
+def _sample(
+    train_data: Any, target: TargetInfo, n_features: int
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Rows for ranking the spare selector rows of a supervised search (unused otherwise)."""
+    if target.task == "reconstruction":
+        return torch.empty(0), None
+    batch = train_data.limit(IMPORTANCE_SAMPLE).take_batch(
+        batch_size=IMPORTANCE_SAMPLE, batch_format="pyarrow"
+    )
+    x = torch.from_numpy(unpack(batch[FEATURES], n_features))
+    y = torch.tensor(batch[TARGET].to_numpy())
+    return x, y
