@@ -182,3 +182,27 @@ def test_a_float_column_of_zeros_and_ones_is_classified_everywhere(ray_cluster, 
     assert prepared["target"]["classes"] == [0.0, 1.0]
     estimator = ConcreteFeatureSelector(k=2, epochs=2, batch_size=64).fit(X, label)
     assert estimator.task_ == "classification"
+
+
+def test_the_ordered_sink_keeps_the_rows_order(ray_cluster, tmp_path) -> None:
+    """Ray's own Parquet sink writes a task's tables (and their chunks) in the order pyarrow's
+    writer threads finish; the packed splits must keep the dataset's order, or the same
+    inputs give another selection."""
+    import pyarrow as pa
+
+    from cae_ray.data import read_ordered
+    from cae_ray.parquet_sink import OrderedParquetSink
+
+    chunks = [pa.table({"row": np.arange(i * 500, (i + 1) * 500)}) for i in range(8)]
+    source = tmp_path / "source"
+    source.mkdir()
+    pq.write_table(pa.concat_tables(chunks), source / "rows.parquet", row_group_size=500)
+    dataset = read_ordered(str(source)).map_batches(
+        lambda batch: pa.concat_tables([batch.slice(i, 100) for i in range(0, len(batch), 100)]),
+        batch_format="pyarrow",
+        batch_size=None,
+    )
+    dataset.write_datasink(OrderedParquetSink(tmp_path / "out"))
+    files = sorted((tmp_path / "out").glob("*.parquet"))
+    rows = np.concatenate([pq.read_table(f)["row"].to_numpy() for f in files])
+    assert rows.tolist() == list(range(4000))
