@@ -23,12 +23,18 @@ import hashlib
 import json
 import os
 import shutil
+import tempfile
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from cae_ray.errors import NoSelectionError, SelectionConfigMismatchError, SelectionEditedError
+from cae_ray.errors import (
+    NoSelectionError,
+    RunDirError,
+    SelectionConfigMismatchError,
+    SelectionEditedError,
+)
 
 if TYPE_CHECKING:
     from cae_ray.config import Config
@@ -156,6 +162,24 @@ class RunDir:
     def path(self, name: str) -> Path:
         return self.root / name
 
+    def ensure_writable(self) -> RunDir:
+        """Raise :class:`RunDirError` (before any work) when the run dir is a file or cannot be
+        written. Nothing is created: a run that fails on its input leaves no run dir behind."""
+        existing = next(p for p in (self.root, *self.root.parents) if p.exists())
+        if not existing.is_dir():
+            where = (
+                "is a file, not a directory"
+                if existing == self.root
+                else f"is under a file ({existing})"
+            )
+            raise RunDirError(str(self.root), where)
+        try:
+            with tempfile.TemporaryFile(dir=existing, prefix=".cae_ray-probe-"):
+                pass
+        except OSError as e:
+            raise RunDirError(str(self.root), f"cannot be written ({e.strerror or e})") from e
+        return self
+
     def exists(self, name: str) -> bool:
         return self.path(name).exists()
 
@@ -200,15 +224,18 @@ class RunDir:
         return done
 
 
-def checked_selection(config: Config, run: RunDir) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The run's selection and prepared data, refused when missing, edited, or made from another
-    config or other data than ``config`` describes: what validation and pruning act on."""
+def checked_selection(
+    config: Config, run: RunDir, *, edited_ok: bool = False
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The run's selection and prepared data, refused when missing, edited (unless
+    ``edited_ok``: a forced prune), or made from another config or other data than ``config``
+    describes: what validation and pruning act on."""
     selection, prepared = run.read_json(SELECTION), run.read_json(PREPARED)
     if selection is None or prepared is None:
         raise NoSelectionError(str(run))
     where = str(run.path(SELECTION))
     actual = selection_digest(selection)
-    if selection.get("selection_hash") != actual:
+    if selection.get("selection_hash") != actual and not edited_ok:
         raise SelectionEditedError(where, selection.get("selection_hash"), actual)
     current = config_hash(config, *SELECTION_INPUTS)
     if selection.get("config_hash") != current:

@@ -354,11 +354,25 @@ def restore(
         record = restore_step(str(repo), run_id)
     except CaeRayError as e:
         raise _fail(e) from e
-    marked = sum(len(v) for v in record["deprecate"].values())
-    console.print(
-        f"Restored run {run_id}: {marked} deprecation marks and "
-        f"{record['feature_service']} removed."
-    )
+    if not record["restored"]:
+        console.print(f"Nothing to restore: run {run_id}'s prune was already restored.")
+        return
+    console.print(f"Restored run {run_id}: {_restored(record)}.", highlight=False)
+
+
+def _restored(record: dict[str, Any]) -> str:
+    """What a restore changed, in words: counted from the registry, not from the audit."""
+    marked = sum(len(v) for v in record["deprecate"].values()) + len(record["deprecate"])
+    removed = sum(len(tags) for tags in record["removed"].values())
+    reset = sum(len(tags) for tags in record["reset"].values())
+    said = [f"{removed} tag(s) removed"]
+    if reset:
+        said.append(f"{reset} set back to an earlier run's value")
+    if removed + reset < marked:
+        said.append(f"{marked - removed - reset} of the prune's were no longer there")
+    service = record["feature_service"]
+    said.append(f"FeatureService {service} {'removed' if record['service_removed'] else 'kept'}")
+    return ", ".join(said)
 
 
 @config_app.command("check")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import difflib
 import os
 import re
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal, get_args
@@ -40,7 +41,9 @@ Device = Literal["cpu", "cuda", "auto"]
 class Section(BaseModel):
     """Common settings: unknown keys are errors and field docstrings become descriptions."""
 
-    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True, frozen=True)
+    model_config = ConfigDict(
+        extra="forbid", use_attribute_docstrings=True, frozen=True, allow_inf_nan=False
+    )
 
 
 class SelectorConfig(Section):
@@ -357,18 +360,59 @@ class Config(Section):
 _ENV_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
-def expand_env(text: str, source: str = "<string>") -> str:
-    """Replace ``${NAME}`` and ``${NAME:-default}`` with environment values."""
+@dataclass(frozen=True)
+class _Reference:
+    name: str
+    default: str | None
+    line: int
 
-    def replace(match: re.Match[str]) -> str:
-        name, default = match.group(1), match.group(2)
-        value = os.environ.get(name, default)
-        if value is None:
-            line = text.count("\n", 0, match.start()) + 1
-            raise UndefinedEnvVarError(source, name, line)
+
+def expand_env(text: str, source: str = "<string>") -> Any:
+    """The YAML ``text`` parsed, with ``${NAME}`` and ``${NAME:-default}`` in its values replaced
+    by the environment's values.
+
+    A value is substituted after parsing, never pasted into the text: a ``#`` or a newline in
+    it stays in the string instead of cutting it short or adding keys. A value that is one
+    reference and nothing else is read as a YAML scalar (``k: ${K}`` with ``K=7`` is 7).
+    """
+    references: list[_Reference] = []
+
+    def placeholder(match: re.Match[str]) -> str:
+        line = text.count("\n", 0, match.start()) + 1
+        references.append(_Reference(match.group(1), match.group(2), line))
+        return f"{_PLACEHOLDER}{len(references) - 1}_"  # a plain scalar in any YAML context
+
+    parsed = yaml.safe_load(_ENV_VAR.sub(placeholder, text))
+    return _substituted(parsed, references, source)
+
+
+_PLACEHOLDER = "cae_ray_environment_value_"
+_PLACEHOLDERS = re.compile(rf"{_PLACEHOLDER}(\d+)_")
+
+
+def _substituted(value: Any, references: list[_Reference], source: str) -> Any:
+    if isinstance(value, dict):
+        return {k: _substituted(v, references, source) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_substituted(v, references, source) for v in value]
+    if not isinstance(value, str) or _PLACEHOLDER not in value:
         return value
 
-    return _ENV_VAR.sub(replace, text)
+    def environment(match: re.Match[str]) -> str:
+        reference = references[int(match.group(1))]
+        found = os.environ.get(reference.name, reference.default)
+        if found is None:
+            raise UndefinedEnvVarError(source, reference.name, reference.line)
+        return found
+
+    expanded = _PLACEHOLDERS.sub(environment, value)
+    return _scalar(expanded) if _PLACEHOLDERS.fullmatch(value) else expanded
+
+
+def _scalar(text: str) -> Any:
+    """``text`` as YAML reads a plain scalar (7, 0.5, true, null, or the string itself)."""
+    tag = yaml.resolver.Resolver().resolve(yaml.ScalarNode, text, (True, False))
+    return yaml.SafeLoader("").construct_object(yaml.ScalarNode(tag, text))
 
 
 def load_config(path: str | os.PathLike[str]) -> Config:
@@ -381,7 +425,7 @@ def load_config(path: str | os.PathLike[str]) -> Config:
     except OSError as e:
         raise ConfigFileError(source, f"cannot be read ({e.strerror})", "check permissions") from e
     try:
-        data = yaml.safe_load(expand_env(text, source))
+        data = expand_env(text, source)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""

@@ -31,6 +31,7 @@ from cae_ray.config import AllNumericExcept, DataConfig
 from cae_ray.errors import (
     DatasetNotFoundError,
     EmptyDatasetError,
+    InfiniteValuesError,
     MissingColumnError,
     MissingDataConfigError,
     NoFeaturesMatchedError,
@@ -65,6 +66,8 @@ class FeatureStats:
     std: np.ndarray
     minimum: np.ndarray
     maximum: np.ndarray
+    infinite: np.ndarray
+    """+inf and -inf values (they are not missing: no null policy fills them)."""
 
     def constant(self) -> list[str]:
         """Features with one value (or none): they carry no information."""
@@ -209,6 +212,7 @@ class _BatchStats:
             "m2": m2[None],
             "min": lo[None],
             "max": hi[None],
+            "infinite": np.isinf(values).sum(axis=0)[None],
         }
 
 
@@ -217,6 +221,7 @@ def compute_stats(dataset: Any, names: list[str]) -> FeatureStats:
     partial = dataset.map_batches(_BatchStats(names), batch_format="pyarrow", batch_size=None)
     n = np.zeros(len(names))
     mean, m2, nulls = np.zeros(len(names)), np.zeros(len(names)), np.zeros(len(names))
+    infinite = np.zeros(len(names))
     lo, hi = np.full(len(names), np.inf), np.full(len(names), -np.inf)
     for part in partial.iter_batches(batch_format="numpy", batch_size=None):
         for i in range(len(part["count"])):
@@ -229,14 +234,20 @@ def compute_stats(dataset: Any, names: list[str]) -> FeatureStats:
             m2 = m2 + part["m2"][i] + delta**2 * n * share
             n = total
             nulls += part["nulls"][i]
+            infinite += part["infinite"][i]
             lo, hi = np.minimum(lo, part["min"][i]), np.maximum(hi, part["max"][i])
     std = np.sqrt(m2 / np.maximum(n, 1))
-    return FeatureStats(names, n, nulls, mean, std, lo, hi)
+    return FeatureStats(names, n, nulls, mean, std, lo, hi, infinite)
 
 
-def check_nulls(stats: FeatureStats, policy: str) -> None:
-    """Under ``refuse``, any missing value is an error naming the columns. Under ``mean`` and
-    ``zero`` they are filled; all-null columns are constant and get dropped."""
+def check_values(stats: FeatureStats, policy: str) -> None:
+    """Infinite values are an error naming the columns (whatever the null policy: they are no
+    missing value to fill, and one makes the column's mean and the training loss infinite).
+    Under ``refuse``, any missing value is an error too; under ``mean`` and ``zero`` they are
+    filled, and all-null columns are constant and get dropped."""
+    if stats.infinite.any():
+        columns = [n for n, c in zip(stats.names, stats.infinite, strict=True) if c > 0]
+        raise InfiniteValuesError(columns, stats.infinite[stats.infinite > 0].astype(int).tolist())
     with_nulls = [n for n, c in zip(stats.names, stats.nulls, strict=True) if c > 0]
     if policy == "refuse" and with_nulls:
         counts = stats.nulls[stats.nulls > 0].astype(int).tolist()

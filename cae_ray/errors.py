@@ -217,6 +217,20 @@ class NullValuesRefusedError(InvalidInputError):
         )
 
 
+class InfiniteValuesError(InvalidInputError):
+    """Feature columns of a dataset hold +inf or -inf."""
+
+    def __init__(self, columns: Sequence[str], counts: Sequence[int]) -> None:
+        self.columns = list(columns)
+        pairs = ", ".join(f"{c!r} ({n})" for c, n in list(zip(columns, counts, strict=True))[:8])
+        more = f" and {len(columns) - 8} more" if len(columns) > 8 else ""
+        super().__init__(
+            f"{len(columns)} feature column(s) hold infinite values: {pairs}{more}. Fix: "
+            "replace them upstream (clip them, or make them null for data.null_policy to fill), "
+            "or leave those columns out of data.features."
+        )
+
+
 class TooFewFeaturesError(InvalidInputError):
     """k is not below the number of usable candidate features: selecting all selects nothing."""
 
@@ -257,6 +271,33 @@ class GpuUnavailableError(CaeRayError):
             f"scaling.use_gpu asks for {wanted:g} GPU(s) but the Ray cluster has "
             f"{available:g}. Fix: set scaling.use_gpu: false, lower scaling.num_workers, or "
             "add GPU nodes."
+        )
+
+
+class RunDirError(CaeRayError):
+    """The run directory cannot hold the run's artifacts."""
+
+    exit_code = EXIT_CONFIG
+
+    def __init__(self, path: str, problem: str) -> None:
+        self.path = path
+        super().__init__(
+            f"the run dir {path} {problem}. Fix: pass --run-dir (or run_dir) a directory this "
+            "user may write, or a new path (it is created)."
+        )
+
+
+class CheckpointRejectedError(CaeRayError):
+    """A checkpoint in the run dir holds more than tensors and plain data."""
+
+    exit_code = EXIT_CONFIG
+
+    def __init__(self, path: str, reason: str) -> None:
+        self.path = path
+        super().__init__(
+            f"refusing to load the checkpoint {path}: {reason}. cae-ray loads tensors and plain "
+            "data only (never code from a run dir). Fix: delete that checkpoint directory (the "
+            "step then trains from the start), and find out who wrote it."
         )
 
 

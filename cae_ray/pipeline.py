@@ -36,7 +36,7 @@ def run(config: Config, run_dir: RunDirLike, on_event: OnEvent | None = None) ->
     """Every step in order; returns (and writes) ``run.json``. When the validation gate fails,
     prune is skipped, the report is still written, and :class:`ValidationGateFailedError` is
     raised."""
-    where = RunDir(run_dir)
+    where = _writable(run_dir)
     steps = RunRecord(config, where, on_event)
     steps.run("export", lambda: export(config, where, steps.rows("export")), _no_export(config))
     steps.run("prepare", lambda: prepare(config, where))
@@ -57,14 +57,14 @@ def export(
     """Training rows from a Feast feature store (:mod:`cae_ray.feast.export`)."""
     from cae_ray.feast.export import export as export_step
 
-    return export_step(config, RunDir(run_dir), on_rows)
+    return export_step(config, _writable(run_dir), on_rows)
 
 
 def prepare(config: Config, run_dir: RunDirLike) -> dict[str, Any]:
     """The packed train and validation splits and their statistics (:mod:`cae_ray.preparation`)."""
     from cae_ray.preparation import prepare as prepare_step
 
-    return prepare_step(config, RunDir(run_dir))
+    return prepare_step(config, _writable(run_dir))
 
 
 def select(
@@ -75,7 +75,7 @@ def select(
     from cae_ray.selection import select as select_step
 
     prepare(config, run_dir)
-    return select_step(config, RunDir(run_dir), on_epoch)
+    return select_step(config, _writable(run_dir), on_epoch)
 
 
 def validate(
@@ -84,7 +84,7 @@ def validate(
     """The validation gate on the selection in the run dir (:mod:`cae_ray.validation`)."""
     from cae_ray.validation import validate as validate_step
 
-    return validate_step(config, RunDir(run_dir), on_epoch)
+    return validate_step(config, _writable(run_dir), on_epoch)
 
 
 def prune(
@@ -93,7 +93,7 @@ def prune(
     """Plan, and with ``apply`` write, the deprecation marks (:mod:`cae_ray.feast.registry`)."""
     from cae_ray.feast.registry import prune as prune_step
 
-    plan = prune_step(config, RunDir(run_dir), apply=apply, force_reason=force_reason)
+    plan = prune_step(config, _writable(run_dir), apply=apply, force_reason=force_reason)
     return asdict(plan)
 
 
@@ -117,7 +117,11 @@ def report(config: Config, run_dir: RunDirLike) -> dict[str, Any]:
     """The run's report: ``RUN_DIR/report/report.html`` and its PNGs (:mod:`cae_ray.report`)."""
     from cae_ray.report import write_report
 
-    return {"path": str(write_report(RunDir(run_dir)))}
+    return {"path": str(write_report(_writable(run_dir)))}
+
+
+def _writable(run_dir: RunDirLike) -> RunDir:
+    return RunDir(run_dir).ensure_writable()
 
 
 def _no_export(config: Config) -> str | None:

@@ -27,7 +27,7 @@ from cae_ray.artifacts import (
 from cae_ray.cluster import connect
 from cae_ray.config import AllNumericExcept, Config, DataConfig
 from cae_ray.data import (
-    check_nulls,
+    check_values,
     compute_stats,
     inspect_dataset,
     read_ordered,
@@ -43,6 +43,7 @@ def prepare(config: Config, run: RunDir) -> dict[str, Any]:
     """Check the dataset, compute per-feature statistics, and write the packed splits."""
     data = source_data(config, run)
     info = inspect_dataset(data)
+    config.selector.check_fits(len(info.features))  # before Ray starts: the schema says it
     made_from = {"config": config_hash(config, *PREPARE_INPUTS), "fingerprint": info.fingerprint}
     done = run.reusable(PREPARED, made_from)
     if done is not None:
@@ -59,7 +60,7 @@ def prepare(config: Config, run: RunDir) -> dict[str, Any]:
         source = source.select_columns(columns)
     logger.info("prepare: statistics of %d features over %d rows", len(info.features), info.n_rows)
     stats = compute_stats(source, info.features)
-    check_nulls(stats, data.null_policy)
+    check_values(stats, data.null_policy)
     constant = stats.constant()
     keep = [n for n in info.features if n not in set(constant)]
     config.selector.check_fits(len(keep), constant)

@@ -6,12 +6,13 @@ final K features, and write ``selection.json``.
 A selection records what decided it (the config hash of :data:`SELECTION_INPUTS` and the data
 fingerprint) and a digest of itself; validation and pruning refuse one that no longer matches
 (:func:`cae_ray.artifacts.checked_selection`). An interrupted training resumes from its last
-checkpoint in ``RUN_DIR/ray/select``.
+checkpoint in ``RUN_DIR/ray/select-<hash>``; a changed config starts afresh.
 """
 
 from __future__ import annotations
 
 import logging
+import shutil
 import time
 from typing import Any
 
@@ -25,6 +26,7 @@ from cae_ray.artifacts import (
     TRAIN_SPLIT,
     RunDir,
     config_hash,
+    digest,
     selection_digest,
 )
 from cae_ray.batches import FEATURES, TARGET, unpack
@@ -74,7 +76,8 @@ def select(config: Config, run: RunDir, on_epoch: OnProgress | None = None) -> d
     connect(config)
     train_split = run.path(TRAIN_SPLIT)
     train_data = cached(config, read_ordered(str(train_split)), train_split)
-    outcome = train_selector(config, spec, train_data, run.path(RAY_STORAGE), on_epoch)
+    name = _training_name(run, made_from)
+    outcome = train_selector(config, spec, train_data, run.path(RAY_STORAGE), name, on_epoch)
 
     x, y = _sample(train_data, target, len(features))
     indices, probs, collisions = final_selection(outcome.model, config, target.task, x, y)
@@ -102,6 +105,19 @@ def select(config: Config, run: RunDir, on_epoch: OnProgress | None = None) -> d
     selection["selection_hash"] = selection_digest(selection)
     run.write_json(SELECTION, selection)
     return selection
+
+
+def _training_name(run: RunDir, made_from: dict[str, str]) -> str:
+    """Ray Train's name for this selection's training: bound to what decides it, so a changed
+    config or dataset starts afresh instead of resuming a checkpoint of another model (whose
+    shapes need not even fit). Trainings of earlier configs are removed, saying so."""
+    name = f"select-{digest(made_from['config_hash'] + made_from['data_fingerprint'])}"
+    storage = run.path(RAY_STORAGE)
+    for stale in sorted(storage.glob("select*")):
+        if stale.name != name and stale.is_dir():
+            logger.warning("select: starting afresh; %s was trained for another config", stale)
+            shutil.rmtree(stale, ignore_errors=True)
+    return name
 
 
 def _sample(

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import pickle
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -25,6 +26,7 @@ from torch import nn
 from cae_ray.artifacts import replacing
 from cae_ray.batches import ShuffledWindows
 from cae_ray.config import Config
+from cae_ray.errors import CaeRayError, CheckpointRejectedError
 from cae_ray.heads import HeadSet, SelectorModel, build_model, build_optimizer
 from cae_ray.loop import Batch, HeadsObjective, Objective, SelectionObjective, fit
 from cae_ray.progress import OnProgress, watching_progress, write_progress
@@ -71,10 +73,10 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     inner, make_optimizer, objective = _what_to_train(config, spec, world)
     model = ray.train.torch.prepare_model(inner)
     optimizer = make_optimizer(inner)
-    local_dir = loop_config.get("local_checkpoint_dir")
-    start_epoch, step, history = restore(inner, optimizer, local_dir)
+    local_dir, run = loop_config.get("local_checkpoint_dir"), loop_config["run"]
+    start_epoch, step, history = restore(inner, optimizer, local_dir, run)
     reporter = EpochReporter(
-        rank, inner, optimizer, history, start_epoch, local_dir, loop_config["progress"]
+        rank, inner, optimizer, history, start_epoch, local_dir, run, loop_config["progress"]
     )
     # Each rank (and each restart) draws its own Gumbel noise and batch order.
     torch.manual_seed(config.training.seed + 7919 * (rank + 1) + start_epoch)
@@ -146,9 +148,10 @@ def shard_batches(shard: Any, windows: ShuffledWindows, seed: int) -> Iterator[B
 
 
 def restore(
-    model: nn.Module, optimizer: torch.optim.Optimizer, local_dir: str | None
+    model: nn.Module, optimizer: torch.optim.Optimizer, local_dir: str | None, run: str
 ) -> tuple[int, int, list[dict[str, Any]]]:
-    """Load the latest checkpoint if there is one: (next epoch, global step, history).
+    """Load the latest checkpoint of training ``run`` if there is one: (next epoch, global
+    step, history). One made by another training (another config) is not resumed.
 
     Ray keeps checkpoints for worker groups; Train local mode (no workers) keeps none across
     driver restarts, so there we read our own copy in ``local_dir``.
@@ -163,6 +166,9 @@ def restore(
         state = _load_state(Path(local_dir))
     else:
         return 0, 0, []
+    if state.get("run") != run:
+        logger.warning("not resuming a checkpoint of %s: this is %s", state.get("run"), run)
+        return 0, 0, []
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
     logger.info("resuming after epoch %d (step %d)", state["epoch"], state["step"])
@@ -170,8 +176,13 @@ def restore(
 
 
 def _load_state(directory: Path) -> dict[str, Any]:
-    # Tensors and plain containers only: a run dir may be on storage every pod can write.
-    return dict(torch.load(directory / STATE_FILE, map_location="cpu", weights_only=True))
+    """A checkpoint's state: tensors and plain containers only (``weights_only``), so nothing in
+    it runs; a run dir may be on storage that every pod of a cluster can write."""
+    path = directory / STATE_FILE
+    try:
+        return dict(torch.load(path, map_location="cpu", weights_only=True))
+    except pickle.UnpicklingError as e:
+        raise CheckpointRejectedError(str(path), str(e).splitlines()[0]) from e
 
 
 class EpochReporter:
@@ -192,11 +203,12 @@ class EpochReporter:
         history: list[dict[str, Any]],
         start_epoch: int,
         local_dir: str | None,
+        run: str,
         progress_file: str | None = None,
     ) -> None:
         self.rank, self.model, self.optimizer = rank, model, optimizer
         self.history, self.start_epoch, self.local_dir = history, start_epoch, local_dir
-        self.progress_file = progress_file
+        self.run, self.progress_file = run, progress_file
         self.interval_s = float(os.environ.get("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "2.0"))
         self._last = time.monotonic()
         self._reported: int | None = None
@@ -225,6 +237,7 @@ class EpochReporter:
             "epoch": record["epoch"],
             "step": record["step"],
             "history": self.history,
+            "run": self.run,  # what it may resume: this training, not one of another config
         }
         self._last, self._reported = time.monotonic(), record["epoch"]
         if self.local_dir is not None:  # local mode: the checkpoint must outlive this call
@@ -286,11 +299,12 @@ def train_selector(
     spec: TrainSpec,
     train_data: Any,
     storage: Path,
+    name: str,
     on_progress: OnProgress | None = None,
 ) -> TrainOutcome:
-    """Train the selector; the same ``storage`` resumes an earlier run.
+    """Train the selector; the same ``storage`` and ``name`` resume an earlier run.
     ``on_progress(epoch record)`` is called on the driver as epochs finish."""
-    state, metrics = run_on_ray(config, spec, train_data, storage, "select", on_progress)
+    state, metrics = run_on_ray(config, spec, train_data, storage, name, on_progress)
     model = build_model(config, spec.n_features, spec.task, spec.n_outputs)
     model.load_state_dict(state["model"])
     history = state["history"]
@@ -329,7 +343,14 @@ def run_on_ray(
     """Run :func:`train_loop_per_worker` on the configured workers with ``TorchTrainer``; return
     the last checkpoint's state and the last reported metrics. Progress reaches the driver
     through a small file (an :class:`EpochReporter` writes it; ``on_progress`` reads it)."""
-    from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train import (
+        CheckpointConfig,
+        DataConfig,
+        FailureConfig,
+        RunConfig,
+        ScalingConfig,
+        TrainingFailedError,
+    )
     from ray.train.torch import TorchConfig, TorchTrainer
 
     s = config.scaling
@@ -338,6 +359,7 @@ def run_on_ray(
     loop_config = {
         "spec": asdict(spec),
         "config": config.model_dump(mode="json"),
+        "run": name,
         "progress": str(progress) if on_progress else None,
     }
     if s.num_workers == 0:
@@ -363,9 +385,31 @@ def run_on_ray(
         dataset_config=DataConfig(execution_options=train_data.context.execution_options),
     )
     with watching_progress(progress, on_progress):
-        result = trainer.fit()
+        try:
+            result = trainer.fit()
+        except TrainingFailedError as e:
+            ours = _our_error(e)
+            if ours is None:
+                raise
+            raise ours from e
     if result.checkpoint is None:
         raise RuntimeError(f"training finished without a checkpoint: {result.error}")
     with result.checkpoint.as_directory() as directory:
         state = _load_state(Path(directory))
     return state, dict(result.metrics or {})
+
+
+def _our_error(failure: BaseException) -> CaeRayError | None:
+    """The cae-ray error behind a failed training (a worker raised it; Ray wraps it), if any:
+    the driver reports it, with its exit code, instead of Ray's wrapper."""
+    queue, seen = [failure], set()
+    while queue:
+        error = queue.pop(0)
+        if isinstance(error, CaeRayError):
+            return error
+        seen.add(id(error))
+        inner = [error.__cause__, error.__context__, getattr(error, "cause", None)]
+        inner += list(getattr(error, "worker_failures", {}).values())
+        inner.append(getattr(error, "controller_failure", None))
+        queue += [e for e in inner if isinstance(e, BaseException) and id(e) not in seen]
+    return None

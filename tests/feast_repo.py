@@ -158,17 +158,27 @@ annotate_all(globals())
 """
 
 
-def feast_apply(repo: Path) -> str:
-    """`feast apply` through the real CLI, in its own process (as Feast's own tests do)."""
+def feast_cli(repo: Path, command: str) -> str:
+    """``feast COMMAND`` through the real CLI, in its own process (as Feast's own tests do);
+    its output."""
     import subprocess
     import sys
 
     feast = Path(sys.executable).parent / "feast"
     done = subprocess.run(
-        [str(feast), "apply"], cwd=repo, capture_output=True, text=True, check=False
+        [str(feast), command], cwd=repo, capture_output=True, text=True, check=False
     )
     assert done.returncode == 0, done.stdout + done.stderr
     return done.stdout
+
+
+def feast_apply(repo: Path) -> str:
+    return feast_cli(repo, "apply")
+
+
+def feast_plan(repo: Path) -> str:
+    """What the next `feast apply` would change."""
+    return feast_cli(repo, "plan")
 
 
 def make_definitions_repo(directory: Path, like: FeastRepo) -> Path:

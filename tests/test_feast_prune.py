@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -13,16 +17,17 @@ from cae_ray.artifacts import EXPORT_DIR, PRUNE_PLAN, VALIDATION, RunDir
 from cae_ray.config import Config, validate_config
 from cae_ray.feast.entities import ROW_ID
 from cae_ray.feast.errors import PruneRefusedError, UnknownRunIdError
+from cae_ray.feast.journal import JOURNAL
 from cae_ray.feast.registry import (
-    AUDIT_LOG,
     LAST_RUN,
     check,
     deprecation_tag,
     prune,
     restore,
 )
+from cae_ray.feast.repo import AUDIT_LOG, audit_records
 from cae_ray.pipeline import export, select, validate
-from tests.feast_repo import FeastRepo, make_feast_repo
+from tests.feast_repo import FeastRepo, feast_plan, make_definitions_repo, make_feast_repo
 
 pytestmark = [pytest.mark.feast, pytest.mark.ray]
 
@@ -347,3 +352,174 @@ def test_prune_apply_twice_from_the_cli_applies_once(validated_run, tmp_path) ->
     assert f"cae-ray restore --repo {repo.path} --run-id {run_id}" in said
     restore(str(repo.path), run_id)
     assert registry_state(repo) == before
+
+
+def test_a_selection_made_under_another_config_is_not_applied(validated_run, tmp_path) -> None:
+    from typer.testing import CliRunner
+
+    from cae_ray.cli import app
+    from cae_ray.errors import EXIT_CONFIG
+
+    config, run, repo = validated_run
+    before = registry_state(repo)
+    changed = config.model_copy(update={"selector": config.selector.model_copy(update={"k": 2})})
+    path = tmp_path / "config.json"
+    path.write_text(changed.model_dump_json())
+    run_dir = fresh_run(run, tmp_path / "run")
+
+    for forced in ([], ["--force", "--reason", "test"]):  # --force skips validation, not this
+        done = CliRunner().invoke(
+            app, ["prune", str(path), "--run-dir", str(run_dir), "--apply", *forced]
+        )
+        assert done.exit_code == EXIT_CONFIG, done.output
+        assert "was made with a different config" in " ".join(done.output.split())
+    assert registry_state(repo) == before
+    assert not (run_dir / PRUNE_PLAN).exists()
+
+
+def test_restore_says_what_it_changed_and_a_second_restore_has_nothing_to_do(
+    validated_run, tmp_path
+) -> None:
+    from typer.testing import CliRunner
+
+    from cae_ray.cli import app
+
+    config, run, repo = validated_run
+    before = registry_state(repo)
+    plan = prune(config, RunDir(fresh_run(run, tmp_path / "run")), apply=True)
+    marks = sum(len(f) for f in plan.deprecate.values()) + len(plan.deprecate)
+    args = ["restore", "--repo", str(repo.path), "--run-id", plan.run_id]
+
+    first = CliRunner().invoke(app, args)
+    assert first.exit_code == 0, first.output
+    said = " ".join(first.output.split())
+    assert f"{marks} tag(s) removed" in said and f"{plan.feature_service} removed" in said
+    assert registry_state(repo) == before
+    second = CliRunner().invoke(app, args)
+    assert second.exit_code == 0, second.output
+    assert "Nothing to restore" in " ".join(second.output.split())
+    assert registry_state(repo) == before
+
+
+# --- kills at every step boundary ------------------------------------------------------------
+# A prune (or restore) SIGKILLed right after each step of its transaction, on a repo defined in
+# Python: whatever command comes next finishes or rolls it back, so the registry is either as
+# before it or as after it (never a third state), and `feast plan` is clean.
+
+KILL_AFTER = {
+    "journal": ("cae_ray.feast.journal", "begin"),
+    "registry": ("cae_ray.feast.registry", "_write_marks"),
+    "overlay": ("cae_ray.feast.registry", "_record_in_repo"),
+    "audit": ("cae_ray.feast.registry", "append_audit"),
+}
+"""Each boundary of the prune's transaction: the process dies right after that step."""
+
+PRUNE_THEN_DIE = """
+import importlib, json, os, signal, sys
+from cae_ray.artifacts import RunDir
+from cae_ray.config import validate_config
+from cae_ray.feast import registry
+
+config_path, run_dir, module_name, function = sys.argv[1:]
+module = importlib.import_module(module_name)
+step = getattr(module, function)
+
+def then_die(*args, **kwargs):
+    step(*args, **kwargs)
+    os.kill(os.getpid(), signal.SIGKILL)
+
+setattr(module, function, then_die)
+registry.prune(validate_config(json.load(open(config_path))), RunDir(run_dir), apply=True)
+"""
+
+
+def in_repo(config: Config, repo: Path) -> Config:
+    assert config.feast is not None
+    feast = {**config.feast.model_dump(), "repo": str(repo)}
+    return validate_config({**config.model_dump(mode="json"), "feast": feast})
+
+
+def clean(plan_output: str) -> bool:
+    return "No changes to registry" in plan_output
+
+
+@pytest.mark.parametrize("validated_run", ["file"], indirect=True)  # a repo defined in Python
+@pytest.mark.parametrize("point", list(KILL_AFTER))
+def test_a_prune_killed_after_each_step_is_finished_or_rolled_back(
+    validated_run, tmp_path, point: str
+) -> None:
+    config, run, data = validated_run
+    repo = make_definitions_repo(tmp_path / point, data)
+    defined = FeastRepo(repo, data.entities, data.n_drivers)
+    config = in_repo(config, repo)
+    before = registry_state(defined)
+    config_path = tmp_path / "config.json"
+    config_path.write_text(config.model_dump_json())
+    run_dir = fresh_run(run, tmp_path / "run")
+
+    module, function = KILL_AFTER[point]
+    args = [str(config_path), str(run_dir), module, function]
+    died = subprocess.run(
+        [sys.executable, "-c", PRUNE_THEN_DIE, *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+        env={**os.environ, "RAY_ADDRESS": ""},
+    )
+    assert died.returncode == -signal.SIGKILL, died.stdout + died.stderr
+    assert (repo / JOURNAL).exists()  # the transaction did not end
+
+    assert check(str(repo)) == []  # the next command recovers first, then they agree
+    assert not (repo / JOURNAL).exists()
+    after = registry_state(defined)
+    assert clean(feast_plan(repo)), feast_plan(repo)
+    if point != "audit":  # rolled back: as if it never ran
+        assert after == before
+        return
+    # Everything had been written: the prune stands, as the audit log says, and restores.
+    pruned = audit_records(repo)[-1]
+    for view, features in pruned["deprecate"].items():
+        tags = after["views"][view]["tags"]
+        assert all(tags[deprecation_tag(f)] == pruned["run_id"] for f in features)
+    assert pruned["feature_service"] in after["services"]
+    assert not (run_dir / PRUNE_PLAN).exists()  # the run dir's record comes after the repo's
+    restore(str(repo), pruned["run_id"])
+    assert registry_state(defined) == before
+    assert clean(feast_plan(repo))
+
+
+@pytest.mark.parametrize("validated_run", ["file"], indirect=True)
+def test_a_restore_killed_half_way_is_rolled_back_to_the_pruned_state(
+    validated_run, tmp_path
+) -> None:
+    config, run, data = validated_run
+    repo = make_definitions_repo(tmp_path, data)
+    defined = FeastRepo(repo, data.entities, data.n_drivers)
+    config = in_repo(config, repo)
+    before = registry_state(defined)
+    plan = prune(config, RunDir(fresh_run(run, tmp_path / "run")), apply=True)
+    pruned = registry_state(defined)
+    code = (
+        "import os, signal, sys\n"
+        "from cae_ray.feast import journal, registry\n"
+        "begin = journal.begin\n"
+        "def then_die(*a, **k):\n"
+        "    begin(*a, **k)\n"
+        "    os.kill(os.getpid(), signal.SIGKILL)\n"
+        "journal.begin = then_die\n"
+        "registry.restore(sys.argv[1], sys.argv[2])\n"
+    )
+    died = subprocess.run(
+        [sys.executable, "-c", code, str(repo), plan.run_id], capture_output=True, timeout=300
+    )
+    assert died.returncode == -signal.SIGKILL
+
+    assert check(str(repo)) == []
+    assert registry_state(defined) == pruned
+    restored = restore(str(repo), plan.run_id)
+    assert restored["restored"] and restored["service_removed"]
+    assert registry_state(defined) == before
+    again = restore(str(repo), plan.run_id)
+    assert again["restored"] is False  # nothing to restore, no traceback
+    assert registry_state(defined) == before

@@ -1,70 +1,59 @@
 """Mark the unselected features deprecated in a Feast registry, and take the marks back.
 
-    plan_prune(config, run_dir)            -> the plan (which features, which views, which service)
-    prune(config, run_dir, apply=...)      -> run_dir/prune.json (+ the registry, + the audit log)
-    restore(repo, run_id)                  -> the registry as it was before that prune
+    plan_prune(config, run)            -> the plan (which features, which views, which service)
+    prune(config, run, apply=...)      -> RUN_DIR/prune.json (+ the registry, + the audit log)
+    restore(repo, run_id)              -> the registry as it was before that prune
 
 Marks are view-level tags (no new view version, no online-table switch; see README): one key
 per deprecated feature, ``cae-ray/deprecated.<feature>`` = run id, plus ``cae-ray/last-run``.
 A prune also registers a FeatureService of the K kept features for models to switch to.
-Everything is read fresh, changed in memory and written in one commit; on a registry that
-writes eagerly (SQL) a failure re-applies the objects as they were. Each prune and restore
-appends a record (who, when, run id, features, validation figures) to ``cae_ray_audit.jsonl``
-in the repo, which ``restore`` reads to undo exactly what the prune did. Before either writes
-anything, a pre-flight opens everything it will write for writing: a registry changed without its
-overlay and audit record could be neither kept by ``feast apply`` nor restored.
+
+A prune and a restore are each one transaction (:mod:`cae_ray.feast.journal`): under the repo
+lock, a journal of what they touch is written first, then the registry (read fresh, changed in
+memory, one commit), then the overlay, then an audit record in ``cae_ray_audit.jsonl`` (who,
+when, run id, features, validation figures), which ``restore`` reads to undo exactly what the
+prune did. Whichever command finds a journal left by a kill (prune, restore, check) finishes
+or rolls it back first (:func:`recover`). Before anything is written, a pre-flight opens for
+writing everything that will be written (:func:`cae_ray.feast.repo.check_writable`).
 """
 
 from __future__ import annotations
 
 import copy
-import getpass
-import json
 import logging
-import tempfile
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from filelock import FileLock
-
 from cae_ray.artifacts import (
     EXPORT_MANIFEST,
     PRUNE_PLAN,
-    SELECTION,
     VALIDATION,
     RunDir,
+    checked_selection,
     selection_digest,
 )
 from cae_ray.config import Config
-from cae_ray.errors import NoSelectionError
-from cae_ray.feast import import_feast
-from cae_ray.feast.errors import (
-    MissingFeastConfigError,
-    PruneRefusedError,
-    RegistryNotWritableError,
-    UnknownRunIdError,
-)
-from cae_ray.feast.overlay import (
-    HOOK,
-    OVERLAY,
-    has_hook,
-    read_overlay,
-    tags_of_view,
-    write_overlay,
-)
+from cae_ray.feast import import_feast, journal
+from cae_ray.feast.errors import MissingFeastConfigError, PruneRefusedError
+from cae_ray.feast.overlay import HOOK, has_hook, read_overlay, tags_of_view, write_overlay
 from cae_ray.feast.refs import column_refs
+from cae_ray.feast.repo import (
+    append_audit,
+    audited,
+    check_writable,
+    find_prune,
+    is_live,
+    repo_lock,
+)
 from cae_ray.feast.store import open_store
 
 logger = logging.getLogger(__name__)
 
 TAG_PREFIX = "cae-ray/"
 LAST_RUN = TAG_PREFIX + "last-run"
-AUDIT_LOG = "cae_ray_audit.jsonl"
-LOCK_FILE = ".cae_ray.lock"
 
 
 def deprecation_tag(feature: str) -> str:
@@ -85,6 +74,8 @@ class PrunePlan:
     applied: bool = False
     already_applied: bool = False
     """True when this very prune was already applied (and not restored): nothing was written."""
+    recovered: str | None = None
+    """What was done first about an earlier prune or restore that had been interrupted."""
     hook_missing: bool = False
     """True when the repo's definitions lack the overlay hook (marks die on `feast apply`)."""
     previous: dict[str, Any] = field(default_factory=dict)
@@ -99,9 +90,8 @@ def plan_prune(config: Config, run: RunDir, force_reason: str | None = None) -> 
     validation of this very selection is on record (or ``force_reason`` says why not)."""
     if config.feast is None:
         raise MissingFeastConfigError("the config", "`feast:` section")
-    selection = run.read_json(SELECTION)
-    if selection is None:
-        raise NoSelectionError(str(run))
+    # Made by this very config from this data, whatever --force says; edited only if forced.
+    selection, _ = checked_selection(config, run, edited_ok=force_reason is not None)
     validation = _checked_validation(run, selection, selection_digest(selection), force_reason)
     store = open_store(config.feast.repo)
     manifest = run.read_json(EXPORT_MANIFEST)
@@ -176,7 +166,8 @@ def prune(
         store = open_store(str(repo))
         check_writable(repo, store)  # before the lock: taking it already writes in the repo
         with repo_lock(repo):
-            if _is_live(repo, plan.run_id):
+            plan.recovered = recover(repo, store)
+            if is_live(repo, plan.run_id):
                 plan.applied = plan.already_applied = True
             else:
                 _apply(repo, store, plan, on_view_written)
@@ -186,67 +177,30 @@ def prune(
     return plan
 
 
-def check_writable(repo: Path, store: Any) -> None:
-    """Raise ``RegistryNotWritableError`` unless everything a prune or restore writes can be
-    written: the registry, and the lock, overlay and audit log in the repo. Opens files for
-    writing without writing (bytes and modification times stay) rather than asking
-    ``os.access``, which says yes to root on any mode."""
-    for path in _registry_files(repo, store):
-        _probe_file(path)
-    _probe_directory(repo)  # the lock and audit log may be new; the overlay is replaced
-    for path in (repo / LOCK_FILE, repo / AUDIT_LOG, repo / OVERLAY):
-        _probe_file(path)
-
-
-def _registry_files(repo: Path, store: Any) -> list[Path]:
-    """The local files a registry commit writes: the file registry, or a SQLite database (with
-    its directory, for the journal). Remote registries (s3://, postgres, ...) answer at commit."""
-    config = store.config.registry
-    path = str(config.path)
-    if config.registry_type == "sql":
-        if not path.startswith("sqlite:///"):
-            return []
-        database = Path(path.removeprefix("sqlite:///"))
-        return [database, database.parent]
-    if "://" in path:
-        return []
-    local = Path(path)
-    return [local if local.is_absolute() else repo / local]
-
-
-def _probe_file(path: Path) -> None:
-    if path.is_dir():
-        _probe_directory(path)
-        return
-    if not path.exists():
-        _probe_directory(path.parent)  # it will be created there
-        return
-    try:
-        with path.open("r+b"):  # open for writing, write nothing
-            pass
-    except OSError as e:
-        raise RegistryNotWritableError(str(path), e.strerror or str(e)) from e
-
-
-def _probe_directory(path: Path) -> None:
-    try:
-        with tempfile.TemporaryFile(dir=path, prefix=".cae_ray-probe-"):
-            pass
-    except OSError as e:
-        raise RegistryNotWritableError(str(path), e.strerror or str(e), directory=True) from e
-
-
-@contextmanager
-def repo_lock(repo: Path) -> Iterator[None]:
-    """One prune or restore at a time per repo: a file registry is rewritten whole, so two
-    overlapping read-modify-writes would lose the first one's marks."""
-    with FileLock(repo / LOCK_FILE):
-        yield
+def recover(repo: Path, store: Any) -> str | None:
+    """Finish or undo a prune or restore that was killed part way (call under the repo lock):
+    whole when its audit record was written, else rolled back to the state before it. What
+    was done, in words (logged), or None when there was nothing to do."""
+    entry = journal.pending(repo)
+    if entry is None:
+        return None
+    if audited(repo, entry.id):
+        said = f"the {entry.action} of run {entry.run_id} had finished; its journal is closed"
+    else:
+        journal.roll_back(store, entry)
+        said = (
+            f"rolled back the {entry.action} of run {entry.run_id}, which was interrupted: the "
+            "registry and the overlay are as they were before it"
+        )
+    journal.end(repo)
+    logger.warning("%s: %s", repo, said)
+    return said
 
 
 def _apply(
     repo: Path, store: Any, plan: PrunePlan, on_view_written: Callable[[str], None] | None
 ) -> None:
+    """The prune as one journaled transaction: journal, registry, overlay, audit record."""
     if plan.hook_missing:
         logger.warning(
             "%s has no `%s` in its definitions: the next `feast apply` will remove these "
@@ -255,30 +209,38 @@ def _apply(
             HOOK,
             HOOK,
         )
-    _write_marks(store, plan, on_view_written)  # it reads the registry afresh, under the lock
+    registry, project = store.registry, plan.project
+    # Read everything first: a registry getter re-reads the store by default, which would drop
+    # the changes made so far in memory.
+    registry.refresh(project)
+    entry = journal.snapshot(
+        store, "prune", plan.run_id, project, list(plan.deprecate), [plan.feature_service]
+    )
+    originals = {
+        v: registry.get_any_feature_view(v, project) for v in {*plan.deprecate, *plan.keep}
+    }
+    plan.previous = {
+        "tags": {v: dict(originals[v].tags) for v in plan.deprecate},
+        "service_existed": entry.services[plan.feature_service] is not None,
+    }
+    journal.begin(repo, entry)
+    _write_marks(store, plan, originals, on_view_written)
     _record_in_repo(repo, plan)
     plan.applied = True
-    _audit(repo, "prune", plan)
+    append_audit(repo, "prune", asdict(plan), entry.id)
+    journal.end(repo)
 
 
 def _write_marks(
-    store: Any, plan: PrunePlan, on_view_written: Callable[[str], None] | None
+    store: Any,
+    plan: PrunePlan,
+    originals: dict[str, Any],
+    on_view_written: Callable[[str], None] | None,
 ) -> None:
     import_feast()  # keeps our warning filters
     from feast import FeatureService
 
     registry, project = store.registry, plan.project
-    # Read everything first: a registry getter re-reads the store by default, which would drop
-    # the changes made so far in memory.
-    registry.refresh(project)
-    originals = {
-        v: registry.get_any_feature_view(v, project) for v in {*plan.deprecate, *plan.keep}
-    }
-    services = {s.name for s in registry.list_feature_services(project)}
-    plan.previous = {
-        "tags": {v: dict(originals[v].tags) for v in plan.deprecate},
-        "service_existed": plan.feature_service in services,
-    }
     written: list[Any] = []
     try:
         for view, features in plan.deprecate.items():
@@ -328,89 +290,84 @@ def _record_in_repo(repo: Path, plan: PrunePlan) -> None:
     write_overlay(repo, overlay)
 
 
+# --- restore and check ------------------------------------------------------------------------
+
+
 def restore(repo: str, run_id: str) -> dict[str, Any]:
-    """Undo the prune ``run_id`` in the registry of ``repo``, from its audit record."""
+    """Undo the prune ``run_id`` in the registry of ``repo``, from its audit record, as one
+    journaled transaction. Returns what it changed: ``removed`` (view -> tags taken off),
+    ``reset`` (view -> tags given back an earlier run's value), ``service_removed``; with
+    ``restored`` False (and nothing changed) when that prune is no longer applied."""
     store = open_store(repo)
     check_writable(Path(repo), store)
     with repo_lock(Path(repo)):
-        return _restore(repo, store, run_id)
+        recovered = recover(Path(repo), store)
+        return {**_restore(Path(repo), store, run_id), "recovered": recovered}
 
 
-def _restore(repo: str, store: Any, run_id: str) -> dict[str, Any]:
-    record, undone = _find_prune(Path(repo), run_id)
+def _restore(repo: Path, store: Any, run_id: str) -> dict[str, Any]:
+    record, undone = find_prune(repo, run_id)  # UnknownRunIdError if never pruned
+    if run_id in undone:
+        return {**record, "restored": False, "removed": {}, "reset": {}, "service_removed": False}
     registry, project = store.registry, record["project"]
     registry.refresh(project)
-    views = {v: registry.get_any_feature_view(v, project) for v in record["previous"]["tags"]}
-    for view, previous in record["previous"]["tags"].items():
-        fv = views[view]
-        ours = {deprecation_tag(f) for f in record["deprecate"].get(view, [])} | {LAST_RUN}
-        for key in ours:
-            if fv.tags.get(key) != run_id:
-                continue  # a later prune marked it since: that mark stays
-            before = previous.get(key)
-            if before is None or before in undone:  # nothing, or a prune restored since
-                fv.tags.pop(key, None)
-            else:
-                fv.tags[key] = before
+    service = record["feature_service"]
+    services = {s.name for s in registry.list_feature_services(project)}
+    drop_service = not record["previous"]["service_existed"] and service in services
+    views = list(record["previous"]["tags"])
+    entry = journal.snapshot(store, "restore", run_id, project, views, [service])
+    changes = {
+        v: _undone_tags(registry.get_any_feature_view(v, project), record, undone) for v in views
+    }
+    journal.begin(repo, entry)
+    for fv, _, _ in changes.values():
         registry.apply_feature_view(fv, project, commit=False)
-    if not record["previous"]["service_existed"]:
-        registry.delete_feature_service(record["feature_service"], project, commit=False)
+    if drop_service:
+        registry.delete_feature_service(service, project, commit=False)
     registry.commit()
-    overlay = read_overlay(Path(repo))
+    overlay = read_overlay(repo)
     if overlay["runs"].pop(run_id, None) is not None:
-        write_overlay(Path(repo), overlay)
-    restored = {**record, "restored": True}
-    _audit(Path(repo), "restore", restored)
-    return restored
+        write_overlay(repo, overlay)
+    removed = {v: removed for v, (_, removed, _) in changes.items() if removed}
+    reset = {v: reset for v, (_, _, reset) in changes.items() if reset}
+    done = {**record, "restored": True, "removed": removed, "reset": reset}
+    done["service_removed"] = drop_service
+    append_audit(repo, "restore", done, entry.id)
+    journal.end(repo)
+    return done
 
 
-def _audit_records(repo: Path) -> list[dict[str, Any]]:
-    log = repo / AUDIT_LOG
-    return [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
-
-
-def _restored_runs(records: list[dict[str, Any]]) -> set[str]:
-    """Run ids whose last prune was restored since."""
-    undone: set[str] = set()
-    for r in records:  # in order: a run pruned again after its restore is live again
-        if r["action"] == "restore":
-            undone.add(r["run_id"])
+def _undone_tags(
+    fv: Any, record: dict[str, Any], undone: set[str]
+) -> tuple[Any, list[str], dict[str, str]]:
+    """(the view without the prune's marks, the tags taken off, the tags set back to an earlier
+    run's value). Only tags that still hold this run's id are touched: a later prune's stay."""
+    run_id, view = record["run_id"], fv.name
+    previous = record["previous"]["tags"][view]
+    ours = {deprecation_tag(f) for f in record["deprecate"].get(view, [])} | {LAST_RUN}
+    removed, reset = [], {}
+    for key in sorted(ours):
+        if fv.tags.get(key) != run_id:
+            continue  # gone already, or a later prune marked it since: that mark stays
+        before = previous.get(key)
+        if before is None or before in undone:  # nothing, or a prune restored since
+            fv.tags.pop(key)
+            removed.append(key)
         else:
-            undone.discard(r["run_id"])
-    return undone
-
-
-def _is_live(repo: Path, run_id: str) -> bool:
-    """Whether prune ``run_id`` is applied to the repo's registry (and not restored since)."""
-    records = _audit_records(repo)
-    pruned = any(r["action"] == "prune" and r["run_id"] == run_id for r in records)
-    return pruned and run_id not in _restored_runs(records)
-
-
-def _find_prune(repo: Path, run_id: str) -> tuple[dict[str, Any], set[str]]:
-    """The audit record of prune ``run_id``, and the run ids restored since they were pruned."""
-    records = _audit_records(repo)
-    prunes = [r for r in records if r["action"] == "prune" and r["run_id"] == run_id]
-    if not prunes:
-        known = sorted({r["run_id"] for r in records if r["action"] == "prune"})
-        raise UnknownRunIdError(run_id, str(repo / AUDIT_LOG), known)
-    return dict(prunes[-1]), _restored_runs(records)
-
-
-def _audit(repo: Path, action: str, plan: PrunePlan | dict[str, Any]) -> None:
-    record = asdict(plan) if isinstance(plan, PrunePlan) else dict(plan)
-    record.update(
-        action=action,
-        user=getpass.getuser(),
-        at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-    )
-    with (repo / AUDIT_LOG).open("a") as log:
-        log.write(json.dumps(record) + "\n")
+            fv.tags[key] = before
+            reset[key] = before
+    return fv, removed, reset
 
 
 def check(repo: str) -> list[str]:
-    """Where the registry and the repo's overlay disagree on cae-ray's marks (empty: agree)."""
+    """Where the registry and the repo's overlay disagree on cae-ray's marks (empty: agree).
+    An interrupted prune or restore is finished or rolled back first (and said so)."""
     store = open_store(repo)
+    if journal.pending(Path(repo)) is not None:
+        check_writable(Path(repo), store)
+        with repo_lock(Path(repo)):
+            recover(Path(repo), store)
+        store = open_store(repo)
     overlay = read_overlay(Path(repo))
     problems = []
     for view in store.registry.list_feature_views(store.project):
