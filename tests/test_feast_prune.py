@@ -439,6 +439,13 @@ def in_repo(config: Config, repo: Path) -> Config:
     return validate_config({**config.model_dump(mode="json"), "feast": feast})
 
 
+@pytest.fixture(scope="module")
+def defined_repo(validated_run, tmp_path_factory) -> Path:
+    """One repo defined in Python over the data of the run's repo; each test below leaves its
+    registry as it found it (they assert so), so they share it."""
+    return make_definitions_repo(tmp_path_factory.mktemp("defined"), validated_run[2])
+
+
 def clean(plan_output: str) -> bool:
     return "No changes to registry" in plan_output
 
@@ -446,10 +453,10 @@ def clean(plan_output: str) -> bool:
 @pytest.mark.parametrize("validated_run", ["file"], indirect=True)  # a repo defined in Python
 @pytest.mark.parametrize("point", list(KILL_AFTER))
 def test_a_prune_killed_after_each_step_is_finished_or_rolled_back(
-    validated_run, tmp_path, point: str
+    validated_run, defined_repo, tmp_path, point: str
 ) -> None:
     config, run, data = validated_run
-    repo = make_definitions_repo(tmp_path / point, data)
+    repo = defined_repo
     defined = FeastRepo(repo, data.entities, data.n_drivers)
     config = in_repo(config, repo)
     before = registry_state(defined)
@@ -491,10 +498,10 @@ def test_a_prune_killed_after_each_step_is_finished_or_rolled_back(
 
 @pytest.mark.parametrize("validated_run", ["file"], indirect=True)
 def test_a_restore_killed_half_way_is_rolled_back_to_the_pruned_state(
-    validated_run, tmp_path
+    validated_run, defined_repo, tmp_path
 ) -> None:
     config, run, data = validated_run
-    repo = make_definitions_repo(tmp_path, data)
+    repo = defined_repo
     defined = FeastRepo(repo, data.entities, data.n_drivers)
     config = in_repo(config, repo)
     before = registry_state(defined)
