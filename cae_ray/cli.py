@@ -209,9 +209,7 @@ def validate(config: Path, run_dir: RunDir) -> None:
 
     try:
         cfg = load_config(config)
-        result = _with_progress(
-            "validate", cfg, lambda on_epoch: validate_step(cfg, run_dir, on_epoch)
-        )
+        result = _with_progress("validate", cfg, lambda _: validate_step(cfg, run_dir))
     except CaeRayError as e:
         raise _fail(e) from e
     table = Table(
@@ -224,12 +222,22 @@ def validate(config: Path, run_dir: RunDir) -> None:
         f"baseline ({baseline['source']})", f"{result['n_features']:,}", f"{baseline['value']:.4f}"
     )
     table.add_row("selected", f"{result['k']:,}", f"{result['selected']['value']:.4f}")
+    if result["reference"] is not None:
+        reference = f"{result['reference']['value']:.4f}"
+        table.add_row("stock reference (all features)", f"{result['n_features']:,}", reference)
     console.print(table)
     low, high, level = (result["interval"][key] for key in ("low", "high", "confidence"))
     console.print(
         f"selected - baseline: {result['difference']:+.4f}, "
         f"{100 * level:.0f}% interval [{low:+.4f}, {high:+.4f}]"
     )
+    check = result.get("baseline_check") or {}
+    if check.get("weak") and not check.get("required"):
+        console.print(
+            f"[yellow]Warning:[/] {check['reason']} Any selection may seem to match a weak "
+            "baseline: choose a stronger validation.model (gbdt).",
+            highlight=False,
+        )
     verdict = "[bold green]PASSED[/]" if result["passed"] else "[bold red]FAILED[/]"
     console.print(f"{verdict}: {result['reason']} Written: {run_dir / 'validation.json'}")
     if not result["passed"]:

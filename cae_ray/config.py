@@ -88,7 +88,7 @@ class SelectorConfig(Section):
     beside the search's picks (alone and in interaction with each), and run a second, small
     search over the search's features and as many best-scored ones, on an in-memory sample.
     Finds features whose signal is only in combination, which a search over many thousands of
-    columns misses. `null`: on above 2,048 features."""
+    columns misses. `null`: on above 1,000 features."""
 
     convergence_threshold: float = Field(0.998, gt=0, le=1)
     """Converged when the mean over selector rows of the largest selection probability reaches
@@ -258,7 +258,43 @@ class ValidationConfig(Section):
     """Train both models with this many seeds and average, for a steadier comparison."""
 
     epochs: int = Field(30, ge=1)
-    """Training budget of each validation model (baseline and selected get the same)."""
+    """`model: mlp` only: the most epochs per weight decay on its path; each fit stops early on
+    held-out training rows well before, as a rule (baseline and selected get the same)."""
+
+    model: str = "auto"
+    """The model the gate fits, the same one on all features (the baseline) and on the K
+    selected, with the same seeds. `gbdt`: gradient-boosted trees (scikit-learn's
+    HistGradientBoosting when the table fits in memory, else XGBoost through Ray Train, extra
+    `cae-ray[xgboost]`); `mlp`: the selector's head shape, its epochs and input-column weight
+    decay chosen on held-out training rows (cae_ray.gate_mlp); or the import
+    path of any scikit-learn estimator (`sklearn.linear_model.LogisticRegression`,
+    `lightgbm.LGBMClassifier`, ...) with `model_params`. `auto`: gbdt for classification and
+    regression (a strong learner on tables with little tuning), and for reconstruction the
+    linear reconstruction against principal components (no model is trained)."""
+
+    model_params: dict[str, Any] = Field(default_factory=dict)
+    """Keyword arguments of the model: `gbdt` in memory, of HistGradientBoosting* (`max_iter`,
+    `learning_rate`, ...); `gbdt` on Ray, of `xgboost.train` (`num_boost_round`, `max_depth`,
+    `eta`, ...); `mlp`: `hidden`, `max_epochs`, `learning_rate`, `batch_size`, `patience`; an
+    import path, of that class."""
+
+    baseline_slack: float = Field(0.02, ge=0)
+    """How far the baseline may trail a stock reference on all features (HistGradientBoosting
+    with default parameters), in the metric's units, before the run says the baseline is weak:
+    a weak baseline makes almost any selection "match" it."""
+
+    require_fair_baseline: bool | None = None
+    """Fail the gate when the baseline is weak (see `baseline_slack`). `null`: true when
+    `feast.prune: apply` (features are deleted on the gate's word), else false."""
+
+    @model_validator(mode="after")
+    def _a_model_name(self) -> ValidationConfig:
+        if self.model not in ("auto", "mlp", "gbdt") and "." not in self.model:
+            raise ValueError(
+                f"model={self.model!r}: use auto, gbdt, mlp, or the import path of a "
+                "scikit-learn estimator (e.g. sklearn.linear_model.LogisticRegression)"
+            )
+        return self
 
 
 class FeastConfig(Section):
@@ -353,6 +389,14 @@ class Config(Section):
 
     feast: FeastConfig | None = None
     """The Feast feature repo to export training data from (`cae-ray export`)."""
+
+    @property
+    def fair_baseline_required(self) -> bool:
+        """Whether a weak baseline fails the gate (``validation.require_fair_baseline``)."""
+        required = self.validation.require_fair_baseline
+        if required is not None:
+            return required
+        return self.feast is not None and self.feast.prune == "apply"
 
 
 # --- loading -----------------------------------------------------------------------------------

@@ -53,7 +53,7 @@ class RunDisplay:
             TimeElapsedColumn(),
             console=console,
         )
-        self.epochs = {"select": config.training.epochs, "validate": config.validation.epochs}
+        self.epochs = {"select": config.training.epochs}
         self.rows: dict[str, TaskID] = {}
 
     def __enter__(self) -> RunDisplay:
@@ -99,14 +99,10 @@ class RunDisplay:
             self.progress.update(self.rows[step], completed=done, total=total, status=status)
             return
         row, epoch = self.rows[step], int(record["epoch"]) + 1
-        if "losses" in record:  # the validation models: one loss per model
-            losses = "  ".join(f"{loss:.3f}" for loss in record["losses"][:2])
-            text = f"epoch {epoch}/{self.epochs[step]}  losses {losses}"
-        else:
-            text = (
-                f"epoch {epoch}/{self.epochs[step]}  loss {record['loss']:.4f}  "
-                f"mean max prob {record['mean_max']:.3f}"
-            )
+        text = (
+            f"epoch {epoch}/{self.epochs[step]}  loss {record['loss']:.4f}  "
+            f"mean max prob {record['mean_max']:.3f}"
+        )
         self.progress.update(row, completed=epoch, status=text)
 
 

@@ -26,7 +26,7 @@ import pyarrow.dataset as pads
 import pyarrow.fs as pafs
 
 from cae_ray.artifacts import digest
-from cae_ray.batches import FEATURES, TARGET, pack
+from cae_ray.batches import FEATURES, TARGET, pack, unpack
 from cae_ray.config import AllNumericExcept, DataConfig
 from cae_ray.errors import (
     DatasetNotFoundError,
@@ -366,3 +366,23 @@ def write_packed(
 
 def pq_count(path: Path) -> int:
     return int(pads.dataset(str(path), format="parquet").count_rows())
+
+
+def read_split(
+    path: Path, n_features: int, limit: int | None = None
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """A packed split in memory, in file order: (features, target or None), at most ``limit``
+    rows (the split's rows are in hashed order, so its first rows are a random sample)."""
+    import pyarrow.parquet as pq
+
+    tables, rows = [], 0
+    for file in sorted(path.glob("*.parquet")):
+        table = pq.read_table(file)
+        tables.append(table)
+        rows += table.num_rows
+        if limit is not None and rows >= limit:
+            break
+    table = pa.concat_tables(tables).slice(0, limit)
+    x = unpack(table[FEATURES], n_features)
+    y = table[TARGET].to_numpy() if TARGET in table.column_names else None
+    return x, y

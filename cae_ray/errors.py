@@ -375,6 +375,55 @@ class InvalidBootstrapError(InvalidInputError):
         )
 
 
+class ValidationModelError(CaeRayError):
+    """``validation.model`` cannot be made into a model for this task."""
+
+    exit_code = EXIT_CONFIG
+
+    def __init__(self, model: str, problem: str, fix: str) -> None:
+        self.model = model
+        super().__init__(f"validation.model {model!r}: {problem}. Fix: {fix}.")
+
+
+class MissingExtraError(CaeRayError):
+    """A setting needs a Python package that is an extra of cae-ray, not installed here."""
+
+    exit_code = EXIT_CONFIG
+
+    def __init__(self, setting: str, package: str, extra: str) -> None:
+        self.package, self.extra = package, extra
+        super().__init__(
+            f"{setting} needs the Python package {package!r}, which is not installed here. "
+            f"Fix: pip install 'cae-ray[{extra}]'."
+        )
+
+
+class ModelFitError(CaeRayError):
+    """The validation model failed while fitting or predicting: the gate has no verdict."""
+
+    def __init__(self, model: str, which: str, reason: str) -> None:
+        self.model = model
+        super().__init__(
+            f"validation.model {model!r} failed on the {which}: {reason}. Nothing was pruned. "
+            "Fix: check validation.model_params, or choose another validation.model."
+        )
+
+
+class WeakBaselineError(CaeRayError):
+    """The gate's baseline trails a stock model on all features by more than the slack."""
+
+    exit_code = EXIT_GATE
+
+    def __init__(self, run_dir: str, reason: str) -> None:
+        self.run_dir, self.reason = run_dir, reason
+        super().__init__(
+            f"{reason} A selection that matches a weak baseline may be far from the best all "
+            "features can do, so nothing was pruned. Fix: choose a stronger validation.model "
+            "(gbdt), give it model_params, or set validation.require_fair_baseline: false to "
+            "accept this baseline."
+        )
+
+
 class NoSelectionError(CaeRayError):
     """Validation (or pruning) was asked for, but the run dir holds no selection."""
 

@@ -2,8 +2,7 @@
 
 All three share one shape, the IP-CAE paper's decoder: per hidden layer Linear, LayerNorm,
 LeakyReLU(0.2), Dropout; then a Linear to the outputs. Only the output size and the loss differ.
-The validation gate trains the same heads without a selector, several side by side
-(:class:`HeadSet`).
+The validation gate's ``mlp`` fits the same head without a selector (:mod:`cae_ray.gate_mlp`).
 
 ``k`` is always the user's K. A supervised search trains more selector rows than that
 (:func:`search_rows`, decided here and nowhere else) and keeps the k the head relies on most
@@ -158,32 +157,3 @@ def search_selection(
         return selection.indices, probs, selection.collisions
     keep = rows_by_importance(model.cpu(), task, x, y, selection.indices)[:k]
     return selection.indices[keep], probs[keep], selection.collisions
-
-
-class HeadSet(nn.Module):
-    """Independent heads, one per (input columns, seed), trained side by side on the same
-    batches (:class:`cae_ray.loop.HeadsObjective`): the validation gate's baseline and selected
-    models. ``column_sets[i]`` are head i's input columns; None: all features."""
-
-    def __init__(
-        self,
-        config: HeadConfig,
-        n_features: int,
-        n_outputs: int,
-        column_sets: list[list[int] | None],
-        seeds: list[int],
-    ) -> None:
-        super().__init__()
-        heads = []
-        for columns, seed in zip(column_sets, seeds, strict=True):
-            torch.manual_seed(seed)
-            width = n_features if columns is None else len(columns)
-            heads.append(build_head(config, width, n_outputs))
-        self.heads = nn.ModuleList(heads)
-        self.columns = [None if c is None else torch.tensor(c) for c in column_sets]
-
-    def forward(self, x: Tensor) -> list[Tensor]:
-        return [
-            head(x if columns is None else x[:, columns.to(x.device)])
-            for head, columns in zip(self.heads, self.columns, strict=True)
-        ]

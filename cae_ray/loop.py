@@ -1,11 +1,11 @@
 """THE training loop, pure PyTorch over any iterable of (x, y) batches.
 
 :func:`fit` runs epochs of :func:`train_epoch` for an *objective*: the selector's
-(:class:`SelectionObjective`: annealed temperature, stop at convergence) or the validation
-heads' (:class:`HeadsObjective`). The in-memory estimator and cae_ray.refine feed it tensors
-through :func:`fit_in_memory`; the Ray worker (:mod:`cae_ray.training`) feeds it its dataset
-shard and adds checkpoints and reporting through ``on_epoch_end``, for the selector and the
-validation heads alike. There is no second copy.
+(:class:`SelectionObjective`: annealed temperature, stop at convergence) or a model's with
+early stopping on held-out rows (:class:`HeldOutObjective`: the validation gate's ``mlp``,
+:mod:`cae_ray.gate_mlp`). The in-memory estimator and cae_ray.refine feed it tensors through
+:func:`fit_in_memory`; the Ray worker (:mod:`cae_ray.training`) feeds it its dataset shard
+and adds checkpoints and reporting through ``on_epoch_end``. There is no second copy.
 """
 
 from __future__ import annotations
@@ -53,20 +53,22 @@ class EpochRecord:
 
 
 @dataclass(frozen=True)
-class HeadsRecord:
-    """Metrics of one finished epoch of independent heads trained side by side."""
+class HeldOutRecord:
+    """One finished epoch of a model trained with early stopping on held-out rows."""
 
     epoch: int
     step: int
-    losses: list[float]
-    """Each head's mean training loss over the epoch's rows."""
+    loss: float
+    """Mean training loss over the epoch's rows."""
+    held_out_loss: float
+    """The loss on the held-out rows after the epoch."""
     seconds: float
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
-R = TypeVar("R", EpochRecord, HeadsRecord)
+R = TypeVar("R", EpochRecord, HeldOutRecord)
 
 
 class Objective(Protocol[R]):
@@ -76,7 +78,7 @@ class Objective(Protocol[R]):
     early_stop: bool
 
     def loss_at(self, model: nn.Module, x: Tensor, y: Tensor | None, step: int) -> Tensor:
-        """The batch's loss: a scalar, or one per independent model (their sum is minimised)."""
+        """The batch's loss, a scalar."""
         ...
 
     def epoch_done(
@@ -111,8 +113,7 @@ def train_epoch(
 ) -> tuple[Tensor, int]:
     """One pass over ``batches``; returns (mean loss over rows, global step after the pass).
 
-    ``loss_at(x, y, step)`` runs the model and returns its loss: a scalar, or one loss per
-    independent model (validation trains several heads at once; their sum is minimised).
+    ``loss_at(x, y, step)`` runs the model and returns its (scalar) loss.
     """
     model.train()
     total = torch.zeros((), device=device)
@@ -123,7 +124,7 @@ def train_epoch(
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast_bf16):
             loss = loss_at(x, y, step)
         optimizer.zero_grad(set_to_none=True)
-        loss.sum().backward()
+        loss.backward()
         optimizer.step()
         # Accumulate on the device: a .item() per step would synchronise every step.
         total = total + loss.detach().float() * x.shape[0]
@@ -228,27 +229,41 @@ class SelectionObjective:
         return record.mean_max >= self.threshold
 
 
-class HeadsObjective:
-    """Independent heads side by side (:class:`cae_ray.heads.HeadSet`): the sum of their losses
-    trains each exactly as if alone, while the data is read once for all of them."""
+class HeldOutObjective:
+    """The task's loss, watched on held-out rows after each epoch: stops once ``patience``
+    epochs in a row bring no new best, and keeps the best epoch's weights (``best_state``)."""
 
-    early_stop = False
+    early_stop = True
 
-    def __init__(self, task: ResolvedTask, epochs: int) -> None:
-        self.task, self.epochs = task, epochs
+    def __init__(
+        self, task: ResolvedTask, epochs: int, held_out: tuple[Tensor, Tensor], patience: int
+    ) -> None:
+        self.task, self.epochs, self.held_out, self.patience = task, epochs, held_out, patience
+        self.best_loss, self.best_epoch = math.inf, -1
+        self.best_state: dict[str, Tensor] = {}
+        self.history: list[HeldOutRecord] = []
 
     def loss_at(self, model: nn.Module, x: Tensor, y: Tensor | None, step: int) -> Tensor:
-        return torch.stack([task_loss(self.task, out, x, y) for out in model(x)])
+        return task_loss(self.task, model(x), x, y)
 
+    @torch.no_grad()
     def epoch_done(
         self, model: nn.Module, epoch: int, step: int, loss: Tensor, seconds: float
-    ) -> HeadsRecord:
-        record = HeadsRecord(epoch, step, loss.reshape(-1).tolist(), seconds)
-        logger.info("validation epoch %d: losses %s", epoch, record.losses)
+    ) -> HeldOutRecord:
+        x, y = self.held_out
+        model.eval()
+        held_out = float(task_loss(self.task, model(x), x, y))
+        if not math.isfinite(held_out):
+            raise TrainingDivergedError(epoch, held_out)
+        if held_out < self.best_loss - 1e-4 * abs(self.best_loss) or self.best_epoch < 0:
+            self.best_loss, self.best_epoch = held_out, epoch
+            self.best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        record = HeldOutRecord(epoch, step, float(loss), held_out, seconds)
+        self.history.append(record)
         return record
 
-    def converged(self, record: HeadsRecord) -> bool:
-        return False
+    def converged(self, record: HeldOutRecord) -> bool:
+        return record.epoch - self.best_epoch >= self.patience
 
 
 def fit_in_memory(

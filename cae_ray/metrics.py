@@ -213,6 +213,34 @@ def paired_bootstrap(
     return Interval(float(low), float(high), estimate)
 
 
+def value_intervals(
+    scorers: dict[str, Callable[[Indices], float]],
+    n_rows: int,
+    resamples: int,
+    seed: int,
+    confidence: float,
+) -> dict[str, Interval]:
+    """Each scorer's value on all rows, with a bootstrap interval at ``confidence`` (the same
+    resamples for all of them)."""
+    everything = np.arange(n_rows)
+    estimates = {name: float(score(everything)) for name, score in scorers.items()}
+    if resamples == 0:
+        return {name: Interval(value, value, value) for name, value in estimates.items()}
+    rng = np.random.default_rng(seed)
+    values = {name: np.empty(resamples) for name in scorers}
+    for r in range(resamples):
+        rows = rng.integers(0, n_rows, size=n_rows)
+        for name, score in scorers.items():
+            values[name][r] = score(rows)
+    tail = 100 * (1 - confidence) / 2
+    intervals = {}
+    for name, drawn in values.items():
+        finite = drawn[np.isfinite(drawn)]
+        low, high = np.percentile(finite, [tail, 100 - tail]) if finite.size else (np.nan, np.nan)
+        intervals[name] = Interval(float(low), float(high), estimates[name])
+    return intervals
+
+
 @dataclass(frozen=True)
 class Verdict:
     passed: bool

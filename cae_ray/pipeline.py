@@ -23,7 +23,7 @@ from typing import Any
 
 from cae_ray.artifacts import RUN_RECORD, STEP_ARTIFACTS, RunDir, config_hash
 from cae_ray.config import Config
-from cae_ray.errors import ValidationGateFailedError
+from cae_ray.errors import ValidationGateFailedError, WeakBaselineError
 from cae_ray.feast.errors import MissingFeastConfigError
 from cae_ray.progress import OnProgress, StepEvent, step_summary
 from cae_ray.version import __version__
@@ -41,7 +41,7 @@ def run(config: Config, run_dir: RunDirLike, on_event: OnEvent | None = None) ->
     steps.run("export", lambda: export(config, where, steps.rows("export")), _no_export(config))
     steps.run("prepare", lambda: prepare(config, where))
     steps.run("select", lambda: select(config, where, steps.epochs("select")))
-    gate = steps.run("validate", lambda: validate(config, where, steps.epochs("validate")))
+    gate = steps.run("validate", lambda: validate(config, where))
     apply = config.feast is not None and config.feast.prune == "apply"
     steps.run("prune", lambda: prune(config, where, apply=apply), _no_prune(config, gate))
     steps.run("report", lambda: report(config, where))
@@ -78,13 +78,11 @@ def select(
     return select_step(config, _writable(run_dir), on_epoch)
 
 
-def validate(
-    config: Config, run_dir: RunDirLike, on_epoch: OnProgress | None = None
-) -> dict[str, Any]:
+def validate(config: Config, run_dir: RunDirLike) -> dict[str, Any]:
     """The validation gate on the selection in the run dir (:mod:`cae_ray.validation`)."""
     from cae_ray.validation import validate as validate_step
 
-    return validate_step(config, _writable(run_dir), on_epoch)
+    return validate_step(config, _writable(run_dir))
 
 
 def prune(
@@ -200,6 +198,9 @@ class RunRecord:
         self.record["status"] = "succeeded" if passed else "gate_failed"
         self.run_dir.write_json(RUN_RECORD, self.record)
         if gate is not None and not passed:
+            check = gate.get("baseline_check") or {}
+            if check.get("weak") and check.get("required"):
+                raise WeakBaselineError(str(self.run_dir), gate["reason"])
             raise ValidationGateFailedError(str(self.run_dir), gate["reason"])
         return self.record
 

@@ -114,8 +114,12 @@ def training_figure(run: Run) -> Figure | None:
     history = run.selection.get("history") or []
     if not history:
         return None
-    heads = (run.validation or {}).get("history") or []
-    fig, axes = _figure(13, 3, 4 if heads else 3)
+    fits = {
+        which: runs[0]["held_out_curve"]
+        for which, runs in ((run.validation or {}).get("fits") or {}).items()
+        if which != "reference" and runs and runs[0]["held_out_curve"]
+    }
+    fig, axes = _figure(13, 3, 4 if fits else 3)
     epochs = [r["epoch"] + 1 for r in history]
     axes[0].plot(epochs, [r["loss"] for r in history], color=BLUE)
     axes[0].set(title="selector training loss", xlabel="epoch")
@@ -131,22 +135,25 @@ def training_figure(run: Run) -> Figure | None:
     axes[2].plot(epochs, [r["min_max"] for r in history], color=BLUE, ls=":", label="least sure")
     axes[2].set(title="max selection probability", xlabel="epoch", ylim=(0, 1.03))
     axes[2].legend(frameon=False, loc="upper left")
-    if heads:
-        _head_losses(axes[3], heads, int((run.validation or {}).get("repeats", 1)))
+    if fits:
+        _held_out_curves(axes[3], fits)
     for ax in axes:
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     return fig
 
 
-def _head_losses(ax: Axes, heads: list[Json], repeats: int) -> None:
-    """Validation heads: baseline heads come first in each record, the selected ones last."""
-    epochs = [r["epoch"] + 1 for r in heads]
-    n_heads = len(heads[0]["losses"])
-    first = {0: "all features", n_heads - repeats: "selected features"}  # one legend entry each
-    for i in range(n_heads):
-        color = BLUE if i >= n_heads - repeats else GREY
-        ax.plot(epochs, [r["losses"][i] for r in heads], color=color, label=first.get(i))
-    ax.set(title="validation heads' loss", xlabel="epoch")
+def _held_out_curves(ax: Axes, fits: dict[str, list[Json]]) -> None:
+    """The gate's models' loss on held-out training rows as they trained (the first repeat):
+    epochs along the decay path for ``mlp``, boosting iterations for the trees."""
+    colors = {"selected features": BLUE, "all features": GREY, "reference": INK}
+    for which, curve in fits.items():
+        values = [point["held_out_loss"] for point in curve]
+        style = ":" if which == "reference" else "-"
+        ax.plot(
+            range(1, len(values) + 1), values, color=colors.get(which, GREY), ls=style, label=which
+        )
+    unit = "epoch" if any("decay" in curve[0] for curve in fits.values()) else "iteration"
+    ax.set(title="held-out loss while fitting", xlabel=f"{unit} (all, in order)")
     ax.legend(frameon=False)
 
 
@@ -359,15 +366,59 @@ def _validation(v: Json | None) -> Json | None:
     if v is None:
         return None
     i, allowed = v["interval"], float(v["allowed_loss"])
+    model = v.get("model") or {}
     rows = [
-        ("baseline", f"{v['baseline']['value']:.4g} ({v['baseline']['source']})"),
-        ("selected", f"{v['selected']['value']:.4g}"),
+        ("model", f"{model.get('name', '?')} {model.get('params') or ''}".strip()),
+        (
+            "baseline",
+            f"{v['baseline']['value']:.4g}{_ends(v['baseline'])} ({v['baseline']['source']})",
+        ),
+        ("selected", f"{v['selected']['value']:.4g}{_ends(v['selected'])}"),
         ("difference", f"{v['difference']:+.4g}"),
         (f"{100 * i['confidence']:.3g}% interval", f"{i['low']:+.4g} to {i['high']:+.4g}"),
         ("allowed loss", f"{allowed:.4g}"),
         ("rows", f"{_num(v.get('validation_rows'))} validation, {v.get('repeats', 1)} repeat(s)"),
     ]
+    chosen = _chosen(v.get("fits") or {})
+    if chosen:
+        rows.insert(1, ("chosen on held-out rows", chosen))
+    reference, check = v.get("reference"), v.get("baseline_check")
+    if reference and check:
+        strength = "WEAK: " if check["weak"] else ""
+        rows.insert(
+            3,
+            ("reference", f"{reference['value']:.4g}{_ends(reference)} (stock gbdt, all features)"),
+        )
+        rows.insert(
+            4,
+            (
+                "baseline strength",
+                f"{strength}trails the reference by {check['trails_by']:+.4g} "
+                f"(slack {check['slack']:.4g})",
+            ),
+        )
     return {"metric": str(v["metric"]), "rows": rows}
+
+
+def _chosen(fits: Json) -> str:
+    """What the held-out training rows decided for each model (first repeat), in short."""
+    parts = []
+    for which in ("all features", "selected features"):
+        choice = (fits.get(which) or [{}])[0].get("chosen") or {}
+        if choice:
+            said = ", ".join(
+                f"{key.replace('_', ' ')} {_num(value, '.3g' if isinstance(value, float) else ',')}"
+                for key, value in choice.items()
+            )
+            parts.append(f"{which}: {said}")
+    return "; ".join(parts)
+
+
+def _ends(value: Json) -> str:
+    """`` [low, high]`` of a recorded value's interval, when it has one."""
+    if "low" not in value:
+        return ""
+    return f" [{value['low']:.4g}, {value['high']:.4g}]"
 
 
 def _prune(p: Json | None) -> Json | None:

@@ -1,10 +1,9 @@
 """Training on Ray Train (V2): the one per-worker function and the TorchTrainer driver.
 
-The selector (``select``) and the validation heads (``validate``) train through the same
-:func:`train_loop_per_worker`: each worker rebuilds the typed config from a plain dict, reads
-its shard of the packed training data, and runs THE loop (:mod:`cae_ray.loop`); around it this
-module adds only what a cluster needs: DDP, a checkpoint per report, resume from the latest
-checkpoint, and metric reports.
+The selector (``select``) trains through :func:`train_loop_per_worker`: each worker rebuilds
+the typed config from a plain dict, reads its shard of the packed training data, and runs THE
+loop (:mod:`cae_ray.loop`); around it this module adds only what a cluster needs: DDP, a
+checkpoint per report, resume from the latest checkpoint, and metric reports.
 """
 
 from __future__ import annotations
@@ -15,7 +14,7 @@ import os
 import pickle
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -27,8 +26,8 @@ from cae_ray.artifacts import replacing
 from cae_ray.batches import ShuffledWindows
 from cae_ray.config import Config
 from cae_ray.errors import CaeRayError, CheckpointRejectedError
-from cae_ray.heads import HeadSet, SelectorModel, build_model, build_optimizer
-from cae_ray.loop import Batch, HeadsObjective, Objective, SelectionObjective, fit
+from cae_ray.heads import SelectorModel, build_model, build_optimizer
+from cae_ray.loop import Batch, SelectionObjective, fit
 from cae_ray.progress import OnProgress, watching_progress, write_progress
 from cae_ray.targets import ResolvedTask
 
@@ -40,27 +39,21 @@ PROGRESS_FILE = "progress.json"
 
 @dataclass(frozen=True)
 class TrainSpec:
-    """What a worker needs besides the config: shapes and sizes, never data. Without
-    ``column_sets`` it trains the selector; with them, the validation heads."""
+    """What a worker needs besides the config: shapes and sizes, never data."""
 
     n_features: int
     task: ResolvedTask
     n_outputs: int
     n_train_rows: int
     threads: int
-    column_sets: list[list[int] | None] | None = None
-    """Validation: each head's input columns (None: all features, the baseline)."""
-    seeds: list[int] | None = None
-    """Validation: each head's initialisation seed."""
 
 
 # --- on each worker -----------------------------------------------------------------------------
 
 
 def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
-    """THE per-worker function, for the selector and the validation heads alike: DDP, resume
-    from the latest checkpoint, this worker's shard, :func:`cae_ray.loop.fit`, a checkpoint
-    with each report."""
+    """THE per-worker function of the selector: DDP, resume from the latest checkpoint, this
+    worker's shard, :func:`cae_ray.loop.fit`, a checkpoint with each report."""
     import ray.train
     import ray.train.torch
 
@@ -70,9 +63,9 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     rank, world = context.get_world_rank(), context.get_world_size()
     torch.set_num_threads(spec.threads)
 
-    inner, make_optimizer, objective = _what_to_train(config, spec, world)
+    inner, objective = _selector(config, spec, world)
     model = ray.train.torch.prepare_model(inner)
-    optimizer = make_optimizer(inner)
+    optimizer = build_optimizer(inner, config, spec.task)
     local_dir, run = loop_config.get("local_checkpoint_dir"), loop_config["run"]
     start_epoch, step, history = restore(inner, optimizer, local_dir, run)
     reporter = EpochReporter(
@@ -101,32 +94,19 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     reporter.finish()
 
 
-def _what_to_train(
+def _selector(
     config: Config, spec: TrainSpec, world: int
-) -> tuple[nn.Module, Callable[[nn.Module], torch.optim.Optimizer], Objective[Any]]:
-    """(the model, how to make its optimizer, its objective): the selector, or the heads."""
-    if spec.column_sets is None:
-        torch.manual_seed(config.training.seed)  # identical initial weights on every rank
-        model = build_model(config, spec.n_features, spec.task, spec.n_outputs)
-        rows_per_worker = max(spec.n_train_rows // max(world, 1), 1)
-        steps_per_epoch = math.ceil(rows_per_worker / config.training.batch_size)
-        objective: Objective[Any] = SelectionObjective(config, spec.task, steps_per_epoch)
-        return model, lambda m: build_optimizer(m, config, spec.task), objective
-    assert spec.seeds is not None
-    heads = HeadSet(config.head, spec.n_features, spec.n_outputs, spec.column_sets, spec.seeds)
-    learning_rate = config.training.learning_rate
-
-    def plain_adam(m: nn.Module) -> torch.optim.Optimizer:
-        # Plain Adam: the head's weight decay is a selection-time device (see HeadConfig).
-        return torch.optim.Adam(m.parameters(), lr=learning_rate)
-
-    return heads, plain_adam, HeadsObjective(spec.task, config.validation.epochs)
+) -> tuple[SelectorModel, SelectionObjective]:
+    """The selector model, with the same initial weights on every rank, and its objective."""
+    torch.manual_seed(config.training.seed)
+    model = build_model(config, spec.n_features, spec.task, spec.n_outputs)
+    rows_per_worker = max(spec.n_train_rows // max(world, 1), 1)
+    steps_per_epoch = math.ceil(rows_per_worker / config.training.batch_size)
+    return model, SelectionObjective(config, spec.task, steps_per_epoch)
 
 
 def averaged_over_ranks(record: dict[str, Any]) -> dict[str, Any]:
-    """An epoch record with its losses averaged over workers (each saw only its shard)."""
-    if "losses" in record:
-        return {**record, "losses": [mean_over_ranks(loss) for loss in record["losses"]]}
+    """An epoch record with its loss averaged over workers (each saw only its shard)."""
     return {**record, "loss": mean_over_ranks(record["loss"])}
 
 
@@ -314,22 +294,6 @@ def train_selector(
         converged=history[-1]["mean_max"] >= config.selector.convergence_threshold,
         resumed_from_epoch=int(metrics.get("start_epoch", 0)),
     )
-
-
-def train_heads(
-    config: Config,
-    spec: TrainSpec,
-    train_data: Any,
-    storage: Path,
-    name: str,
-    on_progress: OnProgress | None = None,
-) -> tuple[HeadSet, list[dict[str, Any]]]:
-    """Train the validation heads of ``spec``; (the trained heads, their epoch history)."""
-    assert spec.column_sets is not None and spec.seeds is not None
-    state, _ = run_on_ray(config, spec, train_data, storage, name, on_progress)
-    heads = HeadSet(config.head, spec.n_features, spec.n_outputs, spec.column_sets, spec.seeds)
-    heads.load_state_dict(state["model"])
-    return heads.eval(), state["history"]
 
 
 def run_on_ray(

@@ -3,27 +3,28 @@
     validate(config, run) -> RUN_DIR/validation.json
 
 The flow: check that ``selection.json`` is the selection this config made and was not edited
-(:func:`cae_ray.artifacts.checked_selection`); train a *baseline* head on all features and a
-*selected* head on the K selected ones, from scratch, side by side on the same batches (same
-head, budget and seeds), through the same Ray Train worker function and loop as the selector
-(:func:`cae_ray.training.train_heads`); score both on the held-out split; put a paired
-bootstrap interval on the difference; and pass only when even the pessimistic end of it is
-within the tolerance (:mod:`cae_ray.metrics`). Without a target there is nothing to train: the
-selected columns' linear reconstruction of all features is compared with the top-K principal
-components.
+(:func:`cae_ray.artifacts.checked_selection`); fit the same model (``validation.model``:
+gradient-boosted trees by default, the fair ``mlp`` of :mod:`cae_ray.gate_mlp`, or any
+scikit-learn estimator; :mod:`cae_ray.gate_models`) with the same seeds on all features, the
+*baseline*, and on the K selected; score both on the held-out split; put a paired bootstrap
+interval on the difference; and pass only when even the pessimistic end of it is within the
+tolerance (:mod:`cae_ray.metrics`). A stock reference (HistGradientBoosting, default parameters)
+on all features checks that the baseline is not a straw man. Without a target there is nothing
+to fit: the selected columns' linear reconstruction of all features is compared with the top-K
+principal components.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
-from torch import Tensor
 
 from cae_ray.artifacts import (
     RAY_STORAGE,
@@ -35,12 +36,21 @@ from cae_ray.artifacts import (
     checked_selection,
     config_hash,
 )
-from cae_ray.batches import FEATURES, TARGET, unpack
-from cae_ray.cluster import cached, connect, worker_threads
+from cae_ray.batches import FEATURES, unpack
+from cae_ray.cluster import cached, connect
 from cae_ray.config import Config
-from cae_ray.data import read_ordered, rows_per_slice
+from cae_ray.data import read_ordered, read_split
 from cae_ray.errors import TooFewValidationRowsError
-from cae_ray.heads import HeadSet
+from cae_ray.gate_models import (
+    REFERENCE,
+    Fitted,
+    fit_and_predict,
+    gate_model,
+    make_estimator,
+    model_params,
+)
+from cae_ray.gate_xgboost import xgboost_predictions
+from cae_ray.memory import available_memory
 from cae_ray.metrics import (
     MIN_ROWS_FOR_INTERVAL,
     Interval,
@@ -48,34 +58,43 @@ from cae_ray.metrics import (
     default_metric,
     explained_variance,
     gate,
+    higher_is_better,
     linear_reconstruction_rows,
     paired_bootstrap,
     pca_reconstruction_rows,
     per_row_metric,
+    value_intervals,
 )
-from cae_ray.progress import OnProgress
-from cae_ray.targets import ResolvedTask, TargetInfo
-from cae_ray.training import TrainSpec, train_heads
+from cae_ray.targets import TargetInfo
 from cae_ray.version import __version__
 
 logger = logging.getLogger(__name__)
 
 RECONSTRUCTION_ROWS = 20_000
 """Rows of each split used for the (closed-form) reconstruction comparison."""
+IN_MEMORY_COPIES = 3
+"""The train split, its column subset and HistGradientBoosting's binned copy."""
+SAMPLE_ROWS = 200_000
+"""Training rows fitted in memory beside XGBoost on Ray (the reference), and by ``mlp``: its
+capacity is chosen on held-out rows, and a sample this large decides as well as all of them."""
 
 
-def validate(config: Config, run: RunDir, on_epoch: OnProgress | None = None) -> dict[str, Any]:
+def validate(config: Config, run: RunDir) -> dict[str, Any]:
     """Run the gate on the selection in ``run_dir``; write and return ``validation.json``.
 
-    Raises before any training when the selection is missing, edited or stale, the metric does
-    not fit the task, or the validation split is too small; nothing is written then.
-    ``on_epoch(record)`` is called on the driver as the validation models' epochs finish.
+    Raises before any training when the selection is missing, edited or stale, the metric or
+    the model does not fit the task, or the validation split is too small; nothing is written
+    then.
     """
     selection, prepared = checked_selection(config, run)
     target = TargetInfo.from_dict(prepared["target"])
     v = config.validation
     metric = default_metric(target.task) if v.metric == "auto" else v.metric
     check_metric(metric, target.task, len(target.classes) if target.classes else None)
+    model = gate_model(v, target.task)
+    if model != "linear" and not on_ray(config, run, model):
+        # A bad path or bad params: refused before any work (XGBoost's params when it runs).
+        make_estimator(model, model_params(config, model), target.task, config.training.seed)
     n_validation = int(prepared["rows"]["validation"])
     if n_validation < MIN_ROWS_FOR_INTERVAL:
         raise TooFewValidationRowsError(n_validation, MIN_ROWS_FOR_INTERVAL)
@@ -93,24 +112,15 @@ def validate(config: Config, run: RunDir, on_epoch: OnProgress | None = None) ->
     started = time.perf_counter()
     features = prepared["features"]
     selected = [features.index(name) for name in selection["selected_features"]]
-    connect(config)
-    if target.task == "reconstruction":
+    if model == "linear":
+        connect(config)
         scores = _reconstruction_scores(run, config, len(features), selected)
     else:
-        scores = _trained_scores(
-            run,
-            config,
-            target,
-            metric,
-            prepared["rows"],
-            len(features),
-            selected,
-            made_from,
-            on_epoch,
-        )
-    verdict_fields = _decide(config, metric, scores)
+        predictions = _fitted_predictions(run, config, target, model, prepared, selected)
+        scores = _scores(metric, model, predictions, v.baseline)
     result = {
-        **verdict_fields,
+        **_decide(config, metric, scores),
+        "model": {"name": model, "params": model_params(config, model)},
         "task": target.task,
         "k": len(selected),
         "n_features": len(features),
@@ -128,33 +138,98 @@ def validate(config: Config, run: RunDir, on_epoch: OnProgress | None = None) ->
 
 
 @dataclass
+class Predictions:
+    """The validation rows' targets and each model's predictions, in the target's own units:
+    class probabilities (one column per class code) or values."""
+
+    y_true: np.ndarray
+    baseline: list[np.ndarray]
+    """One per repeat; empty when the baseline is a given number."""
+    selected: list[np.ndarray]
+    reference: np.ndarray | None
+    """The stock reference (:data:`cae_ray.gate_models.REFERENCE`) on all features."""
+    fits: dict[str, list[dict[str, Any]]] | None = None
+    """Per model ("all features", "selected features", "reference"), one entry per repeat:
+    its held-out curve and what the held-out rows chose (:class:`cae_ray.gate_models.Fitted`)."""
+
+
+@dataclass
 class Scores:
-    """What the gate needs: a scorer over validation-row indices, and the values on all rows."""
+    """What the gate needs: scorers over validation-row indices, and the values on all rows."""
 
     n_rows: int
     baseline_values: list[float]
     selected_values: list[float]
-    score: Any
+    score: Callable[[np.ndarray], tuple[float, float]]
     """``score(indices) -> (baseline, selected)``, averaged over repeats."""
     baseline_source: str
-    history: list[dict[str, Any]] | None = None
-    """Per-epoch training losses of the heads (baseline heads first), when heads were trained."""
+    reference: Callable[[np.ndarray], float] | None = None
+    fits: dict[str, list[dict[str, Any]]] | None = None
+    """As :attr:`Predictions.fits`."""
+
+
+def _scores(metric: str, model: str, p: Predictions, given: str | float) -> Scores:
+    y, everything = p.y_true, np.arange(len(p.y_true))
+
+    def mean_score(outputs: list[np.ndarray], rows: np.ndarray) -> float:
+        return float(np.mean([per_row_metric(metric, y, out, rows) for out in outputs]))
+
+    def per_repeat(outputs: list[np.ndarray]) -> list[float]:
+        return [per_row_metric(metric, y, out, everything) for out in outputs]
+
+    if given == "train":
+
+        def score(rows: np.ndarray) -> tuple[float, float]:
+            return mean_score(p.baseline, rows), mean_score(p.selected, rows)
+
+        baseline_values, source = per_repeat(p.baseline), f"{model} on all features"
+    else:
+
+        def score(rows: np.ndarray) -> tuple[float, float]:
+            return float(given), mean_score(p.selected, rows)
+
+        baseline_values, source = [float(given)], "given"
+    reference = None
+    if p.reference is not None:
+        fitted = p.reference
+
+        def reference(rows: np.ndarray) -> float:
+            return per_row_metric(metric, y, fitted, rows)
+
+    return Scores(len(y), baseline_values, per_repeat(p.selected), score, source, reference, p.fits)
 
 
 def _decide(config: Config, metric: str, scores: Scores) -> dict[str, Any]:
-    v = config.validation
+    v, seed = config.validation, config.training.seed
     interval: Interval = paired_bootstrap(
-        scores.score, scores.n_rows, v.bootstrap, config.training.seed, v.confidence
+        scores.score, scores.n_rows, v.bootstrap, seed, v.confidence
     )
+    scorers: dict[str, Callable[[np.ndarray], float]] = {
+        "baseline": lambda rows: scores.score(rows)[0],
+        "selected": lambda rows: scores.score(rows)[1],
+    }
+    if scores.reference is not None:
+        scorers["reference"] = scores.reference
+    values = value_intervals(scorers, scores.n_rows, v.bootstrap, seed, v.confidence)
     baseline = float(np.mean(scores.baseline_values))
     selected = float(np.mean(scores.selected_values))
     verdict = gate(metric, baseline, interval, v.tolerance, v.relative)
+    check = _baseline_check(config, metric, baseline, values.get("reference"))
+    failed_as_weak = check is not None and check["weak"] and check["required"]
     return {
         "metric": metric,
-        "passed": verdict.passed,
-        "reason": verdict.reason,
-        "baseline": {"source": scores.baseline_source, "value": baseline},
-        "selected": {"value": selected},
+        "passed": verdict.passed and not failed_as_weak,
+        "reason": check["reason"] if check and failed_as_weak else verdict.reason,
+        "baseline": {
+            "source": scores.baseline_source,
+            "value": baseline,
+            **_ends(values["baseline"]),
+        },
+        "selected": {"value": selected, **_ends(values["selected"])},
+        "reference": None
+        if "reference" not in values
+        else {"value": values["reference"].estimate, **_ends(values["reference"])},
+        "baseline_check": check,
         "values_per_repeat": {
             "baseline": scores.baseline_values,
             "selected": scores.selected_values,
@@ -170,8 +245,163 @@ def _decide(config: Config, metric: str, scores: Scores) -> dict[str, Any]:
         "relative": v.relative,
         "allowed_loss": verdict.allowed,
         "worst_loss": verdict.worst_shortfall,
-        "history": scores.history,
+        "fits": scores.fits,
     }
+
+
+def _ends(interval: Interval) -> dict[str, float]:
+    return {"low": interval.low, "high": interval.high}
+
+
+def _baseline_check(
+    config: Config, metric: str, baseline: float, reference: Interval | None
+) -> dict[str, Any] | None:
+    """Whether the baseline trails the stock reference by more than ``baseline_slack``."""
+    if reference is None:
+        return None
+    v = config.validation
+    trails_by = reference.estimate - baseline
+    if not higher_is_better(metric):
+        trails_by = -trails_by
+    weak = bool(trails_by > v.baseline_slack)
+    reason = (
+        f"The baseline's {metric} {baseline:.4g} trails the stock reference "
+        f"(HistGradientBoosting with default parameters, on all features) {reference.estimate:.4g} "
+        f"by {trails_by:.4g}, more than validation.baseline_slack {v.baseline_slack:.4g}."
+    )
+    if weak:
+        logger.warning("validate: %s", reason)
+    return {
+        "reference_model": "HistGradientBoosting, default parameters",
+        "trails_by": trails_by,
+        "slack": v.baseline_slack,
+        "weak": weak,
+        "required": config.fair_baseline_required,
+        "reason": reason if weak else "",
+    }
+
+
+# --- fitted in memory: gbdt and scikit-learn estimators ----------------------------------------
+
+
+def _fitted_predictions(
+    run: RunDir,
+    config: Config,
+    target: TargetInfo,
+    model: str,
+    prepared: dict[str, Any],
+    selected: list[int],
+) -> Predictions:
+    """The model fitted on all features and on the selected ones, once per repeat (seed
+    ``training.seed + repeat``): in memory, or XGBoost on Ray (:func:`on_ray`); and the
+    reference."""
+    v, n_features = config.validation, len(prepared["features"])
+    params = model_params(config, model)
+    ray = on_ray(config, run, model)
+    limit = SAMPLE_ROWS if ray or model == "mlp" else None
+    x_train, y_train = read_split(run.path(TRAIN_SPLIT), n_features, limit=limit)
+    x_eval, y_eval = read_split(run.path(VALIDATION_SPLIT), n_features)
+    assert y_train is not None and y_eval is not None, "supervised splits carry the target"
+    n_classes = target.n_outputs if target.task == "classification" else 0
+    sets: dict[str, list[int] | None] = {"selected features": selected}
+    if v.baseline == "train":
+        sets["all features"] = None
+    if ray:
+        connect(config)
+        train_split = run.path(TRAIN_SPLIT)
+        train_data = cached(config, read_ordered(str(train_split)), train_split)
+    fitted: dict[str, list[Fitted]] = {which: [] for which in sets}
+    for repeat in range(v.repeats):
+        seed = config.training.seed + repeat
+        if ray:
+            name = f"validate-xgboost-{config_hash(config)}-{repeat}"
+            storage = run.path(RAY_STORAGE)
+            on_cluster = (config, target, train_data, n_features, sets, x_eval, storage, name, seed)
+            outputs = xgboost_predictions(*on_cluster)
+        else:
+
+            def make(seed: int = seed) -> Any:
+                return make_estimator(model, params, target.task, seed)
+
+            made_from = _made_from(prepared, params, seed)
+            in_memory = (make, model, sets, x_train, y_train, x_eval, n_classes, made_from)
+            outputs = fit_and_predict(*in_memory)
+        for which, out in outputs.items():
+            fitted[which].append(out)
+    if model == REFERENCE and not params and "all features" in fitted and not ray:
+        reference = fitted["all features"][0]  # the reference is this very model
+    else:
+        seed = config.training.seed
+        made_from = _made_from(prepared, {}, seed)
+        reference = _reference(target, x_train, y_train, x_eval, seed, made_from)
+    fits = {which: [_fit_record(f) for f in outs] for which, outs in fitted.items()}
+    fits["reference"] = [_fit_record(reference)]
+    baseline = [f.predictions for f in fitted.get("all features", [])]
+    selected_outputs = [f.predictions for f in fitted["selected features"]]
+    predictions = Predictions(y_eval, baseline, selected_outputs, reference.predictions, fits)
+    return _in_target_units(predictions, target)
+
+
+def _fit_record(fitted: Fitted) -> dict[str, Any]:
+    return {"chosen": fitted.chosen, "held_out_curve": fitted.curve}
+
+
+def on_ray(config: Config, run: RunDir, model: str) -> bool:
+    """Whether ``gbdt`` trains XGBoost with Ray Train: with several workers, or when the train
+    split would not fit in this process's memory (with room for the model's copies of it)."""
+    if model != "gbdt":
+        return False
+    if config.scaling.num_workers > 1:
+        return True
+    size = sum(f.stat().st_size for f in run.path(TRAIN_SPLIT).glob("*.parquet"))
+    return IN_MEMORY_COPIES * size > available_memory() // 2
+
+
+def _reference(
+    target: TargetInfo,
+    x_train: np.ndarray,
+    y_train: np.ndarray,
+    x_eval: np.ndarray,
+    seed: int,
+    made_from: str,
+) -> Fitted:
+    """The stock reference, fitted on all features."""
+    n_classes = target.n_outputs if target.task == "classification" else 0
+
+    def make() -> Any:
+        return make_estimator(REFERENCE, {}, target.task, seed)
+
+    sets: dict[str, list[int] | None] = {"reference": None}
+    reference = fit_and_predict(
+        make, REFERENCE, sets, x_train, y_train, x_eval, n_classes, made_from
+    )
+    return reference["reference"]
+
+
+def _made_from(prepared: dict[str, Any], params: dict[str, Any], seed: int) -> str:
+    """What all-features predictions depend on: the prepared data, the parameters, the seed."""
+    data = f"{prepared['fingerprint']}|{prepared['config']}"
+    return f"{data}|{json.dumps(params, sort_keys=True)}|{seed}"
+
+
+def _in_target_units(p: Predictions, target: TargetInfo) -> Predictions:
+    """Regression targets and predictions back in the target's own units."""
+    if target.task != "regression":
+        return p
+
+    def units(values: np.ndarray) -> np.ndarray:
+        return values.astype(np.float64) * target.std + target.mean
+
+    return Predictions(
+        units(p.y_true),
+        [units(b) for b in p.baseline],
+        [units(s) for s in p.selected],
+        None if p.reference is None else units(p.reference),
+        p.fits,
+    )
+
+
+# --- reconstruction: linear, against principal components ---------------------------------------
 
 
 def _reconstruction_scores(
@@ -208,90 +438,3 @@ def _head_rows(split: Path, n_features: int) -> np.ndarray:
     dataset = read_ordered(str(split)).limit(RECONSTRUCTION_ROWS)
     batch = dataset.take_batch(batch_size=RECONSTRUCTION_ROWS, batch_format="pyarrow")
     return unpack(batch[FEATURES], n_features)
-
-
-def _trained_scores(
-    run: RunDir,
-    config: Config,
-    target: TargetInfo,
-    metric: str,
-    rows: dict[str, int],
-    n_features: int,
-    selected: list[int],
-    made_from: dict[str, str],
-    on_epoch: OnProgress | None,
-) -> Scores:
-    v = config.validation
-    repeats = range(v.repeats)
-    column_sets: list[list[int] | None] = [None] * v.repeats if v.baseline == "train" else []
-    column_sets += [selected] * v.repeats
-    seeds = [config.training.seed + r for r in repeats] * (2 if v.baseline == "train" else 1)
-    spec = TrainSpec(
-        n_features=n_features,
-        task=target.task,
-        n_outputs=target.n_outputs,
-        n_train_rows=rows["train"],
-        threads=worker_threads(config),
-        column_sets=column_sets,
-        seeds=seeds,
-    )
-    train_split = run.path(TRAIN_SPLIT)
-    train_data = cached(config, read_ordered(str(train_split)), train_split)
-    name = f"validate-{made_from['selection_hash']}-{made_from['validation_config_hash']}"
-    heads, history = train_heads(config, spec, train_data, run.path(RAY_STORAGE), name, on_epoch)
-    y_true, predictions = predict(heads, run.path(VALIDATION_SPLIT), n_features, target)
-    baseline_predictions = predictions[: v.repeats] if v.baseline == "train" else []
-    selected_predictions = predictions[-v.repeats :]
-
-    def mean_score(outputs: list[np.ndarray], rows: np.ndarray) -> float:
-        return float(np.mean([per_row_metric(metric, y_true, p, rows) for p in outputs]))
-
-    def per_repeat(outputs: list[np.ndarray]) -> list[float]:
-        everything = np.arange(len(y_true))
-        return [per_row_metric(metric, y_true, p, everything) for p in outputs]
-
-    if v.baseline == "train":
-
-        def score(rows: np.ndarray) -> tuple[float, float]:
-            return mean_score(baseline_predictions, rows), mean_score(selected_predictions, rows)
-
-        baseline_values, source = per_repeat(baseline_predictions), "trained on all features"
-    else:
-        given = float(v.baseline)
-
-        def score(rows: np.ndarray) -> tuple[float, float]:
-            return given, mean_score(selected_predictions, rows)
-
-        baseline_values, source = [given], "given"
-    selected_values = per_repeat(selected_predictions)
-    return Scores(len(y_true), baseline_values, selected_values, score, source, history)
-
-
-# --- predictions of the trained heads ----------------------------------------------------------
-
-
-@torch.no_grad()
-def predict(
-    model: HeadSet, split: Path, n_features: int, target: TargetInfo
-) -> tuple[np.ndarray, list[np.ndarray]]:
-    """(targets, each head's predictions) over the whole split, in file order: class
-    probabilities for classification, values in the target's own units for regression."""
-    outputs: list[list[np.ndarray]] = [[] for _ in model.heads]
-    targets = []
-    dataset = read_ordered(str(split))
-    batches = dataset.iter_batches(batch_size=rows_per_slice(n_features), batch_format="pyarrow")
-    for batch in batches:
-        x = torch.from_numpy(unpack(batch[FEATURES], n_features))
-        targets.append(batch[TARGET].to_numpy())
-        for collected, out in zip(outputs, model(x), strict=True):
-            collected.append(_as_prediction(out, target.task, target))
-    y_true = np.concatenate(targets)
-    if target.task == "regression":
-        y_true = y_true.astype(np.float64) * target.std + target.mean
-    return y_true, [np.concatenate(parts) for parts in outputs]
-
-
-def _as_prediction(output: Tensor, task: ResolvedTask, target: TargetInfo) -> np.ndarray:
-    if task == "classification":
-        return torch.softmax(output.float(), dim=1).numpy()
-    return output.float().reshape(-1).numpy().astype(np.float64) * target.std + target.mean

@@ -4,7 +4,8 @@
   hides real dependencies; function-level imports count (they run when the function does),
   imports under ``if TYPE_CHECKING:`` do not (they never run).
 * **The core stays free of Ray and Feast**: ``selectors``, ``heads``, ``loop``, ``estimator``,
-  ``targets`` and ``artifacts`` import neither, at any level of the module, directly or through
+  ``targets``, ``artifacts`` and the gate's in-memory models (``gate_models``, ``gate_mlp``)
+  import neither, at any level of the module, directly or through
   the ``cae_ray`` modules they import, so the estimator works (and is tested) without a cluster.
 * **Only the CLI and the adapters import the pipeline hub** (``cae_ray.pipeline``): it wires every
   step together, so a module below it that imports it pulls the whole pipeline in and invites
@@ -32,7 +33,16 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = "cae_ray"
-CORE = ("selectors", "heads", "loop", "estimator", "targets", "artifacts")
+CORE = (
+    "selectors",
+    "heads",
+    "loop",
+    "estimator",
+    "targets",
+    "artifacts",
+    "gate_models",
+    "gate_mlp",
+)
 BANNED_IN_CORE = ("ray", "feast")
 HUB = "pipeline"
 HUB_IMPORTERS = ("cli",)

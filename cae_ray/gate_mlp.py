@@ -1,0 +1,194 @@
+"""The gate's ``mlp``: the selector's head shape, fitted fairly on any set of columns.
+
+A head on a thousand mostly-noise columns trained for a fixed number of epochs memorises the
+training rows: on the demo table it reached 0.81 accuracy where stock gradient boosting reaches
+0.94, so almost any selection "matched" it. Here a head's capacity is chosen on held-out rows,
+the same way for the all-features baseline and for the K selected:
+
+- the last ``INNER_FRACTION`` of the training rows (the splits are in hashed order, so these
+  are a random sample) are held out, the *inner split*;
+- each fit stops early on the inner split's loss and keeps its best epoch's weights;
+- along a path of input-column weight decay, warm-started, the decay with the lowest inner loss
+  wins. The decay is a group lasso: after each Adam step, every input column's weights shrink
+  towards zero by ``learning_rate * decay`` (in norm), so the head can switch whole columns off
+  the way trees ignore them, which no plain weight decay does.
+
+The estimators follow scikit-learn (``fit``, ``predict_proba`` / ``predict``, fitted attributes
+ending in ``_``) so the gate fits them exactly as it fits any other model.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import torch
+from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
+from torch import Tensor, nn
+
+from cae_ray.config import HeadConfig
+from cae_ray.heads import build_head
+from cae_ray.loop import CPU, Batch, HeldOutObjective, HeldOutRecord, fit
+from cae_ray.targets import ResolvedTask
+
+logger = logging.getLogger(__name__)
+
+INNER_FRACTION = 0.1
+"""Share of the training rows held out to choose the epochs and the decay."""
+MISSES_TO_STOP = 2
+"""The decay path ends after this many decays in a row that do worse than the best so far."""
+MIN_STEPS_PER_EPOCH = 50
+"""An epoch here is at least this many optimizer steps (several passes over a small table), so
+the patience and the decay's shrink per epoch mean the same on 2,000 rows as on 2 million."""
+
+
+def decay_path(width: int) -> list[float]:
+    """0, then sqrt(width)/8 up to sqrt(width), a factor sqrt(2) apart. Adam moves each weight
+    by about the learning rate per step, so a column of ``width`` weights by about
+    ``learning_rate * sqrt(width)``: a decay of sqrt(width) switches off every column."""
+    top = math.sqrt(width)
+    return [0.0] + [top * 2 ** (i / 2) / 8 for i in range(7)]
+
+
+class ProximalAdam(torch.optim.Adam):
+    """Adam, then the group lasso's proximal step on the columns of ``inputs`` (the first
+    layer's weight): each column's norm shrinks by ``lr * decay``, to exactly 0 at most."""
+
+    def __init__(self, params: Any, inputs: Tensor, lr: float, decay: float) -> None:
+        super().__init__(params, lr=lr, foreach=True)
+        self.inputs, self.shrink = inputs, lr * decay
+
+    @torch.no_grad()
+    def step(self, closure: Any = None) -> Any:
+        loss = super().step(closure)
+        if self.shrink > 0:
+            norms = self.inputs.norm(dim=0, keepdim=True).clamp_min(1e-12)
+            self.inputs.mul_((1 - self.shrink / norms).clamp_min(0))
+        return loss
+
+
+class _MLPGate(BaseEstimator):
+    """The fitting shared by the classifier and the regressor."""
+
+    _task: ResolvedTask
+
+    def __init__(
+        self,
+        hidden: tuple[int, ...] | list[int] = (200,),
+        max_epochs: int = 30,
+        learning_rate: float = 3e-3,
+        batch_size: int = 256,
+        patience: int = 10,
+        random_state: int = 0,
+    ) -> None:
+        self.hidden = hidden
+        self.max_epochs = max_epochs
+        self.learning_rate = learning_rate
+        self.batch_size = batch_size
+        self.patience = patience
+        self.random_state = random_state
+
+    def _fit(self, x_all: np.ndarray, y_all: Tensor, n_outputs: int) -> None:
+        self._check_params()
+        x = torch.as_tensor(np.ascontiguousarray(x_all, dtype=np.float32))
+        cut = len(x) - max(1, int(INNER_FRACTION * len(x)))
+        train, inner = (x[:cut], y_all[:cut]), (x[cut:], y_all[cut:])
+        torch.manual_seed(self.random_state)
+        head = build_head(HeadConfig(hidden=list(self.hidden)), x.shape[1], n_outputs)
+        first = head[0]
+        assert isinstance(first, nn.Linear)
+        self.curve_: list[dict[str, float]] = []
+        best: tuple[float, float, dict[str, Tensor]] | None = None
+        misses = 0
+        for decay in decay_path(first.out_features):
+            objective = HeldOutObjective(self._task, self.max_epochs, inner, self.patience)
+            optimizer = ProximalAdam(head.parameters(), first.weight, self.learning_rate, decay)
+            fit(head, optimizer, self._epochs(*train), objective, device=CPU)
+            head.load_state_dict(objective.best_state)  # warm start for the next decay
+            self.curve_ += [_point(decay, record) for record in objective.history]
+            used = int((first.weight.norm(dim=0) > 0).sum())
+            logger.info(
+                "validate: mlp on %d columns, decay %.3g: inner loss %.4f, %d columns used",
+                x.shape[1],
+                decay,
+                objective.best_loss,
+                used,
+            )
+            if best is None or objective.best_loss < best[0]:
+                best, misses = (objective.best_loss, decay, objective.best_state), 0
+            else:
+                misses += 1
+            if misses == MISSES_TO_STOP or used == 0:
+                break
+        assert best is not None
+        head.load_state_dict(best[2])
+        self.head_ = head.eval()
+        self.inner_loss_, self.decay_ = best[0], best[1]
+        self.inputs_used_ = int((first.weight.norm(dim=0) > 0).sum())
+
+    def _epochs(self, x: Tensor, y: Tensor) -> Any:
+        order = torch.Generator().manual_seed(self.random_state)
+        passes = math.ceil(MIN_STEPS_PER_EPOCH / math.ceil(len(x) / self.batch_size))
+
+        def epoch_batches(epoch: int) -> Iterator[Batch]:
+            for _ in range(passes):
+                permutation = torch.randperm(len(x), generator=order)
+                for start in range(0, len(x), self.batch_size):
+                    rows = permutation[start : start + self.batch_size]
+                    yield x[rows], y[rows]
+
+        return epoch_batches
+
+    def _check_params(self) -> None:
+        positive = {
+            "max_epochs": self.max_epochs,
+            "learning_rate": self.learning_rate,
+            "batch_size": self.batch_size,
+            "patience": self.patience,
+        }
+        bad: dict[str, Any] = {name: value for name, value in positive.items() if not value > 0}
+        if any(int(w) < 1 for w in self.hidden):
+            bad["hidden"] = list(self.hidden)
+        if bad:
+            raise ValueError(f"{bad}: must be positive")
+
+    @torch.no_grad()
+    def _outputs(self, x: np.ndarray) -> Tensor:
+        out: Tensor = self.head_(torch.as_tensor(np.ascontiguousarray(x, dtype=np.float32)))
+        return out
+
+
+def _point(decay: float, record: HeldOutRecord) -> dict[str, float]:
+    return {"decay": decay, "epoch": record.epoch, "held_out_loss": record.held_out_loss}
+
+
+class MLPGateClassifier(ClassifierMixin, _MLPGate):
+    _task: ResolvedTask = "classification"
+
+    def fit(self, x: np.ndarray, y: np.ndarray) -> MLPGateClassifier:
+        self.classes_, codes = np.unique(y, return_inverse=True)
+        self._fit(x, torch.as_tensor(codes, dtype=torch.int64), len(self.classes_))
+        return self
+
+    def predict_proba(self, x: np.ndarray) -> np.ndarray:
+        probabilities: np.ndarray = torch.softmax(self._outputs(x), dim=1).numpy()
+        return probabilities.astype(np.float64)
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        picked: np.ndarray = self.classes_[self.predict_proba(x).argmax(axis=1)]
+        return picked
+
+
+class MLPGateRegressor(RegressorMixin, _MLPGate):
+    _task: ResolvedTask = "regression"
+
+    def fit(self, x: np.ndarray, y: np.ndarray) -> MLPGateRegressor:
+        self._fit(x, torch.as_tensor(np.asarray(y, np.float32)), 1)
+        return self
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        values: np.ndarray = self._outputs(x).reshape(-1).numpy().astype(np.float64)
+        return values
