@@ -35,8 +35,8 @@ def test_the_screen_finds_a_feature_that_only_matters_beside_a_pick() -> None:
 
 def test_refine_is_on_for_wide_supervised_tables_only() -> None:
     config = validate_config({})
-    assert refines(config, 2049, "classification")
-    assert not refines(config, 2048, "classification")
+    assert refines(config, 1001, "classification")
+    assert not refines(config, 1000, "classification")
     assert not refines(config, 50_000, "reconstruction")
     forced = validate_config({"selector": {"refine": True}})
     assert refines(forced, 100, "regression")
