@@ -171,12 +171,13 @@ def pca_reconstruction_rows(x_train: np.ndarray, x_eval: np.ndarray, k: int) -> 
 
 @dataclass(frozen=True)
 class Interval:
-    """Confidence interval of ``selected - baseline``, in the metric's own units and direction."""
+    """A value on all rows and its confidence interval, in the metric's own units and direction
+    (the gate's is of ``selected - baseline``)."""
 
     low: float
     high: float
     estimate: float
-    """The difference on all rows."""
+    """The value on all rows."""
 
 
 def paired_bootstrap(
@@ -198,46 +199,38 @@ def paired_bootstrap(
         raise InvalidBootstrapError("resamples", resamples, ">= 0 (0 skips the interval)")
     if not 0 < confidence < 1:
         raise InvalidBootstrapError("confidence", confidence, "between 0 and 1, e.g. 0.95")
-    baseline, selected = score(np.arange(n_rows))
-    estimate = float(selected - baseline)
-    if resamples == 0:
-        return Interval(estimate, estimate, estimate)
-    rng = np.random.default_rng(seed)
-    differences = np.empty(resamples)
-    for r in range(resamples):
-        baseline, selected = score(rng.integers(0, n_rows, size=n_rows))
-        differences[r] = selected - baseline
-    finite = differences[np.isfinite(differences)]
-    tail = 100 * (1 - confidence) / 2
-    low, high = np.percentile(finite, [tail, 100 - tail]) if finite.size else (np.nan, np.nan)
-    return Interval(float(low), float(high), estimate)
+
+    def difference(rows: Indices) -> dict[str, float]:
+        baseline, selected = score(rows)
+        return {"difference": float(selected - baseline)}
+
+    return bootstrap(difference, n_rows, resamples, seed, confidence)["difference"]
 
 
-def value_intervals(
-    scorers: dict[str, Callable[[Indices], float]],
+def bootstrap(
+    values: Callable[[Indices], dict[str, float]],
     n_rows: int,
     resamples: int,
     seed: int,
     confidence: float,
 ) -> dict[str, Interval]:
-    """Each scorer's value on all rows, with a bootstrap interval at ``confidence`` (the same
-    resamples for all of them)."""
-    everything = np.arange(n_rows)
-    estimates = {name: float(score(everything)) for name, score in scorers.items()}
+    """Each of the named ``values(indices)``: its estimate on all rows and its percentile
+    interval at ``confidence`` over the same ``resamples`` resamples of the rows (values that
+    come from one call stay paired). Undefined (NaN) resamples are left out."""
+    estimates = values(np.arange(n_rows))
     if resamples == 0:
         return {name: Interval(value, value, value) for name, value in estimates.items()}
     rng = np.random.default_rng(seed)
-    values = {name: np.empty(resamples) for name in scorers}
+    drawn = {name: np.empty(resamples) for name in estimates}
     for r in range(resamples):
-        rows = rng.integers(0, n_rows, size=n_rows)
-        for name, score in scorers.items():
-            values[name][r] = score(rows)
+        for name, value in values(rng.integers(0, n_rows, size=n_rows)).items():
+            drawn[name][r] = value
     tail = 100 * (1 - confidence) / 2
     intervals = {}
-    for name, drawn in values.items():
-        finite = drawn[np.isfinite(drawn)]
+    for name, draws in drawn.items():
+        finite = draws[np.isfinite(draws)]
         low, high = np.percentile(finite, [tail, 100 - tail]) if finite.size else (np.nan, np.nan)
-        intervals[name] = Interval(float(low), float(high), estimates[name])
+        intervals[name] = Interval(float(low), float(high), float(estimates[name]))
     return intervals
 
 

@@ -54,16 +54,15 @@ from cae_ray.memory import available_memory
 from cae_ray.metrics import (
     MIN_ROWS_FOR_INTERVAL,
     Interval,
+    bootstrap,
     check_metric,
     default_metric,
     explained_variance,
     gate,
     higher_is_better,
     linear_reconstruction_rows,
-    paired_bootstrap,
     pca_reconstruction_rows,
     per_row_metric,
-    value_intervals,
 )
 from cae_ray.targets import TargetInfo
 from cae_ray.version import __version__
@@ -92,9 +91,10 @@ def validate(config: Config, run: RunDir) -> dict[str, Any]:
     metric = default_metric(target.task) if v.metric == "auto" else v.metric
     check_metric(metric, target.task, len(target.classes) if target.classes else None)
     model = gate_model(v, target.task)
+    params = model_params(config, model)
     if model != "linear" and not on_ray(config, run, model):
         # A bad path or bad params: refused before any work (XGBoost's params when it runs).
-        make_estimator(model, model_params(config, model), target.task, config.training.seed)
+        make_estimator(model, params, target.task, config.training.seed)
     n_validation = int(prepared["rows"]["validation"])
     if n_validation < MIN_ROWS_FOR_INTERVAL:
         raise TooFewValidationRowsError(n_validation, MIN_ROWS_FOR_INTERVAL)
@@ -116,11 +116,12 @@ def validate(config: Config, run: RunDir) -> dict[str, Any]:
         connect(config)
         scores = _reconstruction_scores(run, config, len(features), selected)
     else:
-        predictions = _fitted_predictions(run, config, target, model, prepared, selected)
+        in_memory_or_ray = (run, config, target, model, params, prepared, selected)
+        predictions = _fitted_predictions(*in_memory_or_ray)
         scores = _scores(metric, model, predictions, v.baseline)
     result = {
         **_decide(config, metric, scores),
-        "model": {"name": model, "params": model_params(config, model)},
+        "model": {"name": model, "params": params},
         "task": target.task,
         "k": len(selected),
         "n_features": len(features),
@@ -201,20 +202,19 @@ def _scores(metric: str, model: str, p: Predictions, given: str | float) -> Scor
 
 def _decide(config: Config, metric: str, scores: Scores) -> dict[str, Any]:
     v, seed = config.validation, config.training.seed
-    interval: Interval = paired_bootstrap(
-        scores.score, scores.n_rows, v.bootstrap, seed, v.confidence
-    )
-    scorers: dict[str, Callable[[np.ndarray], float]] = {
-        "baseline": lambda rows: scores.score(rows)[0],
-        "selected": lambda rows: scores.score(rows)[1],
-    }
-    if scores.reference is not None:
-        scorers["reference"] = scores.reference
-    values = value_intervals(scorers, scores.n_rows, v.bootstrap, seed, v.confidence)
+
+    def scored(rows: np.ndarray) -> dict[str, float]:
+        baseline, selected = scores.score(rows)
+        both = {"baseline": baseline, "selected": selected, "difference": selected - baseline}
+        return both if scores.reference is None else {**both, "reference": scores.reference(rows)}
+
+    # One set of resamples for all: the difference stays paired, each row scored once per draw.
+    intervals = bootstrap(scored, scores.n_rows, v.bootstrap, seed, v.confidence)
+    interval = intervals.pop("difference")
     baseline = float(np.mean(scores.baseline_values))
     selected = float(np.mean(scores.selected_values))
     verdict = gate(metric, baseline, interval, v.tolerance, v.relative)
-    check = _baseline_check(config, metric, baseline, values.get("reference"))
+    check = _baseline_check(config, metric, baseline, intervals.get("reference"))
     failed_as_weak = check is not None and check["weak"] and check["required"]
     return {
         "metric": metric,
@@ -223,12 +223,12 @@ def _decide(config: Config, metric: str, scores: Scores) -> dict[str, Any]:
         "baseline": {
             "source": scores.baseline_source,
             "value": baseline,
-            **_ends(values["baseline"]),
+            **_ends(intervals["baseline"]),
         },
-        "selected": {"value": selected, **_ends(values["selected"])},
+        "selected": {"value": selected, **_ends(intervals["selected"])},
         "reference": None
-        if "reference" not in values
-        else {"value": values["reference"].estimate, **_ends(values["reference"])},
+        if "reference" not in intervals
+        else {"value": intervals["reference"].estimate, **_ends(intervals["reference"])},
         "baseline_check": check,
         "values_per_repeat": {
             "baseline": scores.baseline_values,
@@ -289,14 +289,14 @@ def _fitted_predictions(
     config: Config,
     target: TargetInfo,
     model: str,
+    params: dict[str, Any],
     prepared: dict[str, Any],
     selected: list[int],
 ) -> Predictions:
-    """The model fitted on all features and on the selected ones, once per repeat (seed
-    ``training.seed + repeat``): in memory, or XGBoost on Ray (:func:`on_ray`); and the
-    reference."""
+    """The model (made with ``params``) fitted on all features and on the selected ones, once
+    per repeat (seed ``training.seed + repeat``): in memory, or XGBoost on Ray
+    (:func:`on_ray`); and the reference."""
     v, n_features = config.validation, len(prepared["features"])
-    params = model_params(config, model)
     ray = on_ray(config, run, model)
     limit = SAMPLE_ROWS if ray or model == "mlp" else None
     x_train, y_train = read_split(run.path(TRAIN_SPLIT), n_features, limit=limit)
