@@ -48,6 +48,7 @@ TRAIN_SPLIT, VALIDATION_SPLIT = "data/train", "data/validation"
 SELECTION = "selection.json"
 VALIDATION = "validation.json"
 PRUNE_PLAN = "prune.json"
+RETIRE_PLAN = "retire.json"
 REPORT_DIR = "report"
 REPORT = "report/report.html"
 RAY_STORAGE = "ray"
@@ -58,6 +59,7 @@ STEP_ARTIFACTS = {
     "select": SELECTION,
     "validate": VALIDATION,
     "prune": PRUNE_PLAN,
+    "retire": RETIRE_PLAN,
     "report": REPORT,
 }
 """The file each step of ``cae-ray run`` leaves behind."""
@@ -121,6 +123,15 @@ def replacing(path: Path) -> Iterator[Path]:
 def write_text(path: Path, text: str) -> None:
     with replacing(path) as partial:
         partial.write_text(text, encoding="utf-8")
+
+
+def write_bytes(path: Path, data: bytes) -> None:
+    """``path``'s new bytes in one rename, keeping its permission bits (a source file, say)."""
+    mode = path.stat().st_mode if path.exists() else None
+    with replacing(path) as partial:
+        partial.write_bytes(data)
+        if mode is not None:
+            os.chmod(partial, mode)
 
 
 def write_json(path: Path, payload: Mapping[str, Any]) -> None:

@@ -39,6 +39,11 @@ app = typer.Typer(
 )
 config_app = typer.Typer(help="Inspect and check configuration files.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
+feast_app = typer.Typer(
+    help="The feature lifecycle in the Feast repo: status, consistency, leftovers.",
+    no_args_is_help=True,
+)
+app.add_typer(feast_app, name="feast")
 console = Console()
 errors = Console(stderr=True)
 
@@ -283,8 +288,9 @@ def prune(
         bool, typer.Option("--check", help="Only tell whether the registry and the repo agree.")
     ] = False,
 ) -> None:
-    """Mark the unselected features deprecated in the Feast registry (view tags) and register a
-    FeatureService of the kept ones. Without --apply, only prints and saves the plan."""
+    """Set the Feast registry's deprecation marks (view tags) to this run's unselected features
+    (kept features lose earlier marks) and the kept FeatureService (`feast.kept_service`) to its
+    selected ones. Without --apply, only prints and saves the plan."""
     from cae_ray.pipeline import prune as prune_step
 
     if check:
@@ -299,17 +305,19 @@ def prune(
     except CaeRayError as e:
         raise _fail(e) from e
     table = Table(title=f"Prune plan for run {plan['run_id']} (project {plan['project']})")
-    for column in ("feature view", "deprecate", "keep"):
+    for column in ("feature view", "deprecate", "newly marked", "back in use", "keep"):
         table.add_column(column)
     for view in sorted({*plan["deprecate"], *plan["keep"]}):
         marked, kept = plan["deprecate"].get(view, []), plan["keep"].get(view, [])
         table.add_row(
             view,
-            f"{len(marked)}: {', '.join(marked[:6])}{' ...' if len(marked) > 6 else ''}",
+            f"{len(marked)}: {_names(marked)}",
+            str(len(plan["added"].get(view, []))),
+            _names(plan["removed"].get(view, [])),
             ", ".join(kept),
         )
     console.print(table)
-    console.print(f"FeatureService of the kept features: {plan['feature_service']}")
+    console.print(f"The kept FeatureService {plan['feature_service']} gets the kept features.")
     if plan["hook_missing"]:
         errors.print(
             "[bold yellow]warning:[/] the repo's definitions lack the overlay hook, so the next "
@@ -334,20 +342,141 @@ def prune(
         )
 
 
-def _check_marks(config: Path) -> None:
+def _names(names: list[str], shown: int = 6) -> str:
+    return ", ".join(names[:shown]) + (" ..." if len(names) > shown else "")
+
+
+def _check_marks(config: Path, as_json: bool = False) -> None:
+    from dataclasses import asdict
+
     from cae_ray.pipeline import check_marks
 
     try:
-        problems = check_marks(load_config(config))
+        findings = check_marks(load_config(config))
     except CaeRayError as e:
         raise _fail(e) from e
-    if not problems:
+    if as_json:
+        print(json.dumps(asdict(findings)))
+    elif not findings.disagreements:
         console.print("[green]The registry and the repo overlay agree on cae-ray's marks.[/]")
-        return
-    for problem in problems:
+    for problem in [] if as_json else findings.disagreements:
         errors.print(f"[bold red]disagree:[/] {escape(problem)}", highlight=False)
-    errors.print("Run `feast apply` in the repo (the repo is the source of truth) to align them.")
-    raise typer.Exit(EXIT_FAILURE)
+    if findings.disagreements and not as_json:
+        errors.print("Run `feast apply` in the repo (the repo is the source of truth) to align.")
+    if findings.leftovers and not as_json:
+        names = " ".join(findings.leftovers)
+        errors.print(
+            f"[bold yellow]leftover:[/] {len(findings.leftovers)} FeatureService(s) of an older "
+            f"cae-ray version (one per run): {escape(names)}. cae-ray keeps one service now; "
+            f"remove them with: cae-ray feast remove-services {config} {escape(names)}",
+            highlight=False,
+        )
+    if findings.disagreements:
+        raise typer.Exit(EXIT_FAILURE)
+
+
+@feast_app.command("check")
+def feast_check(
+    config: Path,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the findings as JSON.")] = False,
+) -> None:
+    """Tell whether the registry and the repo's overlay agree on cae-ray's marks and services,
+    and name FeatureServices older cae-ray versions left. Exits 1 when they disagree."""
+    _check_marks(config, as_json)
+
+
+@feast_app.command("status")
+def feast_status(
+    config: Path,
+    as_json: Annotated[bool, typer.Option("--json", help="Print every feature as JSON.")] = False,
+) -> None:
+    """Each feature's lifecycle: kept, deprecated (since when, by which run, due to retire
+    when), retired, or active (never marked)."""
+    from collections import Counter
+
+    from cae_ray.pipeline import feature_status
+
+    try:
+        states = feature_status(load_config(config))
+    except CaeRayError as e:
+        raise _fail(e) from e
+    if as_json:
+        print(json.dumps({"features": states}))
+        return
+    table = Table(title="Features in the Feast repo")
+    for column in ("feature view", "feature", "state", "since", "run", "retire after"):
+        table.add_column(column)
+    for row in states:
+        cells = [row["view"], row["feature"], row["state"], row["since"], row["run"]]
+        table.add_row(*(c or "" for c in [*cells, row["retire_after"]]))
+    console.print(table)
+    counts = Counter(row["state"] for row in states)
+    console.print(", ".join(f"{n:,} {state}" for state, n in sorted(counts.items())))
+
+
+@feast_app.command("remove-services")
+def feast_remove_services(config: Path, names: list[str]) -> None:
+    """Remove FeatureServices an older cae-ray version made (one per run, `cae_ray_<run id>`)
+    from the registry and the repo overlay. Refuses any other service."""
+    from cae_ray.pipeline import remove_services
+
+    try:
+        removed = remove_services(load_config(config), names)
+    except CaeRayError as e:
+        raise _fail(e) from e
+    console.print(f"Removed {len(removed)} FeatureService(s): {', '.join(removed)}.")
+
+
+@app.command()
+def retire(
+    config: Path,
+    run_dir: RunDir,
+    apply: Annotated[
+        bool, typer.Option("--apply", help="Rewrite the definitions and `feast apply`.")
+    ] = False,
+    force: Annotated[
+        bool, typer.Option("--force", help="Rewrite files that have uncommitted git changes.")
+    ] = False,
+) -> None:
+    """Remove features deprecated for longer than `feast.grace_period` from the repo's Python
+    definitions. Without --apply, prints the plan and its diff and saves RUN_DIR/retire.json;
+    with it, applies that reviewed plan (or a fresh one). Undo with `cae-ray restore`."""
+    from cae_ray.pipeline import retire as retire_step
+
+    try:
+        cfg = load_config(config)
+        plan = retire_step(cfg, run_dir, apply=apply, force=force)
+    except CaeRayError as e:
+        raise _fail(e) from e
+    assert cfg.feast is not None
+    if not plan["count"]:
+        console.print(
+            f"Nothing to retire: no feature has been deprecated for {plan['grace_period']}."
+        )
+        return
+    table = Table(title=f"Retirement {plan['run_id']}: deprecated for {plan['grace_period']}+")
+    for column in ("feature view", "features", "deprecated since", "how"):
+        table.add_column(column)
+    for view, marks in sorted(plan["due"].items()):
+        literal = set(plan["literal"].get(view, []))
+        for feature, mark in marks.items():
+            how = "removed from the source" if feature in literal else "dropped by the hook"
+            table.add_row(view, feature, mark["since"], how)
+    console.print(table)
+    if plan["diff"]:
+        console.print(plan["diff"], markup=False, highlight=False)
+    if any(plan["by_code"].values()):
+        console.print(
+            "Fields built by code (comprehensions, helpers) stay in the source; the overlay "
+            "hook drops them when Feast imports the repo."
+        )
+    undo = f"cae-ray restore --repo {cfg.feast.repo} --run-id {plan['run_id']}"
+    if plan["applied"]:
+        console.print(f"[green]Retired {plan['count']} features.[/] Undo with: {undo}")
+    else:
+        console.print(
+            f"Plan only, nothing changed (saved: {run_dir / 'retire.json'}). Re-run with --apply."
+        )
 
 
 @app.command()
@@ -355,7 +484,8 @@ def restore(
     repo: Annotated[Path, typer.Option("--repo", help="The Feast repo (feature_store.yaml).")],
     run_id: Annotated[str, typer.Option("--run-id", help="The run id a prune printed.")],
 ) -> None:
-    """Undo one prune: its tags leave the views and its FeatureService is removed."""
+    """Undo the latest prune or retirement: the registry's marks and kept FeatureService (and
+    a retirement's definitions files, byte for byte) as they were before it."""
     from cae_ray.pipeline import restore as restore_step
 
     try:
@@ -363,23 +493,28 @@ def restore(
     except CaeRayError as e:
         raise _fail(e) from e
     if not record["restored"]:
-        console.print(f"Nothing to restore: run {run_id}'s prune was already restored.")
+        console.print(f"Nothing to restore: run {run_id}'s {record['action']} was already undone.")
         return
     console.print(f"Restored run {run_id}: {_restored(record)}.", highlight=False)
 
 
 def _restored(record: dict[str, Any]) -> str:
     """What a restore changed, in words: counted from the registry, not from the audit."""
-    marked = sum(len(v) for v in record["deprecate"].values()) + len(record["deprecate"])
-    removed = sum(len(tags) for tags in record["removed"].values())
-    reset = sum(len(tags) for tags in record["reset"].values())
-    said = [f"{removed} tag(s) removed"]
-    if reset:
-        said.append(f"{reset} set back to an earlier run's value")
-    if removed + reset < marked:
-        said.append(f"{marked - removed - reset} of the prune's were no longer there")
+    if record["action"] == "retire":
+        files = record["files_restored"]
+        return f"{record['count']} features back; {len(files)} definitions file(s) put back"
+    counts = {
+        kind: sum(len(change[kind]) for change in record["changed"].values())
+        for kind in ("removed", "added", "reset")
+    }
+    said = [f"{counts['removed']} tag(s) removed"]
+    if counts["added"]:
+        said.append(f"{counts['added']} put back")
+    if counts["reset"]:
+        said.append(f"{counts['reset']} set back to their earlier value")
     service = record["feature_service"]
-    said.append(f"FeatureService {service} {'removed' if record['service_removed'] else 'kept'}")
+    state = "removed" if record["service_removed"] else "set back as it was"
+    said.append(f"FeatureService {service} {state}")
     return ", ".join(said)
 
 

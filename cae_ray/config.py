@@ -10,7 +10,7 @@ import difflib
 import os
 import re
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Literal, get_args
 
@@ -297,6 +297,20 @@ class ValidationConfig(Section):
         return self
 
 
+_UNITS = {"d": "days", "h": "hours", "w": "weeks"}
+
+
+def parse_duration(text: str) -> timedelta:
+    """``30d``, ``12h``, ``2w``, ``0d``: a duration, or ValueError saying how to write one."""
+    number, unit = text.strip()[:-1], text.strip()[-1:]
+    if not number.isdigit() or unit not in _UNITS:
+        raise ValueError(
+            f"{text!r} is not a duration: write a whole number and a unit, d (days), h (hours) "
+            "or w (weeks), e.g. 30d, 12h or 0d"
+        )
+    return timedelta(**{_UNITS[unit]: int(number)})
+
+
 class FeastConfig(Section):
     repo: str
     """The Feast feature repo: the directory that holds `feature_store.yaml`."""
@@ -329,7 +343,43 @@ class FeastConfig(Section):
 
     prune: Literal["plan", "apply"] = "plan"
     """What `cae-ray run` does after a passed validation: `plan` saves the prune plan only (like
-    `cae-ray prune` without --apply); `apply` writes the deprecation marks to the registry."""
+    `cae-ray prune` without --apply); `apply` sets the deprecation marks in the registry to
+    exactly this run's unselected features (features it keeps lose earlier marks)."""
+
+    kept_service: str = Field("cae_ray_selected", min_length=1)
+    """The one FeatureService cae-ray keeps: each applied prune sets it to the run's selected
+    features (tagged with the run id and date). Models read their features from it."""
+
+    grace_period: str = "30d"
+    """How long a feature stays deprecated before `cae-ray retire` removes it from the repo's
+    definitions: a number and a unit, `d` (days), `h` (hours) or `w` (weeks); `0d` retires every
+    deprecated feature."""
+
+    retire: Literal["off", "plan", "apply"] = "plan"
+    """What `cae-ray run` does after the prune: `plan` saves what would retire (RUN_DIR/
+    retire.json, with the diff) without doing it; `apply` retires (like `cae-ray retire
+    --apply`); `off` skips it."""
+
+    @field_validator("grace_period")
+    @classmethod
+    def _a_duration(cls, value: str) -> str:
+        parse_duration(value)  # raises ValueError with the fix
+        return value
+
+    @property
+    def grace(self) -> timedelta:
+        return parse_duration(self.grace_period)
+
+    @model_validator(mode="after")
+    def _kept_service_is_not_the_source(self) -> FeastConfig:
+        if self.feature_service is not None and self.feature_service == self.kept_service:
+            raise ValueError(
+                f"feast.feature_service and feast.kept_service are both {self.kept_service!r}: "
+                "exporting from the service cae-ray rewrites would shrink the candidates to the "
+                "last selection every run. Export from the views (feast.features) or from a "
+                "service of your own"
+            )
+        return self
 
     @model_validator(mode="after")
     def _one_source_of_features(self) -> FeastConfig:

@@ -121,7 +121,13 @@ def describe(step: str, figures: dict[str, Any]) -> str:
         return f"{verdict}: {figures['selected']:.3f} vs {figures['baseline']:.3f} (all)"
     if step == "prune":
         action = "marked deprecated" if figures["applied"] else "to deprecate (plan)"
-        return f"{figures['deprecated']:,} {action}"
+        back = figures.get("undeprecated")
+        return f"{figures['deprecated']:,} {action}" + (f", {back:,} back in use" if back else "")
+    if step == "retire":
+        if figures.get("not_possible"):
+            return "[dim]nothing can retire yet[/]"
+        action = "retired" if figures["applied"] else f"due after {figures['grace_period']} (plan)"
+        return f"{figures['count']:,} {action}"
     if step == "report":
         return Path(figures["path"]).name
     return ""
@@ -157,6 +163,15 @@ def summary_table(record: dict[str, Any], run_dir: Path, config: Config) -> Tabl
             table.add_row("undo", f"cae-ray restore --repo {repo} --run-id {prune['run_id']}")
     elif "reason" in prune:
         table.add_row("deprecated", f"none ({prune['reason']})")
+    retire = steps.get("retire", {})
+    if retire.get("count"):
+        state = "retired from the definitions" if retire["applied"] else "due (plan only)"
+        table.add_row("retire", f"{retire['count']:,} features {state}")
+        if retire["applied"]:
+            repo = config.feast.repo if config.feast else "REPO"
+            table.add_row(
+                "undo retire", f"cae-ray restore --repo {repo} --run-id {retire['run_id']}"
+            )
     if "path" in steps.get("report", {}):
         table.add_row("report", steps["report"]["path"])
     table.add_row("run dir", str(run_dir))

@@ -2,14 +2,15 @@
 
 :func:`run` is the whole pipeline, read top to bottom::
 
-    export -> prepare -> select -> validate -> prune -> report
+    export -> prepare -> select -> validate -> prune -> retire -> report
 
 Each step is also a function of its own, which the CLI's commands call; each takes the config
 and the run dir, and reuses its finished output when that is up to date for the config
 (:meth:`cae_ray.artifacts.RunDir.reusable`), so running again resumes at the first unfinished
 step (and an interrupted ``select`` at its last checkpoint). The step bodies live below this
 hub: :mod:`cae_ray.feast.export`, :mod:`cae_ray.preparation`, :mod:`cae_ray.selection`,
-:mod:`cae_ray.validation`, :mod:`cae_ray.feast.registry` and :mod:`cae_ray.report`. Only the
+:mod:`cae_ray.validation`, :mod:`cae_ray.feast.registry`, :mod:`cae_ray.feast.retire` and
+:mod:`cae_ray.report`. Only the
 CLI and the adapters in ``pipelines/`` import this module.
 """
 
@@ -19,14 +20,16 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cae_ray.artifacts import RUN_RECORD, STEP_ARTIFACTS, RunDir, config_hash
 from cae_ray.config import Config
 from cae_ray.errors import ValidationGateFailedError, WeakBaselineError
-from cae_ray.feast.errors import MissingFeastConfigError
 from cae_ray.progress import OnProgress, StepEvent, step_summary
 from cae_ray.version import __version__
+
+if TYPE_CHECKING:
+    from cae_ray.feast.status import Findings
 
 RunDirLike = str | os.PathLike[str]
 OnEvent = Callable[[StepEvent], None]
@@ -44,6 +47,7 @@ def run(config: Config, run_dir: RunDirLike, on_event: OnEvent | None = None) ->
     gate = steps.run("validate", lambda: validate(config, where))
     apply = config.feast is not None and config.feast.prune == "apply"
     steps.run("prune", lambda: prune(config, where, apply=apply), _no_prune(config, gate))
+    steps.run("retire", lambda: retire_in_run(config, where), _no_retire(config, gate))
     steps.run("report", lambda: report(config, where))
     return steps.finish(gate)
 
@@ -95,20 +99,59 @@ def prune(
     return asdict(plan)
 
 
+def retire(
+    config: Config, run_dir: RunDirLike, *, apply: bool = False, force: bool = False
+) -> dict[str, Any]:
+    """Plan, and with ``apply`` carry out, the retirement of features deprecated for longer
+    than ``feast.grace_period`` (:mod:`cae_ray.feast.retire`)."""
+    from cae_ray.feast.retire import retire as retire_step
+
+    plan = retire_step(config, _writable(run_dir), apply=apply, force=force)
+    return {**asdict(plan), "count": plan.count}
+
+
+def retire_in_run(config: Config, run_dir: RunDirLike) -> dict[str, Any]:
+    """``retire`` as a step of ``run`` (``feast.retire``). In ``plan`` mode a repo that cannot
+    retire yet (no prune applied, no overlay hook) is a reason recorded, not a failure."""
+    from cae_ray.feast.errors import NoPruneYetError, RetireNeedsHookError
+
+    assert config.feast is not None
+    apply = config.feast.retire == "apply"
+    try:
+        return retire(config, run_dir, apply=apply)
+    except (NoPruneYetError, RetireNeedsHookError) as e:
+        if apply:
+            raise
+        return {"count": 0, "applied": False, "not_possible": str(e)}
+
+
 def restore(repo: str, run_id: str) -> dict[str, Any]:
-    """Undo one prune in the Feast registry of ``repo``."""
+    """Undo the latest prune or retirement in the Feast repo ``repo``."""
     from cae_ray.feast.registry import restore as restore_step
 
     return restore_step(repo, run_id)
 
 
-def check_marks(config: Config) -> list[str]:
-    """Where the Feast registry and the repo's overlay disagree on cae-ray's marks."""
-    from cae_ray.feast.registry import check
+def check_marks(config: Config) -> Findings:
+    """Where the Feast registry and the repo's overlay disagree on cae-ray's marks, and the
+    FeatureServices older versions left."""
+    from cae_ray.feast.status import check
 
-    if config.feast is None:
-        raise MissingFeastConfigError("the config", "`feast:` section")
-    return check(config.feast.repo)
+    return check(config)
+
+
+def feature_status(config: Config) -> list[dict[str, Any]]:
+    """Each feature's lifecycle state in the Feast repo: kept, deprecated, retired, active."""
+    from cae_ray.feast.status import feature_status as status
+
+    return [asdict(state) for state in status(config)]
+
+
+def remove_services(config: Config, names: list[str]) -> list[str]:
+    """Remove FeatureServices older cae-ray versions made (one per run)."""
+    from cae_ray.feast.status import remove_services as remove
+
+    return remove(config, names)
 
 
 def report(config: Config, run_dir: RunDirLike) -> dict[str, Any]:
@@ -128,6 +171,17 @@ def _no_export(config: Config) -> str | None:
         return "no feast.entities or feast.start to export"
     if config.data is not None and config.data.path is not None:
         return "data.path is set: selecting from it"
+    return None
+
+
+def _no_retire(config: Config, gate: dict[str, Any] | None) -> str | None:
+    """Why ``run`` skips retire, if it does."""
+    if config.feast is None:
+        return "no feast section"
+    if config.feast.retire == "off":
+        return "feast.retire is off"
+    if gate is not None and not gate["passed"]:
+        return "the validation gate failed"
     return None
 
 

@@ -58,6 +58,10 @@ def step_summary(name: str, outcome: dict[str, Any]) -> dict[str, Any]:
         figures["selected"] = outcome["selected"]["value"]
     elif name == "prune":
         figures["deprecated"] = sum(len(marked) for marked in outcome["deprecate"].values())
+        figures["undeprecated"] = sum(len(back) for back in outcome["removed"].values())
+    elif name == "retire":
+        keys = ("run_id", "applied", "count", "grace_period", "not_possible")
+        figures |= {key: outcome[key] for key in keys if key in outcome}
     return figures
 
 

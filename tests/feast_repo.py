@@ -166,7 +166,7 @@ def feast_cli(repo: Path, command: str) -> str:
 
     feast = Path(sys.executable).parent / "feast"
     done = subprocess.run(
-        [str(feast), command], cwd=repo, capture_output=True, text=True, check=False
+        [str(feast), *command.split()], cwd=repo, capture_output=True, text=True, check=False
     )
     assert done.returncode == 0, done.stdout + done.stderr
     return done.stdout
@@ -195,5 +195,87 @@ def make_definitions_repo(directory: Path, like: FeastRepo) -> Path:
             kept=STATS[:3],
         )
     )
+    feast_apply(repo)
+    return repo
+
+
+STATS_MODULE = """\
+from datetime import timedelta
+
+from feast import Entity, FeatureView, Field, FileSource, ValueType
+from feast.types import Float32
+
+from cae_ray.feast.overlay import annotate_all
+
+driver = Entity(name="driver", join_keys=["driver_id"], value_type=ValueType.INT64)
+# Wide views build their schema in code.
+driver_stats = FeatureView(
+    name="driver_stats",
+    entities=[driver],
+    ttl=timedelta(days=365),
+    schema=[Field(name=s, dtype=Float32) for s in {stats!r}],
+    source=FileSource(path={stats_path!r}, timestamp_field="event_timestamp"),
+)
+
+annotate_all(globals())
+"""
+
+EXTRA_MODULE = """\
+from datetime import timedelta
+
+from feast import FeatureView, Field, FileSource
+from feast.types import Float32, Int64
+
+from cae_ray.feast.overlay import annotate_all
+from stats import driver
+
+driver_extra = FeatureView(
+    name="driver_extra",
+    entities=[driver],
+    ttl=timedelta(days=365),
+    schema=[
+        Field(name="trips", dtype=Int64),  # trips in the last 30 days
+        Field(name="rating", dtype=Float32),  # the mean rating
+    ],
+    source=FileSource(path={extra_path!r}, timestamp_field="event_timestamp"),
+)
+
+annotate_all(globals())
+"""
+
+USERS_MODULE = """\
+import pandas as pd
+from feast import FeatureService, Field
+from feast.on_demand_feature_view import on_demand_feature_view
+from feast.types import Float64
+
+from extra import driver_extra
+from stats import driver_stats
+
+driver_model = FeatureService(name="driver_model", features=[driver_stats[["s_02"]]])
+
+
+@on_demand_feature_view(
+    sources=[driver_extra[["rating"]]], schema=[Field(name="rating_x2", dtype=Float64)]
+)
+def rating_x2(inputs: pd.DataFrame) -> pd.DataFrame:
+    return pd.DataFrame({{"rating_x2": inputs["rating"] * 2.0}})
+"""
+
+
+def make_two_module_repo(directory: Path, like: FeastRepo, users: bool = False) -> Path:
+    """A repo over the data of ``like`` in two definitions modules: ``stats.py`` builds its
+    schema with a comprehension, ``extra.py`` lists literal ``Field`` s (with comments); with
+    ``users``, a third module holds a FeatureService reading ``driver_stats:s_02`` and an
+    on-demand view reading ``driver_extra:rating``. Applied by the real `feast apply`."""
+    repo = directory / "two_module_repo"
+    (repo / "data").mkdir(parents=True)
+    (repo / "feature_store.yaml").write_text(store_yaml() + REGISTRIES["file"])
+    data = like.path / "data"
+    stats_path, extra_path = str(data / "driver_stats.parquet"), str(data / "driver_extra.parquet")
+    (repo / "stats.py").write_text(STATS_MODULE.format(stats=STATS, stats_path=stats_path))
+    (repo / "extra.py").write_text(EXTRA_MODULE.format(extra_path=extra_path))
+    if users:
+        (repo / "users.py").write_text(USERS_MODULE.format())
     feast_apply(repo)
     return repo

@@ -18,14 +18,10 @@ from cae_ray.config import Config, validate_config
 from cae_ray.feast.entities import ROW_ID
 from cae_ray.feast.errors import PruneRefusedError, UnknownRunIdError
 from cae_ray.feast.journal import JOURNAL
-from cae_ray.feast.registry import (
-    LAST_RUN,
-    check,
-    deprecation_tag,
-    prune,
-    restore,
-)
+from cae_ray.feast.overlay import LAST_RUN, deprecation_tag, parse_mark
+from cae_ray.feast.registry import prune, restore
 from cae_ray.feast.repo import AUDIT_LOG, audit_records
+from cae_ray.feast.status import check
 from cae_ray.pipeline import export, select, validate
 from tests.feast_repo import FeastRepo, feast_plan, make_definitions_repo, make_feast_repo
 
@@ -109,7 +105,7 @@ def test_apply_marks_then_restore_gives_the_original_back(validated_run, tmp_pat
     for view, features in plan.deprecate.items():
         tags = after["views"][view]["tags"]
         assert tags[LAST_RUN] == plan.run_id
-        assert all(tags[deprecation_tag(f)] == plan.run_id for f in features)
+        assert all(parse_mark(tags[deprecation_tag(f)])["run"] == plan.run_id for f in features)
         assert after["views"][view]["features"] == before["views"][view]["features"]
     kept = sorted(f"{v}:{f}" for v, features in plan.keep.items() for f in features)
     assert after["services"][plan.feature_service] == kept
@@ -155,7 +151,7 @@ def test_no_prune_without_a_passed_validation_unless_forced(validated_run, tmp_p
 
 def test_restore_of_an_unknown_run_id(validated_run) -> None:
     _, _, repo = validated_run
-    with pytest.raises(UnknownRunIdError, match="no prune with run id 'nope'"):
+    with pytest.raises(UnknownRunIdError, match="no prune or retirement with run id 'nope'"):
         restore(str(repo.path), "nope")
 
 
@@ -198,7 +194,7 @@ def test_marks_survive_feast_apply_through_the_repo_overlay(validated_run, tmp_p
     marked = registry_state(defined)
     feast_apply(defined.path)  # the team's next apply, from the repo
     assert registry_state(defined) == marked
-    assert check(str(defined.path)) == []
+    assert check(in_defined_repo).disagreements == []
     assert plan.feature_service in marked["services"]
 
     restore(str(defined.path), plan.run_id)
@@ -213,9 +209,10 @@ def test_a_repo_without_the_hook_gets_a_warning(validated_run, tmp_path, caplog)
 
     assert plan.hook_missing  # the fixture's repo is applied from code, with no definitions
     assert "the next `feast apply` will remove these marks" in caplog.text
-    assert check(str(repo.path)) == []
+    assert check(config).disagreements == []
     (repo.path / "cae_ray_deprecations.yaml").rename(tmp_path / "overlay.yaml")
-    assert any("in the registry" in p for p in check(str(repo.path)))  # the marks are only there
+    # the marks are only in the registry now
+    assert any("in the registry" in p for p in check(config).disagreements)
     (tmp_path / "overlay.yaml").rename(repo.path / "cae_ray_deprecations.yaml")
     restore(str(repo.path), plan.run_id)
     assert registry_state(repo) == before
@@ -253,14 +250,17 @@ def test_two_prunes_at_the_same_time_both_keep_their_marks(validated_run, tmp_pa
     for thread in threads:
         thread.join()
 
+    # One after the other, whole: the registry holds exactly the later one's marks.
     state = registry_state(repo)
-    for plan in plans.values():
-        assert plan.feature_service in state["services"]
-        for view, features in plan.deprecate.items():
-            assert all(deprecation_tag(f) in state["views"][view]["tags"] for f in features)
-    assert check(str(repo.path)) == []
-    for plan in plans.values():
-        restore(str(repo.path), plan.run_id)
+    order = [r["run_id"] for r in audit_records(repo.path) if r["action"] == "prune"][-2:]
+    later = next(plan for plan in plans.values() if plan.run_id == order[-1])
+    assert later.feature_service in state["services"]
+    for view, fv in state["views"].items():
+        marked = {k.removeprefix("cae-ray/deprecated.") for k in fv["tags"] if "deprecated." in k}
+        assert marked == set(later.deprecate.get(view, []))
+    assert check(config).disagreements == []
+    for run_id in reversed(order):
+        restore(str(repo.path), run_id)
     assert registry_state(repo) == before
 
 
@@ -387,7 +387,7 @@ def test_restore_says_what_it_changed_and_a_second_restore_has_nothing_to_do(
     config, run, repo = validated_run
     before = registry_state(repo)
     plan = prune(config, RunDir(fresh_run(run, tmp_path / "run")), apply=True)
-    marks = sum(len(f) for f in plan.deprecate.values()) + len(plan.deprecate)
+    marks = sum(len(f) for f in plan.deprecate.values()) + len(plan.views)  # + last-run
     args = ["restore", "--repo", str(repo.path), "--run-id", plan.run_id]
 
     first = CliRunner().invoke(app, args)
@@ -477,7 +477,7 @@ def test_a_prune_killed_after_each_step_is_finished_or_rolled_back(
     assert died.returncode == -signal.SIGKILL, died.stdout + died.stderr
     assert (repo / JOURNAL).exists()  # the transaction did not end
 
-    assert check(str(repo)) == []  # the next command recovers first, then they agree
+    assert check(config).disagreements == []  # the next command recovers first: they agree
     assert not (repo / JOURNAL).exists()
     after = registry_state(defined)
     assert clean(feast_plan(repo)), feast_plan(repo)
@@ -488,7 +488,9 @@ def test_a_prune_killed_after_each_step_is_finished_or_rolled_back(
     pruned = audit_records(repo)[-1]
     for view, features in pruned["deprecate"].items():
         tags = after["views"][view]["tags"]
-        assert all(tags[deprecation_tag(f)] == pruned["run_id"] for f in features)
+        assert all(
+            parse_mark(tags[deprecation_tag(f)])["run"] == pruned["run_id"] for f in features
+        )
     assert pruned["feature_service"] in after["services"]
     assert not (run_dir / PRUNE_PLAN).exists()  # the run dir's record comes after the repo's
     restore(str(repo), pruned["run_id"])
@@ -522,7 +524,7 @@ def test_a_restore_killed_half_way_is_rolled_back_to_the_pruned_state(
     )
     assert died.returncode == -signal.SIGKILL
 
-    assert check(str(repo)) == []
+    assert check(config).disagreements == []
     assert registry_state(defined) == pruned
     restored = restore(str(repo), plan.run_id)
     assert restored["restored"] and restored["service_removed"]

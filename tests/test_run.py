@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from cae_ray.cli import app
 from cae_ray.demo import VIEW, demo_config
 from cae_ray.errors import EXIT_GATE
-from cae_ray.feast.registry import TAG_PREFIX
+from cae_ray.feast.overlay import TAG_PREFIX
 
 pytestmark = [pytest.mark.ray, pytest.mark.feast]
 runner = CliRunner()
@@ -50,8 +50,10 @@ def test_demo_marks_the_unselected_features_and_writes_a_report(demo_dir) -> Non
     assert record["status"] == "succeeded"
     statuses = {name: step["status"] for name, step in record["steps"].items()}
     assert statuses == dict.fromkeys(
-        ("export", "prepare", "select", "validate", "prune", "report"), "done"
+        ("export", "prepare", "select", "validate", "prune", "retire", "report"), "done"
     )
+    retire = record["steps"]["retire"]  # planned: nothing deprecated for 30 days yet
+    assert (retire["count"], retire["applied"]) == (0, False)
     kept = record["steps"]["select"]["selected_features"]
     tags = deprecation_tags(directory / "feature_repo")
     assert len(tags) == FEATURES - 10

@@ -78,7 +78,7 @@ class PruneRefusedError(FeastError):
 class UnknownRunIdError(FeastError, ValueError):
     def __init__(self, run_id: str, log: str, known: Sequence[str]) -> None:
         super().__init__(
-            f"no prune with run id {run_id!r} is recorded in {log}. Known run ids: "
+            f"no prune or retirement with run id {run_id!r} is recorded in {log}. Known run ids: "
             f"{preview(known) or 'none'}. Fix: pass one of those to --run-id."
         )
 
@@ -161,4 +161,98 @@ class EntityColumnsMissingError(InvalidInputError):
             f"the entity rows in {path} lack column(s) {preview(missing)} that the feature "
             f"views join on or read as of (present: {preview(present)}). Fix: add them, or set "
             "feast.timestamp_column to the rows' event time column."
+        )
+
+
+class NotLatestRunError(FeastError):
+    """Only the latest prune or retirement can be restored exactly."""
+
+    def __init__(self, repo: str, run_id: str, later: Sequence[str]) -> None:
+        self.later = list(later)
+        first = f"cae-ray restore --repo {repo} --run-id {later[0]}"
+        super().__init__(
+            f"run {run_id} is not the latest change to the registry of {repo!r}: "
+            f"{preview(later)} came after it (latest first), and restoring {run_id} under them "
+            f"would leave a state no run made. Fix: restore those first, latest first ({first})."
+        )
+
+
+class NoPruneYetError(FeastError):
+    def __init__(self, repo: str) -> None:
+        super().__init__(
+            f"nothing to retire in {repo!r}: no applied prune stands there, so no feature is "
+            "deprecated. Fix: run `cae-ray prune CONFIG --run-dir RUN --apply` (or a run with "
+            "feast.prune: apply) first; features retire once deprecated for feast.grace_period."
+        )
+
+
+class RetireNeedsHookError(FeastError):
+    def __init__(self, repo: str) -> None:
+        super().__init__(
+            f"the Feast repo at {repo!r} has no definitions module that calls "
+            "annotate_all(globals()), so its next `feast apply` would strip every mark and "
+            "keep the fields built by code. "
+            "Fix: add `from cae_ray.feast.overlay import annotate_all; annotate_all(globals())` "
+            "at the end of each definitions module, then `feast apply`."
+        )
+
+
+class RetireRefusedError(FeastError):
+    """Features that are due to retire but still read by something the user defined."""
+
+    def __init__(self, users: dict[str, list[str]]) -> None:
+        self.users = users
+        items = [f"{feature} (read by {', '.join(by)})" for feature, by in users.items()]
+        more = f" and {len(items) - 8} more" if len(items) > 8 else ""
+        super().__init__(
+            f"refusing to retire {len(users)} feature(s) still in use: {'; '.join(items[:8])}"
+            f"{more}. Nothing was changed. "
+            "Fix: take them out of those objects (or remove FeatureServices of older cae-ray "
+            "versions with `cae-ray feast remove-services`), then run again; or lengthen "
+            "feast.grace_period."
+        )
+
+
+class PlanOutdatedError(FeastError):
+    def __init__(self, plan: str, what: str) -> None:
+        super().__init__(
+            f"the retirement plan {plan} is outdated: {what}. Nothing was changed. Fix: run "
+            "`cae-ray retire` without --apply to plan again, review it, then --apply."
+        )
+
+
+class DirtyWorkTreeError(FeastError):
+    def __init__(self, repo: str, files: Sequence[str]) -> None:
+        self.files = list(files)
+        super().__init__(
+            f"the definitions to rewrite have changes git does not hold ({preview(files)} in "
+            f"{repo!r}): a retirement on top of them could not be told apart from them. Fix: "
+            "commit or stash them, or pass --force to rewrite anyway."
+        )
+
+
+class FeastApplyError(FeastError):
+    def __init__(self, repo: str, output: str) -> None:
+        last = " / ".join(output.strip().splitlines()[-3:]) or "no output"
+        super().__init__(
+            f"`feast apply` failed in {repo!r} ({last}); the definitions, the overlay and the "
+            "registry were put back as they were. Fix: run `feast plan` there to see why."
+        )
+
+
+class DefinitionsParseError(FeastError):
+    def __init__(self, path: object, problem: str) -> None:
+        self.path, self.problem = path, problem
+        super().__init__(
+            f"cannot parse the Feast definitions file {path}: {problem}. Fix: make it valid "
+            f"Python (`python -m py_compile {path}`), then run again."
+        )
+
+
+class NotCaeRayServiceError(FeastError, ValueError):
+    def __init__(self, name: str, removable: Sequence[str]) -> None:
+        super().__init__(
+            f"{name!r} is not a FeatureService of an older cae-ray version, so cae-ray will not "
+            f"remove it. Removable: {preview(removable) or 'none'}. Fix: name only those (the "
+            "kept service goes with `cae-ray restore`)."
         )

@@ -1,14 +1,14 @@
-"""The repo's journal: a prune or restore is one transaction over three stores (the registry, the
-overlay beside the definitions, the audit log), and a kill between two of them must leave a
-state the next command can finish or undo.
+"""The repo's journal: a prune, retirement or restore is one transaction over several stores (the
+registry; the overlay, the definitions files and the audit log in the repo), and a kill between
+two of them must leave a state the next command can finish or undo.
 
 Before anything is written, :func:`begin` records durably (written, flushed to disk, renamed
-into place) what the transaction will touch as it is now: the registry objects (their protos)
-and the overlay's text. Then the registry is written, then the overlay, then the audit record,
-which carries the journal's id; :func:`end` removes the journal last. Whoever finds a journal
-later (:func:`cae_ray.feast.registry.recover`) knows from the audit log whether everything was
-written (the record is there: only the journal's end is missing) or not (put everything back
-as the journal recorded it, :func:`roll_back`).
+into place) what the transaction will touch as it is now: the registry objects (their protos),
+the overlay's text and the bytes of the definitions files it rewrites. Then those are written,
+then the audit record, which carries the journal's id; :func:`end` removes the journal last.
+Whoever finds a journal later (:func:`cae_ray.feast.repo.recover`) knows from the audit log
+whether everything was written (the record is there: only the journal's end is missing) or not
+(put everything back as the journal recorded it, :func:`roll_back`).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cae_ray.artifacts import write_text
+from cae_ray.artifacts import write_bytes, write_text
 from cae_ray.feast import import_feast
 from cae_ray.feast.overlay import OVERLAY
 
@@ -42,21 +42,30 @@ class Entry:
     """Each feature service it writes: name -> its proto before, or None where there was none."""
     overlay: str | None
     """The repo overlay's text before (None: there was no overlay file)."""
+    files: dict[str, str] = field(default_factory=dict)
+    """Each definitions file it rewrites (a retirement): path -> its bytes before, base64."""
     id: str = field(default_factory=lambda: uuid.uuid4().hex)
 
 
 def snapshot(
-    store: Any, action: str, run_id: str, project: str, views: list[str], services: list[str]
+    store: Any,
+    action: str,
+    run_id: str,
+    project: str,
+    views: list[str],
+    services: list[str],
+    files: list[Path] = (),  # type: ignore[assignment]
 ) -> Entry:
-    """The journal entry of a transaction that will write ``views`` and ``services``: each as
-    the registry holds it now (read under the repo lock, after a refresh)."""
+    """The journal entry of a transaction that will write ``views``, ``services`` and
+    ``files``: each as it is now (read under the repo lock, after a refresh)."""
     registry = store.registry
     existing = {s.name: s for s in registry.list_feature_services(project)}
     protos = {v: _encode(registry.get_any_feature_view(v, project)) for v in views}
     before = {s: _encode(existing[s]) if s in existing else None for s in services}
     overlay = Path(store.repo_path) / OVERLAY
     text = overlay.read_text() if overlay.exists() else None
-    return Entry(action, run_id, project, protos, before, text)
+    sources = {str(p): base64.b64encode(p.read_bytes()).decode("ascii") for p in files}
+    return Entry(action, run_id, project, protos, before, text, sources)
 
 
 def begin(repo: Path, entry: Entry) -> None:
@@ -86,8 +95,8 @@ def pending(repo: Path) -> Entry | None:
 
 
 def roll_back(store: Any, entry: Entry) -> None:
-    """Put the registry objects and the overlay back as ``entry`` recorded them, in one
-    registry commit."""
+    """Put the registry objects, the overlay and the definitions files back as ``entry``
+    recorded them (the registry in one commit)."""
     import_feast()  # keeps our warning filters
     from feast import FeatureService, FeatureView
     from feast.protos.feast.core.FeatureService_pb2 import FeatureService as ServiceProto
@@ -112,6 +121,8 @@ def roll_back(store: Any, entry: Entry) -> None:
         overlay.unlink(missing_ok=True)
     else:
         write_text(overlay, entry.overlay)
+    for path, blob in entry.files.items():
+        write_bytes(Path(path), base64.b64decode(blob))
 
 
 def _encode(feast_object: Any) -> str:

@@ -1,20 +1,24 @@
-"""Mark the unselected features deprecated in a Feast registry, and take the marks back.
+"""Set a Feast registry's deprecation marks to what the latest run decided, and take them back.
 
-    plan_prune(config, run)            -> the plan (which features, which views, which service)
+    plan_prune(config, run)            -> the plan (which features, which views, the kept service)
     prune(config, run, apply=...)      -> RUN_DIR/prune.json (+ the registry, + the audit log)
-    restore(repo, run_id)              -> the registry as it was before that prune
+    restore(repo, run_id)              -> the registry as it was before that prune (or retirement)
 
 Marks are view-level tags (no new view version, no online-table switch; see README): one key
-per deprecated feature, ``cae-ray/deprecated.<feature>`` = run id, plus ``cae-ray/last-run``.
-A prune also registers a FeatureService of the K kept features for models to switch to.
+per deprecated feature, ``cae-ray/deprecated.<feature>`` = ``<run id>@<UTC time first set>``,
+plus ``cae-ray/last-run``. An applied prune sets them to exactly its unselected features on
+the candidates it covers: features it keeps lose earlier marks, features still unselected keep
+their first date. It also sets the one kept FeatureService (``feast.kept_service``) to the
+selected features. The state lives in the repo's overlay (:mod:`cae_ray.feast.overlay`), from
+which :func:`cae_ray.feast.overlay.view_tags` derives the tags.
 
 A prune and a restore are each one transaction (:mod:`cae_ray.feast.journal`): under the repo
 lock, a journal of what they touch is written first, then the registry (read fresh, changed in
 memory, one commit), then the overlay, then an audit record in ``cae_ray_audit.jsonl`` (who,
-when, run id, features, validation figures), which ``restore`` reads to undo exactly what the
-prune did. Whichever command finds a journal left by a kill (prune, restore, check) finishes
-or rolls it back first (:func:`recover`). Before anything is written, a pre-flight opens for
-writing everything that will be written (:func:`cae_ray.feast.repo.check_writable`).
+when, run id, the marks added and removed, what stood before, validation figures). Whichever
+command finds a journal left by a kill finishes or rolls it back first
+(:func:`cae_ray.feast.repo.recover`). Only the latest prune or retirement can be restored: the
+audit record holds exactly what stood before it.
 """
 
 from __future__ import annotations
@@ -23,7 +27,6 @@ import copy
 import logging
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -36,28 +39,30 @@ from cae_ray.artifacts import (
     selection_digest,
 )
 from cae_ray.config import Config
-from cae_ray.feast import import_feast, journal
-from cae_ray.feast.errors import MissingFeastConfigError, PruneRefusedError
-from cae_ray.feast.overlay import HOOK, has_hook, read_overlay, tags_of_view, write_overlay
+from cae_ray.feast import import_feast, journal, retire
+from cae_ray.feast.errors import MissingFeastConfigError, NotLatestRunError, PruneRefusedError
+from cae_ray.feast.overlay import (
+    HOOK,
+    TAG_PREFIX,
+    has_hook,
+    read_overlay,
+    service_tags,
+    view_tags,
+    write_overlay,
+)
 from cae_ray.feast.refs import column_refs
 from cae_ray.feast.repo import (
     append_audit,
-    audited,
     check_writable,
-    find_prune,
-    is_live,
+    find_action,
+    latest_action,
+    recover,
     repo_lock,
+    utc_stamp,
 )
 from cae_ray.feast.store import open_store
 
 logger = logging.getLogger(__name__)
-
-TAG_PREFIX = "cae-ray/"
-LAST_RUN = TAG_PREFIX + "last-run"
-
-
-def deprecation_tag(feature: str) -> str:
-    return f"{TAG_PREFIX}deprecated.{feature}"
 
 
 @dataclass
@@ -67,19 +72,30 @@ class PrunePlan:
     deprecate: dict[str, list[str]]
     """Per feature view: the features to mark deprecated."""
     keep: dict[str, list[str]]
-    """Per feature view: the selected features (they go into the feature service)."""
+    """Per feature view: the selected features (they go into the kept feature service)."""
     feature_service: str
+    """The kept FeatureService (``feast.kept_service``), set to the kept features."""
     validation: dict[str, Any]
     forced_reason: str | None = None
+    added: dict[str, list[str]] = field(default_factory=dict)
+    """Per view: features marked that were not (on apply: as found under the lock)."""
+    removed: dict[str, list[str]] = field(default_factory=dict)
+    """Per view: features kept now whose earlier mark this prune takes off."""
     applied: bool = False
     already_applied: bool = False
-    """True when this very prune was already applied (and not restored): nothing was written."""
+    """True when this very prune is the latest applied one: nothing was written."""
     recovered: str | None = None
-    """What was done first about an earlier prune or restore that had been interrupted."""
+    """What was done first about an earlier transaction that had been interrupted."""
     hook_missing: bool = False
     """True when the repo's definitions lack the overlay hook (marks die on `feast apply`)."""
+    at: str = ""
+    """When it was applied (UTC): the date of the marks it adds."""
     previous: dict[str, Any] = field(default_factory=dict)
-    """Filled on apply: each touched view's tags before, and whether the service existed."""
+    """Filled on apply: what stood before on what it touches (restore puts it back)."""
+
+    @property
+    def views(self) -> list[str]:
+        return sorted({*self.deprecate, *self.keep})
 
 
 # --- the plan -------------------------------------------------------------------------------
@@ -103,16 +119,17 @@ def plan_prune(config: Config, run: RunDir, force_reason: str | None = None) -> 
     for column in selection["candidate_features"]:
         view, feature = refs[column]
         (keep if column in chosen else deprecate).setdefault(view, []).append(feature)
-    run_id = selection_digest(selection)  # the recorded hash, unless the file was edited
-    return PrunePlan(
-        run_id=run_id,
+    plan = PrunePlan(
+        run_id=selection_digest(selection),  # the recorded hash, unless the file was edited
         project=store.project,
         deprecate=deprecate,
         keep=keep,
-        feature_service=f"cae_ray_{run_id}",
+        feature_service=config.feast.kept_service,
         validation=validation,
         forced_reason=force_reason,
     )
+    _, plan.added, plan.removed = marked(read_overlay(Path(config.feast.repo)), plan)
+    return plan
 
 
 def _checked_validation(
@@ -139,7 +156,38 @@ def _checked_validation(
     return {"forced_despite": problem}
 
 
-# --- apply and restore ----------------------------------------------------------------------
+def marked(
+    overlay: dict[str, Any], plan: PrunePlan
+) -> tuple[dict[str, Any], dict[str, list[str]], dict[str, list[str]]]:
+    """The overlay after ``plan``, and the marks it adds and removes (per view). Marks on
+    features the run did not consider stay: it has no opinion on them."""
+    after = copy.deepcopy(overlay)
+    added: dict[str, list[str]] = {}
+    removed: dict[str, list[str]] = {}
+    for view in plan.views:
+        marks = after["marks"].pop(view, {})
+        for feature in plan.keep.get(view, []):
+            if marks.pop(feature, None) is not None:
+                removed.setdefault(view, []).append(feature)
+        for feature in plan.deprecate.get(view, []):
+            if feature not in marks:
+                marks[feature] = {"run": plan.run_id, "since": plan.at or utc_stamp()}
+                added.setdefault(view, []).append(feature)
+        if marks:
+            after["marks"][view] = marks
+        after["last_run"][view] = plan.run_id
+    after["kept_service"] = {
+        "name": plan.feature_service,
+        "run": plan.run_id,
+        "at": plan.at or utc_stamp(),
+        "features": plan.keep,
+        "description": _service_description(plan),
+    }
+    after["legacy_services"].pop(plan.feature_service, None)
+    return after, added, removed
+
+
+# --- apply ----------------------------------------------------------------------------------
 
 
 def prune(
@@ -153,10 +201,10 @@ def prune(
     """Plan (and with ``apply``, write) the deprecation marks; save ``RUN_DIR/prune.json``.
 
     Every caller (the CLI, ``cae-ray run``, the adapters) gets both guards: no prune without a
-    passed validation of this very selection (:func:`plan_prune`), and a prune already applied
-    to the registry (and not restored since) is not applied again: it says so and changes
-    nothing. ``on_view_written(view)`` is called after each view is changed in memory, before
-    the commit: tests inject failures and pauses there.
+    passed validation of this very selection (:func:`plan_prune`), and a prune that is the
+    latest applied one is not applied again: it says so and changes nothing.
+    ``on_view_written(view)`` is called after each view is changed in memory, before the
+    commit: tests inject failures and pauses there.
     """
     plan = plan_prune(config, run, force_reason)
     assert config.feast is not None
@@ -167,34 +215,17 @@ def prune(
         check_writable(repo, store)  # before the lock: taking it already writes in the repo
         with repo_lock(repo):
             plan.recovered = recover(repo, store)
-            if is_live(repo, plan.run_id):
-                plan.applied = plan.already_applied = True
+            latest = latest_action(repo)
+            if latest is not None and latest["action"] == "prune":
+                plan.already_applied = latest["run_id"] == plan.run_id
+            if plan.already_applied:
+                plan.applied = True
             else:
                 _apply(repo, store, plan, on_view_written)
     saved = run.read_json(PRUNE_PLAN)
     if not (plan.already_applied and saved and saved.get("applied")):
         run.write_json(PRUNE_PLAN, asdict(plan))
     return plan
-
-
-def recover(repo: Path, store: Any) -> str | None:
-    """Finish or undo a prune or restore that was killed part way (call under the repo lock):
-    whole when its audit record was written, else rolled back to the state before it. What
-    was done, in words (logged), or None when there was nothing to do."""
-    entry = journal.pending(repo)
-    if entry is None:
-        return None
-    if audited(repo, entry.id):
-        said = f"the {entry.action} of run {entry.run_id} had finished; its journal is closed"
-    else:
-        journal.roll_back(store, entry)
-        said = (
-            f"rolled back the {entry.action} of run {entry.run_id}, which was interrupted: the "
-            "registry and the overlay are as they were before it"
-        )
-    journal.end(repo)
-    logger.warning("%s: %s", repo, said)
-    return said
 
 
 def _apply(
@@ -214,51 +245,52 @@ def _apply(
     # the changes made so far in memory.
     registry.refresh(project)
     entry = journal.snapshot(
-        store, "prune", plan.run_id, project, list(plan.deprecate), [plan.feature_service]
+        store, "prune", plan.run_id, project, plan.views, [plan.feature_service]
     )
-    originals = {
-        v: registry.get_any_feature_view(v, project) for v in {*plan.deprecate, *plan.keep}
-    }
+    originals = {v: registry.get_any_feature_view(v, project) for v in plan.views}
+    services = {s.name: s for s in registry.list_feature_services(project)}
+    overlay = read_overlay(repo)
+    plan.at = utc_stamp()
+    after, plan.added, plan.removed = marked(overlay, plan)
     plan.previous = {
-        "tags": {v: dict(originals[v].tags) for v in plan.deprecate},
-        "service_existed": entry.services[plan.feature_service] is not None,
+        "tags": {v: ours(originals[v].tags) for v in plan.views},
+        "marks": {v: overlay["marks"].get(v) for v in plan.views},
+        "last_run": {v: overlay["last_run"].get(v) for v in plan.views},
+        "kept_service": overlay["kept_service"],
+        "legacy_service": overlay["legacy_services"].get(plan.feature_service),
+        "service": service_record(services.get(plan.feature_service)),
     }
     journal.begin(repo, entry)
-    _write_marks(store, plan, originals, on_view_written)
-    _record_in_repo(repo, plan)
+    _write_marks(store, plan, after, originals, on_view_written)
+    _record_in_repo(repo, after)
     plan.applied = True
     append_audit(repo, "prune", asdict(plan), entry.id)
     journal.end(repo)
 
 
+def ours(tags: dict[str, str]) -> dict[str, str]:
+    """The tags cae-ray owns among a view's."""
+    return {key: value for key, value in tags.items() if key.startswith(TAG_PREFIX)}
+
+
 def _write_marks(
     store: Any,
     plan: PrunePlan,
+    overlay: dict[str, Any],
     originals: dict[str, Any],
     on_view_written: Callable[[str], None] | None,
 ) -> None:
-    import_feast()  # keeps our warning filters
-    from feast import FeatureService
-
     registry, project = store.registry, plan.project
     written: list[Any] = []
     try:
-        for view, features in plan.deprecate.items():
+        for view in plan.views:
             fv = copy.deepcopy(originals[view])
-            fv.tags = {**fv.tags, LAST_RUN: plan.run_id}
-            fv.tags.update({deprecation_tag(f): plan.run_id for f in features})
+            fv.tags = {**_theirs(fv.tags), **view_tags(overlay, view)}
             registry.apply_feature_view(fv, project, commit=False)
             written.append(originals[view])
             if on_view_written is not None:
                 on_view_written(view)
-        kept = [originals[view][features] for view, features in plan.keep.items()]
-        service = FeatureService(
-            name=plan.feature_service,
-            features=kept,
-            tags={LAST_RUN: plan.run_id},
-            description=_service_description(plan),
-        )
-        registry.apply_feature_service(service, project, commit=False)
+        set_service(registry, project, overlay["kept_service"], originals)
         registry.commit()
     except BaseException:
         # A registry that writes eagerly (SQL) already holds part of it: put the views back.
@@ -268,122 +300,119 @@ def _write_marks(
         raise
 
 
+def _theirs(tags: dict[str, str]) -> dict[str, str]:
+    return {key: value for key, value in tags.items() if not key.startswith(TAG_PREFIX)}
+
+
+def service_record(service: Any) -> dict[str, Any] | None:
+    """A registry FeatureService as data (None stays None): enough to make it again."""
+    if service is None:
+        return None
+    return {
+        "name": service.name,
+        "features": {
+            p.name: [f.name for f in p.features] for p in service.feature_view_projections
+        },
+        "tags": dict(service.tags),
+        "description": service.description,
+    }
+
+
+def set_service(registry: Any, project: str, record: dict[str, Any], views: dict[str, Any]) -> None:
+    """Apply (uncommitted) the FeatureService ``record`` describes over ``views`` (by name,
+    read before anything was applied)."""
+    import_feast()  # keeps our warning filters
+    from feast import FeatureService
+
+    service = FeatureService(
+        name=record["name"],
+        features=[views[v][features] for v, features in record["features"].items()],
+        tags=record.get("tags") or service_tags(record),
+        description=record["description"],
+    )
+    registry.apply_feature_service(service, project, commit=False)
+
+
 def _service_description(plan: PrunePlan) -> str:
     return f"The {sum(map(len, plan.keep.values()))} features cae-ray kept in run {plan.run_id}"
 
 
-def _record_in_repo(repo: Path, plan: PrunePlan) -> None:
-    """Add the prune to the repo's overlay, so the next ``feast apply`` keeps its marks."""
-    overlay = read_overlay(repo)
-    overlay["runs"][plan.run_id] = {
-        # Microseconds: the overlay orders runs by this, and prunes can follow within a second.
-        "at": datetime.now(timezone.utc).isoformat(timespec="microseconds"),
-        "deprecate": plan.deprecate,
-        "feature_service": {
-            "name": plan.feature_service,
-            "features": plan.keep,
-            "description": _service_description(plan),
-        },
-        "validation": plan.validation,
-        "forced_reason": plan.forced_reason,
-    }
+def _record_in_repo(repo: Path, overlay: dict[str, Any]) -> None:
+    """The repo's overlay after the prune, so the next ``feast apply`` keeps its marks."""
     write_overlay(repo, overlay)
 
 
-# --- restore and check ------------------------------------------------------------------------
+# --- restore ----------------------------------------------------------------------------------
 
 
 def restore(repo: str, run_id: str) -> dict[str, Any]:
-    """Undo the prune ``run_id`` in the registry of ``repo``, from its audit record, as one
-    journaled transaction. Returns what it changed: ``removed`` (view -> tags taken off),
-    ``reset`` (view -> tags given back an earlier run's value), ``service_removed``; with
-    ``restored`` False (and nothing changed) when that prune is no longer applied."""
+    """Undo the latest prune or retirement, ``run_id``, as one journaled transaction: the
+    registry (and for a retirement the definitions files) back as they were before it.
+    Returns what it changed; ``restored`` False (and nothing changed) when it was undone
+    already. ``NotLatestRunError`` when a later prune or retirement stands on it."""
     store = open_store(repo)
     check_writable(Path(repo), store)
     with repo_lock(Path(repo)):
         recovered = recover(Path(repo), store)
-        return {**_restore(Path(repo), store, run_id), "recovered": recovered}
+        record, live = find_action(Path(repo), run_id)  # UnknownRunIdError if never applied
+        live_ids = [r["run_id"] for r in live]
+        if run_id not in live_ids:
+            return {**record, "restored": False, "changed": {}, "recovered": recovered}
+        if live_ids[-1] != run_id:
+            later = live_ids[live_ids.index(run_id) + 1 :]
+            raise NotLatestRunError(repo, run_id, later[::-1])
+        if record["action"] == "retire":
+            done = retire.restore_retirement(Path(repo), store, record)
+        else:
+            done = _restore_prune(Path(repo), store, record)
+        return {**done, "recovered": recovered}
 
 
-def _restore(repo: Path, store: Any, run_id: str) -> dict[str, Any]:
-    record, undone = find_prune(repo, run_id)  # UnknownRunIdError if never pruned
-    if run_id in undone:
-        return {**record, "restored": False, "removed": {}, "reset": {}, "service_removed": False}
+def _restore_prune(repo: Path, store: Any, record: dict[str, Any]) -> dict[str, Any]:
     registry, project = store.registry, record["project"]
+    previous, service = record["previous"], record["feature_service"]
     registry.refresh(project)
-    service = record["feature_service"]
-    services = {s.name for s in registry.list_feature_services(project)}
-    drop_service = not record["previous"]["service_existed"] and service in services
-    views = list(record["previous"]["tags"])
-    entry = journal.snapshot(store, "restore", run_id, project, views, [service])
-    changes = {
-        v: _undone_tags(registry.get_any_feature_view(v, project), record, undone) for v in views
-    }
+    views = list(previous["tags"])
+    entry = journal.snapshot(store, "restore", record["run_id"], project, views, [service])
+    needed = {*views, *(previous["service"] or {"features": {}})["features"]}
+    current = {v: registry.get_any_feature_view(v, project) for v in needed}
+    present = {s.name for s in registry.list_feature_services(project)}
+    changed = {v: _tag_changes(ours(current[v].tags), previous["tags"][v]) for v in views}
     journal.begin(repo, entry)
-    for fv, _, _ in changes.values():
+    for view in views:
+        fv = copy.deepcopy(current[view])
+        fv.tags = {**_theirs(fv.tags), **previous["tags"][view]}
         registry.apply_feature_view(fv, project, commit=False)
-    if drop_service:
+    if previous["service"] is not None:
+        set_service(registry, project, previous["service"], current)
+    elif service in present:
         registry.delete_feature_service(service, project, commit=False)
     registry.commit()
     overlay = read_overlay(repo)
-    if overlay["runs"].pop(run_id, None) is not None:
-        write_overlay(repo, overlay)
-    removed = {v: removed for v, (_, removed, _) in changes.items() if removed}
-    reset = {v: reset for v, (_, _, reset) in changes.items() if reset}
-    done = {**record, "restored": True, "removed": removed, "reset": reset}
-    done["service_removed"] = drop_service
+    for key in ("marks", "last_run"):
+        for view, value in previous[key].items():
+            overlay[key].pop(view, None)
+            if value is not None:
+                overlay[key][view] = value
+    overlay["kept_service"] = previous["kept_service"]
+    if previous.get("legacy_service") is not None:
+        overlay["legacy_services"][service] = previous["legacy_service"]
+    write_overlay(repo, overlay)
+    done = {
+        **record,
+        "restored": True,
+        "changed": {v: c for v, c in changed.items() if any(c.values())},
+        "service_removed": previous["service"] is None and service in present,
+    }
     append_audit(repo, "restore", done, entry.id)
     journal.end(repo)
     return done
 
 
-def _undone_tags(
-    fv: Any, record: dict[str, Any], undone: set[str]
-) -> tuple[Any, list[str], dict[str, str]]:
-    """(the view without the prune's marks, the tags taken off, the tags set back to an earlier
-    run's value). Only tags that still hold this run's id are touched: a later prune's stay."""
-    run_id, view = record["run_id"], fv.name
-    previous = record["previous"]["tags"][view]
-    ours = {deprecation_tag(f) for f in record["deprecate"].get(view, [])} | {LAST_RUN}
-    removed, reset = [], {}
-    for key in sorted(ours):
-        if fv.tags.get(key) != run_id:
-            continue  # gone already, or a later prune marked it since: that mark stays
-        before = previous.get(key)
-        if before is None or before in undone:  # nothing, or a prune restored since
-            fv.tags.pop(key)
-            removed.append(key)
-        else:
-            fv.tags[key] = before
-            reset[key] = before
-    return fv, removed, reset
-
-
-def check(repo: str) -> list[str]:
-    """Where the registry and the repo's overlay disagree on cae-ray's marks (empty: agree).
-    An interrupted prune or restore is finished or rolled back first (and said so)."""
-    store = open_store(repo)
-    if journal.pending(Path(repo)) is not None:
-        check_writable(Path(repo), store)
-        with repo_lock(Path(repo)):
-            recover(Path(repo), store)
-        store = open_store(repo)
-    overlay = read_overlay(Path(repo))
-    problems = []
-    for view in store.registry.list_feature_views(store.project):
-        ours = {k: v for k, v in view.tags.items() if k.startswith(TAG_PREFIX)}
-        wanted = tags_of_view(overlay, view.name)
-        for key in sorted(set(ours) | set(wanted)):
-            if ours.get(key) != wanted.get(key):
-                problems.append(
-                    f"{view.name}: tag {key} is {ours.get(key)!r} in the registry and "
-                    f"{wanted.get(key)!r} in the repo overlay"
-                )
-    services = {s.name for s in store.registry.list_feature_services(store.project)}
-    for run_id, run in overlay["runs"].items():
-        if run["feature_service"]["name"] not in services:
-            problems.append(
-                f"run {run_id}: FeatureService {run['feature_service']['name']} is in the repo "
-                "overlay but not in the registry"
-            )
-    return problems
+def _tag_changes(now: dict[str, str], before: dict[str, str]) -> dict[str, list[str]]:
+    """What putting ``before`` back changes: tags removed, added back, set back to a value."""
+    return {
+        "removed": sorted(set(now) - set(before)),
+        "added": sorted(set(before) - set(now)),
+        "reset": sorted(k for k in set(now) & set(before) if now[k] != before[k]),
+    }

@@ -1,15 +1,17 @@
 """What cae-ray keeps in a Feast repo beside its definitions, except the overlay: the lock that
-lets one prune or restore in at a time, the audit log (every prune and restore, who and when),
-and the check that all of it, and the registry, can be written before anything is.
+lets one transaction (prune, retire, restore) in at a time, the audit log (every one of them,
+who and when, and which ones stand), the recovery of one that was killed, and the check that
+everything a transaction writes can be written before anything is.
 """
 
 from __future__ import annotations
 
 import getpass
 import json
+import logging
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
@@ -17,17 +19,21 @@ from typing import Any
 
 from filelock import FileLock
 
+from cae_ray.feast import journal
 from cae_ray.feast.errors import RegistryNotWritableError, UnknownRunIdError
 from cae_ray.feast.journal import JOURNAL
 from cae_ray.feast.overlay import OVERLAY
+
+logger = logging.getLogger(__name__)
 
 AUDIT_LOG = "cae_ray_audit.jsonl"
 LOCK_FILE = ".cae_ray.lock"
 
 
-def check_writable(repo: Path, store: Any) -> None:
-    """Raise ``RegistryNotWritableError`` unless everything a prune or restore writes can be
-    written: the registry, and the lock, overlay and audit log in the repo. Opens files for
+def check_writable(repo: Path, store: Any, sources: Sequence[Path] = ()) -> None:
+    """Raise ``RegistryNotWritableError`` unless everything a transaction writes can be
+    written: the registry, the lock, overlay and audit log in the repo, and the definitions
+    files ``sources`` it rewrites (each replaced by a rename in its directory). Opens files for
     writing without writing (bytes and modification times stay) rather than asking
     ``os.access``, which says yes to root on any mode."""
     for path in _registry_files(repo, store):
@@ -35,6 +41,9 @@ def check_writable(repo: Path, store: Any) -> None:
     _probe_directory(repo)  # the lock and audit log may be new; the overlay is replaced
     for path in (repo / LOCK_FILE, repo / AUDIT_LOG, repo / OVERLAY, repo / JOURNAL):
         _probe_file(path)
+    for path in sources:
+        _probe_file(path)
+        _probe_directory(path.parent)
 
 
 def _registry_files(repo: Path, store: Any) -> list[Path]:
@@ -88,43 +97,75 @@ def audit_records(repo: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
 
 
-def restored_runs(records: list[dict[str, Any]]) -> set[str]:
-    """Run ids whose last prune was restored since."""
-    undone: set[str] = set()
-    for r in records:  # in order: a run pruned again after its restore is live again
-        if r["action"] == "restore":
-            undone.add(r["run_id"])
-        else:
-            undone.discard(r["run_id"])
-    return undone
+RESTORABLE = ("prune", "retire")
+"""The actions ``cae-ray restore`` undoes, the latest first."""
 
 
-def is_live(repo: Path, run_id: str) -> bool:
-    """Whether prune ``run_id`` is applied to the repo's registry (and not restored since)."""
+def live_actions(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The prunes and retirements applied and not restored since, oldest first: the registry
+    stands as the last one left it, and only the last one can be restored exactly."""
+    live: list[dict[str, Any]] = []
+    for r in records:
+        if r["action"] in RESTORABLE:
+            live.append(r)
+        elif r["action"] == "restore":
+            # The latest of that id (versions before 0.2 could restore any prune, not the last).
+            ids = [done["run_id"] for done in live]
+            if r["run_id"] in ids:
+                live.pop(len(ids) - 1 - ids[::-1].index(r["run_id"]))
+    return live
+
+
+def latest_action(repo: Path) -> dict[str, Any] | None:
+    """The prune or retirement the registry stands at (None: nothing applied, or all undone)."""
+    live = live_actions(audit_records(repo))
+    return live[-1] if live else None
+
+
+def find_action(repo: Path, run_id: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The latest audit record of prune or retirement ``run_id``, and the live actions."""
     records = audit_records(repo)
-    pruned = any(r["action"] == "prune" and r["run_id"] == run_id for r in records)
-    return pruned and run_id not in restored_runs(records)
-
-
-def find_prune(repo: Path, run_id: str) -> tuple[dict[str, Any], set[str]]:
-    """The audit record of prune ``run_id``, and the run ids restored since they were pruned."""
-    records = audit_records(repo)
-    prunes = [r for r in records if r["action"] == "prune" and r["run_id"] == run_id]
-    if not prunes:
-        known = sorted({r["run_id"] for r in records if r["action"] == "prune"})
+    found = [r for r in records if r["action"] in RESTORABLE and r["run_id"] == run_id]
+    if not found:
+        known = sorted({r["run_id"] for r in records if r["action"] in RESTORABLE})
         raise UnknownRunIdError(run_id, str(repo / AUDIT_LOG), known)
-    return dict(prunes[-1]), restored_runs(records)
+    return dict(found[-1]), live_actions(records)
 
 
-def append_audit(repo: Path, action: str, record: dict[str, Any], journal: str) -> None:
+def recover(repo: Path, store: Any) -> str | None:
+    """Finish or undo a transaction that was killed part way (call under the repo lock): whole
+    when its audit record was written, else rolled back to the state before it. What was done,
+    in words (logged), or None when there was nothing to do."""
+    entry = journal.pending(repo)
+    if entry is None:
+        return None
+    if audited(repo, entry.id):
+        said = f"the {entry.action} of run {entry.run_id} had finished; its journal is closed"
+    else:
+        journal.roll_back(store, entry)
+        said = (
+            f"rolled back the {entry.action} of run {entry.run_id}, which was interrupted: the "
+            "registry, the overlay and the definitions are as they were before it"
+        )
+    journal.end(repo)
+    logger.warning("%s: %s", repo, said)
+    return said
+
+
+def utc_stamp() -> str:
+    """Now, as cae-ray dates marks, services and audit records: ``2026-12-03T17:30:49Z``."""
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def append_audit(repo: Path, action: str, record: dict[str, Any], journal_id: str) -> None:
     """Append one line to the audit log: the action's record, who, when, and its journal id
     (the sign, for recovery, that the transaction wrote everything)."""
     line = {
         **record,
         "action": action,
         "user": getpass.getuser(),
-        "at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "journal": journal,
+        "at": utc_stamp(),
+        "journal": journal_id,
     }
     with (repo / AUDIT_LOG).open("a") as log:
         log.write(json.dumps(line) + "\n")
@@ -132,6 +173,6 @@ def append_audit(repo: Path, action: str, record: dict[str, Any], journal: str) 
         os.fsync(log.fileno())
 
 
-def audited(repo: Path, journal: str) -> bool:
+def audited(repo: Path, journal_id: str) -> bool:
     """Whether the transaction of this journal id wrote its audit record."""
-    return any(r.get("journal") == journal for r in audit_records(repo))
+    return any(r.get("journal") == journal_id for r in audit_records(repo))

@@ -1,0 +1,283 @@
+"""Retire features deprecated for longer than ``feast.grace_period``: they leave the repo's
+Python definitions, reviewably (a plan with the unified diff) and reversibly (``restore``).
+
+    plan_retire(config)                  -> which features are due, how each goes, the diff
+    retire(config, run, apply=...)       -> RUN_DIR/retire.json (+ the files, the registry, audit)
+    restore_retirement(repo, store, rec) -> the files back byte for byte, re-applied
+
+A literal ``Field(name=...)`` in a view's ``schema=[...]`` is removed from the source
+(:mod:`cae_ray.feast.definitions`); a field built by code is dropped by the overlay hook (the
+overlay's ``retired``). Either way the features' marks leave the overlay, and ``feast apply``
+makes the registry match. The retirement is one journaled transaction, like a prune: files,
+overlay, ``feast apply``, audit record; a kill or a failed apply leaves everything as before.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import subprocess
+import sys
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from cae_ray.artifacts import RETIRE_PLAN, RunDir, write_bytes
+from cae_ray.config import Config
+from cae_ray.feast import journal
+from cae_ray.feast.definitions import plan_source_edits
+from cae_ray.feast.errors import (
+    DirtyWorkTreeError,
+    FeastApplyError,
+    MissingFeastConfigError,
+    NoPruneYetError,
+    PlanOutdatedError,
+    RetireNeedsHookError,
+    RetireRefusedError,
+)
+from cae_ray.feast.overlay import has_hook, read_overlay, write_overlay
+from cae_ray.feast.repo import (
+    append_audit,
+    audit_records,
+    check_writable,
+    live_actions,
+    recover,
+    repo_lock,
+    utc_stamp,
+)
+from cae_ray.feast.store import open_store
+
+
+@dataclass
+class RetirePlan:
+    run_id: str
+    """``retire-`` and a digest of what retires from which files: the id restore takes."""
+    project: str
+    grace_period: str
+    due: dict[str, dict[str, dict[str, str]]]
+    """Per view: each feature deprecated for longer than the grace period, with its mark."""
+    literal: dict[str, list[str]]
+    """Per view: the features removed from the source (literal ``Field`` entries)."""
+    by_code: dict[str, list[str]]
+    """Per view: the features the overlay hook drops (their fields are built by code)."""
+    files: dict[str, str]
+    """Each definitions file rewritten: its sha256 when planned (apply refuses a changed one)."""
+    diff: str
+    planned_at: str
+    applied: bool = False
+    recovered: str | None = None
+    previous: dict[str, Any] = field(default_factory=dict)
+    """Filled on apply: the files' bytes before (base64), for restore."""
+
+    @property
+    def count(self) -> int:
+        return sum(map(len, self.due.values()))
+
+
+def plan_retire(config: Config) -> RetirePlan:
+    """What would retire now; raises the typed errors of a repo that cannot retire."""
+    if config.feast is None:
+        raise MissingFeastConfigError("the config", "`feast:` section")
+    repo = Path(config.feast.repo)
+    store = open_store(str(repo))
+    if not has_hook(repo):
+        raise RetireNeedsHookError(str(repo))
+    if not any(r["action"] == "prune" for r in live_actions(audit_records(repo))):
+        raise NoPruneYetError(str(repo))
+    overlay, now = read_overlay(repo), datetime.now(timezone.utc)
+    due = {
+        view: {f: mark for f, mark in marks.items() if _older(mark, now, config.feast.grace)}
+        for view, marks in overlay["marks"].items()
+    }
+    due = {view: marks for view, marks in due.items() if marks}
+    users = _users(store, due, config.feast.kept_service)
+    if users:
+        raise RetireRefusedError(users)
+    edits = plan_source_edits(repo, {view: list(marks) for view, marks in due.items()})
+    files = {str(p): _digest(before.encode()) for p, (before, _) in edits.files.items()}
+    identity = json.dumps([due, files], sort_keys=True).encode()
+    return RetirePlan(
+        run_id="retire-" + hashlib.sha256(identity).hexdigest()[:12],
+        project=store.project,
+        grace_period=config.feast.grace_period,
+        due=due,
+        literal=edits.literal,
+        by_code=edits.by_code,
+        files=files,
+        diff=edits.diff(repo),
+        planned_at=utc_stamp(),
+    )
+
+
+def _older(mark: dict[str, str], now: datetime, grace: Any) -> bool:
+    since = datetime.strptime(mark["since"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
+    return bool(now - since >= grace)
+
+
+def _users(store: Any, due: dict[str, dict[str, Any]], kept: str) -> dict[str, list[str]]:
+    """Each due feature (``view:feature``) that something other than cae-ray's kept service
+    reads: a FeatureService (the user's, or an older cae-ray's), an on-demand feature view, or
+    a stream feature view that holds it."""
+    registry, project = store.registry, store.project
+    users: dict[str, list[str]] = {}
+
+    def used(view: str, feature: str, by: str) -> None:
+        if feature in due.get(view, {}):
+            users.setdefault(f"{view}:{feature}", []).append(by)
+
+    for service in registry.list_feature_services(project):
+        if service.name != kept:
+            for p in service.feature_view_projections:
+                for f in p.features:
+                    used(p.name, f.name, f"FeatureService {service.name}")
+    for odfv in registry.list_on_demand_feature_views(project):
+        for p in odfv.source_feature_view_projections.values():
+            for f in p.features:
+                used(p.name, f.name, f"on-demand feature view {odfv.name}")
+    for sfv in registry.list_stream_feature_views(project):
+        for f in sfv.features:
+            used(sfv.name, f.name, f"stream feature view {sfv.name}")
+    return users
+
+
+def _digest(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+# --- apply ----------------------------------------------------------------------------------
+
+
+def retire(config: Config, run: RunDir, *, apply: bool = False, force: bool = False) -> RetirePlan:
+    """Plan (and with ``apply``, carry out) the retirement; save ``RUN_DIR/retire.json``.
+
+    With ``apply`` and a plan saved in ``run`` that was not applied, that reviewed plan is what
+    is applied: ``PlanOutdatedError`` if a file or the due features changed since. A dirty git
+    work tree under the files to rewrite is refused unless ``force``."""
+    plan = plan_retire(config)
+    if apply and plan.count:
+        assert config.feast is not None
+        _check_against_saved(run, plan)
+        repo = Path(config.feast.repo)
+        if not force:
+            _refuse_dirty(repo, list(plan.files))
+        store = open_store(str(repo))
+        check_writable(repo, store, [Path(p) for p in plan.files])
+        with repo_lock(repo):
+            plan.recovered = recover(repo, store)
+            _check_files(plan, str(run.path(RETIRE_PLAN)))
+            _apply(repo, store, plan)
+    run.write_json(RETIRE_PLAN, {**asdict(plan), "count": plan.count})
+    return plan
+
+
+def _check_against_saved(run: RunDir, plan: RetirePlan) -> None:
+    saved = run.read_json(RETIRE_PLAN)
+    if saved is None or saved.get("applied"):
+        return
+    where = str(run.path(RETIRE_PLAN))
+    changed = [p for p, digest in saved["files"].items() if plan.files.get(p) != digest]
+    changed += [p for p in plan.files if p not in saved["files"]]
+    if changed:
+        raise PlanOutdatedError(where, f"{', '.join(sorted(set(changed)))} changed since")
+    if saved["due"] != plan.due:
+        raise PlanOutdatedError(where, "the features due to retire changed since (a prune ran)")
+
+
+def _check_files(plan: RetirePlan, where: str) -> None:
+    """The files still hold what the plan rewrites (checked again under the lock)."""
+    for path, digest in plan.files.items():
+        if _digest(Path(path).read_bytes()) != digest:
+            raise PlanOutdatedError(where, f"{path} changed while retiring")
+
+
+def _refuse_dirty(repo: Path, files: list[str]) -> None:
+    if not files:
+        return
+    try:
+        done = subprocess.run(
+            ["git", "-C", str(repo), "status", "--porcelain", "--", *files],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    except (FileNotFoundError, subprocess.TimeoutExpired):
+        return  # no git here: nothing to compare with
+    dirty = [line[3:] for line in done.stdout.splitlines()] if done.returncode == 0 else []
+    if dirty:
+        raise DirtyWorkTreeError(str(repo), dirty)
+
+
+def _apply(repo: Path, store: Any, plan: RetirePlan) -> None:
+    """Files, overlay, ``feast apply``, audit record: one journaled transaction."""
+    registry = store.registry
+    registry.refresh(plan.project)
+    paths = [Path(p) for p in plan.files]
+    entry = journal.snapshot(store, "retire", plan.run_id, plan.project, list(plan.due), [], paths)
+    plan.previous = {"files": {str(p): entry.files[str(p)] for p in paths}}
+    edits = plan_source_edits(repo, {view: list(marks) for view, marks in plan.due.items()})
+    journal.begin(repo, entry)
+    for path, (_, after) in edits.files.items():
+        write_bytes(path, after.encode())
+    overlay = read_overlay(repo)
+    for view, marks in plan.due.items():
+        for feature, mark in marks.items():
+            overlay["marks"].get(view, {}).pop(feature, None)
+            retired = {**mark, "retired": plan.planned_at, "by": plan.run_id}
+            overlay["retired"].setdefault(view, {})[feature] = retired
+        if not overlay["marks"].get(view, True):
+            del overlay["marks"][view]
+    write_overlay(repo, overlay)
+    _feast_apply(repo, store, entry)
+    plan.applied = True
+    append_audit(repo, "retire", asdict(plan), entry.id)
+    journal.end(repo)
+
+
+def _feast_apply(repo: Path, store: Any, entry: journal.Entry) -> None:
+    """The real ``feast apply`` in the repo; on failure everything goes back (then raise)."""
+    done = subprocess.run(
+        [sys.executable, "-m", "feast.cli.cli", "apply"],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        journal.roll_back(store, entry)
+        journal.end(repo)
+        raise FeastApplyError(str(repo), done.stdout + done.stderr)
+
+
+def restore_retirement(repo: Path, store: Any, record: dict[str, Any]) -> dict[str, Any]:
+    """The files back byte for byte, the marks back in the overlay, then ``feast apply``."""
+    files = record["previous"]["files"]
+    entry = journal.snapshot(
+        store,
+        "restore",
+        record["run_id"],
+        record["project"],
+        list(record["due"]),
+        [],
+        [Path(p) for p in files],
+    )
+    journal.begin(repo, entry)
+    for path, blob in files.items():
+        write_bytes(Path(path), base64.b64decode(blob))
+    overlay = read_overlay(repo)
+    for view, marks in record["due"].items():
+        retired = overlay["retired"].get(view, {})
+        for feature, mark in marks.items():
+            retired.pop(feature, None)
+            overlay["marks"].setdefault(view, {})[feature] = mark
+        if not retired:
+            overlay["retired"].pop(view, None)
+    write_overlay(repo, overlay)
+    _feast_apply(repo, store, entry)
+    count = sum(map(len, record["due"].values()))
+    done = {**record, "restored": True, "count": count, "files_restored": sorted(files)}
+    append_audit(repo, "restore", done, entry.id)
+    journal.end(repo)
+    return done
