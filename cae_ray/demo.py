@@ -9,8 +9,6 @@ whose informative features are known, and the config that runs the whole pipelin
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -20,6 +18,7 @@ import pandas as pd
 
 from cae_ray.config import Config, load_config
 from cae_ray.feast.errors import FeastRepoError
+from cae_ray.feast.store import feast_apply
 
 DEMO_DIR_DEFAULT = "${CAE_RAY_DEMO_DIR:-runs/demo}"
 """Stands for the demo's directory in DEMO_YAML (configs/demo.yaml can be run from a checkout)."""
@@ -155,20 +154,13 @@ def make_demo_repo(
         (repo / "feature_store.yaml").write_text(FEATURE_STORE_YAML)
         definitions = DEFINITIONS.format(key=ENTITY_KEY, view=VIEW, features=features)
         (repo / "definitions.py").write_text(definitions)
-        feast_apply(repo)
+        apply_demo_repo(repo)
     return DemoRepo(repo, entities, [f"{VIEW}__{name}" for name in data.informative])
 
 
-def feast_apply(repo: Path) -> None:
-    """`feast apply` in ``repo`` through Feast's own CLI, in its own process: it imports the
-    repo's definitions and changes the working directory, which a library must not do."""
-    done = subprocess.run(
-        [sys.executable, "-c", "from feast.cli.cli import cli; cli()", "apply"],
-        cwd=repo,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+def apply_demo_repo(repo: Path) -> None:
+    """`feast apply` the demo repo, or say why it failed."""
+    done = feast_apply(repo)
     if done.returncode != 0:
         detail = (done.stderr or done.stdout).strip().splitlines()
         raise FeastRepoError(str(repo), f"`feast apply` failed: {detail[-1] if detail else '?'}")

@@ -106,8 +106,7 @@ def retire(
     than ``feast.grace_period`` (:mod:`cae_ray.feast.retire`)."""
     from cae_ray.feast.retire import retire as retire_step
 
-    plan = retire_step(config, _writable(run_dir), apply=apply, force=force)
-    return {**asdict(plan), "count": plan.count}
+    return retire_step(config, _writable(run_dir), apply=apply, force=force).record()
 
 
 def retire_in_run(config: Config, run_dir: RunDirLike) -> dict[str, Any]:

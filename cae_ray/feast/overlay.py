@@ -44,6 +44,11 @@ def deprecation_tag(feature: str) -> str:
     return f"{TAG_PREFIX}deprecated.{feature}"
 
 
+def ours(tags: dict[str, str]) -> dict[str, str]:
+    """The tags cae-ray owns among a view's."""
+    return {key: value for key, value in tags.items() if key.startswith(TAG_PREFIX)}
+
+
 def mark_value(mark: dict[str, str]) -> str:
     """A mark as a tag value: ``<run id>@<UTC time first set>``."""
     return f"{mark['run']}@{mark['since']}"

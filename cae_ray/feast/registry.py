@@ -45,6 +45,7 @@ from cae_ray.feast.overlay import (
     HOOK,
     TAG_PREFIX,
     has_hook,
+    ours,
     read_overlay,
     service_tags,
     view_tags,
@@ -161,7 +162,7 @@ def marked(
 ) -> tuple[dict[str, Any], dict[str, list[str]], dict[str, list[str]]]:
     """The overlay after ``plan``, and the marks it adds and removes (per view). Marks on
     features the run did not consider stay: it has no opinion on them."""
-    after = copy.deepcopy(overlay)
+    after, at = copy.deepcopy(overlay), plan.at or utc_stamp()
     added: dict[str, list[str]] = {}
     removed: dict[str, list[str]] = {}
     for view in plan.views:
@@ -171,7 +172,7 @@ def marked(
                 removed.setdefault(view, []).append(feature)
         for feature in plan.deprecate.get(view, []):
             if feature not in marks:
-                marks[feature] = {"run": plan.run_id, "since": plan.at or utc_stamp()}
+                marks[feature] = {"run": plan.run_id, "since": at}
                 added.setdefault(view, []).append(feature)
         if marks:
             after["marks"][view] = marks
@@ -179,7 +180,7 @@ def marked(
     after["kept_service"] = {
         "name": plan.feature_service,
         "run": plan.run_id,
-        "at": plan.at or utc_stamp(),
+        "at": at,
         "features": plan.keep,
         "description": _service_description(plan),
     }
@@ -266,11 +267,6 @@ def _apply(
     plan.applied = True
     append_audit(repo, "prune", asdict(plan), entry.id)
     journal.end(repo)
-
-
-def ours(tags: dict[str, str]) -> dict[str, str]:
-    """The tags cae-ray owns among a view's."""
-    return {key: value for key, value in tags.items() if key.startswith(TAG_PREFIX)}
 
 
 def _write_marks(

@@ -152,9 +152,16 @@ def recover(repo: Path, store: Any) -> str | None:
     return said
 
 
+STAMP = "%Y-%m-%dT%H:%M:%SZ"
+"""How cae-ray dates marks, services and audit records: ``2026-12-03T17:30:49Z`` (UTC)."""
+
+
 def utc_stamp() -> str:
-    """Now, as cae-ray dates marks, services and audit records: ``2026-12-03T17:30:49Z``."""
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.now(timezone.utc).strftime(STAMP)
+
+
+def parse_stamp(stamp: str) -> datetime:
+    return datetime.strptime(stamp, STAMP).replace(tzinfo=timezone.utc)
 
 
 def append_audit(repo: Path, action: str, record: dict[str, Any], journal_id: str) -> None:

@@ -18,16 +18,15 @@ import base64
 import hashlib
 import json
 import subprocess
-import sys
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
 from cae_ray.artifacts import RETIRE_PLAN, RunDir, write_bytes
 from cae_ray.config import Config
 from cae_ray.feast import journal
-from cae_ray.feast.definitions import plan_source_edits
+from cae_ray.feast.definitions import SourceEdits, plan_source_edits
 from cae_ray.feast.errors import (
     DirtyWorkTreeError,
     FeastApplyError,
@@ -43,11 +42,12 @@ from cae_ray.feast.repo import (
     audit_records,
     check_writable,
     live_actions,
+    parse_stamp,
     recover,
     repo_lock,
     utc_stamp,
 )
-from cae_ray.feast.store import open_store
+from cae_ray.feast.store import feast_apply, open_store
 
 
 @dataclass
@@ -75,9 +75,18 @@ class RetirePlan:
     def count(self) -> int:
         return sum(map(len, self.due.values()))
 
+    def record(self) -> dict[str, Any]:
+        """As ``retire.json`` and ``run.json`` hold it."""
+        return {**asdict(self), "count": self.count}
+
 
 def plan_retire(config: Config) -> RetirePlan:
     """What would retire now; raises the typed errors of a repo that cannot retire."""
+    return _planned(config)[0]
+
+
+def _planned(config: Config) -> tuple[RetirePlan, SourceEdits]:
+    """The plan, and the source edits it was made from (what apply writes)."""
     if config.feast is None:
         raise MissingFeastConfigError("the config", "`feast:` section")
     repo = Path(config.feast.repo)
@@ -98,7 +107,7 @@ def plan_retire(config: Config) -> RetirePlan:
     edits = plan_source_edits(repo, {view: list(marks) for view, marks in due.items()})
     files = {str(p): _digest(before.encode()) for p, (before, _) in edits.files.items()}
     identity = json.dumps([due, files], sort_keys=True).encode()
-    return RetirePlan(
+    plan = RetirePlan(
         run_id="retire-" + hashlib.sha256(identity).hexdigest()[:12],
         project=store.project,
         grace_period=config.feast.grace_period,
@@ -109,11 +118,11 @@ def plan_retire(config: Config) -> RetirePlan:
         diff=edits.diff(repo),
         planned_at=utc_stamp(),
     )
+    return plan, edits
 
 
-def _older(mark: dict[str, str], now: datetime, grace: Any) -> bool:
-    since = datetime.strptime(mark["since"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
-    return bool(now - since >= grace)
+def _older(mark: dict[str, str], now: datetime, grace: timedelta) -> bool:
+    return now - parse_stamp(mark["since"]) >= grace
 
 
 def _users(store: Any, due: dict[str, dict[str, Any]], kept: str) -> dict[str, list[str]]:
@@ -155,7 +164,7 @@ def retire(config: Config, run: RunDir, *, apply: bool = False, force: bool = Fa
     With ``apply`` and a plan saved in ``run`` that was not applied, that reviewed plan is what
     is applied: ``PlanOutdatedError`` if a file or the due features changed since. A dirty git
     work tree under the files to rewrite is refused unless ``force``."""
-    plan = plan_retire(config)
+    plan, edits = _planned(config)
     if apply and plan.count:
         assert config.feast is not None
         _check_against_saved(run, plan)
@@ -167,8 +176,8 @@ def retire(config: Config, run: RunDir, *, apply: bool = False, force: bool = Fa
         with repo_lock(repo):
             plan.recovered = recover(repo, store)
             _check_files(plan, str(run.path(RETIRE_PLAN)))
-            _apply(repo, store, plan)
-    run.write_json(RETIRE_PLAN, {**asdict(plan), "count": plan.count})
+            _apply(repo, store, plan, edits)
+    run.write_json(RETIRE_PLAN, plan.record())
     return plan
 
 
@@ -210,14 +219,14 @@ def _refuse_dirty(repo: Path, files: list[str]) -> None:
         raise DirtyWorkTreeError(str(repo), dirty)
 
 
-def _apply(repo: Path, store: Any, plan: RetirePlan) -> None:
-    """Files, overlay, ``feast apply``, audit record: one journaled transaction."""
+def _apply(repo: Path, store: Any, plan: RetirePlan, edits: SourceEdits) -> None:
+    """Files, overlay, ``feast apply``, audit record: one journaled transaction (the files
+    still hold what ``edits`` was planned from: checked under the lock)."""
     registry = store.registry
     registry.refresh(plan.project)
     paths = [Path(p) for p in plan.files]
     entry = journal.snapshot(store, "retire", plan.run_id, plan.project, list(plan.due), [], paths)
     plan.previous = {"files": {str(p): entry.files[str(p)] for p in paths}}
-    edits = plan_source_edits(repo, {view: list(marks) for view, marks in plan.due.items()})
     journal.begin(repo, entry)
     for path, (_, after) in edits.files.items():
         write_bytes(path, after.encode())
@@ -238,13 +247,7 @@ def _apply(repo: Path, store: Any, plan: RetirePlan) -> None:
 
 def _feast_apply(repo: Path, store: Any, entry: journal.Entry) -> None:
     """The real ``feast apply`` in the repo; on failure everything goes back (then raise)."""
-    done = subprocess.run(
-        [sys.executable, "-m", "feast.cli.cli", "apply"],
-        cwd=repo,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    done = feast_apply(repo)
     if done.returncode != 0:
         journal.roll_back(store, entry)
         journal.end(repo)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -21,15 +21,24 @@ from cae_ray.config import Config
 from cae_ray.feast import journal
 from cae_ray.feast.errors import MissingFeastConfigError, NotCaeRayServiceError
 from cae_ray.feast.overlay import (
-    TAG_PREFIX,
+    LAST_RUN,
+    SERVICE_AT,
     deprecation_tag,
+    ours,
     parse_mark,
     read_overlay,
     services,
     view_tags,
     write_overlay,
 )
-from cae_ray.feast.repo import append_audit, check_writable, recover, repo_lock
+from cae_ray.feast.repo import (
+    STAMP,
+    append_audit,
+    check_writable,
+    parse_stamp,
+    recover,
+    repo_lock,
+)
 from cae_ray.feast.store import open_store
 
 LEGACY_SERVICE = re.compile(r"cae_ray_[0-9a-f]{8,}")
@@ -73,10 +82,9 @@ def feature_status(config: Config) -> list[FeatureState]:
     kept = {s.name: s for s in registry.list_feature_services(project)}.get(
         config.feast.kept_service
     )
-    kept_refs = set()
+    kept_refs = _refs(kept) if kept is not None else set()
     if kept is not None:
-        kept_refs = {(p.name, f.name) for p in kept.feature_view_projections for f in p.features}
-        kept_run, kept_at = kept.tags.get(TAG_PREFIX + "last-run"), kept.tags.get(TAG_PREFIX + "at")
+        kept_run, kept_at = kept.tags.get(LAST_RUN), kept.tags.get(SERVICE_AT)
     states = []
     for view in sorted(registry.list_feature_views(project), key=lambda v: v.name):
         for f in view.features:
@@ -99,11 +107,8 @@ def feature_status(config: Config) -> list[FeatureState]:
     return states
 
 
-def _plus(since: str | None, grace: Any) -> str | None:
-    if since is None:
-        return None
-    moment = datetime.strptime(since, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
-    return (moment + grace).strftime("%Y-%m-%dT%H:%M:%SZ")
+def _plus(since: str | None, grace: timedelta) -> str | None:
+    return None if since is None else (parse_stamp(since) + grace).strftime(STAMP)
 
 
 # --- check --------------------------------------------------------------------------------------
@@ -126,12 +131,11 @@ def check(config: Config) -> Findings:
     registry, project = store.registry, store.project
     findings = Findings()
     for view in registry.list_feature_views(project):
-        ours = {k: v for k, v in view.tags.items() if k.startswith(TAG_PREFIX)}
-        wanted = view_tags(overlay, view.name)
-        for key in sorted(set(ours) | set(wanted)):
-            if ours.get(key) != wanted.get(key):
+        held, wanted = ours(view.tags), view_tags(overlay, view.name)
+        for key in sorted(set(held) | set(wanted)):
+            if held.get(key) != wanted.get(key):
                 findings.disagreements.append(
-                    f"{view.name}: tag {key} is {ours.get(key)!r} in the registry and "
+                    f"{view.name}: tag {key} is {held.get(key)!r} in the registry and "
                     f"{wanted.get(key)!r} in the repo overlay"
                 )
     present = {s.name: s for s in registry.list_feature_services(project)}

@@ -8,6 +8,8 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
+import subprocess
+import sys
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -58,6 +60,18 @@ def _check_store_packages(repo: str) -> None:
     missing = [p for p in packages if importlib.util.find_spec(p) is None]
     if extra is not None and missing:
         raise MissingFeastExtraError(repo, f"offline_store type {store_type!r}", missing, extra)
+
+
+def feast_apply(repo: Path) -> subprocess.CompletedProcess[str]:
+    """`feast apply` in ``repo`` through Feast's own CLI, in its own process: it imports the
+    repo's definitions and changes the working directory, which a library must not do."""
+    return subprocess.run(
+        [sys.executable, "-c", "from feast.cli.cli import cli; cli()", "apply"],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
 
 
 def rows_of(job: Any) -> pa.Table | None:
