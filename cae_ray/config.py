@@ -90,6 +90,13 @@ class SelectorConfig(Section):
     Finds features whose signal is only in combination, which a search over many thousands of
     columns misses. `null`: on above 1,000 features."""
 
+    polish: bool | None = None
+    """Unsupervised (reconstruction) only: after training, swap picks for outside features while
+    a linear reconstruction of every feature from the K picks improves (closed form, on an
+    in-memory sample of the training rows; see cae_ray.polish). On MNIST it lowers the held-out
+    reconstruction error by ~3% in ~2 s. `null`: on up to 4,096 features (it holds two N x N
+    float64 matrices)."""
+
     convergence_threshold: float = Field(0.998, gt=0, le=1)
     """Converged when the mean over selector rows of the largest selection probability reaches
     this value (the CAE paper uses 0.998)."""

@@ -47,11 +47,14 @@ class ConcreteFeatureSelector(SelectorMixin, BaseEstimator):
     Without ``y`` (or with ``task="reconstruction"``) it selects the features from which all
     features can be reconstructed; with ``y`` it selects the features a classifier or regressor
     needs; supervised selection trains ``search_factor * k`` rows (None: 2k, or 4k above 2,048
-    features) and keeps the k features the head relies on most; above 2,048 features (or with
+    features) and keeps the k features the head relies on most; above 1,000 features (or with
     ``refine=True``) those k are then re-chosen after an interaction screen of every feature
-    (:mod:`cae_ray.refine`). Parameters mirror the ``selector``, ``training`` and ``head`` config
-    sections (``head_weight_decay`` is ``head.weight_decay``, ``random_state`` is
-    ``training.seed``).
+    (:mod:`cae_ray.refine`); with fewer than one row per 20 features they are the features with
+    the best score test against y. Without ``y`` the k picks are then polished: swapped for
+    outside features while a linear reconstruction of every feature improves
+    (:mod:`cae_ray.polish`; ``polish=None``: up to 4,096 features). Parameters mirror the
+    ``selector``, ``training`` and ``head`` config sections (``head_weight_decay`` is
+    ``head.weight_decay``, ``random_state`` is ``training.seed``).
 
     Fitted attributes: ``selected_indices_`` (K distinct indices, ascending), ``scores_`` (one per
     input feature: its largest selection probability), ``collisions_`` (selector rows that had to
@@ -72,6 +75,7 @@ class ConcreteFeatureSelector(SelectorMixin, BaseEstimator):
         head_weight_decay: float = 1.0,
         search_factor: float | None = None,
         refine: bool | None = None,
+        polish: bool | None = None,
         epochs: int = 200,
         batch_size: int = 128,
         learning_rate: float = 1e-3,
@@ -92,6 +96,7 @@ class ConcreteFeatureSelector(SelectorMixin, BaseEstimator):
         self.head_weight_decay = head_weight_decay
         self.search_factor = search_factor
         self.refine = refine
+        self.polish = polish
         self.epochs = epochs
         self.batch_size = batch_size
         self.learning_rate = learning_rate
@@ -118,6 +123,7 @@ class ConcreteFeatureSelector(SelectorMixin, BaseEstimator):
             head_weight_decay=h.weight_decay,
             search_factor=s.search_factor,
             refine=s.refine,
+            polish=s.polish,
             epochs=t.epochs,
             batch_size=t.batch_size,
             learning_rate=t.learning_rate,
@@ -145,6 +151,7 @@ class ConcreteFeatureSelector(SelectorMixin, BaseEstimator):
                     "convergence_threshold": self.convergence_threshold,
                     "search_factor": self.search_factor,
                     "refine": self.refine,
+                    "polish": self.polish,
                 },
                 "training": {
                     "epochs": self.epochs,

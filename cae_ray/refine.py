@@ -22,6 +22,7 @@ from torch import Tensor, nn
 from cae_ray.config import Config
 from cae_ray.heads import SelectorModel, build_model, importance, search_selection
 from cae_ray.loop import fit_in_memory
+from cae_ray.polish import polish_reconstruction, polishes
 from cae_ray.selectors import distinct_selection
 from cae_ray.targets import ResolvedTask
 
@@ -41,6 +42,12 @@ REFINE_ABOVE_FEATURES = 1_000
 columns it finds 20 where the search alone finds 17 (4,000 rows, benchmarks/quality.py) and 15
 (20,000 rows, benchmarks/gate.py), and 19-20 of 20,000 where it finds 11-15; on the 500-column
 Madelon table it found 18 where the search alone finds 19 (interchangeable redundant columns)."""
+FEW_ROWS_PER_FEATURE = 1 / 20
+"""With fewer sample rows than this per feature (the gene-expression shape: ~100 rows x 12,000
+columns) the search's head memorises its rows: its residual and its importance ratings carry no
+signal, and on 100 x 12,000 with 30 informative columns the search's K scored like random
+columns (5-fold accuracy 0.55 where 50 random columns score 0.53, benchmarks/quality.py). There
+the K are the features with the best score test against the target alone."""
 SCREEN_TERMS = 1024
 """At most this many (multiplier, output) terms: with many classes fewer picks are screened,
 so the term matrix (sample rows x terms) stays small."""
@@ -59,15 +66,27 @@ def final_selection(
 ) -> tuple[Tensor, Tensor, int]:
     """(k distinct feature indices, their rows' probabilities over all features, collisions).
 
-    The search's own choice (:func:`cae_ray.heads.search_selection`), refined by an interaction
-    screen and second searches over a few dozen features when :func:`refines` says so.
-    ``x``, ``y`` are an in-memory sample of the training rows.
+    The search's own choice (:func:`cae_ray.heads.search_selection`); for reconstruction
+    polished by :mod:`cae_ray.polish` when :func:`cae_ray.polish.polishes` says so; when
+    supervised, refined by an interaction screen and second searches over a few dozen features
+    when :func:`refines` says so. ``x``, ``y`` are an in-memory sample of the training rows
+    (``x`` may be empty for a reconstruction that is not polished).
     """
     k, model = config.selector.k, model.cpu()
     kept, probs, collisions = search_selection(model, task, k, x, y)
-    n_features = probs.shape[1]  # x is empty for reconstruction, which is never refined
+    n_features = probs.shape[1]
+    if polishes(config.selector.polish, n_features, task):
+        return polish_reconstruction(x, kept), probs, collisions
     if not refines(config, n_features, task):
         return kept, probs, collisions
+    if few_rows(x.shape[0], n_features):
+        logger.info(
+            "select: %d rows for %d features: the K are the best by a score test against the "
+            "target (the search's head memorises so few rows)",
+            x.shape[0],
+            n_features,
+        )
+        return screened_selection(task, k, x, y, probs.shape[1])
     searched = distinct_selection(model.selector.probabilities().cpu()).indices
     residual = head_residual(model, task, x[:, searched], y)
     screened = min(MAX_PICKS_SCREENED, max(SCREEN_TERMS // residual.shape[1] - 1, 1))
@@ -82,6 +101,28 @@ def final_selection(
     added = len(set(pool[chosen].tolist()) - set(kept.tolist()))
     logger.info("select: the second searches changed %d of the %d features", added, k)
     return pool[chosen], probs, collisions
+
+
+def few_rows(n_rows: int, n_features: int) -> bool:
+    return n_rows < n_features * FEW_ROWS_PER_FEATURE
+
+
+@torch.no_grad()
+def screened_selection(
+    task: ResolvedTask, k: int, x: Tensor, y: Tensor | None, n_features: int
+) -> tuple[Tensor, Tensor, int]:
+    """The k features with the best score test against the target alone (no head), each with
+    a one-hot row of "probabilities" (it was chosen outright)."""
+    assert y is not None, "supervised tasks need a target"
+    if task == "classification":
+        classes = nn.functional.one_hot(y.long()).float()
+        residual = classes - classes.mean(dim=0)
+    else:
+        target = y.reshape(len(y), -1).float()
+        residual = target - target.mean(dim=0)
+    scores = interaction_scores(x, residual, torch.empty(0, dtype=torch.long))
+    chosen = torch.topk(torch.nan_to_num(scores, nan=-torch.inf), k).indices
+    return chosen, nn.functional.one_hot(chosen, n_features).float(), 0
 
 
 @torch.no_grad()

@@ -34,6 +34,7 @@ from cae_ray.cluster import cached, connect, worker_threads
 from cae_ray.config import Config
 from cae_ray.data import read_ordered
 from cae_ray.memory import check_memory_for_ray
+from cae_ray.polish import polishes
 from cae_ray.progress import OnProgress
 from cae_ray.refine import final_selection
 from cae_ray.selectors import feature_scores
@@ -79,7 +80,7 @@ def select(config: Config, run: RunDir, on_epoch: OnProgress | None = None) -> d
     name = _training_name(run, made_from)
     outcome = train_selector(config, spec, train_data, run.path(RAY_STORAGE), name, on_epoch)
 
-    x, y = _sample(train_data, target, len(features))
+    x, y = _sample(config, train_data, target, len(features))
     indices, probs, collisions = final_selection(outcome.model, config, target.task, x, y)
     scores = dict(zip(features, feature_scores(probs).tolist(), strict=True))
     chosen = sorted(indices.tolist())
@@ -121,14 +122,17 @@ def _training_name(run: RunDir, made_from: dict[str, str]) -> str:
 
 
 def _sample(
-    train_data: Any, target: TargetInfo, n_features: int
+    config: Config, train_data: Any, target: TargetInfo, n_features: int
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Rows for ranking the spare selector rows of a supervised search (unused otherwise)."""
-    if target.task == "reconstruction":
+    """Rows for ranking the spare selector rows of a supervised search and for the polish of a
+    reconstruction (unused otherwise)."""
+    polished = polishes(config.selector.polish, n_features, target.task)
+    if target.task == "reconstruction" and not polished:
         return torch.empty(0), None
     batch = train_data.limit(IMPORTANCE_SAMPLE).take_batch(
         batch_size=IMPORTANCE_SAMPLE, batch_format="pyarrow"
     )
     x = torch.from_numpy(unpack(batch[FEATURES], n_features))
-    y = torch.tensor(batch[TARGET].to_numpy())
-    return x, y
+    if target.task == "reconstruction":
+        return x, None
+    return x, torch.tensor(batch[TARGET].to_numpy())

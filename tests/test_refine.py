@@ -68,3 +68,19 @@ def test_refine_takes_regression_and_many_classes() -> None:
     assert many.task_ == "classification"
     assert set(plain.selected_indices_) != {0, 1}
     assert set(many.selected_indices_) == {0, 1}
+
+
+def test_few_rows_choose_the_k_by_the_score_test() -> None:
+    """60 rows of 2,000 columns (under one row per 20 features): the search's head memorises the
+    rows, so the K are the features most related to the target; here the 5 that decide it."""
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(60, 2000)).astype(np.float32)
+    y = (X[:, :5].sum(axis=1) > 0).astype(np.int64)
+    X[:, :5] += 1.5 * (2 * y[:, None] - 1)  # strong class signal in the first 5 columns
+    selector = ConcreteFeatureSelector(k=5, epochs=2, early_stop=False).fit(X, y)
+    assert selector.selected_indices_.tolist() == [0, 1, 2, 3, 4]
+    assert selector.scores_[:5].tolist() == [1.0] * 5 and selector.scores_[5:].max() == 0.0
+    X = rng.normal(size=(60, 2000)).astype(np.float32)  # regression takes the same path
+    target = X[:, 7] - X[:, 11] + 0.1 * rng.normal(size=60)
+    regressed = ConcreteFeatureSelector(k=2, epochs=2, early_stop=False).fit(X, target)
+    assert set(regressed.selected_indices_) == {7, 11}
