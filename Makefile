@@ -28,6 +28,7 @@ test: lint
 	$(BIN)/pytest
 
 bench: install
+	$(BIN)/python benchmarks/quality.py --parts mnist smalln
 	$(BIN)/python benchmarks/paper_mnist.py
 	$(BIN)/python benchmarks/madelon.py
 	$(BIN)/python benchmarks/throughput.py --parts a b c

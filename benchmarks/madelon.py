@@ -30,11 +30,12 @@ VARIANTS: dict[str, dict[str, Any]] = {
 }
 
 
-def madelon_table(random_state: int) -> tuple[np.ndarray, np.ndarray]:
-    """4,000 x 2,000; shuffle=False puts the 20 informative columns first (indices 0-19)."""
+def madelon_table(random_state: int, n_features: int = 2000) -> tuple[np.ndarray, np.ndarray]:
+    """4,000 x n_features; shuffle=False puts the 20 informative columns first (indices 0-19)
+    and leaves the rows ordered by class."""
     X, y = make_classification(
         n_samples=4000,
-        n_features=2000,
+        n_features=n_features,
         n_informative=20,
         n_redundant=0,
         n_repeated=0,

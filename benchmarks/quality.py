@@ -38,6 +38,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from benchmarks.madelon import madelon_table
 from benchmarks.mnist_data import load_mnist
 
 Selector = Callable[[np.ndarray, np.ndarray | None, int], np.ndarray]
@@ -213,23 +214,17 @@ def smalln_part(seeds: list[int], params: dict[str, Any]) -> None:
 
 
 def madelon_part(seeds: list[int], params: dict[str, Any]) -> None:
-    from sklearn.datasets import make_classification
     from sklearn.ensemble import ExtraTreesClassifier
 
     k = 20
     print(f"\n## Madelon-style, 4,000 rows (3,000 train), 20 informative, K={k}\n")
     header("found", "et_acc")
     for n_features in (2000, 20_000):
-        X, y = make_classification(
-            n_samples=4000,
-            n_features=n_features,
-            n_informative=20,
-            n_redundant=0,
-            n_repeated=0,
-            shuffle=False,
-            random_state=0,
-        )
-        X = X.astype(np.float32)
+        X, y = madelon_table(0, n_features)
+        # shuffle=False keeps the informative columns first, and the rows ordered by class:
+        # shuffle the rows only.
+        order = np.random.default_rng(0).permutation(len(X))
+        X, y = X[order].astype(np.float32), y[order]
         tr, te = slice(0, 3000), slice(3000, None)
         rows: list[tuple[str, Selector, list[int]]] = [
             ("cae-ray defaults" + label(params), cae_ray(k, params), seeds),
