@@ -13,8 +13,8 @@ its inputs, and the one answer to "is this step's output up to date?".
 
 A step's JSON artifact records what it was made from (config hashes, data fingerprints) and the
 files it stands for; :meth:`RunDir.reusable` returns it only when both still hold. Nothing else
-names a file of the run dir. Standard library only (Ray workers and Feast's import of a repo's
-definitions use parts of it).
+names a file of the run dir. Standard library and pyarrow only (Ray workers and Feast's import
+of a repo's definitions use parts of it).
 """
 
 from __future__ import annotations
@@ -22,13 +22,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 import tempfile
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from cae_ray import storage
 from cae_ray.errors import (
     NoSelectionError,
     RunDirError,
@@ -158,67 +158,85 @@ def read_json(path: Path) -> dict[str, Any] | None:
 
 
 class RunDir:
-    """One run's directory: where every artifact lives, and whether it is up to date."""
+    """One run's directory: where every artifact lives, and whether it is up to date. The
+    directory is a local path or a URI (``s3://bucket/runs/...``): :mod:`cae_ray.storage`
+    reads and writes both."""
 
-    def __init__(self, location: str | os.PathLike[str]) -> None:
-        # Absolute: Ray workers and Ray Train's storage do not share the driver's working dir.
-        self.root = Path(location).resolve()
+    def __init__(self, where: str | os.PathLike[str]) -> None:
+        self.root = storage.location(where)
 
     def __str__(self) -> str:
-        return str(self.root)
+        return self.root
 
-    def __fspath__(self) -> str:
-        return str(self.root)
+    @property
+    def name(self) -> str:
+        """The run dir's last path component (a run's name, often its date)."""
+        return self.root.rstrip("/").rsplit("/", 1)[-1]
 
-    def path(self, name: str) -> Path:
-        return self.root / name
+    @property
+    def remote(self) -> bool:
+        return storage.is_remote(self.root)
+
+    def path(self, name: str) -> str:
+        """Where the artifact ``name`` lives: a local path or a URI, as the run dir is."""
+        return storage.join(self.root, name)
 
     def ensure_writable(self) -> RunDir:
-        """Raise :class:`RunDirError` (before any work) when the run dir is a file or cannot be
-        written. Nothing is created: a run that fails on its input leaves no run dir behind."""
-        existing = next(p for p in (self.root, *self.root.parents) if p.exists())
+        """Raise (before any work) when the run dir cannot be written: :class:`RunDirError`
+        for a local one, a :class:`cae_ray.storage.StorageError` for a URI. Nothing is left
+        behind: a run that fails on its input leaves no run dir."""
+        if self.remote:
+            storage.ensure_writable(self.root)
+            return self
+        root = Path(self.root)
+        existing = next(p for p in (root, *root.parents) if p.exists())
         if not existing.is_dir():
             where = (
                 "is a file, not a directory"
-                if existing == self.root
+                if existing == root
                 else f"is under a file ({existing})"
             )
-            raise RunDirError(str(self.root), where)
+            raise RunDirError(self.root, where)
         try:
             with tempfile.TemporaryFile(dir=existing, prefix=".cae_ray-probe-"):
                 pass
         except OSError as e:
-            raise RunDirError(str(self.root), f"cannot be written ({e.strerror or e})") from e
+            raise RunDirError(self.root, f"cannot be written ({e.strerror or e})") from e
         return self
 
     def exists(self, name: str) -> bool:
-        return self.path(name).exists()
+        return storage.exists(self.path(name))
+
+    def modified(self, name: str) -> int | None:
+        """The artifact's modification time (ns), None when it is not there."""
+        return storage.modified(self.path(name))
 
     def read_json(self, name: str) -> dict[str, Any] | None:
-        return read_json(self.path(name))
+        text = storage.read_text(self.path(name))
+        loaded = None if text is None else json.loads(text)
+        return loaded if isinstance(loaded, dict) else None
 
     def write_json(self, name: str, payload: Mapping[str, Any]) -> None:
-        write_json(self.path(name), payload)
+        self.write_text(name, json.dumps(payload, indent=2, default=_jsonable))
 
     def write_text(self, name: str, text: str) -> None:
-        write_text(self.path(name), text)
+        storage.write_bytes(self.path(name), text.encode("utf-8"))
+
+    def write_bytes(self, name: str, data: bytes) -> None:
+        storage.write_bytes(self.path(name), data)
 
     def remove(self, name: str) -> None:
         """Delete a file or a whole directory of the run dir, if it is there."""
-        target = self.path(name)
-        if target.is_dir():
-            shutil.rmtree(target)
-        else:
-            target.unlink(missing_ok=True)
+        storage.remove(self.path(name))
 
     def files(self, *directories: str) -> dict[str, int]:
         """Every data file under ``directories`` (names relative to the run dir) with its size;
         hidden files and ``_``-names (manifests, Parquet readers skip both) are not data."""
         found = {}
         for directory in directories:
-            for file in sorted(self.path(directory).rglob("*")):
-                if file.is_file() and not file.name.startswith((".", "_")):
-                    found[str(file.relative_to(self.root))] = file.stat().st_size
+            for name, size in storage.files(self.path(directory)).items():
+                if not name.rsplit("/", 1)[-1].startswith((".", "_")):
+                    found[f"{directory}/{name}"] = size
         return found
 
     def reusable(self, name: str, made_from: Mapping[str, Any]) -> dict[str, Any] | None:
@@ -229,8 +247,7 @@ class RunDir:
             return None
         recorded: dict[str, int] = done.get("files") or {}
         for file, size in recorded.items():
-            path = self.path(file)
-            if not path.is_file() or path.stat().st_size != size:
+            if storage.size(self.path(file)) != size:
                 return None
         return done
 
@@ -244,7 +261,7 @@ def checked_selection(
     selection, prepared = run.read_json(SELECTION), run.read_json(PREPARED)
     if selection is None or prepared is None:
         raise NoSelectionError(str(run))
-    where = str(run.path(SELECTION))
+    where = run.path(SELECTION)
     actual = selection_digest(selection)
     if selection.get("selection_hash") != actual and not edited_ok:
         raise SelectionEditedError(where, selection.get("selection_hash"), actual)

@@ -30,6 +30,7 @@ from cae_ray.errors import (
     ValidationGateFailedError,
     exit_code,
 )
+from cae_ray.storage import join
 
 app = typer.Typer(
     help="Concrete Autoencoder feature selection (CAE / IP-CAE) for wide feature tables.",
@@ -105,7 +106,7 @@ def demo(
         f"Feature view customer_wide: {rows:,} customers x {features:,} features; "
         f"{len(made.informative)} carry the label's signal. Config: {config_path}"
     )
-    record = _run_with_display(cfg, directory / "run")
+    record = _run_with_display(cfg, str(directory / "run"))
     found = set(made.informative) & set(record["steps"]["select"]["selected_features"])
     console.print(
         f"Found {len(found)} of the {len(made.informative)} informative features. Look at:\n"
@@ -119,8 +120,11 @@ def demo(
 def run(
     config: Path,
     run_dir: Annotated[
-        Path | None,
-        typer.Option("--run-dir", help="Where this run's artifacts go (default: runs/CONFIG)."),
+        str | None,
+        typer.Option(
+            "--run-dir",
+            help="Where this run's artifacts go: a path or a URI (default: runs/CONFIG).",
+        ),
     ] = None,
 ) -> None:
     """Run every step: export (from Feast) -> prepare -> select -> validate -> prune -> report.
@@ -132,10 +136,10 @@ def run(
         cfg = load_config(config)
     except CaeRayError as e:
         raise _fail(e) from e
-    _run_with_display(cfg, run_dir or Path("runs") / config.stem)
+    _run_with_display(cfg, run_dir or str(Path("runs") / config.stem))
 
 
-def _run_with_display(cfg: Config, run_dir: Path) -> dict[str, Any]:
+def _run_with_display(cfg: Config, run_dir: str) -> dict[str, Any]:
     from cae_ray.artifacts import RUN_RECORD, RunDir
     from cae_ray.console import RunDisplay, summary_table
     from cae_ray.pipeline import run as run_all
@@ -145,9 +149,10 @@ def _run_with_display(cfg: Config, run_dir: Path) -> dict[str, Any]:
         with RunDisplay(console, cfg) as display:
             record = run_all(cfg, run_dir, on_event=display)
     except CaeRayError as e:
-        recorded = RunDir(run_dir).read_json(RUN_RECORD)
-        if recorded is not None and isinstance(e, ValidationGateFailedError):
-            console.print(summary_table(recorded, run_dir, cfg))
+        if isinstance(e, ValidationGateFailedError):  # the run dir works: show what was made
+            recorded = RunDir(run_dir).read_json(RUN_RECORD)
+            if recorded is not None:
+                console.print(summary_table(recorded, run_dir, cfg))
         raise _fail(e) from e
     console.print(summary_table(record, run_dir, cfg))
     return record
@@ -172,11 +177,14 @@ def _with_progress(
     return outcome
 
 
-RunDir = Annotated[Path, typer.Option("--run-dir", help="Where this run's artifacts go.")]
+RunDirOption = Annotated[
+    str,
+    typer.Option("--run-dir", help="Where this run's artifacts go: a path or a URI (s3://...)."),
+]
 
 
 @app.command()
-def select(config: Path, run_dir: RunDir) -> None:
+def select(config: Path, run_dir: RunDirOption) -> None:
     """Train the selector with Ray Train on the config's dataset; writes RUN_DIR/selection.json.
 
     Re-running with the same run dir reuses finished work and resumes an interrupted training
@@ -202,12 +210,12 @@ def select(config: Path, run_dir: RunDir) -> None:
     console.print(
         f"{len(selection['history'])} epochs, final loss {last['loss']:.4f}, "
         f"{'converged' if selection['converged'] else 'NOT converged'}, "
-        f"{selection['collisions']} collisions resolved. Written: {run_dir / 'selection.json'}"
+        f"{selection['collisions']} collisions resolved. Written: {join(run_dir, 'selection.json')}"
     )
 
 
 @app.command()
-def validate(config: Path, run_dir: RunDir) -> None:
+def validate(config: Path, run_dir: RunDirOption) -> None:
     """Check that a model on the K selected features matches one on all features; writes
     RUN_DIR/validation.json. Exits with 5 when the gate fails, so a pipeline stops there."""
     from cae_ray.pipeline import validate as validate_step
@@ -244,13 +252,13 @@ def validate(config: Path, run_dir: RunDir) -> None:
             highlight=False,
         )
     verdict = "[bold green]PASSED[/]" if result["passed"] else "[bold red]FAILED[/]"
-    console.print(f"{verdict}: {result['reason']} Written: {run_dir / 'validation.json'}")
+    console.print(f"{verdict}: {result['reason']} Written: {join(run_dir, 'validation.json')}")
     if not result["passed"]:
         raise typer.Exit(EXIT_GATE)
 
 
 @app.command()
-def export(config: Path, run_dir: RunDir) -> None:
+def export(config: Path, run_dir: RunDirOption) -> None:
     """Export the config's Feast features for its entity rows to RUN_DIR/export/ (Parquet,
     point-in-time correct, one column per feature, plus _manifest.json)."""
     from cae_ray.pipeline import export as export_step
@@ -259,7 +267,7 @@ def export(config: Path, run_dir: RunDir) -> None:
         manifest = export_step(load_config(config), run_dir)
     except CaeRayError as e:
         raise _fail(e) from e
-    out = run_dir / "export"
+    out = join(run_dir, "export")
     console.print(
         f"Exported {manifest['rows']:,} rows x {len(manifest['columns']):,} features from Feast "
         f"project {manifest['project']!r} to {out} ({manifest['parts']} parts, _manifest.json)."
@@ -274,7 +282,7 @@ def export(config: Path, run_dir: RunDir) -> None:
 @app.command()
 def prune(
     config: Path,
-    run_dir: RunDir,
+    run_dir: RunDirOption,
     apply: Annotated[
         bool, typer.Option("--apply", help="Write the marks (default: plan only).")
     ] = False,
@@ -338,7 +346,7 @@ def prune(
     else:
         console.print(
             "Plan only, nothing written to the registry "
-            f"(saved: {run_dir / 'prune.json'}). Re-run with --apply."
+            f"(saved: {join(run_dir, 'prune.json')}). Re-run with --apply."
         )
 
 
@@ -430,7 +438,7 @@ def feast_remove_services(config: Path, names: list[str]) -> None:
 @app.command()
 def retire(
     config: Path,
-    run_dir: RunDir,
+    run_dir: RunDirOption,
     apply: Annotated[
         bool, typer.Option("--apply", help="Rewrite the definitions and `feast apply`.")
     ] = False,
@@ -475,7 +483,8 @@ def retire(
         console.print(f"[green]Retired {plan['count']} features.[/] Undo with: {undo}")
     else:
         console.print(
-            f"Plan only, nothing changed (saved: {run_dir / 'retire.json'}). Re-run with --apply."
+            f"Plan only, nothing changed (saved: {join(run_dir, 'retire.json')}). "
+            "Re-run with --apply."
         )
 
 

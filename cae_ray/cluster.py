@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import logging
 import os
-from pathlib import Path
 from typing import Any
 
 from cae_ray.config import Config, ray_address
+from cae_ray.data import split_files
 from cae_ray.errors import GpuUnavailableError, RayUnreachableError
 
 logger = logging.getLogger(__name__)
@@ -79,13 +79,13 @@ def _check_gpus(config: Config) -> None:
         raise GpuUnavailableError(per_worker * s.num_workers, available)
 
 
-def cached(config: Config, dataset: Any, path: Path) -> Any:
+def cached(config: Config, dataset: Any, path: str) -> Any:
     """The dataset, materialized in the object store when ``scaling.cache_train_split`` says so:
     Ray Data then skips the Parquet read (and its start-up) on every later epoch."""
     import ray
 
     policy = config.scaling.cache_train_split
-    size = sum(f.stat().st_size for f in path.glob("*.parquet"))
+    size = sum(split_files(path).values())
     room = float(ray.cluster_resources().get("object_store_memory", 0.0)) / 2
     if policy == "always" or (policy == "auto" and size <= room):
         logger.info("caching the train split (%.0f MB) in the object store", size / 1e6)

@@ -133,7 +133,7 @@ def describe(step: str, figures: dict[str, Any]) -> str:
     return ""
 
 
-def summary_table(record: dict[str, Any], run_dir: Path, config: Config) -> Table:
+def summary_table(record: dict[str, Any], run_dir: str, config: Config) -> Table:
     """The end of a run: features kept and deprecated, the gate's figures, where to look."""
     steps = record["steps"]
     table = Table(title=f"cae-ray run: {record['status']}", show_header=False, min_width=60)

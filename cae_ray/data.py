@@ -13,9 +13,7 @@ from __future__ import annotations
 
 import fnmatch
 import logging
-import shutil
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -23,8 +21,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as pads
-import pyarrow.fs as pafs
 
+from cae_ray import storage
 from cae_ray.artifacts import digest
 from cae_ray.batches import FEATURES, TARGET, pack, unpack
 from cae_ray.config import AllNumericExcept, DataConfig
@@ -82,10 +80,7 @@ class FeatureStats:
 
 
 def open_parquet(path: str) -> pads.Dataset:
-    try:
-        filesystem, location = pafs.FileSystem.from_uri(path)
-    except (pa.ArrowInvalid, ValueError):
-        filesystem, location = pafs.LocalFileSystem(), str(Path(path).resolve())
+    filesystem, location = storage.filesystem(path)
     try:
         return pads.dataset(location, filesystem=filesystem, format="parquet")
     except (FileNotFoundError, pa.ArrowInvalid, OSError) as e:
@@ -152,7 +147,8 @@ def read_ordered(path: str) -> Any:
     files sees (and writes) the same rows in the same order."""
     import ray.data
 
-    dataset = ray.data.read_parquet(path)
+    filesystem, location = storage.filesystem(path)
+    dataset = ray.data.read_parquet(location, filesystem=filesystem)
     dataset.context.execution_options.preserve_order = True  # shared by datasets derived from it
     return dataset
 
@@ -349,7 +345,7 @@ def write_packed(
     stats: FeatureStats,
     keep: list[str],
     target: TargetInfo,
-    splits: dict[str, Path],
+    splits: dict[str, str],
 ) -> dict[str, int]:
     """Write the ``train`` and ``validation`` splits to their directories; their row counts."""
     from cae_ray.parquet_sink import OrderedParquetSink
@@ -358,26 +354,30 @@ def write_packed(
     for split, directory in splits.items():
         packer = Packer(config, stats, keep, target, split)
         packed = dataset.map_batches(packer, batch_format="pyarrow", batch_size=None)
-        shutil.rmtree(directory, ignore_errors=True)  # a killed earlier write left parts
+        storage.remove(directory)  # a killed earlier write left parts
         packed.write_datasink(OrderedParquetSink(directory))  # see there: Ray's reorders
         counts[split] = int(pq_count(directory))
     return counts
 
 
-def pq_count(path: Path) -> int:
-    return int(pads.dataset(str(path), format="parquet").count_rows())
+def pq_count(path: str) -> int:
+    return int(open_parquet(path).count_rows())
+
+
+def split_files(path: str) -> dict[str, int]:
+    """A packed split's Parquet files (locations, in name order: the rows' order) and sizes."""
+    found = storage.files(path)
+    return {storage.join(path, n): size for n, size in found.items() if n.endswith(".parquet")}
 
 
 def read_split(
-    path: Path, n_features: int, limit: int | None = None
+    path: str, n_features: int, limit: int | None = None
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """A packed split in memory, in file order: (features, target or None), at most ``limit``
     rows (the split's rows are in hashed order, so its first rows are a random sample)."""
-    import pyarrow.parquet as pq
-
     tables, rows = [], 0
-    for file in sorted(path.glob("*.parquet")):
-        table = pq.read_table(file)
+    for file in split_files(path):
+        table = storage.read_table(file)
         tables.append(table)
         rows += table.num_rows
         if limit is not None and rows >= limit:

@@ -274,6 +274,27 @@ class GpuUnavailableError(CaeRayError):
         )
 
 
+class WorkersLostError(CaeRayError):
+    """Training failed more often than ``scaling.max_failures`` allows (a node died and did not
+    come back, workers were killed for memory, ...)."""
+
+    exit_code = EXIT_CLUSTER
+
+    def __init__(self, training: str, max_failures: int, reason: str, checkpoint: str | None):
+        self.training, self.checkpoint = training, checkpoint
+        resume = (
+            f"the last checkpoint is {checkpoint}: run the same command with the same config and "
+            "run dir to resume from it"
+            if checkpoint
+            else "no checkpoint was written yet: running again starts from the first epoch"
+        )
+        super().__init__(
+            f"training {training} failed after {max_failures} retries "
+            f"(scaling.max_failures) ({reason}). Fix: bring the cluster's workers back (or "
+            f"raise scaling.max_failures); {resume}."
+        )
+
+
 class RunDirError(CaeRayError):
     """The run directory cannot hold the run's artifacts."""
 

@@ -9,7 +9,6 @@ Needs the ``xgboost`` extra (``pip install 'cae-ray[xgboost]'``).
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -18,6 +17,7 @@ from cae_ray.batches import FEATURES, TARGET, unpack
 from cae_ray.config import Config
 from cae_ray.errors import MissingExtraError, ModelFitError
 from cae_ray.gate_models import Fitted
+from cae_ray.storage import ray_storage
 from cae_ray.targets import TargetInfo
 
 logger = logging.getLogger(__name__)
@@ -65,7 +65,7 @@ def xgboost_predictions(
     n_features: int,
     column_sets: dict[str, list[int] | None],
     x_eval: np.ndarray,
-    storage: Path,
+    storage: str,
     name: str,
     seed: int,
 ) -> dict[str, Fitted]:
@@ -91,9 +91,7 @@ def xgboost_predictions(
             scaling_config=ScalingConfig(
                 num_workers=max(s.num_workers, 1), resources_per_worker=s.resources_per_worker
             ),
-            run_config=RunConfig(
-                name=f"{name}-{which.replace(' ', '-')}", storage_path=str(storage)
-            ),
+            run_config=RunConfig(name=f"{name}-{which.replace(' ', '-')}", **ray_storage(storage)),
             datasets={"train": train_data},
         )
         try:

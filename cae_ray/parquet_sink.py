@@ -7,15 +7,14 @@ the rows in, so a split written in another order makes another selection.
 from __future__ import annotations
 
 import itertools
+import os
 from collections.abc import Iterable
-from pathlib import Path
 from typing import Any
 
-import pyarrow as pa
 import pyarrow.parquet as pq
 from ray.data import Datasink
 
-from cae_ray.artifacts import replacing
+from cae_ray import storage
 
 ROW_GROUP_BYTES = 16 << 20
 """About the row groups Ray's sink wrote for the packed splits before (one per packing slice)."""
@@ -30,22 +29,22 @@ class OrderedParquetSink(Datasink[None]):
     row order (and with it the selection) changed from run to run.
     """
 
-    def __init__(self, directory: Path) -> None:
-        self.directory = directory
-
-    def on_write_start(self, schema: pa.Schema | None = None) -> None:
-        self.directory.mkdir(parents=True, exist_ok=True)
+    def __init__(self, directory: str | os.PathLike[str]) -> None:
+        self.directory = storage.location(directory)  # a local path or a URI
 
     def write(self, blocks: Iterable[Any], ctx: Any) -> None:
         tables = (block for block in blocks if block.num_rows)
         first = next(tables, None)
         if first is None:
             return
-        path = self.directory / f"part-{ctx.task_idx:06d}.parquet"
+        where = storage.join(self.directory, f"part-{ctx.task_idx:06d}.parquet")
         # Standardised floats barely compress, and snappy decoding cost 5x the read time of
         # plain pages; dictionaries and min/max of 4N-byte values only cost time and footer size.
         options = {"compression": "none", "use_dictionary": False, "write_statistics": False}
-        with replacing(path) as partial, pq.ParquetWriter(partial, first.schema, **options) as out:
+        with (
+            storage.writing(where) as stream,
+            pq.ParquetWriter(stream, first.schema, **options) as out,
+        ):
             for table in itertools.chain([first], tables):
                 row_bytes = max(1, table.nbytes // table.num_rows)
                 out.write_table(table, row_group_size=max(64, ROW_GROUP_BYTES // row_bytes))

@@ -31,7 +31,7 @@ from cae_ray.version import __version__
 if TYPE_CHECKING:
     from cae_ray.feast.status import Findings
 
-RunDirLike = str | os.PathLike[str]
+RunDirLike = str | os.PathLike[str] | RunDir
 OnEvent = Callable[[StepEvent], None]
 
 
@@ -161,7 +161,8 @@ def report(config: Config, run_dir: RunDirLike) -> dict[str, Any]:
 
 
 def _writable(run_dir: RunDirLike) -> RunDir:
-    return RunDir(run_dir).ensure_writable()
+    where = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
+    return where.ensure_writable()
 
 
 def _no_export(config: Config) -> str | None:
@@ -229,8 +230,8 @@ class RunRecord:
             self._ended(name, {"status": "skipped", "reason": skip})
             return None
         self.emit(StepEvent(name, "started", {}))
-        artifact = self.run_dir.path(STEP_ARTIFACTS[name])
-        before = artifact.stat().st_mtime_ns if artifact.exists() else None
+        artifact = STEP_ARTIFACTS[name]
+        before = self.run_dir.modified(artifact)
         started = time.perf_counter()
         try:
             outcome = work()
@@ -240,7 +241,7 @@ class RunRecord:
             seconds = time.perf_counter() - started
             self._ended(name, {"status": "failed", "error": error, "seconds": seconds})
             raise
-        reused = before is not None and artifact.stat().st_mtime_ns == before
+        reused = before is not None and self.run_dir.modified(artifact) == before
         status = "reused" if reused else "done"
         seconds = time.perf_counter() - started
         self._ended(name, {"status": status, "seconds": seconds, **step_summary(name, outcome)})

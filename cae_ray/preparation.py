@@ -11,9 +11,9 @@ the written splits are as they were.
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 from typing import Any
 
+from cae_ray import storage
 from cae_ray.artifacts import (
     EXPORT_DIR,
     EXPORT_MANIFEST,
@@ -87,17 +87,15 @@ def source_data(config: Config, run: RunDir) -> DataConfig:
     exported feature columns are the candidates (unless ``data.features`` names others)."""
     data = config.data
     if data is not None and data.path is not None:
-        if "://" in data.path:
-            return data
         # Relative to the driver's working directory, which Ray workers do not share.
-        return data.model_copy(update={"path": str(Path(data.path).resolve())})
+        return data.model_copy(update={"path": storage.location(data.path)})
     if config.feast is None or not config.feast.has_entity_rows:
         raise MissingDataConfigError("the config")
     manifest = run.read_json(EXPORT_MANIFEST)
     if manifest is None:
         raise NoExportError(str(run))
     data = data or DataConfig()
-    update: dict[str, Any] = {"path": str(run.path(EXPORT_DIR))}
+    update: dict[str, Any] = {"path": run.path(EXPORT_DIR)}
     update["row_key"] = data.row_key or manifest["row_key"]
     if data.features == AllNumericExcept():
         update["features"] = list(manifest["columns"])

@@ -14,10 +14,9 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-from cae_ray.artifacts import write_json
+from cae_ray import storage
 
 logger = logging.getLogger(__name__)
 
@@ -65,31 +64,36 @@ def step_summary(name: str, outcome: dict[str, Any]) -> dict[str, Any]:
     return figures
 
 
-def write_progress(path: Path, record: dict[str, Any]) -> None:
-    """The last epoch, for the driver's progress bar: a few bytes, replaced atomically."""
+def write_progress(where: str, record: dict[str, Any]) -> None:
+    """The last epoch, for the driver's progress bar: a few bytes, replaced atomically, where
+    the run dir is (the driver and the rank-0 worker may be on different machines)."""
     try:
-        write_json(path, record)
-    except OSError as e:  # progress is a nicety: never fail training over it
-        logger.debug("cannot write progress to %s: %s", path, e)
+        storage.write_bytes(where, json.dumps(record).encode())
+    except (OSError, storage.StorageError) as e:  # a nicety: never fail training over it
+        logger.debug("cannot write progress to %s: %s", where, e)
 
 
 @contextmanager
 def watching_progress(
-    path: Path, on_progress: OnProgress | None, every_s: float = 0.5
+    where: str, on_progress: OnProgress | None, every_s: float = 0.5
 ) -> Iterator[None]:
-    """Call ``on_progress(record)`` from a background thread whenever ``path`` changes."""
+    """Call ``on_progress(record)`` from a background thread whenever ``where`` changes."""
     if on_progress is None:
         yield
         return
-    path.unlink(missing_ok=True)  # a progress file from an earlier attempt is stale
+    storage.remove(where)  # a progress file from an earlier attempt is stale
+    if storage.is_remote(where):
+        every_s = max(every_s, 1.0)  # a GET a second is plenty for a progress bar
     stop = threading.Event()
 
     def poll() -> None:
         seen = None
         while not stop.wait(every_s):
             try:
-                text = path.read_text()
-            except OSError:
+                text = storage.read_text(where)
+            except (OSError, storage.StorageError):
+                continue
+            if text is None:
                 continue
             if text != seen:
                 seen = text

@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import base64
 import functools
+import io
 import math
 import re
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cae_ray.artifacts import (
@@ -48,7 +48,7 @@ BLUE, GREY, RED, GREEN, INK = "#2563eb", "#cbd5e1", "#dc2626", "#16a34a", "#3341
 
 @dataclass(frozen=True)
 class Run:
-    path: Path
+    dir: RunDir
     selection: Json
     validation: Json | None
     prune: Json | None
@@ -62,17 +62,15 @@ def load_run(run_dir: RunDir) -> Run:
     if selection is None:
         raise NoSelectionError(str(run_dir))
     names = (VALIDATION, PRUNE_PLAN, PREPARED, RUN_RECORD)
-    return Run(run_dir.root, selection, *(run_dir.read_json(name) for name in names))
+    return Run(run_dir, selection, *(run_dir.read_json(name) for name in names))
 
 
-def write_report(run_dir: RunDir) -> Path:
+def write_report(run_dir: RunDir) -> str:
     """Write ``RUN_DIR/report/report.html`` (and its PNGs) from the run's artifacts.
 
     Raises :class:`NoSelectionError` when the run dir holds no ``selection.json``.
     """
     run = load_run(run_dir)
-    out = run_dir.path(REPORT_DIR)
-    out.mkdir(parents=True, exist_ok=True)
     figures = {
         "training": training_figure(run),
         "scores": scores_figure(run.selection),
@@ -81,16 +79,22 @@ def write_report(run_dir: RunDir) -> Path:
     }
     for name, fig in figures.items():
         if fig is None:  # a report written before, say, validation ran must not keep its plot
-            (out / f"{name}.png").unlink(missing_ok=True)
-    images = {name: _save(fig, out / f"{name}.png") for name, fig in figures.items() if fig}
+            run_dir.remove(f"{REPORT_DIR}/{name}.png")
+    images = {
+        name: _save(fig, run_dir, f"{REPORT_DIR}/{name}.png")
+        for name, fig in figures.items()
+        if fig
+    }
     run_dir.write_text(REPORT, render_html(run, images))
     return run_dir.path(REPORT)
 
 
-def _save(fig: Figure, path: Path) -> str:
+def _save(fig: Figure, run_dir: RunDir, name: str) -> str:
     """Write the PNG; return it as a data URI for the page."""
-    fig.savefig(path, dpi=144, bbox_inches="tight", facecolor="white")
-    return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode("ascii")
+    png = io.BytesIO()
+    fig.savefig(png, format="png", dpi=144, bbox_inches="tight", facecolor="white")
+    run_dir.write_bytes(name, png.getvalue())
+    return "data:image/png;base64," + base64.b64encode(png.getvalue()).decode("ascii")
 
 
 def _figure(width: float, height: float, ncols: int = 1) -> tuple[Figure, list[Axes]]:
@@ -282,8 +286,8 @@ def render_html(run: Run, images: dict[str, str]) -> str:
         _environment()
         .get_template(TEMPLATE)
         .render(
-            title=f"cae-ray report: {run.path.name}",
-            where=str(run.path.resolve()),
+            title=f"cae-ray report: {run.dir.name}",
+            where=str(run.dir),
             header=_header(run),
             cards=_cards(run),
             selected=_chips((run.selection["selected_features"], "on")),
@@ -317,7 +321,7 @@ def _num(value: Any, spec: str = ",") -> str:
 def _header(run: Run) -> Json:
     v = run.validation
     kind = "none" if v is None else "pass" if v.get("passed") else "fail"
-    made = time.strftime("%Y-%m-%d %H:%M", time.localtime((run.path / SELECTION).stat().st_mtime))
+    made = time.strftime("%Y-%m-%d %H:%M", time.localtime((run.dir.modified(SELECTION) or 0) / 1e9))
     reason = (v or {}).get("reason") or ""
     hash_ = run.selection.get("selection_hash", "?")
     return {"kind": kind, "label": BADGES[kind], "hash": hash_, "made": made, "reason": reason}
@@ -458,4 +462,4 @@ def _why(step: Json) -> str:
 
 def _artifacts(run: Run) -> list[str]:
     names = [SELECTION, VALIDATION, PRUNE_PLAN, PREPARED, RUN_RECORD]
-    return [n for n in names if (run.path / n).exists()] + [f"{REPORT_DIR}/*.png"]
+    return [n for n in names if run.dir.exists(n)] + [f"{REPORT_DIR}/*.png"]

@@ -12,12 +12,12 @@ checkpoint in ``RUN_DIR/ray/select-<hash>``; a changed config starts afresh.
 from __future__ import annotations
 
 import logging
-import shutil
 import time
 from typing import Any
 
 import torch
 
+from cae_ray import storage
 from cae_ray.artifacts import (
     PREPARED,
     RAY_STORAGE,
@@ -76,7 +76,7 @@ def select(config: Config, run: RunDir, on_epoch: OnProgress | None = None) -> d
     check_memory_for_ray(config, spec.n_features, spec.task, spec.n_outputs)
     connect(config)
     train_split = run.path(TRAIN_SPLIT)
-    train_data = cached(config, read_ordered(str(train_split)), train_split)
+    train_data = cached(config, read_ordered(train_split), train_split)
     name = _training_name(run, made_from)
     outcome = train_selector(config, spec, train_data, run.path(RAY_STORAGE), name, on_epoch)
 
@@ -113,11 +113,12 @@ def _training_name(run: RunDir, made_from: dict[str, str]) -> str:
     config or dataset starts afresh instead of resuming a checkpoint of another model (whose
     shapes need not even fit). Trainings of earlier configs are removed, saying so."""
     name = f"select-{digest(made_from['config_hash'] + made_from['data_fingerprint'])}"
-    storage = run.path(RAY_STORAGE)
-    for stale in sorted(storage.glob("select*")):
-        if stale.name != name and stale.is_dir():
-            logger.warning("select: starting afresh; %s was trained for another config", stale)
-            shutil.rmtree(stale, ignore_errors=True)
+    trainings = run.path(RAY_STORAGE)
+    for stale in storage.subdirectories(trainings):
+        if stale.startswith("select") and stale != name:
+            where = storage.join(trainings, stale)
+            logger.warning("select: starting afresh; %s was trained for another config", where)
+            storage.remove(where)
     return name
 
 

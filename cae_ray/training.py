@@ -8,6 +8,7 @@ checkpoint per report, resume from the latest checkpoint, and metric reports.
 
 from __future__ import annotations
 
+import io
 import logging
 import math
 import os
@@ -22,13 +23,14 @@ from typing import Any
 import torch
 from torch import nn
 
-from cae_ray.artifacts import replacing
+from cae_ray import storage
 from cae_ray.batches import ShuffledWindows
 from cae_ray.config import Config
-from cae_ray.errors import CaeRayError, CheckpointRejectedError
+from cae_ray.errors import CaeRayError, CheckpointRejectedError, WorkersLostError
 from cae_ray.heads import SelectorModel, build_model, build_optimizer
 from cae_ray.loop import Batch, SelectionObjective, fit
 from cae_ray.progress import OnProgress, watching_progress, write_progress
+from cae_ray.storage import join, ray_storage
 from cae_ray.targets import ResolvedTask
 
 logger = logging.getLogger(__name__)
@@ -141,9 +143,9 @@ def restore(
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as directory:
-            state = _load_state(Path(directory))
-    elif local_dir is not None and (Path(local_dir) / STATE_FILE).exists():
-        state = _load_state(Path(local_dir))
+            state = _load_state(os.path.join(directory, STATE_FILE))
+    elif local_dir is not None and storage.exists(join(local_dir, STATE_FILE)):
+        state = _load_state(join(local_dir, STATE_FILE))
     else:
         return 0, 0, []
     if state.get("run") != run:
@@ -155,14 +157,15 @@ def restore(
     return state["epoch"] + 1, state["step"], state["history"]
 
 
-def _load_state(directory: Path) -> dict[str, Any]:
+def _load_state(where: str) -> dict[str, Any]:
     """A checkpoint's state: tensors and plain containers only (``weights_only``), so nothing in
     it runs; a run dir may be on storage that every pod of a cluster can write."""
-    path = directory / STATE_FILE
+    data = storage.read_bytes(where)
+    assert data is not None, f"{where} vanished"
     try:
-        return dict(torch.load(path, map_location="cpu", weights_only=True))
+        return dict(torch.load(io.BytesIO(data), map_location="cpu", weights_only=True))
     except pickle.UnpicklingError as e:
-        raise CheckpointRejectedError(str(path), str(e).splitlines()[0]) from e
+        raise CheckpointRejectedError(where, str(e).splitlines()[0]) from e
 
 
 class EpochReporter:
@@ -196,7 +199,7 @@ class EpochReporter:
     def epoch_done(self, record: dict[str, Any]) -> None:
         self.history.append(record)
         if self.rank == 0 and self.progress_file is not None:
-            write_progress(Path(self.progress_file), record)
+            write_progress(self.progress_file, record)
         if _any_rank(time.monotonic() - self._last >= self.interval_s):
             self._report()
 
@@ -221,10 +224,11 @@ class EpochReporter:
         }
         self._last, self._reported = time.monotonic(), record["epoch"]
         if self.local_dir is not None:  # local mode: the checkpoint must outlive this call
-            directory = Path(self.local_dir)
-            with replacing(directory / STATE_FILE) as partial:
-                torch.save(state, partial)
-            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(directory))
+            buffer = io.BytesIO()
+            torch.save(state, buffer)
+            storage.write_bytes(join(self.local_dir, STATE_FILE), buffer.getvalue())
+            fs, path = storage.filesystem(self.local_dir)
+            ray.train.report(metrics, checkpoint=ray.train.Checkpoint(path, filesystem=fs))
             return
         with tempfile.TemporaryDirectory() as scratch:
             checkpoint = None
@@ -278,13 +282,13 @@ def train_selector(
     config: Config,
     spec: TrainSpec,
     train_data: Any,
-    storage: Path,
+    storage_at: str,
     name: str,
     on_progress: OnProgress | None = None,
 ) -> TrainOutcome:
-    """Train the selector; the same ``storage`` and ``name`` resume an earlier run.
+    """Train the selector; the same ``storage_at`` and ``name`` resume an earlier run.
     ``on_progress(epoch record)`` is called on the driver as epochs finish."""
-    state, metrics = run_on_ray(config, spec, train_data, storage, name, on_progress)
+    state, metrics = run_on_ray(config, spec, train_data, storage_at, name, on_progress)
     model = build_model(config, spec.n_features, spec.task, spec.n_outputs)
     model.load_state_dict(state["model"])
     history = state["history"]
@@ -300,7 +304,7 @@ def run_on_ray(
     config: Config,
     spec: TrainSpec,
     train_data: Any,
-    storage: Path,
+    storage_at: str,
     name: str,
     on_progress: OnProgress | None = None,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -318,16 +322,15 @@ def run_on_ray(
     from ray.train.torch import TorchConfig, TorchTrainer
 
     s = config.scaling
-    storage = storage.resolve()  # Ray Train takes a relative storage path for a URI and fails
-    progress = storage / name / PROGRESS_FILE
+    progress = join(storage_at, name, PROGRESS_FILE)
     loop_config = {
         "spec": asdict(spec),
         "config": config.model_dump(mode="json"),
         "run": name,
-        "progress": str(progress) if on_progress else None,
+        "progress": progress if on_progress else None,
     }
     if s.num_workers == 0:
-        loop_config["local_checkpoint_dir"] = str(storage / name / "local_checkpoint")
+        loop_config["local_checkpoint_dir"] = join(storage_at, name, "local_checkpoint")
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config=loop_config,
@@ -339,7 +342,7 @@ def run_on_ray(
         ),
         run_config=RunConfig(
             name=name,
-            storage_path=str(storage),
+            **ray_storage(storage_at),
             checkpoint_config=CheckpointConfig(num_to_keep=2),
             failure_config=FailureConfig(max_failures=s.max_failures),
         ),
@@ -354,13 +357,21 @@ def run_on_ray(
         except TrainingFailedError as e:
             ours = _our_error(e)
             if ours is None:
-                raise
+                reason = str(e).strip().splitlines()[-1][:300]
+                checkpoint = _last_checkpoint(join(storage_at, name))
+                raise WorkersLostError(name, s.max_failures, reason, checkpoint) from e
             raise ours from e
     if result.checkpoint is None:
         raise RuntimeError(f"training finished without a checkpoint: {result.error}")
     with result.checkpoint.as_directory() as directory:
-        state = _load_state(Path(directory))
+        state = _load_state(os.path.join(directory, STATE_FILE))
     return state, dict(result.metrics or {})
+
+
+def _last_checkpoint(training: str) -> str | None:
+    """Where the newest checkpoint of a training lies (Ray names them by time), if any."""
+    made = [d for d in storage.subdirectories(training) if d.startswith("checkpoint_")]
+    return join(training, max(made)) if made else None
 
 
 def _our_error(failure: BaseException) -> CaeRayError | None:

@@ -21,7 +21,6 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -39,7 +38,7 @@ from cae_ray.artifacts import (
 from cae_ray.batches import FEATURES, unpack
 from cae_ray.cluster import cached, connect
 from cae_ray.config import Config
-from cae_ray.data import read_ordered, read_split
+from cae_ray.data import read_ordered, read_split, split_files
 from cae_ray.errors import TooFewValidationRowsError
 from cae_ray.gate_models import (
     REFERENCE,
@@ -309,7 +308,7 @@ def _fitted_predictions(
     if ray:
         connect(config)
         train_split = run.path(TRAIN_SPLIT)
-        train_data = cached(config, read_ordered(str(train_split)), train_split)
+        train_data = cached(config, read_ordered(train_split), train_split)
     fitted: dict[str, list[Fitted]] = {which: [] for which in sets}
     for repeat in range(v.repeats):
         seed = config.training.seed + repeat
@@ -353,7 +352,7 @@ def on_ray(config: Config, run: RunDir, model: str) -> bool:
         return False
     if config.scaling.num_workers > 1:
         return True
-    size = sum(f.stat().st_size for f in run.path(TRAIN_SPLIT).glob("*.parquet"))
+    size = sum(split_files(run.path(TRAIN_SPLIT)).values())
     return IN_MEMORY_COPIES * size > available_memory() // 2
 
 
@@ -434,7 +433,7 @@ def _reconstruction_scores(
     return Scores(len(x_eval), [baseline], [value], score, source)
 
 
-def _head_rows(split: Path, n_features: int) -> np.ndarray:
-    dataset = read_ordered(str(split)).limit(RECONSTRUCTION_ROWS)
+def _head_rows(split: str, n_features: int) -> np.ndarray:
+    dataset = read_ordered(split).limit(RECONSTRUCTION_ROWS)
     batch = dataset.take_batch(batch_size=RECONSTRUCTION_ROWS, batch_format="pyarrow")
     return unpack(batch[FEATURES], n_features)

@@ -51,11 +51,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--config", required=True, type=Path, help="A cae-ray YAML config.")
     parser.add_argument(
         "--run-dir",
-        type=Path,
+        type=str,
         default=os.environ.get("CAE_RAY_RUN_DIR"),
         required="CAE_RAY_RUN_DIR" not in os.environ,
-        help="Where this run's artifacts go (default: $CAE_RAY_RUN_DIR). On a multi-node "
-        "cluster it must be on storage every node sees. The same dir resumes a run.",
+        help="Where this run's artifacts go: a path or a URI such as s3://bucket/runs/ID "
+        "(default: $CAE_RAY_RUN_DIR). On a multi-node cluster it must be storage every node "
+        "reaches (an object store). The same dir resumes a run.",
     )
     parser.add_argument(
         "--address",
@@ -69,13 +70,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def recorded_run(run_dir: Path) -> dict[str, Any] | None:
+def recorded_run(run_dir: str) -> dict[str, Any] | None:
     """``run_dir/run.json`` (what ``run`` records step by step), if there is one."""
+    from cae_ray.artifacts import RUN_RECORD, RunDir
+    from cae_ray.errors import CaeRayError
+
     try:
-        loaded = json.loads((run_dir / "run.json").read_text())
-    except (OSError, ValueError):
+        return RunDir(run_dir).read_json(RUN_RECORD)
+    except (OSError, ValueError, CaeRayError):
         return None
-    return loaded if isinstance(loaded, dict) else None
 
 
 def progress(verbose: bool) -> Callable[[Any], None]:

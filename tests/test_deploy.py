@@ -1,5 +1,6 @@
 """deploy/: the manifests parse, point at files and configs that exist and load, ask for GPUs
-where Train workers run, agree with the config and the images; the images run as non-root."""
+where Train workers run, agree with the config and the images; run dirs are in an object store
+by default, with the credentials from a Secret; the images run as non-root."""
 
 from __future__ import annotations
 
@@ -16,8 +17,11 @@ from tests.conftest import ROOT
 
 DEPLOY = ROOT / "deploy"
 APP = "/app"  # WORKDIR of both images: the repo's pipelines/ and configs/ are copied there
-SHARED = "/mnt/shared"
+SHARED = "/mnt/shared"  # the PVC alternative (deploy/pvc.yaml) and configs/cluster-gpu.yaml
 TOKEN = "cae-ray-run-manual"
+BUCKET = "my-cae-ray-bucket"  # the placeholder: the one thing to change
+SECRET = "cae-ray-s3"
+FEAST_REPO = "/etc/cae-ray/feature_repo"  # the ConfigMap cae-ray-feast-repo, on the heads
 
 
 def documents(name: str) -> list[dict[str, Any]]:
@@ -72,6 +76,7 @@ def test_the_ray_resources_are_kuberay_v1() -> None:
     assert one("raycluster.yaml", "RayCluster")["apiVersion"] == "ray.io/v1"
     assert one("cronjob.yaml", "CronJob")["apiVersion"] == "batch/v1"
     assert one("pvc.yaml", "PersistentVolumeClaim")["spec"]["accessModes"] == ["ReadWriteMany"]
+    assert one("s3-secret.yaml", "Secret")["apiVersion"] == "v1"
 
 
 # --- the RayJob's entrypoint -------------------------------------------------------------------
@@ -84,8 +89,8 @@ def test_rayjob_entrypoint_runs_a_repo_script_with_a_config_that_loads() -> None
     assert repo_path(args["script"]).is_file()
     config = load_config(repo_path(args["--config"]))
     assert config.scaling.use_gpu
-    # The run dir is on the shared volume and named by the token the CronJob replaces.
-    assert args["--run-dir"] == f"{SHARED}/runs/{TOKEN}"
+    # The run dir is in the bucket and named by the token the CronJob replaces.
+    assert args["--run-dir"] == f"s3://{BUCKET}/cae-ray/runs/{TOKEN}"
     assert one("rayjob.yaml", "RayJob")["metadata"]["name"] == TOKEN
     assert spec["shutdownAfterJobFinishes"] is True
     assert spec["ttlSecondsAfterFinished"] > 0 and spec["activeDeadlineSeconds"] > 0
@@ -141,22 +146,106 @@ def test_gpu_workers_request_gpus_and_fit_the_config(name: str, cluster: dict[st
 
 
 @pytest.mark.parametrize("name,cluster", ray_clusters(), ids=[n for n, _ in ray_clusters()])
-def test_ray_pods_share_one_volume_and_run_one_image(name: str, cluster: dict[str, Any]) -> None:
+def test_ray_pods_run_one_image_as_non_root(name: str, cluster: dict[str, Any]) -> None:
     import ray
 
     assert cluster["rayVersion"] == ray.__version__
-    pvc = one("pvc.yaml", "PersistentVolumeClaim")["metadata"]["name"]
     images = set()
     for group, pod in pod_specs(cluster):
         (container,) = pod["containers"]
         images.add(container["image"])
-        volumes = {v["name"]: v for v in pod["volumes"]}
-        mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
-        assert volumes[mounts[SHARED]]["persistentVolumeClaim"]["claimName"] == pvc, group
         security = pod["securityContext"]
         assert security["runAsNonRoot"] is True and security["runAsUser"] != 0, group
-        assert security["fsGroup"] == security["runAsGroup"], group  # the volume is writable
+        # A volume mounted for the PVC alternative is writable for the image's user.
+        assert security["fsGroup"] == security["runAsGroup"], group
     assert len(images) == 1, images  # Ray wants the same code and versions on every node
+
+
+# --- the run dir: an object store, credentials from a Secret -----------------------------------
+
+
+def run_dirs_in(text: str) -> list[str]:
+    """Every ``--run-dir X`` in a manifest, comments and examples included (X a URI or an
+    absolute path: not the CronJob's sed expression that reads it)."""
+    return re.findall(r"--run-dir\s+((?:[a-z0-9]+://|/)[A-Za-z0-9]\S*)", text)
+
+
+@pytest.mark.parametrize("path", sorted(DEPLOY.glob("*.yaml")), ids=lambda p: p.name)
+def test_every_run_dir_in_the_manifests_is_in_the_bucket(path: Path) -> None:
+    """By default the run dir is an object-store URI every node, every retry and the next
+    scheduled run can reach; a path on the shared volume is only the documented alternative."""
+    for run_dir in run_dirs_in(path.read_text()):
+        assert run_dir.startswith(f"s3://{BUCKET}/cae-ray/runs/"), (path.name, run_dir)
+
+
+def test_the_bucket_is_one_placeholder_named_at_the_top() -> None:
+    for name in ("rayjob.yaml", "raycluster.yaml", "cronjob.yaml"):
+        text = (DEPLOY / name).read_text()
+        header = text[: text.index("\napiVersion:")]
+        assert "THE ONE THING TO CHANGE" in header and BUCKET in header, name
+        # The switch back to the shared volume is documented there too.
+        assert "deploy/pvc.yaml" in header, name
+        buckets = set(re.findall(r"s3://([^/\s]+)/", text))
+        assert buckets <= {BUCKET}, (name, buckets)
+    assert run_dirs_in((DEPLOY / "raycluster.yaml").read_text())  # its submit example
+
+
+@pytest.mark.parametrize("name,cluster", ray_clusters(), ids=[n for n, _ in ray_clusters()])
+def test_every_ray_pod_gets_the_bucket_credentials_from_the_secret(
+    name: str, cluster: dict[str, Any]
+) -> None:
+    """The driver (head) writes the run dir and Ray Data (CPU workers) and Train workers (GPU
+    workers, checkpoints in RUN_DIR/ray) write there too: each container gets the AWS_*
+    variables from the Secret, none of them written in the manifest."""
+    secret = one("s3-secret.yaml", "Secret")["metadata"]["name"]
+    assert secret == SECRET
+    for group, pod in pod_specs(cluster):
+        for container in pod["containers"]:
+            refs = [
+                e["secretRef"]["name"] for e in container.get("envFrom", []) if "secretRef" in e
+            ]
+            assert refs == [SECRET], (name, group)
+            literal = {e["name"] for e in container.get("env", []) if "value" in e}
+            assert not {n for n in literal if n.startswith("AWS_")}, (name, group, literal)
+
+
+@pytest.mark.parametrize("name,cluster", ray_clusters(), ids=[n for n, _ in ray_clusters()])
+def test_no_ray_pod_needs_the_shared_volume(name: str, cluster: dict[str, Any]) -> None:
+    for group, pod in pod_specs(cluster):
+        volumes = pod.get("volumes", [])
+        assert not [v for v in volumes if "persistentVolumeClaim" in v], (name, group)
+        mounts = [m["mountPath"] for c in pod["containers"] for m in c.get("volumeMounts", [])]
+        assert not [m for m in mounts if m.startswith(SHARED)], (name, group)
+
+
+def test_the_secret_example_holds_placeholders_only() -> None:
+    secret = one("s3-secret.yaml", "Secret")
+    assert "data" not in secret  # stringData: readable placeholders, nothing base64-encoded
+    keys = secret["stringData"]
+    assert {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"} <= set(keys)
+    assert "REPLACE" in keys["AWS_ACCESS_KEY_ID"] and "REPLACE" in keys["AWS_SECRET_ACCESS_KEY"]
+    # S3-compatible stores: the endpoint variable is shown, not set (an empty one would be wrong).
+    assert "AWS_ENDPOINT_URL" in (DEPLOY / "s3-secret.yaml").read_text()
+    assert not keys.get("AWS_ENDPOINT_URL")
+
+
+@pytest.mark.parametrize("name,cluster", ray_clusters(), ids=[n for n, _ in ray_clusters()])
+def test_the_driver_reads_feast_from_the_configmap_and_entity_rows_from_the_bucket(
+    name: str, cluster: dict[str, Any], monkeypatch
+) -> None:
+    head = cluster["headGroupSpec"]["template"]["spec"]
+    (container,) = head["containers"]
+    env = {e["name"]: e["value"] for e in container["env"] if "value" in e}
+    for variable, value in env.items():
+        monkeypatch.setenv(variable, value)
+    config = load_config(ROOT / "configs" / "cluster-gpu.yaml")
+    assert config.feast is not None and config.feast.entities is not None
+    assert config.feast.repo == FEAST_REPO
+    assert config.feast.entities.startswith(f"s3://{BUCKET}/")
+    mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
+    volumes = {v["name"]: v for v in head["volumes"]}
+    assert mounts[FEAST_REPO]["readOnly"] is True
+    assert volumes[mounts[FEAST_REPO]["name"]]["configMap"]["name"] == "cae-ray-feast-repo"
 
 
 def test_ray_version_is_the_same_in_manifests_images_and_the_pin() -> None:
@@ -269,6 +358,8 @@ def test_cronjob_schedule_is_valid_and_it_creates_the_rayjob() -> None:
     # It substitutes the token that names the RayJob and its run dir, from the mounted manifest.
     assert f"s/{TOKEN}/" in script and "/manifests/rayjob.yaml" in script
     assert "kubectl create -f -" in script and "SUCCEEDED" in script
+    # It reports the run dir it reads from the manifest (no second copy of the bucket here).
+    assert "--run-dir" in script and BUCKET not in script and SHARED not in script
     (mount,) = container["volumeMounts"]
     volumes = {v["name"]: v for v in pod["volumes"]}
     assert mount["mountPath"] == "/manifests"

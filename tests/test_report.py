@@ -92,7 +92,7 @@ def artifact(run: Path, name: str) -> dict:
 @pytest.mark.ray
 @pytest.mark.feast
 def test_report_of_a_full_run_is_self_contained_and_complete(pixel_run) -> None:
-    page_path = write_report(RunDir(pixel_run))
+    page_path = Path(write_report(RunDir(pixel_run)))
     page = page_path.read_text()
     selection, verdict = artifact(pixel_run, "selection.json"), artifact(pixel_run, VALIDATION)
     plan = artifact(pixel_run, PRUNE_PLAN)
@@ -138,7 +138,7 @@ def test_report_of_a_plain_selection_with_a_partial_run_json(
     }
     (tmp_path / "run.json").write_text(json.dumps({"steps": steps}))
 
-    page = write_report(RunDir(tmp_path)).read_text()
+    page = Path(write_report(RunDir(tmp_path))).read_text()
     assert "not validated" in page and "PASSED" not in page
     assert "no <code>prune.json</code>" in page
     assert all(name in page for name in selection["selected_features"])
@@ -167,7 +167,7 @@ def test_feature_names_are_escaped_on_the_page(tmp_path) -> None:
     }
     (tmp_path / "selection.json").write_text(json.dumps(selection))
 
-    page = write_report(RunDir(tmp_path)).read_text()
+    page = Path(write_report(RunDir(tmp_path))).read_text()
     assert "<script>alert(1)" not in page
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
     assert "2 of 3" in page and "not validated" in page

@@ -21,13 +21,13 @@ import time
 import warnings
 from collections.abc import Callable
 from importlib.metadata import version
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from cae_ray import storage
 from cae_ray.artifacts import (
     EXPORT_DIR,
     EXPORT_INPUTS,
@@ -35,7 +35,6 @@ from cae_ray.artifacts import (
     RunDir,
     config_hash,
     digest,
-    replacing,
 )
 from cae_ray.config import Config, FeastConfig
 from cae_ray.feast.entities import (
@@ -118,7 +117,7 @@ def _export_in_chunks(
     keys: list[str],
     settings: FeastConfig,
     schema: pa.Schema,
-    out: Path,
+    out: str,
     on_rows: Callable[[int, int], None] | None,
 ) -> int:
     """Retrieve ``settings.chunk_rows`` entity rows at a time in the driver; one part each."""
@@ -126,7 +125,7 @@ def _export_in_chunks(
     for start in range(0, rows.num_rows, settings.chunk_rows):
         chunk = rows.slice(start, settings.chunk_rows)
         table = retrieve(store, chunk, refs, keys, settings.timestamp_column).cast(schema)
-        _write_part(table, out / f"part-{parts:05d}.parquet")
+        _write_part(table, storage.join(out, f"part-{parts:05d}.parquet"))
         parts += 1
         logger.info("export: %d of %d entity rows", start + chunk.num_rows, rows.num_rows)
         if on_rows is not None:
@@ -178,6 +177,6 @@ def _check_one_answer_each(store: Any, answers: pa.Table, asked: int) -> None:
         raise FeastRetrievalError(store_type, asked, len(got), len(np.unique(got)))
 
 
-def _write_part(table: pa.Table, path: Path) -> None:
-    with replacing(path) as partial:  # hidden from readers until complete
-        pq.write_table(table, partial, compression="zstd", row_group_size=64 * 1024)
+def _write_part(table: pa.Table, where: str) -> None:
+    with storage.writing(where) as stream:  # hidden from readers until complete
+        pq.write_table(table, stream, compression="zstd", row_group_size=64 * 1024)

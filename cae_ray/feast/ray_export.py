@@ -19,15 +19,12 @@ after the export, so all of it is put back as it was
 
 from __future__ import annotations
 
-import os
-import shutil
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
+from cae_ray import storage
 from cae_ray.cluster import connect
 from cae_ray.config import Config, ray_address
 from cae_ray.errors import RayUnreachableError
@@ -46,7 +43,7 @@ def export_on_ray(
     keys: list[str],
     timestamp: str,
     schema: pa.Schema,
-    out: Path,
+    out: str,
 ) -> int:
     """Retrieve the features of ``rows`` (the numbered entity rows) on the cluster and write them
     as ``out/part-NNNNN.parquet`` with ``schema``; the number of parts."""
@@ -56,8 +53,8 @@ def export_on_ray(
     # Each distinct row's entity rows, as slices of one array (CSR): starts[d]:starts[d + 1].
     rows_in_distinct_order = np.argsort(distinct_of_row, kind="stable")
     starts = np.r_[0, np.cumsum(np.bincount(distinct_of_row, minlength=len(distinct)))]
-    staging = out / _STAGING
-    shutil.rmtree(staging, ignore_errors=True)
+    staging = storage.join(out, _STAGING)
+    storage.remove(staging)
     with feast_side_effects_undone():
         job = store.get_historical_features(
             entity_df=distinct, features=[r.ref for r in refs], full_feature_names=True
@@ -74,12 +71,12 @@ def export_on_ray(
                 "row_id": ROW_ID,
             },
         )
-        expanded.write_parquet(str(staging), compression="zstd")
-    written = sorted(staging.glob("*.parquet"))
+        expanded.write_parquet(staging, compression="zstd")
+    written = [storage.join(staging, n) for n in storage.files(staging) if n.endswith(".parquet")]
     _check_each_row_once(store, written, rows.num_rows, len(distinct), ROW_ID)
-    for part, path in enumerate(written):
-        os.replace(path, out / f"part-{part:05d}.parquet")
-    shutil.rmtree(staging, ignore_errors=True)
+    for part, where in enumerate(written):
+        storage.move(where, storage.join(out, f"part-{part:05d}.parquet"))
+    storage.remove(staging)
     return len(written)
 
 
@@ -110,10 +107,11 @@ def _answer_each_row(
 
 
 def _check_each_row_once(
-    store: Any, parts: list[Path], asked: int, distinct: int, row_id: str
+    store: Any, parts: list[str], asked: int, distinct: int, row_id: str
 ) -> None:
     """A store that dropped or repeated a row would leave rows without features or twice."""
-    got = np.sort(np.concatenate([pq.read_table(p, columns=[row_id])[0].to_numpy() for p in parts]))
+    ids = [storage.read_table(p, columns=[row_id])[0].to_numpy() for p in parts]
+    got = np.sort(np.concatenate(ids))
     if not np.array_equal(got, np.arange(asked)):
         raise FeastRetrievalError(store.config.offline_store.type, asked, len(got), distinct)
 
