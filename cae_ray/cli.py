@@ -49,9 +49,23 @@ console = Console()
 errors = Console(stderr=True)
 
 
+def _print_version(asked: bool) -> None:
+    if asked:
+        from cae_ray.version import __version__
+
+        console.print(f"cae-ray {__version__}", highlight=False)
+        raise typer.Exit()
+
+
 @app.callback()
 def main(
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log every epoch.")] = False,
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_print_version, is_eager=True, help="Print the version."
+        ),
+    ] = False,
 ) -> None:
     logging.basicConfig(
         level=logging.INFO if verbose else logging.WARNING,

@@ -106,6 +106,14 @@ class RunDisplay:
         self.progress.update(row, completed=epoch, status=text)
 
 
+def baseline_name(source: str) -> str:
+    """What the gate compared with, in a word or two: "all" (a model on all features),
+    "given" (validation.baseline), "PCA" (the top-K principal components)."""
+    if source == "given":
+        return "given"
+    return "PCA" if "principal components" in source else "all"
+
+
 def describe(step: str, figures: dict[str, Any]) -> str:
     """A few words on what a finished step did, from its ``run.json`` figures."""
     if step in ("export", "prepare"):
@@ -118,7 +126,8 @@ def describe(step: str, figures: dict[str, Any]) -> str:
         return f"k={figures['k']}, {figures['epochs']} epochs, {state}"
     if step == "validate":
         verdict = "[green]passed[/]" if figures["passed"] else "[red]FAILED[/]"
-        return f"{verdict}: {figures['selected']:.3f} vs {figures['baseline']:.3f} (all)"
+        source = baseline_name(figures.get("baseline_source", "all features"))
+        return f"{verdict}: {figures['selected']:.3f} vs {figures['baseline']:.3f} ({source})"
     if step == "prune":
         action = "marked deprecated" if figures["applied"] else "to deprecate (plan)"
         back = figures.get("undeprecated")
@@ -149,7 +158,8 @@ def summary_table(record: dict[str, Any], run_dir: str, config: Config) -> Table
         low, high = validate["interval"]["low"], validate["interval"]["high"]
         table.add_row(
             "validation",
-            f"{validate['metric']}: selected {validate['selected']:.4f}, all features "
+            f"{validate['metric']}: selected {validate['selected']:.4f}, "
+            f"{validate.get('baseline_source', 'all features')} "
             f"{validate['baseline']:.4f}; difference {validate['difference']:+.4f} "
             f"[{low:+.4f}, {high:+.4f}] -> {'passed' if validate['passed'] else 'FAILED'}",
         )

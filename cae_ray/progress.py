@@ -54,6 +54,7 @@ def step_summary(name: str, outcome: dict[str, Any]) -> dict[str, Any]:
         figures["epochs"] = len(outcome["history"])
     elif name == "validate":
         figures["baseline"] = outcome["baseline"]["value"]
+        figures["baseline_source"] = outcome["baseline"]["source"]
         figures["selected"] = outcome["selected"]["value"]
     elif name == "prune":
         figures["deprecated"] = sum(len(marked) for marked in outcome["deprecate"].values())
