@@ -4,8 +4,10 @@ by default, with the credentials from a Secret; the images run as non-root."""
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -359,8 +361,8 @@ def test_cronjob_schedule_is_valid_and_it_creates_the_rayjob() -> None:
     (container,) = pod["containers"]
     script = container["args"][0]
     # It substitutes the token that names the RayJob and its run dir, from the mounted manifest.
-    assert f"s/{TOKEN}/" in script and "/manifests/rayjob.yaml" in script
-    assert "kubectl create -f -" in script and "SUCCEEDED" in script
+    assert f"s/{TOKEN}/" in script and "${MANIFESTS:-/manifests}" in script
+    assert "k create -f /tmp/rayjob.yaml" in script and "SUCCEEDED" in script
     # It reports the run dir it reads from the manifest (no second copy of the bucket here).
     assert "--run-dir" in script and BUCKET not in script and SHARED not in script
     (mount,) = container["volumeMounts"]
@@ -379,3 +381,70 @@ def test_cronjob_schedule_is_valid_and_it_creates_the_rayjob() -> None:
     binding = one("cronjob.yaml", "RoleBinding")
     assert binding["subjects"][0]["name"] == pod["serviceAccountName"]
     assert pod["securityContext"]["runAsNonRoot"] is True
+
+
+# --- the CronJob's script, run against a stand-in for the Kubernetes API ----------------------
+
+FAKE_KUBECTL = """#!/bin/sh
+# `create` works and the RayJob is not there yet; each `get -o jsonpath` answers the next line
+# of $ANSWERS ("fail" exits 1, like an API error).
+case "$1" in create) exit 0 ;; esac
+case "$*" in *"-o name"*) exit 1 ;; esac
+n=$(( $(cat "$STATE/n" 2>/dev/null || echo 0) + 1 )); echo $n > "$STATE/n"
+line=$(sed -n "${n}p" "$ANSWERS")
+[ "$line" = fail ] && exit 1
+printf '%s' "$line"
+"""
+
+
+def run_cron_script(tmp_path: Path, answers: list[str]) -> subprocess.CompletedProcess[str]:
+    """The CronJob's own script, with `kubectl` answering ``answers`` (one per call)."""
+    cronjob = one("cronjob.yaml", "CronJob")
+    (container,) = cronjob["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"]
+    bin_dir, state = tmp_path / "bin", tmp_path / "state"
+    bin_dir.mkdir(parents=True)
+    state.mkdir()
+    (bin_dir / "kubectl").write_text(FAKE_KUBECTL)
+    (bin_dir / "kubectl").chmod(0o755)
+    (tmp_path / "answers").write_text("\n".join(answers) + "\n")
+    env = {
+        "PATH": f"{bin_dir}:{os.environ['PATH']}",
+        "MANIFESTS": str(DEPLOY),
+        "POLL_S": "0",
+        "STATE": str(state),
+        "ANSWERS": str(tmp_path / "answers"),
+    }
+    script = container["args"][0].replace("/tmp/rayjob.yaml", str(tmp_path / "rayjob.yaml"))
+    return subprocess.run(
+        ["sh", "-c", script], env=env, capture_output=True, text=True, timeout=60, check=False
+    )
+
+
+def test_the_cron_script_fails_at_once_when_kuberay_refuses_the_rayjob(tmp_path) -> None:
+    done = run_cron_script(tmp_path, ["ValidationFailed", "ValidationFailed", "bad spec"])
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "failed KubeRay's validation" in done.stdout
+
+
+def test_the_cron_script_rides_out_api_errors_and_reports_the_ray_job(tmp_path) -> None:
+    answers = ["fail", "Running", "fail", "fail", "Complete", "SUCCEEDED"]
+    done = run_cron_script(tmp_path, answers)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "Ray job SUCCEEDED" in done.stdout and "failed (try 1 of 5)" in done.stderr
+    failed = run_cron_script(tmp_path / "again", ["Running", "Failed", "FAILED"])
+    assert failed.returncode == 1  # a failed Ray job (a failed gate: exit 5) fails the Job
+
+
+@pytest.mark.parametrize("dockerfile", ["Dockerfile", "Dockerfile.gpu"])
+def test_images_install_the_dependencies_before_the_code(dockerfile: str) -> None:
+    """A code edit must not reinstall Ray: the dependencies' layer comes before the code's."""
+    steps = instructions(dockerfile)
+    deps = next(i for i, (op, a) in enumerate(steps) if op == "RUN" and "requirements" in a)
+    code = next(i for i, (op, a) in enumerate(steps) if op == "COPY" and "cae_ray" in a)
+    install = next(i for i, (op, a) in enumerate(steps) if op == "RUN" and "--no-deps ." in a)
+    assert deps < code < install, steps
+    assert "pyproject.toml" in steps[deps - 1][1] or any(
+        "pyproject.toml" in a for op, a in steps[:deps] if op == "COPY"
+    )
+    ignored = (ROOT / ".dockerignore").read_text().split()
+    assert {".git", ".venv", "runs", "tests"} <= set(ignored)
