@@ -447,6 +447,27 @@ class Config(Section):
     feast: FeastConfig | None = None
     """The Feast feature repo to export training data from (`cae-ray export`)."""
 
+    @model_validator(mode="before")
+    @classmethod
+    def _one_device(cls, data: Any) -> Any:
+        """`scaling.use_gpu` decides the device; `training.device` (the in-memory estimator's)
+        follows it when not given, and may not contradict it when given."""
+        if not isinstance(data, dict):
+            return data
+        scaling, training = data.get("scaling") or {}, data.get("training") or {}
+        if not isinstance(scaling, dict) or not isinstance(training, dict):
+            return data  # the sections' own validation reports it
+        use_gpu, device = scaling.get("use_gpu"), training.get("device")
+        if use_gpu is True and device is None:
+            return {**data, "training": {**training, "device": "cuda"}}
+        if (use_gpu is True and device == "cpu") or (use_gpu is False and device == "cuda"):
+            raise ValueError(
+                f"training.device: {device} and scaling.use_gpu: {str(use_gpu).lower()} "
+                "disagree. Fix: set scaling.use_gpu alone (training.device follows it), or make "
+                "them agree"
+            )
+        return data
+
     @property
     def fair_baseline_required(self) -> bool:
         """Whether a weak baseline fails the gate (``validation.require_fair_baseline``)."""
@@ -560,7 +581,8 @@ def describe_problem(err: Any) -> str:
         return f"{loc}: unknown key{_suggestion(err['loc'])}"
     value = err.get("input")
     shown = "" if isinstance(value, dict) else f" (got {value!r})"
-    return f"{loc}: {err['msg']}{shown}"
+    message = str(err["msg"]).removeprefix("Value error, ")
+    return f"{loc}: {message}{shown}" if loc else f"{message}{shown}"
 
 
 def _suggestion(loc: tuple[Any, ...]) -> str:

@@ -111,3 +111,14 @@ def test_every_shipped_config_loads(path: Path) -> None:
 
 def test_demo_yaml_is_the_embedded_demo() -> None:
     assert (ROOT / "configs" / "demo.yaml").read_text() == DEMO_YAML
+
+
+def test_use_gpu_decides_the_device_and_a_contradiction_is_refused() -> None:
+    assert validate_config({"scaling": {"use_gpu": True}}).training.device == "cuda"
+    assert validate_config({}).training.device == "cpu"
+    for training, scaling in (("cpu", True), ("cuda", False)):
+        with pytest.raises(ConfigValidationError) as error:
+            validate_config({"scaling": {"use_gpu": scaling}, "training": {"device": training}})
+        message = str(error.value)
+        assert f"training.device: {training} and scaling.use_gpu: {str(scaling).lower()}" in message
+        assert "disagree. Fix: set scaling.use_gpu alone" in message
