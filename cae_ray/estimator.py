@@ -35,7 +35,7 @@ from cae_ray.heads import SelectorModel, build_model
 from cae_ray.loop import EpochRecord, fit_in_memory
 from cae_ray.memory import check_memory
 from cae_ray.refine import final_selection
-from cae_ray.selectors import feature_scores
+from cae_ray.selectors import converged, feature_scores
 from cae_ray.targets import ResolvedTask, Target, prepare_target
 
 EpochCallback = Callable[[EpochRecord], None]
@@ -196,12 +196,13 @@ class ConcreteFeatureSelector(SelectorMixin, BaseEstimator):
         indices, probs, self.collisions_ = _final_selection(self.model_, config, features, target)
         self.selected_indices_ = np.sort(indices.numpy())
         self.scores_ = feature_scores(probs).numpy()
-        self.converged_ = result.converged
+        # Converged: confident rows (mean max probability) that chose K distinct features.
+        self.converged_ = converged(result.converged, self.collisions_)
         self.history_ = [record.as_dict() for record in result.history]
-        if not result.converged:
+        if not self.converged_:
             warnings.warn(
                 f"the selection did not converge in {config.training.epochs} epochs (mean max "
-                f"probability {result.history[-1].mean_max:.3f} < "
+                f"probability {result.history[-1].mean_max:.3f}, threshold "
                 f"{config.selector.convergence_threshold}); "
                 f"{self.collisions_} duplicate pick(s) were resolved. Fix: raise epochs.",
                 ConvergenceWarning,

@@ -37,7 +37,7 @@ from cae_ray.memory import check_memory_for_ray
 from cae_ray.polish import polishes
 from cae_ray.progress import OnProgress
 from cae_ray.refine import final_selection
-from cae_ray.selectors import feature_scores
+from cae_ray.selectors import converged, feature_scores
 from cae_ray.targets import TargetInfo
 from cae_ray.training import TrainSpec, train_selector
 from cae_ray.version import __version__
@@ -95,7 +95,7 @@ def select(config: Config, run: RunDir, on_epoch: OnProgress | None = None) -> d
         "method": config.selector.method,
         "task": target.task,
         "collisions": collisions,
-        "converged": outcome.converged,
+        "converged": converged(outcome.converged, collisions),
         "history": outcome.history,
         "resumed_from_epoch": outcome.resumed_from_epoch,
         "num_workers": config.scaling.num_workers,

@@ -300,3 +300,9 @@ def distinct_selection(probs: Tensor) -> DistinctSelection:
 def feature_scores(probs: Tensor) -> Tensor:
     """A score per feature in [0, 1]: its largest selection probability over the K rows."""
     return probs.max(dim=0).values
+
+
+def converged(confident: bool, collisions: int) -> bool:
+    """A converged selection: its rows are confident (mean max probability at the threshold)
+    and chose K distinct features, so no pick had to give way (``collisions`` is 0)."""
+    return confident and collisions == 0

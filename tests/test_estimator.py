@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import numpy as np
@@ -119,6 +120,24 @@ def test_early_stop_when_converged(digits) -> None:
     assert selector.converged_
     assert len(selector.history_) < 200
     assert selector.history_[-1]["mean_max"] >= 0.9
+
+
+def test_converged_means_confident_rows_and_no_collision(digits) -> None:
+    """The README's promise: `collisions_` is 0 whenever `converged_` is True."""
+    from cae_ray.selectors import converged
+
+    assert converged(True, 0) and not converged(True, 1) and not converged(False, 0)
+    X, _ = digits
+    for k, seed in ((5, 0), (20, 1), (40, 2)):  # many rows for 64 features: collisions likely
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            selector = ConcreteFeatureSelector(
+                k=k, epochs=60, convergence_threshold=0.9, random_state=seed
+            ).fit(X)
+        assert not selector.converged_ or selector.collisions_ == 0, (k, seed)
+        assert selector.converged_ == (
+            selector.history_[-1]["mean_max"] >= 0.9 and selector.collisions_ == 0
+        )
 
 
 # --- inputs -------------------------------------------------------------------------------------
