@@ -56,6 +56,9 @@ class ConcreteFeatureSelector(SelectorMixin, BaseEstimator):
     ``selector``, ``training`` and ``head`` config sections (``head_weight_decay`` is
     ``head.weight_decay``, ``random_state`` is ``training.seed``).
 
+    ``verbose`` prints progress to stdout the scikit-learn way: 1 about ten epochs of a fit, 2
+    every epoch.
+
     Fitted attributes: ``selected_indices_`` (K distinct indices, ascending), ``scores_`` (one per
     input feature: its largest selection probability), ``collisions_`` (selector rows that had to
     give way to a more confident row), ``converged_``, ``task_``, ``history_`` (per-epoch metrics),
@@ -86,6 +89,7 @@ class ConcreteFeatureSelector(SelectorMixin, BaseEstimator):
         convergence_threshold: float = 0.998,
         device: str = "cpu",
         random_state: int = 0,
+        verbose: int = 0,
     ) -> None:
         self.k = k
         self.method = method
@@ -107,6 +111,7 @@ class ConcreteFeatureSelector(SelectorMixin, BaseEstimator):
         self.convergence_threshold = convergence_threshold
         self.device = device
         self.random_state = random_state
+        self.verbose = verbose
 
     # --- configuration -------------------------------------------------------------------------
 
@@ -187,8 +192,9 @@ class ConcreteFeatureSelector(SelectorMixin, BaseEstimator):
         with torch.random.fork_rng(devices=[]):  # leave the caller's global RNG untouched
             torch.manual_seed(config.training.seed)
             model = build_model(config, n_features, target.task, target.n_outputs)
+            report = _progress_printer(self.verbose, config.training.epochs, on_epoch_end)
             result = fit_in_memory(
-                model, config, target.task, *_tensors(features, target), device, on_epoch_end
+                model, config, target.task, *_tensors(features, target), device, report
             )
 
         self.model_ = model.cpu().eval()
@@ -289,6 +295,29 @@ def _reject_non_finite(array: np.ndarray, names: np.ndarray | None) -> None:
     labels = [names[j] for j in columns] if names is not None else columns.tolist()
     n_nan = int(np.isnan(array).sum())
     raise NonFiniteInputError(labels, n_nan, int((~finite).sum()) - n_nan)
+
+
+def _progress_printer(
+    verbose: int, epochs: int, then: EpochCallback | None
+) -> EpochCallback | None:
+    """The scikit-learn way: ``verbose=1`` prints the first epoch and about ten more, ``2`` every
+    one."""
+    if verbose <= 0:
+        return then
+    every = 1 if verbose >= 2 else max(1, epochs // 10)
+
+    def report(record: EpochRecord) -> None:
+        if (record.epoch + 1) % every == 0 or record.epoch == 0:
+            print(
+                f"[ConcreteFeatureSelector] epoch {record.epoch + 1}/{epochs}: loss "
+                f"{record.loss:.5f}, temperature {record.temperature:.4f}, mean max probability "
+                f"{record.mean_max:.3f}, {record.distinct} distinct ({record.seconds:.2f} s)",
+                flush=True,
+            )
+        if then is not None:
+            then(record)
+
+    return report
 
 
 def _resolve_device(device: str) -> torch.device:

@@ -140,6 +140,17 @@ def test_converged_means_confident_rows_and_no_collision(digits) -> None:
         )
 
 
+@pytest.mark.parametrize(("verbose", "lines"), [(0, 0), (1, 11), (2, 20)])
+def test_verbose_prints_progress_the_scikit_learn_way(digits, capsys, verbose, lines) -> None:
+    X, _ = digits
+    ConcreteFeatureSelector(k=5, epochs=20, early_stop=False, verbose=verbose).fit(X[:300])
+    printed = capsys.readouterr().out.splitlines()
+    assert len(printed) == lines
+    if printed:
+        assert printed[0].startswith("[ConcreteFeatureSelector] epoch 1/20: loss ")
+        assert printed[-1].startswith("[ConcreteFeatureSelector] epoch 20/20: loss ")
+
+
 # --- inputs -------------------------------------------------------------------------------------
 
 
