@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
@@ -93,6 +94,19 @@ def _quiet_ray() -> None:
     logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)
 
 
+JsonOption = Annotated[
+    bool,
+    typer.Option(
+        "--json", help="Print the result as one JSON document on stdout, and nothing else there."
+    ),
+]
+
+
+def _print_json(document: Any) -> None:
+    """One JSON document on stdout (progress and messages go to stderr)."""
+    sys.stdout.write(json.dumps(document, indent=2, default=str) + "\n")
+
+
 def _fail(error: CaeRayError) -> typer.Exit:
     errors.print(f"[bold red]error:[/] {escape(str(error))}", highlight=False)
     return typer.Exit(exit_code(error))
@@ -140,6 +154,7 @@ def run(
             help="Where this run's artifacts go: a path or a URI (default: runs/CONFIG).",
         ),
     ] = None,
+    as_json: JsonOption = False,
 ) -> None:
     """Run every step: export (from Feast) -> prepare -> select -> validate -> prune -> report.
 
@@ -150,37 +165,45 @@ def run(
         cfg = load_config(config)
     except CaeRayError as e:
         raise _fail(e) from e
-    _run_with_display(cfg, run_dir or str(Path("runs") / config.stem))
+    record = _run_with_display(cfg, run_dir or str(Path("runs") / config.stem), as_json)
+    if as_json:
+        _print_json(record)
 
 
-def _run_with_display(cfg: Config, run_dir: str) -> dict[str, Any]:
+def _run_with_display(cfg: Config, run_dir: str, as_json: bool = False) -> dict[str, Any]:
     from cae_ray.artifacts import RUN_RECORD, RunDir
     from cae_ray.console import RunDisplay, summary_table
     from cae_ray.pipeline import run as run_all
 
+    out = errors if as_json else console
     _quiet_ray()
     try:
-        with RunDisplay(console, cfg) as display:
+        with RunDisplay(out, cfg) as display:
             record = run_all(cfg, run_dir, on_event=display)
     except CaeRayError as e:
         if isinstance(e, ValidationGateFailedError):  # the run dir works: show what was made
             recorded = RunDir(run_dir).read_json(RUN_RECORD)
             if recorded is not None:
-                console.print(summary_table(recorded, run_dir, cfg))
+                out.print(summary_table(recorded, run_dir, cfg))
+                if as_json:
+                    _print_json(recorded)
         raise _fail(e) from e
-    console.print(summary_table(record, run_dir, cfg))
+    out.print(summary_table(record, run_dir, cfg))
     return record
 
 
 def _with_progress(
-    step: str, cfg: Config, work: Callable[[Callable[[dict[str, Any]], None]], dict[str, Any]]
+    step: str,
+    cfg: Config,
+    work: Callable[[Callable[[dict[str, Any]], None]], dict[str, Any]],
+    as_json: bool = False,
 ) -> dict[str, Any]:
-    """One step with the same live line `cae-ray run` shows for it."""
+    """One step with the same live line `cae-ray run` shows for it (on stderr with --json)."""
     from cae_ray.console import RunDisplay
     from cae_ray.progress import StepEvent, step_summary
 
     _quiet_ray()
-    with RunDisplay(console, cfg) as display:
+    with RunDisplay(errors if as_json else console, cfg) as display:
         display(StepEvent(step, "started", {}))
         try:
             outcome = work(lambda record: display(StepEvent(step, "progress", record)))
@@ -198,7 +221,7 @@ RunDirOption = Annotated[
 
 
 @app.command()
-def select(config: Path, run_dir: RunDirOption) -> None:
+def select(config: Path, run_dir: RunDirOption, as_json: JsonOption = False) -> None:
     """Train the selector with Ray Train on the config's dataset; writes RUN_DIR/selection.json.
 
     Re-running with the same run dir reuses finished work and resumes an interrupted training
@@ -209,10 +232,13 @@ def select(config: Path, run_dir: RunDirOption) -> None:
     try:
         cfg = load_config(config)
         selection = _with_progress(
-            "select", cfg, lambda on_epoch: select_step(cfg, run_dir, on_epoch)
+            "select", cfg, lambda on_epoch: select_step(cfg, run_dir, on_epoch), as_json
         )
     except CaeRayError as e:
         raise _fail(e) from e
+    if as_json:
+        _print_json(selection)
+        return
     table = Table(title=f"{selection['k']} selected features ({selection['method']})")
     table.add_column("feature")
     table.add_column("score", justify="right")
@@ -229,16 +255,21 @@ def select(config: Path, run_dir: RunDirOption) -> None:
 
 
 @app.command()
-def validate(config: Path, run_dir: RunDirOption) -> None:
+def validate(config: Path, run_dir: RunDirOption, as_json: JsonOption = False) -> None:
     """Check that a model on the K selected features matches one on all features; writes
     RUN_DIR/validation.json. Exits with 5 when the gate fails, so a pipeline stops there."""
     from cae_ray.pipeline import validate as validate_step
 
     try:
         cfg = load_config(config)
-        result = _with_progress("validate", cfg, lambda _: validate_step(cfg, run_dir))
+        result = _with_progress("validate", cfg, lambda _: validate_step(cfg, run_dir), as_json)
     except CaeRayError as e:
         raise _fail(e) from e
+    if as_json:
+        _print_json(result)
+        if not result["passed"]:
+            raise typer.Exit(EXIT_GATE)
+        return
     table = Table(
         title=f"Validation gate: {result['metric']} on {result['validation_rows']:,} rows"
     )
@@ -272,7 +303,7 @@ def validate(config: Path, run_dir: RunDirOption) -> None:
 
 
 @app.command()
-def export(config: Path, run_dir: RunDirOption) -> None:
+def export(config: Path, run_dir: RunDirOption, as_json: JsonOption = False) -> None:
     """Export the config's Feast features for its entity rows to RUN_DIR/export/ (Parquet,
     point-in-time correct, one column per feature, plus _manifest.json)."""
     from cae_ray.pipeline import export as export_step
@@ -281,6 +312,9 @@ def export(config: Path, run_dir: RunDirOption) -> None:
         manifest = export_step(load_config(config), run_dir)
     except CaeRayError as e:
         raise _fail(e) from e
+    if as_json:
+        _print_json(manifest)
+        return
     out = join(run_dir, "export")
     console.print(
         f"Exported {manifest['rows']:,} rows x {len(manifest['columns']):,} features from Feast "
@@ -309,6 +343,7 @@ def prune(
     check: Annotated[
         bool, typer.Option("--check", help="Only tell whether the registry and the repo agree.")
     ] = False,
+    as_json: JsonOption = False,
 ) -> None:
     """Set the Feast registry's deprecation marks (view tags) to this run's unselected features
     (kept features lose earlier marks) and the kept FeatureService (`feast.kept_service`) to its
@@ -316,7 +351,7 @@ def prune(
     from cae_ray.pipeline import prune as prune_step
 
     if check:
-        _check_marks(config)
+        _check_marks(config, as_json)
         return
     if force and not reason:
         errors.print('[bold red]error:[/] --force needs --reason "..." (it goes in the audit log).')
@@ -326,6 +361,9 @@ def prune(
         plan = prune_step(cfg, run_dir, apply=apply, force_reason=reason if force else None)
     except CaeRayError as e:
         raise _fail(e) from e
+    if as_json:
+        _print_json(plan)
+        return
     table = Table(title=f"Prune plan for run {plan['run_id']} (project {plan['project']})")
     for column in ("feature view", "deprecate", "newly marked", "back in use", "keep"):
         table.add_column(column)
@@ -459,6 +497,7 @@ def retire(
     force: Annotated[
         bool, typer.Option("--force", help="Rewrite files that have uncommitted git changes.")
     ] = False,
+    as_json: JsonOption = False,
 ) -> None:
     """Remove features deprecated for longer than `feast.grace_period` from the repo's Python
     definitions. Without --apply, prints the plan and its diff and saves RUN_DIR/retire.json;
@@ -470,6 +509,9 @@ def retire(
         plan = retire_step(cfg, run_dir, apply=apply, force=force)
     except CaeRayError as e:
         raise _fail(e) from e
+    if as_json:
+        _print_json(plan)
+        return
     assert cfg.feast is not None
     if not plan["count"]:
         console.print(
@@ -506,6 +548,7 @@ def retire(
 def restore(
     repo: Annotated[Path, typer.Option("--repo", help="The Feast repo (feature_store.yaml).")],
     run_id: Annotated[str, typer.Option("--run-id", help="The run id a prune printed.")],
+    as_json: JsonOption = False,
 ) -> None:
     """Undo the latest prune or retirement: the registry's marks and kept FeatureService (and
     a retirement's definitions files, byte for byte) as they were before it."""
@@ -515,6 +558,9 @@ def restore(
         record = restore_step(str(repo), run_id)
     except CaeRayError as e:
         raise _fail(e) from e
+    if as_json:
+        _print_json(record)
+        return
     if not record["restored"]:
         console.print(f"Nothing to restore: run {run_id}'s {record['action']} was already undone.")
         return
@@ -542,12 +588,15 @@ def _restored(record: dict[str, Any]) -> str:
 
 
 @config_app.command("check")
-def config_check(path: Path) -> None:
+def config_check(path: Path, as_json: JsonOption = False) -> None:
     """Validate a config file and print it with every default filled in."""
     try:
         cfg = load_config(path)
     except CaeRayError as e:
         raise _fail(e) from e
+    if as_json:
+        _print_json(cfg.model_dump(mode="json"))
+        return
     console.print(f"[green]{path}: valid[/]")
     console.print_json(cfg.model_dump_json())
 

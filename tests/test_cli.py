@@ -75,3 +75,10 @@ def test_importing_feast_keeps_the_cli_quiet_about_other_libraries_deprecations(
         [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=False
     )
     assert done.returncode == 0, done.stderr[-2000:]
+
+
+def test_config_check_json_is_pure_json_on_stdout() -> None:
+    result = runner.invoke(app, ["config", "check", str(ROOT / "configs" / "mnist.yaml"), "--json"])
+    assert result.exit_code == 0, result.output
+    document = json.loads(result.stdout)  # nothing but the document
+    assert document["selector"]["k"] == 50 and "valid" not in result.stdout.split("{")[0]

@@ -176,6 +176,12 @@ def test_the_cli_plans_by_default_and_force_needs_a_reason(validated_run, tmp_pa
     checked = CliRunner().invoke(app, [*args, "--check"])
     assert checked.exit_code == 0, checked.output
     assert "agree" in checked.output
+    # --json: one JSON document on stdout and nothing else there, for scripts.
+    plan = json.loads(CliRunner().invoke(app, [*args, "--json"]).stdout)
+    assert plan["applied"] is False and plan["deprecate"] and plan["run_id"]
+    verdict = CliRunner().invoke(app, ["validate", *args[1:], "--json"])
+    assert verdict.exit_code == 0, verdict.output
+    assert json.loads(verdict.stdout)["passed"] is True
     assert registry_state(repo) == before
 
 
@@ -398,6 +404,8 @@ def test_restore_says_what_it_changed_and_a_second_restore_has_nothing_to_do(
     second = CliRunner().invoke(app, args)
     assert second.exit_code == 0, second.output
     assert "Nothing to restore" in " ".join(second.output.split())
+    third = CliRunner().invoke(app, [*args, "--json"])
+    assert third.exit_code == 0 and json.loads(third.stdout)["restored"] is False
     assert registry_state(repo) == before
 
 
