@@ -17,12 +17,12 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.logging import RichHandler
 from rich.markup import escape
 from rich.table import Table
 
 from cae_ray.config import Config, load_config
+from cae_ray.console import make_console
 from cae_ray.errors import (
     EXIT_CONFIG,
     EXIT_FAILURE,
@@ -46,8 +46,8 @@ feast_app = typer.Typer(
     no_args_is_help=True,
 )
 app.add_typer(feast_app, name="feast")
-console = Console()
-errors = Console(stderr=True)
+console = make_console()
+errors = make_console(stderr=True)
 
 
 def _print_version(asked: bool) -> None:
@@ -172,13 +172,13 @@ def run(
 
 def _run_with_display(cfg: Config, run_dir: str, as_json: bool = False) -> dict[str, Any]:
     from cae_ray.artifacts import RUN_RECORD, RunDir
-    from cae_ray.console import RunDisplay, summary_table
+    from cae_ray.console import step_display, summary_table
     from cae_ray.pipeline import run as run_all
 
     out = errors if as_json else console
     _quiet_ray()
     try:
-        with RunDisplay(out, cfg) as display:
+        with step_display(out, cfg) as display:
             record = run_all(cfg, run_dir, on_event=display)
     except CaeRayError as e:
         if isinstance(e, ValidationGateFailedError):  # the run dir works: show what was made
@@ -199,11 +199,11 @@ def _with_progress(
     as_json: bool = False,
 ) -> dict[str, Any]:
     """One step with the same live line `cae-ray run` shows for it (on stderr with --json)."""
-    from cae_ray.console import RunDisplay
+    from cae_ray.console import step_display
     from cae_ray.progress import StepEvent, step_summary
 
     _quiet_ray()
-    with RunDisplay(errors if as_json else console, cfg) as display:
+    with step_display(errors if as_json else console, cfg) as display:
         display(StepEvent(step, "started", {}))
         try:
             outcome = work(lambda record: display(StepEvent(step, "progress", record)))

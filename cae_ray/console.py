@@ -40,9 +40,19 @@ MARKS = {
 }
 
 
+def make_console(stderr: bool = False) -> Console:
+    """A console that never hard-wraps: messages stay one line in a terminal, and in a CI log or
+    `kubectl logs` (no terminal) tables get all the width they need."""
+    console = Console(stderr=stderr, soft_wrap=True)
+    if not console.is_terminal:
+        console = Console(stderr=stderr, soft_wrap=True, width=400)
+    return console
+
+
 class RunDisplay:
     """A rich Progress with one row per step; use as a context manager and pass it as
-    ``on_event`` to :func:`cae_ray.pipeline.run`."""
+    ``on_event`` to :func:`cae_ray.pipeline.run`. Without a terminal, :func:`step_display`
+    gives :class:`LogLines` instead."""
 
     def __init__(self, console: Console, config: Config) -> None:
         self.progress = Progress(
@@ -186,3 +196,46 @@ def summary_table(record: dict[str, Any], run_dir: str, config: Config) -> Table
         table.add_row("report", steps["report"]["path"])
     table.add_row("run dir", str(run_dir))
     return table
+
+
+def step_display(console: Console, config: Config) -> RunDisplay | LogLines:
+    """Live rows in a terminal; in a CI log or `kubectl logs` (no terminal, where live rows only
+    show at the end) a line per step event and per tenth of the epochs, as they happen."""
+    return RunDisplay(console, config) if console.is_terminal else LogLines(console, config)
+
+
+class LogLines:
+    """What :class:`RunDisplay` shows, as log lines printed when they happen."""
+
+    def __init__(self, console: Console, config: Config) -> None:
+        self.console, self.epochs = console, {"select": config.training.epochs}
+
+    def __enter__(self) -> LogLines:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def __call__(self, event: StepEvent) -> None:
+        step, status, detail = event.step, event.status, event.detail
+        if status == "progress":
+            line = self._progress(step, detail)
+        elif status == "skipped":
+            line = f"skipped: {detail['reason']}"
+        elif status in ("done", "reused"):
+            line = f"{status}: {Text.from_markup(describe(step, detail)).plain}"
+        else:  # started, failed
+            line = status
+        if line:
+            self.console.print(f"cae-ray {step:<9} {line}", markup=False, highlight=False)
+
+    def _progress(self, step: str, record: dict[str, Any]) -> str | None:
+        if "rows" in record:
+            return f"{record['rows']:,} of {record['total']:,} entity rows"
+        epoch, total = int(record["epoch"]) + 1, self.epochs.get(step)
+        every = max(1, (total or 10) // 10)
+        if epoch % every and epoch != 1:
+            return None
+        of = f"/{total}" if total else ""
+        loss, confidence = record["loss"], record["mean_max"]
+        return f"epoch {epoch}{of}  loss {loss:.4f}  mean max prob {confidence:.3f}"
