@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -19,6 +20,8 @@ EXTRA = ["trips", "rating"]
 REGISTRIES = {
     "file": "registry: data/registry.db\n",
     "sql": "registry:\n  registry_type: sql\n  path: sqlite:///{repo}/data/registry.sqlite\n",
+    # Relative: `feast apply` (run in the repo) resolves it against the repo.
+    "sql-relative": "registry:\n  registry_type: sql\n  path: sqlite:///data/registry.sqlite\n",
 }
 
 FEATURE_STORE_YAML = """\
@@ -114,7 +117,12 @@ def make_feast_repo(
         ),
     )
     service = FeatureService(name="driver_model", features=[stats[STATS[:3]], extra_view])
-    FeatureStore(repo_path=str(repo)).apply([driver, stats, extra_view, service])
+    cwd = os.getcwd()
+    os.chdir(repo)  # as `feast apply` does: a relative SQLite registry lands in the repo
+    try:
+        FeatureStore(repo_path=str(repo)).apply([driver, stats, extra_view, service])
+    finally:
+        os.chdir(cwd)
 
     # Two rows per driver: one between T0 and T1 (sees T0 values), one after T1.
     entity_rows = pd.DataFrame(

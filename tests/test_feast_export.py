@@ -474,3 +474,20 @@ def test_the_ray_store_takes_a_time_range_even_where_a_view_has_no_rows(
 def test_bad_time_ranges_are_config_errors(feast_repo, section, message) -> None:
     with pytest.raises(ConfigValidationError, match=message):
         range_config(feast_repo, **section)
+
+
+@pytest.mark.feast
+def test_a_relative_sqlite_registry_is_read_from_the_repo_wherever_cae_ray_runs(
+    tmp_path, monkeypatch
+) -> None:
+    from cae_ray.feast.store import open_store
+    from tests.feast_repo import make_feast_repo
+
+    repo = make_feast_repo(tmp_path / "made", n_drivers=4, registry="sql-relative")
+    assert (repo.path / "data" / "registry.sqlite").is_file()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    store = open_store(str(repo.path))
+    assert {v.name for v in store.list_feature_views()} == {"driver_stats", "driver_extra"}
+    assert list(elsewhere.iterdir()) == []  # no empty registry made where it ran

@@ -54,7 +54,7 @@ def _registry_files(repo: Path, store: Any) -> list[Path]:
     if config.registry_type == "sql":
         if not path.startswith("sqlite:///"):
             return []
-        database = Path(path.removeprefix("sqlite:///"))
+        database = Path(path.removeprefix("sqlite:///"))  # absolute: see store.registry_in_repo
         return [database, database.parent]
     if "://" in path:
         return []

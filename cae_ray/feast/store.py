@@ -39,13 +39,32 @@ def open_store(repo: str) -> Any:
     _check_store_packages(repo)
     import_feast()  # keeps our warning filters
     from feast import FeatureStore
+    from feast.repo_config import load_repo_config
 
+    config = None
     try:
-        store = FeatureStore(repo_path=repo)
+        config = load_repo_config(Path(repo), Path(repo) / "feature_store.yaml")
+        registry_in_repo(config.registry, Path(repo))
+        store = FeatureStore(repo_path=repo, config=config)
         store.refresh_registry()
     except Exception as e:  # Feast raises many kinds here: bad YAML, unreadable registry, ...
-        raise FeastRepoError(repo, f"{type(e).__name__}: {str(e).splitlines()[0]}") from e
+        where = None if config is None else getattr(config.registry, "path", None)
+        registry = f" (registry {where})" if where else ""  # the path it resolved, if it did
+        problem = f"{type(e).__name__}: {str(e).splitlines()[0]}{registry}"
+        raise FeastRepoError(repo, problem) from e
     return store
+
+
+def registry_in_repo(registry: Any, repo: Path) -> None:
+    """A SQL registry's relative SQLite path, made absolute against the repo: `feast apply` runs
+    in the repo and resolves it there, so cae-ray, run from anywhere, must read the same file
+    (SQLAlchemy would resolve it against the working directory and find an empty registry)."""
+    path = str(getattr(registry, "path", ""))
+    if getattr(registry, "registry_type", None) != "sql" or not path.startswith("sqlite:///"):
+        return
+    database = Path(path.removeprefix("sqlite:///"))
+    if not database.is_absolute():
+        registry.path = f"sqlite:///{(repo / database).resolve()}"
 
 
 def _check_store_packages(repo: str) -> None:
