@@ -76,7 +76,24 @@ def _failure(error: BaseException, run_dir: str) -> dg.Failure:
     )
 
 
-@dg.op(description="All cae-ray steps (export ... report) in this process, on Ray.")
+RETRY = dg.RetryPolicy(max_retries=2, delay=300, backoff=dg.Backoff.EXPONENTIAL)
+"""For failures that may pass (a cluster or a node away); a Failure says whether it may retry."""
+
+
+def _log_event(context: dg.OpExecutionContext, event: Any) -> None:
+    """A step's start and end, and every tenth of the epochs, in the Dagster run's log."""
+    if event.status == "progress":
+        epoch = event.detail.get("epoch")
+        if epoch is None or (int(epoch) + 1) % 10:
+            return
+    details = {k: v for k, v in event.detail.items() if not isinstance(v, (list, dict))}
+    context.log.info(f"cae-ray {event.step} {event.status} {details}")
+
+
+@dg.op(
+    description="All cae-ray steps (export ... report) in this process, on Ray.",
+    retry_policy=RETRY,
+)
 def cae_ray_run(
     context: dg.OpExecutionContext, cae_ray: CaeRay, config: RunSettings
 ) -> dict[str, Any]:
@@ -87,7 +104,8 @@ def cae_ray_run(
     run_dir = cae_ray.run_dir(_run_name(context, config))
     context.log.info(f"cae-ray run: config {cae_ray.config_path}, run dir {run_dir}")
     try:
-        result = run(load_config(cae_ray.config_path), run_dir)
+        config_ = load_config(cae_ray.config_path)
+        result = run(config_, run_dir, on_event=lambda event: _log_event(context, event))
     except CaeRayError as e:
         raise _failure(e, run_dir) from e
     context.add_output_metadata({"run_dir": run_dir, "steps": result.get("steps", {})})

@@ -142,7 +142,7 @@ def two_node_cluster(s3: S3Server) -> Iterator[TwoNodes]:
     try:
         yield _started(port, head_dir, node2_dir, env, s3)
     finally:
-        _kill_nodes(head_dir, node2_dir)
+        _kill_nodes(head_dir, node2_dir, f":{port}")
         shutil.rmtree(head_dir, ignore_errors=True)
         shutil.rmtree(node2_dir, ignore_errors=True)
 
@@ -161,6 +161,7 @@ def _started(
     common = ["--disable-usage-stats", "--object-store-memory", str(300 << 20)]
     head = ["start", "--head", "--port", str(port), "--num-cpus", "1", "--temp-dir", head_dir]
     head += ["--resources", json.dumps({"head": 1}), "--include-dashboard", "false"]
+    head += ["--ray-client-server-port", str(free_port())]
     _ray([*head, *common, *_agent_ports()], env)
     address = f"127.0.0.1:{port}"
     node2 = ["start", "--address", address, "--num-cpus", "2", "--temp-dir", node2_dir]
@@ -170,8 +171,8 @@ def _started(
 
 
 def node_processes(temp_dir: str | Path) -> list[psutil.Process]:
-    """A node's processes: those naming its temp dir (raylet, GCS, agents) and their children
-    (the workers)."""
+    """A node's processes: those naming its temp dir (raylet, GCS, agents; or any other mark)
+    and their children (the workers)."""
     roots = []
     for process in psutil.process_iter(["cmdline"]):
         if str(temp_dir) in " ".join(process.info["cmdline"] or []):
@@ -183,11 +184,12 @@ def node_processes(temp_dir: str | Path) -> list[psutil.Process]:
     return list(found.values())
 
 
-def _kill_nodes(*temp_dirs: str) -> None:
-    """Only these nodes' processes: `ray stop` would stop every Ray on the machine, the tests'
-    own local cluster included."""
+def _kill_nodes(*marks: str) -> None:
+    """Only these nodes' processes (those naming their temp dirs or the head's address, as the
+    Ray Client server does): `ray stop` would stop every Ray on the machine, the tests' own
+    local cluster included."""
     for _ in range(3):  # a dying raylet may still start a worker
-        for process in [p for d in temp_dirs for p in node_processes(d)]:
+        for process in [p for mark in marks for p in node_processes(mark)]:
             with contextlib.suppress(psutil.Error):
                 process.kill()
         time.sleep(0.5)

@@ -214,10 +214,15 @@ def test_dagster_job_runs_in_process(dagster_job, finished_run, ray_cluster, tmp
     cae_ray = dagster_job.CaeRay(config_path=str(config), runs_root=str(tmp_path / "runs"))
     run_config = {"ops": {"cae_ray_run": {"config": {"run_name": "weekly"}}}}
 
+    import dagster as dg
+
+    instance = dg.DagsterInstance.ephemeral()
     result = dagster_job.cae_ray_pipeline.execute_in_process(
-        run_config=run_config, resources={"cae_ray": cae_ray}
+        run_config=run_config, resources={"cae_ray": cae_ray}, instance=instance
     )
     assert result.success
+    logged = [entry.user_message for entry in instance.all_logs(result.run_id)]
+    assert any(m.startswith("cae-ray select reused") for m in logged), logged  # streamed
     record = result.output_for_node("cae_ray_run")
     assert record["status"] == "succeeded"
     assert record["run_dir"] == str((tmp_path / "runs" / "weekly").resolve())

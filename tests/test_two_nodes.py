@@ -50,21 +50,37 @@ def upload(local: Path, uri: str) -> None:
         storage.write_bytes(storage.join(uri, file.name), file.read_bytes())
 
 
-def cae_ray(nodes: TwoNodes, workdir: Path, *args: str, wait: bool = True) -> subprocess.Popen[str]:
-    """`cae-ray ARGS` joined to the two-node cluster, in an empty working dir of its own."""
-    workdir.mkdir(exist_ok=True)
-    env = {**os.environ, **nodes.env, "COLUMNS": "1000"}  # no wrapped messages
-    process = subprocess.Popen(
-        [CAE_RAY, "-v", *args],
-        cwd=workdir,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    if wait:
-        process.wait(timeout=900)
-    return process
+class Driver:
+    """`cae-ray -v ARGS` joined to the two-node cluster, in an empty working dir of its own; its
+    output goes to a file (a pipe nobody reads fills up and blocks it)."""
+
+    def __init__(self, nodes: TwoNodes, workdir: Path, *args: str) -> None:
+        workdir.mkdir(exist_ok=True)
+        self.log = workdir.parent / f"{workdir.name}.log"
+        env = {**os.environ, **nodes.env, "COLUMNS": "1000"}  # no wrapped messages
+        with self.log.open("w") as out:
+            self.process = subprocess.Popen(
+                [CAE_RAY, "-v", *args], cwd=workdir, env=env, stdout=out, stderr=subprocess.STDOUT
+            )
+
+    def poll(self) -> int | None:
+        return self.process.poll()
+
+    def wait(self, timeout_s: float = 900) -> int:
+        try:
+            return self.process.wait(timeout=timeout_s)
+        finally:
+            self.stop()
+
+    def stop(self) -> None:
+        """Kill it if it still runs (a failed test must not leave a driver behind)."""
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+    @property
+    def output(self) -> str:
+        return self.log.read_text()
 
 
 @pytest.mark.feast
@@ -82,9 +98,8 @@ def test_a_whole_run_on_two_nodes_keeps_every_artifact_on_s3(s3, nodes, tmp_path
     path = tmp_path / "two-nodes.yaml"
     path.write_text(yaml.safe_dump(config))
 
-    run = cae_ray(nodes, tmp_path / "work", "run", str(path), "--run-dir", s3.uri("runs/e2e"))
-    output = run.stdout.read() if run.stdout else ""
-    assert run.returncode == 0, output[-5000:]
+    run = Driver(nodes, tmp_path / "work", "run", str(path), "--run-dir", s3.uri("runs/e2e"))
+    assert run.wait() == 0, run.output[-5000:]
 
     keys = s3.objects("runs/e2e/")
     named = {k.removeprefix("runs/e2e/") for k in keys}
@@ -139,24 +154,21 @@ def test_a_worker_killed_on_node_2_resumes_from_its_checkpoint_on_s3(s3, nodes, 
     path.write_text(yaml.safe_dump(config))
     run_dir = s3.uri("runs/kill")
 
-    driver = cae_ray(
-        nodes, tmp_path / "work", "select", str(path), "--run-dir", run_dir, wait=False
-    )
+    driver = Driver(nodes, tmp_path / "work", "select", str(path), "--run-dir", run_dir)
     try:
         deadline = time.monotonic() + 600  # a guard against a hang, not a speed check
         while len(checkpoints(s3, "runs/kill/ray/")) < 2:
-            assert driver.poll() is None, driver.stdout.read()[-5000:] if driver.stdout else ""
+            assert driver.poll() is None, driver.output[-5000:]
             assert time.monotonic() < deadline, "no two checkpoints on S3 in time"
             time.sleep(0.5)
         workers = train_workers_on(nodes.node2_temp_dir)
         assert len(workers) == 2, "both training workers run on node 2"
         os.kill(workers[0].pid, signal.SIGKILL)
-        driver.wait(timeout=900)
+        code = driver.wait()
     finally:
-        if driver.poll() is None:
-            driver.kill()
-    output = driver.stdout.read() if driver.stdout else ""
-    assert driver.returncode == 0, output[-5000:]
+        driver.stop()
+    output = driver.output
+    assert code == 0, output[-5000:]
     for line in output.splitlines():  # the closing note quotes these
         if any(w in line for w in ("died", "resuming", "Restart", "RETRY", "failed")):
             print(line)
@@ -182,22 +194,21 @@ def test_a_node_that_dies_for_good_ends_the_run_naming_its_checkpoint(s3, nodes,
     path = tmp_path / "lost.yaml"
     path.write_text(yaml.safe_dump(config))
     args = ("select", str(path), "--run-dir", s3.uri("runs/lost"))
-    driver = cae_ray(nodes, tmp_path / "work", *args, wait=False)
+    driver = Driver(nodes, tmp_path / "work", *args)
     try:
         deadline = time.monotonic() + 600
         while not checkpoints(s3, "runs/lost/ray/"):
-            assert driver.poll() is None, driver.stdout.read()[-5000:] if driver.stdout else ""
+            assert driver.poll() is None, driver.output[-5000:]
             assert time.monotonic() < deadline, "no checkpoint on S3 in time"
             time.sleep(0.5)
         for process in node_processes(nodes.node2_temp_dir):  # the whole node, raylet and all
             with contextlib.suppress(psutil.Error):
                 process.kill()
-        driver.wait(timeout=600)
+        code = driver.wait(600)
     finally:
-        if driver.poll() is None:
-            driver.kill()
-    output = " ".join((driver.stdout.read() if driver.stdout else "").split())
-    assert driver.returncode == EXIT_CLUSTER, output[-5000:]
+        driver.stop()
+    output = " ".join(driver.output.split())
+    assert code == EXIT_CLUSTER, output[-5000:]
     assert "failed after 0 retries (scaling.max_failures)" in output
     assert f"the last checkpoint is {s3.uri('runs/lost/ray/select-')}" in output
     assert "run the same command with the same config and run dir to resume" in output
