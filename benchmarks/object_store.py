@@ -44,11 +44,11 @@ from pathlib import Path
 from statistics import median
 from typing import Any
 
-import psutil
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from benchmarks.machine import hardware
 from tests.object_store import BUCKET, CREDENTIALS, S3Server, environment, s3_server
 
 GOAL = 1.5
@@ -115,15 +115,8 @@ def main() -> None:
 def machine() -> str:
     from importlib.metadata import version
 
-    cpu = platform.processor() or platform.machine()
-    try:
-        names = [ln for ln in Path("/proc/cpuinfo").read_text().splitlines() if "model name" in ln]
-        cpu = names[0].split(":", 1)[1].strip()
-    except (OSError, IndexError):
-        pass
-    memory = psutil.virtual_memory().total / 2**30
     return (
-        f"Machine: {platform.platform()}, {cpu}, {os.cpu_count()} vCPUs, {memory:.0f} GiB RAM; "
+        f"Machine: {platform.platform()}, {hardware()}; "
         f"Python {platform.python_version()}, ray {version('ray')}, pyarrow {version('pyarrow')}, "
         f"S3: moto {version('moto')} server on localhost"
     )

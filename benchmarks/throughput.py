@@ -43,6 +43,8 @@ import pyarrow.parquet as pq
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from benchmarks.machine import hardware  # after the line above: run as a script
+
 K, BATCH, EPOCHS = 50, 512, 3
 RAY_ENV = {
     "RAY_USAGE_STATS_ENABLED": "0",
@@ -78,15 +80,8 @@ def main() -> None:
 def machine() -> str:
     import torch
 
-    cpu = platform.processor() or platform.machine()
-    try:
-        names = [ln for ln in Path("/proc/cpuinfo").read_text().splitlines() if "model name" in ln]
-        cpu = names[0].split(":", 1)[1].strip()
-    except (OSError, IndexError):
-        pass
-    memory = psutil.virtual_memory().total / 2**30
     return (
-        f"Machine: {cpu}, {os.cpu_count()} vCPUs, {memory:.0f} GiB RAM; Python "
+        f"Machine: {hardware()}; Python "
         f"{platform.python_version()}, torch {torch.__version__}, ray {_ray_version()}"
     )
 

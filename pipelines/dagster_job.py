@@ -21,13 +21,13 @@ A failed validation gate fails the run (no retry: more attempts give the same an
 
 # No `from __future__ import annotations`: Dagster reads the op signatures' annotations
 # (the context type, resources, config) at definition time.
-import os
 import shlex
 from typing import Any
 
 import dagster as dg
 
 from cae_ray.errors import EXIT_CLUSTER, EXIT_CONFIG, EXIT_GATE, EXIT_INPUT, exit_code
+from cae_ray.storage import join
 
 WEEKLY = "0 3 * * 1"  # Mondays 03:00 (execution_timezone below)
 
@@ -35,23 +35,23 @@ WEEKLY = "0 3 * * 1"  # Mondays 03:00 (execution_timezone below)
 class CaeRay(dg.ConfigurableResource):
     """Which config a run uses and where its run directories go."""
 
-    config_path: str = os.environ.get("CAE_RAY_CONFIG", "configs/cluster-gpu.yaml")
+    config_path: str = "configs/cluster-gpu.yaml"
     """The cae-ray YAML config (for ``cae_ray_on_cluster``: its path on the cluster)."""
 
-    runs_root: str = os.environ.get("CAE_RAY_RUNS", "runs/dagster")
+    runs_root: str = "runs/dagster"
     """Run directories go under it; on a multi-node cluster, storage every node sees."""
 
     def run_dir(self, run_name: str) -> str:
-        return os.path.join(self.runs_root, run_name)
+        return join(self.runs_root, run_name)  # a path or a URI (s3://bucket/runs)
 
 
 class RayCluster(dg.ConfigurableResource):
     """A long-lived Ray cluster's job server, for ``cae_ray_on_cluster``."""
 
-    address: str = os.environ.get("CAE_RAY_JOB_ADDRESS", "http://127.0.0.1:8265")
+    address: str = "http://127.0.0.1:8265"
     """The Ray dashboard / job server, e.g. ``http://cae-ray-head-svc:8265``."""
 
-    app_dir: str = os.environ.get("CAE_RAY_APP_DIR", "/app")
+    app_dir: str = "/app"
     """Where the cluster's image keeps ``pipelines/`` (``/app`` in deploy/Dockerfile*)."""
 
     timeout_s: float = 24 * 3600
@@ -201,5 +201,12 @@ cae_ray_on_cluster_weekly = _weekly(cae_ray_on_cluster, "cae_ray_ray_job")
 defs = dg.Definitions(
     jobs=[cae_ray_pipeline, cae_ray_on_cluster],
     schedules=[cae_ray_weekly, cae_ray_on_cluster_weekly],
-    resources={"cae_ray": CaeRay(), "ray_cluster": RayCluster()},
+    # Read when a run starts, not when Dagster imports this file (dg.EnvVar: a missing
+    # variable fails the run, naming it). Set the variables, or pass other resources.
+    resources={
+        "cae_ray": CaeRay(
+            config_path=dg.EnvVar("CAE_RAY_CONFIG"), runs_root=dg.EnvVar("CAE_RAY_RUNS")
+        ),
+        "ray_cluster": RayCluster(address=dg.EnvVar("CAE_RAY_JOB_ADDRESS")),
+    },
 )

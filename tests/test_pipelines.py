@@ -194,6 +194,12 @@ def test_dagster_definitions_and_schedule(dagster_job) -> None:
 
     defs = dagster_job.defs
     assert {j.name for j in defs.jobs} == {"cae_ray_pipeline", "cae_ray_on_cluster"}
+    # Settings come from the environment when a run starts, not when the file is imported.
+    cae_ray = defs.resources["cae_ray"]
+    assert cae_ray.config_path == dg.EnvVar("CAE_RAY_CONFIG")
+    assert cae_ray.runs_root == dg.EnvVar("CAE_RAY_RUNS")
+    assert defs.resources["ray_cluster"].address == dg.EnvVar("CAE_RAY_JOB_ADDRESS")
+    assert dagster_job.CaeRay.model_fields["config_path"].default == "configs/cluster-gpu.yaml"
     schedule = dagster_job.cae_ray_weekly
     assert schedule.cron_schedule == "0 3 * * 1" and schedule.job_name == "cae_ray_pipeline"
     when = datetime(2026, 11, 23, 3, 0, tzinfo=timezone.utc)

@@ -140,27 +140,38 @@ def train_workers_on(temp_dir: Path) -> list[Any]:
     ]
 
 
-def test_a_worker_killed_on_node_2_resumes_from_its_checkpoint_on_s3(s3, nodes, tmp_path) -> None:
+def start_selection(
+    s3: S3Server, nodes: TwoNodes, tmp_path: Path, name: str, epochs: int, max_failures: int
+) -> Driver:
+    """`cae-ray select` on a 3,000 x 200 table on S3, its workers on node 2, run dir runs/NAME."""
     write_wide_parquet(tmp_path / "wide", rows=3000, features=200, informative=K)
-    data = s3.uri("inputs/wide")
+    data = s3.uri(f"inputs/{name}")
     upload(tmp_path / "wide", data)
     config = {
         "data": {"path": data, "features": "f_*", "target": "label", "row_key": "id"},
         "selector": {"k": K},
-        "training": {"epochs": 12, "batch_size": 32},
-        "scaling": {**ON_NODE_2, "max_failures": 1},
+        "training": {"epochs": epochs, "batch_size": 32},
+        "scaling": {**ON_NODE_2, "max_failures": max_failures},
     }
-    path = tmp_path / "kill.yaml"
+    path = tmp_path / f"{name}.yaml"
     path.write_text(yaml.safe_dump(config))
-    run_dir = s3.uri("runs/kill")
+    return Driver(
+        nodes, tmp_path / "work", "select", str(path), "--run-dir", s3.uri(f"runs/{name}")
+    )
 
-    driver = Driver(nodes, tmp_path / "work", "select", str(path), "--run-dir", run_dir)
+
+def wait_for_checkpoints(s3: S3Server, driver: Driver, name: str, count: int) -> None:
+    deadline = time.monotonic() + 600  # a guard against a hang, not a speed check
+    while len(checkpoints(s3, f"runs/{name}/ray/")) < count:
+        assert driver.poll() is None, driver.output[-5000:]
+        assert time.monotonic() < deadline, f"no {count} checkpoints on S3 in time"
+        time.sleep(0.5)
+
+
+def test_a_worker_killed_on_node_2_resumes_from_its_checkpoint_on_s3(s3, nodes, tmp_path) -> None:
+    driver = start_selection(s3, nodes, tmp_path, "kill", epochs=12, max_failures=1)
     try:
-        deadline = time.monotonic() + 600  # a guard against a hang, not a speed check
-        while len(checkpoints(s3, "runs/kill/ray/")) < 2:
-            assert driver.poll() is None, driver.output[-5000:]
-            assert time.monotonic() < deadline, "no two checkpoints on S3 in time"
-            time.sleep(0.5)
+        wait_for_checkpoints(s3, driver, "kill", 2)
         workers = train_workers_on(nodes.node2_temp_dir)
         assert len(workers) == 2, "both training workers run on node 2"
         os.kill(workers[0].pid, signal.SIGKILL)
@@ -173,7 +184,7 @@ def test_a_worker_killed_on_node_2_resumes_from_its_checkpoint_on_s3(s3, nodes, 
         if any(w in line for w in ("died", "resuming", "Restart", "RETRY", "failed")):
             print(line)
 
-    selection = storage.read_text(storage.join(run_dir, "selection.json"))
+    selection = storage.read_text(s3.uri("runs/kill/selection.json"))
     assert selection is not None
     chosen = json.loads(selection)
     assert len(set(chosen["selected_features"])) == K
@@ -182,25 +193,9 @@ def test_a_worker_killed_on_node_2_resumes_from_its_checkpoint_on_s3(s3, nodes, 
 
 def test_a_node_that_dies_for_good_ends_the_run_naming_its_checkpoint(s3, nodes, tmp_path) -> None:
     """Last in this module: it takes node 2 down for good."""
-    write_wide_parquet(tmp_path / "wide", rows=3000, features=200, informative=K)
-    data = s3.uri("inputs/wide-lost")
-    upload(tmp_path / "wide", data)
-    config = {
-        "data": {"path": data, "features": "f_*", "target": "label", "row_key": "id"},
-        "selector": {"k": K},
-        "training": {"epochs": 30, "batch_size": 32},
-        "scaling": {**ON_NODE_2, "max_failures": 0},
-    }
-    path = tmp_path / "lost.yaml"
-    path.write_text(yaml.safe_dump(config))
-    args = ("select", str(path), "--run-dir", s3.uri("runs/lost"))
-    driver = Driver(nodes, tmp_path / "work", *args)
+    driver = start_selection(s3, nodes, tmp_path, "lost", epochs=30, max_failures=0)
     try:
-        deadline = time.monotonic() + 600
-        while not checkpoints(s3, "runs/lost/ray/"):
-            assert driver.poll() is None, driver.output[-5000:]
-            assert time.monotonic() < deadline, "no checkpoint on S3 in time"
-            time.sleep(0.5)
+        wait_for_checkpoints(s3, driver, "lost", 1)
         for process in node_processes(nodes.node2_temp_dir):  # the whole node, raylet and all
             with contextlib.suppress(psutil.Error):
                 process.kill()
