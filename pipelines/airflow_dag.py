@@ -105,6 +105,11 @@ def rayjob_dag() -> Any:
                 group="ray.io", version="v1", plural="rayjobs", name=name, namespace=NAMESPACE
             )
             status = rayjob.get("status") or {}
+            if status.get("jobDeploymentStatus") == "ValidationFailed":  # it will never run
+                raise AirflowFailException(
+                    f"KubeRay refused RayJob {name}: {status.get('reason', '')} "
+                    f"{status.get('message', '')}"
+                )
             if status.get("jobDeploymentStatus") not in ("Complete", "Failed"):
                 return PokeReturnValue(is_done=False)
             if status.get("jobStatus") != "SUCCEEDED":

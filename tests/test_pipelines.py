@@ -430,6 +430,8 @@ def test_airflow_dag_parses_and_points_at_real_files() -> None:
         if kw.arg == "dag_id" and isinstance(kw.value, ast.Constant)
     }
     assert dags == {"cae_ray_rayjob", "cae_ray_raycluster"}
+    # A RayJob KubeRay refuses never runs: the sensor fails at once instead of poking 26 h.
+    assert '"jobDeploymentStatus") == "ValidationFailed"' in source
 
 
 def test_airflow_dag_imports_where_airflow_is_installed() -> None:
