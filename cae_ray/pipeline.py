@@ -161,8 +161,11 @@ def report(config: Config, run_dir: RunDirLike) -> dict[str, Any]:
 
 
 def _writable(run_dir: RunDirLike) -> RunDir:
-    where = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
-    return where.ensure_writable()
+    """The run dir, checked once: a RunDir is one :func:`run` checked already (on an object
+    store each check is a write and a delete, so not once per step)."""
+    if isinstance(run_dir, RunDir):
+        return run_dir
+    return RunDir(run_dir).ensure_writable()
 
 
 def _no_export(config: Config) -> str | None:
