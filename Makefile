@@ -3,6 +3,10 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 TORCH  ?= torch==2.13.0
+# The report's browser test drives Debian's chromium (Playwright's own browser download is not
+# reachable from every machine); `make test` installs the package when it is missing.
+CHROMIUM := /usr/bin/chromium
+SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: demo test lint install bench clean
 
@@ -11,10 +15,14 @@ $(BIN)/.installed: pyproject.toml
 	$(BIN)/pip install --quiet --upgrade pip
 	# torch first: a bare `torch` requirement would pull a multi-GB CUDA build.
 	$(BIN)/pip install --quiet "$(TORCH)"
-	$(BIN)/pip install --quiet -e ".[dev,bench,duckdb,dagster,cluster,xgboost,s3test]"
+	$(BIN)/pip install --quiet -e ".[dev,bench,duckdb,dagster,cluster,xgboost,s3test,browser]"
 	touch $@
 
 install: $(BIN)/.installed
+
+$(CHROMIUM):
+	$(SUDO) apt-get install -y --no-install-recommends chromium || \
+	  ($(SUDO) apt-get update && $(SUDO) apt-get install -y --no-install-recommends chromium)
 
 demo: install
 	$(BIN)/cae-ray demo
@@ -24,7 +32,7 @@ lint: install
 	$(BIN)/ruff format --check cae_ray tests benchmarks pipelines
 	$(BIN)/mypy
 
-test: lint
+test: lint $(CHROMIUM)
 	$(BIN)/pytest
 
 bench: install

@@ -8,7 +8,7 @@ its inputs, and the one answer to "is this step's output up to date?".
       selection.json              the K selected features (select)
       validation.json             the gate's verdict (validate)
       prune.json                  the prune plan, applied or not (prune)
-      report/report.html          the report, beside its PNGs (report)
+      report/report.html          the report, beside its PNGs and features.csv (report)
       ray/                        Ray Train's storage: checkpoints of select and validate
 
 A step's JSON artifact records what it was made from (config hashes, data fingerprints) and the
@@ -51,6 +51,7 @@ PRUNE_PLAN = "prune.json"
 RETIRE_PLAN = "retire.json"
 REPORT_DIR = "report"
 REPORT = "report/report.html"
+FEATURES_CSV = "report/features.csv"
 RAY_STORAGE = "ray"
 
 STEP_ARTIFACTS = {

@@ -162,7 +162,12 @@ class _MLPGate(BaseEstimator):
 
 
 def _point(decay: float, record: HeldOutRecord) -> dict[str, float]:
-    return {"decay": decay, "epoch": record.epoch, "held_out_loss": record.held_out_loss}
+    return {
+        "decay": decay,
+        "epoch": record.epoch,
+        "held_out_loss": record.held_out_loss,
+        "train_loss": record.loss,
+    }
 
 
 class MLPGateClassifier(ClassifierMixin, _MLPGate):

@@ -198,8 +198,13 @@ def _held_out(estimator: Estimator) -> tuple[list[dict[str, float]] | None, dict
     if scores is None or len(scores) == 0:  # trees without early stopping, any other model
         chosen = {"iterations": int(estimator.n_iter_)} if hasattr(estimator, "n_iter_") else {}
         return None, chosen
-    # HistGradientBoosting's default scorer is the negated loss.
-    curve = [{"iteration": i, "held_out_loss": -float(s)} for i, s in enumerate(scores)]
+    # HistGradientBoosting's default scorer is the negated loss, on its own training rows too.
+    train = getattr(estimator, "train_score_", [])
+    curve = [
+        {"iteration": i, "held_out_loss": -float(s)}
+        | ({"train_loss": -float(train[i])} if i < len(train) else {})
+        for i, s in enumerate(scores)
+    ]
     return curve, {"iterations": int(estimator.n_iter_)}
 
 

@@ -157,7 +157,7 @@ def report(config: Config, run_dir: RunDirLike) -> dict[str, Any]:
     """The run's report: ``RUN_DIR/report/report.html`` and its PNGs (:mod:`cae_ray.report`)."""
     from cae_ray.report import write_report
 
-    return {"path": str(write_report(_writable(run_dir)))}
+    return {"path": str(write_report(_writable(run_dir), config))}
 
 
 def _writable(run_dir: RunDirLike) -> RunDir:

@@ -3,6 +3,7 @@ the tested versions satisfy, a license file, type information, project links."""
 
 from __future__ import annotations
 
+import re
 from importlib.metadata import metadata, version
 
 import tomllib
@@ -40,3 +41,15 @@ def test_the_license_type_information_and_links_ship() -> None:
     assert "py.typed" in PROJECT["tool"]["setuptools"]["package-data"]["cae_ray"]
     assert {"Homepage", "Issues"} <= set(PROJECT["project"]["urls"])
     assert metadata("cae-ray")["License-Expression"] == "Apache-2.0"
+
+
+def test_readme_images_render_on_a_package_index() -> None:
+    """A package index shows the README without the repository beside it: each image is an
+    absolute URL into the repository, naming a file that is there."""
+    images = re.findall(r"!\[[^\]]*\]\(([^)\s]+)", (ROOT / "README.md").read_text())
+    assert images
+    base = "https://raw.githubusercontent.com/cae-ray/cae-ray/main/"
+    for url in images:
+        assert url.startswith(base), url
+        assert (ROOT / url.removeprefix(base)).is_file(), url
+    assert PROJECT["project"]["urls"]["Homepage"] == "https://github.com/cae-ray/cae-ray"

@@ -4,8 +4,11 @@ through export -> select -> validate -> prune, and a plain selection on a wide t
 from __future__ import annotations
 
 import base64
+import csv
+import html
 import json
 import re
+from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -19,7 +22,8 @@ from cae_ray.config import Config, validate_config
 from cae_ray.errors import NoSelectionError
 from cae_ray.feast.entities import ROW_ID
 from cae_ray.pipeline import export, prune, select, validate
-from cae_ray.report import pixel_grid, write_report
+from cae_ray.report import feature_rows, load_run, write_report
+from cae_ray.report_figures import pixel_grid
 from tests.feast_repo import REGISTRIES, store_yaml
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -66,13 +70,14 @@ def make_digits_repo(directory: Path, X: np.ndarray, y: np.ndarray, run: Path) -
                 "row_key": ROW_ID,
             },
             **FAST,
-            "validation": {"tolerance": 1.0, "bootstrap": 100, "epochs": 2},
+            # mlp keeps a held-out curve (gbdt stops early only beyond 10,000 rows)
+            "validation": {"tolerance": 1.0, "bootstrap": 100, "epochs": 2, "model": "mlp"},
         }
     )
 
 
 @pytest.fixture(scope="module")
-def pixel_run(ray_cluster, digits, tmp_path_factory) -> Path:
+def pixel_run(ray_cluster, digits, tmp_path_factory) -> tuple[Path, Config]:
     """Every artifact of a real run: Feast export, selection, a passed gate, applied marks."""
     directory = tmp_path_factory.mktemp("report")
     run = directory / "run"
@@ -82,7 +87,7 @@ def pixel_run(ray_cluster, digits, tmp_path_factory) -> Path:
     select(config, run)
     assert validate(config, run)["passed"]  # a loss of at most 1.0 always passes
     prune(config, run, apply=True)
-    return run
+    return run, config
 
 
 def artifact(run: Path, name: str) -> dict:
@@ -92,25 +97,28 @@ def artifact(run: Path, name: str) -> dict:
 @pytest.mark.ray
 @pytest.mark.feast
 def test_report_of_a_full_run_is_self_contained_and_complete(pixel_run) -> None:
-    page_path = Path(write_report(RunDir(pixel_run)))
+    run, config = pixel_run
+    page_path = Path(write_report(RunDir(run), config))
     page = page_path.read_text()
-    selection, verdict = artifact(pixel_run, "selection.json"), artifact(pixel_run, VALIDATION)
-    plan = artifact(pixel_run, PRUNE_PLAN)
+    selection, verdict = artifact(run, "selection.json"), artifact(run, VALIDATION)
+    plan = artifact(run, PRUNE_PLAN)
 
-    assert page_path == pixel_run / "report" / "report.html"
-    # Opens offline: no remote URL, script or stylesheet; every image is an embedded PNG, the
-    # very bytes of the file written beside the page.
+    assert page_path == run / "report" / "report.html"
+    # Opens offline: no remote URL, no script or stylesheet from elsewhere; every image is an
+    # embedded PNG, the very bytes of the file written beside the page.
     assert "http://" not in page and "https://" not in page
-    assert "<script" not in page and "<link" not in page
+    assert "<script src" not in page and "<link" not in page
     sources = re.findall(r'<img [^>]*src="([^"]*)"', page)
-    files = {p.name: p.read_bytes() for p in (pixel_run / "report").glob("*.png")}
-    assert set(files) == {"training.png", "scores.png", "selection.png", "validation.png"}
+    files = {p.name: p.read_bytes() for p in (run / "report").glob("*.png")}
+    drawn = {"training", "temperature", "confidence", "scores", "selection", "validation", "gate"}
+    assert set(files) == {f"{name}.png" for name in drawn}
     assert all(data.startswith(PNG) for data in files.values())
     assert all(s.startswith("data:image/png;base64,") for s in sources)
     embedded = [base64.b64decode(s.removeprefix("data:image/png;base64,")) for s in sources]
     assert sorted(embedded) == sorted(files.values())
 
     assert "PASSED" in page and "FAILED" not in page
+    assert verdict["reason"] in html.unescape(page)  # the gate's sentence: why it passed
     assert all(name in page for name in selection["selected_features"])
     assert f"{selection['k']} of 64" in page
     assert verdict["metric"] in page
@@ -121,6 +129,41 @@ def test_report_of_a_full_run_is_self_contained_and_complete(pixel_run) -> None:
     assert plan["feature_service"] in page
     # The 8x8 digits have blank corner pixels: dropped as constant, and said so.
     assert f"{len(selection['dropped_constant'])} constant dropped" in page
+    # What a reader needs to act: the run id, the exact undo, the config that made it.
+    assert f"run id <code>{plan['run_id']}</code>" in page
+    restore = f"cae-ray restore --repo {config.feast.repo} --run-id {plan['run_id']}"
+    assert restore in html.unescape(page)
+    assert "selector:\n  method: ipcae\n  k: 6\n" in html.unescape(page)
+
+
+@pytest.mark.ray
+@pytest.mark.feast
+def test_every_feature_is_ranked_with_a_meaningful_score_and_its_change(pixel_run) -> None:
+    run, config = pixel_run
+    write_report(RunDir(run), config)
+    selection, plan = artifact(run, "selection.json"), artifact(run, PRUNE_PLAN)
+    rows = list(csv.DictReader((run / "report" / "features.csv").open()))
+
+    assert [r["name"] for r in rows[: selection["k"]]] == sorted(
+        selection["selected_features"], key=lambda n: -float(rows_by(rows)[n]["score"])
+    )  # the picks rank first, by score, whatever their score against the runners-up
+    assert [int(r["rank"]) for r in rows] == list(range(1, 65))
+    assert {r["name"] for r in rows} == set(selection["candidate_features"])
+    kept = {r["name"] for r in rows if r["status"] == "kept"}
+    assert kept == set(selection["selected_features"])
+    assert {r["view"] for r in rows} == {"digits"}
+    # Scores are probabilities with 4 decimals: no 1e-12 float noise.
+    assert all(0 <= float(r["score"]) <= 1 and "e" not in r["score"] for r in rows)
+    # Against the registry the prune found: a fresh repo had no marks, so all are new.
+    changes: dict[str, set[str]] = {}
+    for r in rows:
+        changes.setdefault(r["status"], set()).add(r["change"])
+    assert changes == {"kept": {"unchanged"}, "deprecated": {"newly deprecated"}}
+    assert sum(len(v) for v in plan["added"].values()) == 64 - selection["k"]
+
+
+def rows_by(rows: list[dict[str, str]]) -> dict[str, dict[str, str]]:
+    return {r["name"]: r for r in rows}
 
 
 @pytest.mark.ray
@@ -145,7 +188,8 @@ def test_report_of_a_plain_selection_with_a_partial_run_json(
     assert "&lt;b&gt;odd&lt;/b&gt;" in page and "<b>odd</b>" not in page
     assert "the gate failed" in page
     files = {p.name for p in (tmp_path / "report").glob("*.png")}
-    assert files == {"training.png", "scores.png"}  # 200 features are not a square image
+    # 200 features are not a square image; not validated: no gate figures.
+    assert files == {"training.png", "temperature.png", "confidence.png", "scores.png"}
 
 
 def test_feature_names_are_escaped_on_the_page(tmp_path) -> None:
@@ -192,3 +236,180 @@ def test_pixel_grid_reads_square_and_row_column_names() -> None:
     assert pixel_grid([f"f_{j}" for j in range(1, 64)] + ["g_0"]) is None  # two prefixes
     assert pixel_grid([f"f_{j}" for j in range(63)] + ["f_99"]) is None  # a gap
     assert pixel_grid(["age", "income", *[f"f_{j}" for j in range(14)]]) is None
+
+
+def test_a_weak_baseline_and_a_failed_gate_say_why_on_the_page(tmp_path) -> None:
+    names = ["age", "income", "tenure"]
+    sure = {"mean_max": 0.9, "min_max": 0.8}
+    history = [{"epoch": e, "loss": 1 / (e + 1), "temperature": 0.5**e, **sure} for e in range(3)]
+    selection = {
+        "selected_features": ["income"],
+        "candidate_features": names,
+        "scores": [1e-12, 0.31, 0.99],  # a polished pick can score below a runner-up
+        "k": 1,
+        "method": "ipcae",
+        "task": "classification",
+        "history": history,
+        "selection_hash": "feedc0de",
+        "converged": False,
+        "dropped_constant": [],
+    }
+    reason = "accuracy on the selected features is 0.2 worse than the baseline 0.9"
+    weak = "The baseline's accuracy 0.9 trails the stock reference 0.95 by 0.05."
+    validation = {
+        "metric": "accuracy",
+        "passed": False,
+        "reason": reason,
+        "baseline": {"source": "all", "value": 0.9},
+        "selected": {"value": 0.7},
+        "reference": {"value": 0.95},
+        "baseline_check": {
+            "weak": True,
+            "required": False,
+            "trails_by": 0.05,
+            "slack": 0.02,
+            "reason": weak,
+        },
+        "difference": -0.2,
+        "interval": {"low": -0.25, "high": -0.15, "confidence": 0.95},
+        "allowed_loss": 0.01,
+        "fits": {},
+    }
+    (tmp_path / "selection.json").write_text(json.dumps(selection))
+    (tmp_path / "validation.json").write_text(json.dumps(validation))
+
+    page = Path(write_report(RunDir(tmp_path))).read_text()
+    assert "FAILED" in page and f'<p class="reason fail" id="gate">{reason}</p>' in page
+    assert 'id="weak-baseline"' in page and weak in html.unescape(page)
+    assert "validation.require_fair_baseline" in page  # what to do about it
+    assert "cae-ray restore" not in page  # nothing was applied: nothing to undo
+    rows = list(csv.DictReader((tmp_path / "report" / "features.csv").open()))
+    assert [(r["name"], r["status"], r["score"]) for r in rows] == [
+        ("income", "selected", "0.31"),
+        ("tenure", "not selected", "0.99"),
+        ("age", "not selected", "0"),
+    ]
+
+
+# --- in a real browser ----------------------------------------------------------------------
+
+CHROMIUM = "/usr/bin/chromium"  # Debian's package, installed by `make test` (see Makefile)
+ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+"""Screenshots of a failed browser test are kept here (CI keeps this folder; git ignores it)."""
+
+
+@pytest.fixture(scope="module")
+def browser():
+    playwright = pytest.importorskip("playwright.sync_api", reason="the browser extra is missing")
+    if not Path(CHROMIUM).is_file():
+        pytest.skip(f"no {CHROMIUM}: `make test` installs Debian's chromium package")
+    with playwright.sync_playwright() as p:
+        # As root in a container, without GPU; no background traffic (the network is closed).
+        flags = ["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+        flags += ["--disable-component-update", "--disable-sync", "--no-first-run"]
+        chromium = p.chromium.launch(executable_path=CHROMIUM, args=flags)
+        yield chromium
+        chromium.close()
+
+
+@contextmanager
+def opened(browser, page_path: Path, width: int, shot: Path):
+    """The report in a page ``width`` CSS pixels wide; its screenshot is kept when the body
+    fails, and scripting errors fail it."""
+    page = browser.new_page(viewport={"width": width, "height": 900})
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    page.goto(page_path.as_uri())
+    try:
+        yield page
+        assert not errors, errors
+    except BaseException:
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / shot.name), full_page=True)
+        raise
+    finally:
+        page.close()
+
+
+@pytest.mark.ray
+@pytest.mark.feast
+@pytest.mark.parametrize("width", [1280, 768, 390])
+def test_the_report_fits_laptop_tablet_and_phone_screens(pixel_run, browser, width) -> None:
+    run, config = pixel_run
+    page_path = Path(write_report(RunDir(run), config))
+    with opened(browser, page_path, width, Path(f"report-{width}px.png")) as page:
+        assert page.evaluate("document.documentElement.scrollWidth") <= width  # no sideways scroll
+        # Every figure is at least 300 px wide, or as wide as the box it sits in.
+        figures = page.evaluate(
+            """[...document.images].map(i => [i.className, i.getBoundingClientRect().width,
+                 i.parentElement.getBoundingClientRect().width])"""
+        )
+        assert len(figures) == 7
+        for name, shown, room in figures:
+            assert shown >= 300 or shown >= room - 40, (name, shown, room)  # less its padding
+        # No text smaller than 12 px.
+        smallest = page.evaluate(
+            """Math.min(...[...document.querySelectorAll('body *')]
+                 .filter(e => [...e.childNodes].some(n => n.nodeType === 3 && n.textContent.trim()))
+                 .filter(e => e.getClientRects().length)
+                 .map(e => parseFloat(getComputedStyle(e).fontSize)))"""
+        )
+        assert smallest >= 12
+
+
+@pytest.mark.ray
+@pytest.mark.feast
+def test_the_feature_table_searches_sorts_and_downloads(pixel_run, browser) -> None:
+    run, config = pixel_run
+    page_path = Path(write_report(RunDir(run), config))
+    written = (run / "report" / "features.csv").read_text()
+    with opened(browser, page_path, 390, Path("report-table.png")) as page:
+        table = page.locator("#feature-table tbody tr")
+        assert table.count() == 64
+        page.fill("#feature-search", "px_1")
+        shown = table.locator("td.name").all_inner_texts()
+        assert sorted(shown) == [f"digits__px_{i}" for i in range(10, 20)]
+        assert "10 of 64 features" in page.inner_text("#feature-count")
+        page.fill("#feature-search", "")
+        page.click("#feature-table th button[data-column=score]")  # best first
+        scores = [float(s) for s in table.locator("td:nth-child(5)").all_inner_texts()[:10]]
+        assert scores == sorted(scores, reverse=True) and table.count() == 64
+        page.click("#feature-table th button[data-column=score]")  # again: worst first
+        assert table.locator("td:nth-child(5)").first.inner_text() == "constant"
+        # The link's CSV is made in the page, from the same rows as the file beside it.
+        made = page.evaluate(
+            "fetch(document.getElementById('feature-csv').href).then(r => r.text())"
+        )
+        assert made == written
+
+
+def test_the_change_column_reads_the_marks_the_prune_found(tmp_path) -> None:
+    """A second weekly run: ``income`` was deprecated by the last run and is kept again, ``age``
+    stays deprecated, ``tenure`` is newly deprecated (the prune's ``added`` / ``removed``)."""
+    names = ["age", "income", "tenure", "visits"]
+    selection = {
+        "selected_features": ["customers__income", "customers__visits"],
+        "candidate_features": [f"customers__{n}" for n in names],
+        "scores": [0.1, 0.9, 0.2, 0.8],
+        "k": 2,
+        "selection_hash": "0badcafe",
+        "dropped_constant": [],
+    }
+    prune = {
+        "run_id": "0badcafe",
+        "applied": True,
+        "keep": {"customers": ["income", "visits"]},
+        "deprecate": {"customers": ["age", "tenure"]},
+        "added": {"customers": ["tenure"]},
+        "removed": {"customers": ["income"]},
+    }
+    (tmp_path / "selection.json").write_text(json.dumps(selection))
+    (tmp_path / "prune.json").write_text(json.dumps(prune))
+
+    rows = feature_rows(load_run(RunDir(tmp_path)))
+    assert [(r["name"], r["view"], r["status"], r["change"]) for r in rows] == [
+        ("customers__income", "customers", "kept", "mark removed"),
+        ("customers__visits", "customers", "kept", "unchanged"),
+        ("customers__tenure", "customers", "deprecated", "newly deprecated"),
+        ("customers__age", "customers", "deprecated", "deprecated before"),
+    ]
