@@ -9,6 +9,11 @@ Two jobs, one step each (the pipeline's steps live in ``cae_ray.pipeline.run``):
   job server (``ray_cluster.address``, ``http://head:8265``) and waits for it; the driver
   runs on the cluster's head, so the Dagster process needs no GPU, only ``ray[default]``.
 
+And one asset, ``cae_ray_selection``: the same in-process run, materialized as the selection,
+with a blocking asset check ``validation_gate`` that carries the gate's verdict (metric,
+baseline, selected, difference, the allowed loss and the gate's sentence). A failed gate fails
+the check, and so the step: assets downstream of the selection do not run.
+
 Each run writes to ``<runs_root>/<run_name>``: a scheduled run's name is its date, so a retry of
 that run resumes at the first unfinished step; a manual run's default name is its run id.
 A failed validation gate fails the run (no retry: more attempts give the same answer).
@@ -57,6 +62,13 @@ class RayCluster(dg.ConfigurableResource):
     timeout_s: float = 24 * 3600
     """Stop the Ray Job and fail the op after this long."""
 
+    max_retries: int = 2
+    """Retries of a failure that may pass (the job server away, workers lost); a failed gate,
+    a bad config or bad input never retries."""
+
+    retry_delay_s: float = 300
+    """Seconds before the first retry; each next one waits twice as long."""
+
 
 class RunSettings(dg.Config):
     run_name: str = ""
@@ -90,13 +102,10 @@ def _log_event(context: dg.OpExecutionContext, event: Any) -> None:
     context.log.info(f"cae-ray {event.step} {event.status} {details}")
 
 
-@dg.op(
-    description="All cae-ray steps (export ... report) in this process, on Ray.",
-    retry_policy=RETRY,
-)
-def cae_ray_run(
+def _run_here(
     context: dg.OpExecutionContext, cae_ray: CaeRay, config: RunSettings
-) -> dict[str, Any]:
+) -> tuple[str, dict[str, Any]]:
+    """(run dir, run.json) of every step run in this process; a failure as a dg.Failure."""
     from cae_ray.config import load_config
     from cae_ray.errors import CaeRayError
     from cae_ray.pipeline import run
@@ -105,11 +114,79 @@ def cae_ray_run(
     context.log.info(f"cae-ray run: config {cae_ray.config_path}, run dir {run_dir}")
     try:
         config_ = load_config(cae_ray.config_path)
-        result = run(config_, run_dir, on_event=lambda event: _log_event(context, event))
+        return run_dir, run(config_, run_dir, on_event=lambda event: _log_event(context, event))
     except CaeRayError as e:
         raise _failure(e, run_dir) from e
+
+
+@dg.op(
+    description="All cae-ray steps (export ... report) in this process, on Ray.",
+    retry_policy=RETRY,
+)
+def cae_ray_run(
+    context: dg.OpExecutionContext, cae_ray: CaeRay, config: RunSettings
+) -> dict[str, Any]:
+    run_dir, result = _run_here(context, cae_ray, config)
     context.add_output_metadata({"run_dir": run_dir, "steps": result.get("steps", {})})
     return result
+
+
+GATE = dg.AssetCheckSpec(
+    "validation_gate",
+    asset="cae_ray_selection",
+    blocking=True,  # a failed gate fails the step: nothing downstream acts on the selection
+    description="A model on the K selected features matches the all-features baseline.",
+)
+
+
+@dg.asset(
+    description="The K features cae-ray selected (every step run in this process, on Ray); "
+    "its check validation_gate carries the gate's verdict.",
+    check_specs=[GATE],
+    retry_policy=RETRY,
+    group_name="cae_ray",
+)
+def cae_ray_selection(
+    context: dg.AssetExecutionContext, cae_ray: CaeRay, config: RunSettings
+) -> dg.MaterializeResult:
+    from cae_ray.artifacts import SELECTION, VALIDATION, RunDir
+
+    try:
+        run_dir, _ = _run_here(context.op_execution_context, cae_ray, config)
+    except dg.Failure as failure:
+        if not failure.metadata["gate_failed"].value:
+            raise
+        run_dir = str(failure.metadata["run_dir"].value)  # selected, then refused: the check says
+    where = RunDir(str(run_dir))
+    selection, verdict = where.read_json(SELECTION) or {}, where.read_json(VALIDATION) or {}
+    return dg.MaterializeResult(
+        metadata={
+            "run_dir": str(run_dir),
+            "k": len(selection.get("selected_features", [])),
+            "selected_features": dg.MetadataValue.json(selection.get("selected_features", [])),
+            "run_id": str(selection.get("selection_hash", "")),
+        },
+        check_results=[_gate_result(verdict)],
+    )
+
+
+def _gate_result(verdict: dict[str, Any]) -> dg.AssetCheckResult:
+    """The gate's verdict as the check's result, its figures as the check's metadata."""
+    baseline, selected = verdict.get("baseline") or {}, verdict.get("selected") or {}
+    return dg.AssetCheckResult(
+        check_name=GATE.name,
+        passed=bool(verdict.get("passed")),
+        severity=dg.AssetCheckSeverity.ERROR,
+        description=str(verdict.get("reason") or "no validation.json in the run dir"),
+        metadata={
+            "metric": str(verdict.get("metric", "")),
+            "baseline": float(baseline.get("value", float("nan"))),
+            "baseline_source": str(baseline.get("source", "")),
+            "selected": float(selected.get("value", float("nan"))),
+            "difference": float(verdict.get("difference", float("nan"))),
+            "allowed_loss": float(verdict.get("allowed_loss", float("nan"))),
+        },
+    )
 
 
 @dg.op(description="Submit pipelines/ray_job.py as a Ray Job to a cluster and wait for it.")
@@ -144,11 +221,12 @@ def cae_ray_ray_job(
             raise_on_failure=False,
         )
     except RayJobError as e:
-        raise dg.Failure(description=str(e), metadata={"run_dir": run_dir}) from e
+        failure = dg.Failure(description=str(e), metadata={"run_dir": run_dir})
+        raise _retry_or(failure, context, ray_cluster) from e
     summary = outcome.summary or {}
     if not outcome.succeeded:
         code = outcome.exit_code
-        raise dg.Failure(
+        failure = dg.Failure(
             description=f"Ray job {outcome.submission_id} ended {outcome.status}: "
             f"{summary.get('message', 'see its logs')}",
             metadata={
@@ -159,10 +237,23 @@ def cae_ray_ray_job(
             },
             allow_retries=code not in (EXIT_GATE, EXIT_CONFIG, EXIT_INPUT),
         )
+        raise _retry_or(failure, context, ray_cluster)
     context.add_output_metadata(
         {"run_dir": run_dir, "submission_id": outcome.submission_id, "summary": summary}
     )
     return summary
+
+
+def _retry_or(
+    failure: dg.Failure, context: dg.OpExecutionContext, ray_cluster: RayCluster
+) -> Exception:
+    """A retry while ``ray_cluster.max_retries`` allows one and the failure may pass, else the
+    failure itself: the last attempt fails with the real reason, not "retries exhausted"."""
+    if not failure.allow_retries or context.retry_number >= ray_cluster.max_retries:
+        return failure
+    wait = ray_cluster.retry_delay_s * 2**context.retry_number
+    context.log.warning(f"{failure.description}: retrying in {wait:.0f} s")
+    return dg.RetryRequested(max_retries=ray_cluster.max_retries, seconds_to_wait=wait)
 
 
 @dg.job(description="cae-ray: select, validate and prune features (driver in this process).")
@@ -199,6 +290,7 @@ cae_ray_weekly = _weekly(cae_ray_pipeline, "cae_ray_run")
 cae_ray_on_cluster_weekly = _weekly(cae_ray_on_cluster, "cae_ray_ray_job")
 
 defs = dg.Definitions(
+    assets=[cae_ray_selection],
     jobs=[cae_ray_pipeline, cae_ray_on_cluster],
     schedules=[cae_ray_weekly, cae_ray_on_cluster_weekly],
     # Read when a run starts, not when Dagster imports this file (dg.EnvVar: a missing

@@ -194,6 +194,8 @@ def test_dagster_definitions_and_schedule(dagster_job) -> None:
 
     defs = dagster_job.defs
     assert {j.name for j in defs.jobs} == {"cae_ray_pipeline", "cae_ray_on_cluster"}
+    (gate,) = dagster_job.cae_ray_selection.check_specs
+    assert gate.name == "validation_gate" and gate.blocking  # a failed gate stops what follows
     # Settings come from the environment when a run starts, not when the file is imported.
     cae_ray = defs.resources["cae_ray"]
     assert cae_ray.config_path == dg.EnvVar("CAE_RAY_CONFIG")
@@ -253,6 +255,46 @@ def test_dagster_job_runs_in_process(dagster_job, finished_run, ray_cluster, tmp
     assert recorded["steps"]["prune"]["status"] == "skipped"
 
 
+@pytest.mark.ray
+def test_dagster_asset_check_carries_the_gate(
+    dagster_job, finished_run, ray_cluster, tmp_path
+) -> None:
+    """``cae_ray_selection`` on a copy of a finished run: the selection is materialized and its
+    blocking check holds the gate's verdict; a failing gate fails the check, and the step."""
+    import dagster as dg
+
+    config, run_dir, _ = finished_run
+    copy_run(run_dir, tmp_path / "runs" / "weekly")
+    run_config = {"ops": {"cae_ray_selection": {"config": {"run_name": "weekly"}}}}
+
+    def materialize(config_path: Path) -> tuple[Any, Any]:
+        cae_ray = dagster_job.CaeRay(config_path=str(config_path), runs_root=str(tmp_path / "runs"))
+        result = dg.materialize(
+            [dagster_job.cae_ray_selection],
+            run_config=run_config,
+            resources={"cae_ray": cae_ray},
+            raise_on_error=False,
+        )
+        (check,) = result.get_asset_check_evaluations()
+        return result, check
+
+    result, check = materialize(config)
+    verdict = json.loads((tmp_path / "runs" / "weekly" / "validation.json").read_text())
+    assert result.success and check.passed and check.check_name == "validation_gate"
+    assert check.description == verdict["reason"]
+    assert check.metadata["selected"].value == pytest.approx(verdict["selected"]["value"])
+    assert check.metadata["metric"].value == verdict["metric"]
+    (materialized,) = result.get_asset_materialization_events()
+    assert materialized.materialization.metadata["k"].value == 5
+
+    failing = write_config(tmp_path / "gate.yaml", _data_path(config), baseline=1.0, tolerance=0)
+    result, check = materialize(failing)
+    assert not result.success and not check.passed  # blocking: the step fails with the check
+    assert check.severity == dg.AssetCheckSeverity.ERROR
+    assert "worse than the baseline 1" in check.description
+    assert check.metadata["baseline"].value == 1.0
+
+
 def _data_path(config: Path) -> Path:
     return Path(yaml.safe_load(config.read_text())["data"]["path"])
 
@@ -264,14 +306,19 @@ def test_dagster_cluster_job_fails_clearly_without_a_job_server(dagster_job, tmp
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     address = f"http://127.0.0.1:{port}"
+    cluster = dagster_job.RayCluster(address=address, timeout_s=30, retry_delay_s=0.1)
     result = dagster_job.cae_ray_on_cluster.execute_in_process(
         resources={
             "cae_ray": dagster_job.CaeRay(config_path="/app/configs/x.yaml", runs_root="/r"),
-            "ray_cluster": dagster_job.RayCluster(address=address, timeout_s=30),
+            "ray_cluster": cluster,
         },
         raise_on_error=False,
     )
     assert not result.success
+    # A job server away may come back: the op retried as often as the resource says, then
+    # failed with the real reason (not "retries exhausted").
+    events = [e.event_type_value for e in result.all_events]
+    assert events.count("STEP_UP_FOR_RETRY") == cluster.max_retries == 2
     failure = result.failure_data_for_node("cae_ray_ray_job")
     assert failure is not None and failure.user_failure_data is not None
     assert address in failure.user_failure_data.description
