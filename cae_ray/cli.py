@@ -30,6 +30,7 @@ from cae_ray.errors import (
     CaeRayError,
     ValidationGateFailedError,
     exit_code,
+    exit_codes_help,
 )
 from cae_ray.storage import join
 
@@ -38,6 +39,7 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     rich_markup_mode="markdown",
+    epilog=exit_codes_help(),
 )
 config_app = typer.Typer(help="Inspect and check configuration files.", no_args_is_help=True)
 app.add_typer(config_app, name="config")

@@ -17,9 +17,20 @@ def preview(names: Sequence[object], limit: int = 8) -> str:
 
 
 EXIT_FAILURE, EXIT_CONFIG, EXIT_INPUT, EXIT_CLUSTER, EXIT_GATE = 1, 2, 3, 4, 5
-"""Of `cae-ray` and the Ray Job entry point, so a scheduler tells failure kinds apart: 1
-unexpected failure, 2 bad configuration or usage (no, an edited or a stale selection included),
-3 bad input data, 4 the Ray cluster unreachable or short of GPUs, 5 the validation gate failed."""
+"""Of `cae-ray` and the Ray Job entry point, so a scheduler tells failure kinds apart."""
+EXIT_CODES = {
+    0: "success",
+    EXIT_FAILURE: "unexpected failure",
+    EXIT_CONFIG: "bad configuration or usage (also: no, an edited or a stale selection)",
+    EXIT_INPUT: "bad input data",
+    EXIT_CLUSTER: "Ray cluster unreachable, short of the resources asked for, or workers lost",
+    EXIT_GATE: "the validation gate failed",
+}
+"""What each exit code means: the one list that --help texts and the README show."""
+
+
+def exit_codes_help() -> str:
+    return "Exit codes: " + "; ".join(f"{code} {what}" for code, what in EXIT_CODES.items()) + "."
 
 
 class CaeRayError(Exception):

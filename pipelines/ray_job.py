@@ -18,8 +18,7 @@ The last line on stdout is one JSON object, for whoever reads the job's logs::
 
 ``status`` is ``succeeded``, ``gate_failed``, ``failed`` (a cae-ray error: ``error`` and
 ``message`` say which) or ``error`` (an unexpected exception; its traceback goes to stderr).
-Exit codes are those of ``cae-ray``: 0 success, 1 unexpected failure, 2 bad configuration,
-3 bad input data, 4 Ray cluster unreachable or short of GPUs, 5 validation gate failed.
+Exit codes are those of ``cae-ray`` (``cae_ray.errors.EXIT_CODES``; ``--help`` lists them).
 """
 
 from __future__ import annotations
@@ -35,6 +34,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from cae_ray.errors import exit_codes_help
+
 EXIT_OK = 0
 
 logger = logging.getLogger("cae_ray.ray_job")
@@ -45,8 +46,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         prog="ray_job.py",
         description="Run every cae-ray step (export, prepare, select, validate, prune, report) "
         "over one config and one run directory, on the Ray cluster this job runs in.",
-        epilog="Exit codes: 0 success, 1 unexpected failure, 2 bad configuration, 3 bad input "
-        "data, 4 Ray cluster unreachable or short of GPUs, 5 validation gate failed.",
+        epilog=exit_codes_help(),
     )
     parser.add_argument("--config", required=True, type=Path, help="A cae-ray YAML config.")
     parser.add_argument(

@@ -102,7 +102,7 @@ def test_ray_job_help() -> None:
     assert done.returncode == 0, done.stderr
     for flag in ("--config", "--run-dir", "--address"):
         assert flag in done.stdout
-    assert "5 validation gate failed" in done.stdout
+    assert "5 the validation gate failed" in " ".join(done.stdout.split())
 
 
 def run_main(capsys, *args: str) -> tuple[int, dict[str, Any], str]:
