@@ -8,6 +8,7 @@ import os
 import re
 import shlex
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -448,3 +449,51 @@ def test_images_install_the_dependencies_before_the_code(dockerfile: str) -> Non
     )
     ignored = (ROOT / ".dockerignore").read_text().split()
     assert {".git", ".venv", "runs", "tests"} <= set(ignored)
+
+
+DIGESTS = {
+    "python:3.11-slim": "sha256:" + "a" * 64,
+    "rayproject/ray:2.60.0-py311-gpu": "sha256:" + "b" * 64,
+}
+
+
+def pin_images(tmp_path: Path, *args: str, registry_up: bool = True) -> Any:
+    """``deploy/pin_images.py`` on copies of both Dockerfiles, with a stand-in ``docker`` on
+    PATH answering ``buildx imagetools inspect`` as a registry would (no registry here)."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    cases = "\n".join(f'  "{image}") echo {d} ;;' for image, d in DIGESTS.items())
+    answer = f'case "$4" in\n{cases}\n  *) echo "no such image $4" >&2; exit 1 ;;\nesac'
+    down = 'echo "dial tcp: lookup registry-1.docker.io: no such host" >&2; exit 1'
+    docker = bin_dir / "docker"
+    docker.write_text(f"#!/bin/sh\n{answer if registry_up else down}\n")
+    docker.chmod(0o755)
+    for name in ("Dockerfile", "Dockerfile.gpu"):
+        (tmp_path / name).write_text(read(name))
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"}
+    files = [str(tmp_path / name) for name in ("Dockerfile", "Dockerfile.gpu")]
+    script = [sys.executable, str(DEPLOY / "pin_images.py"), *args, *files]
+    return subprocess.run(script, capture_output=True, text=True, env=env, check=False)
+
+
+def test_base_images_are_pinned_by_digest_with_one_command(tmp_path) -> None:
+    assert pin_images(tmp_path, "--check").returncode == 1  # tags only, as committed
+    failed = pin_images(tmp_path, registry_up=False)
+    assert failed.returncode != 0 and "python:3.11-slim" in failed.stderr
+    assert (tmp_path / "Dockerfile").read_text() == read("Dockerfile")  # nothing half-pinned
+
+    done = pin_images(tmp_path)
+    assert done.returncode == 0, done.stderr
+    pinned = (tmp_path / "Dockerfile").read_text()
+    assert f"FROM python:3.11-slim@{DIGESTS['python:3.11-slim']}\n" in pinned
+    gpu = (tmp_path / "Dockerfile.gpu").read_text()  # ${RAY_VERSION} expanded from its ARG
+    assert (
+        f"FROM rayproject/ray:2.60.0-py311-gpu@{DIGESTS['rayproject/ray:2.60.0-py311-gpu']}" in gpu
+    )
+    assert pin_images_check(tmp_path).returncode == 0
+
+
+def pin_images_check(tmp_path: Path) -> Any:
+    files = [str(tmp_path / name) for name in ("Dockerfile", "Dockerfile.gpu")]
+    script = [sys.executable, str(DEPLOY / "pin_images.py"), "--check", *files]
+    return subprocess.run(script, capture_output=True, text=True, check=False)
