@@ -308,7 +308,7 @@ def _cards(run: Run) -> list[tuple[str, str, str]]:
     dropped, epochs = len(s.get("dropped_constant") or []), len(s.get("history") or [])
     state = "converged" if s.get("converged") else "not converged"
     cards = [
-        ("features kept", f"{kept} of {n}", f"{dropped} constant dropped"),
+        ("features kept", f"{kept:,} of {n:,}", f"{dropped:,} constant dropped"),
         ("selector", str(s["method"]), f"{s['task']} · {state}"),
         ("time", _duration(run), f"{epochs} epochs · {_workers(s.get('num_workers'))}"),
     ]
