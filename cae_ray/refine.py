@@ -111,17 +111,21 @@ def few_rows(n_rows: int, n_features: int) -> bool:
 def screened_selection(
     task: ResolvedTask, k: int, x: Tensor, y: Tensor | None, n_features: int
 ) -> tuple[Tensor, Tensor, int]:
-    """The k features with the best score test against the target alone (no head), each with
-    a one-hot row of "probabilities" (it was chosen outright)."""
+    """The k features with the largest univariate F statistic against the target (ANOVA F for
+    classes, the regression F summed over outputs), each with a one-hot row of
+    "probabilities" (it was chosen outright). On so few rows it did at least as well as the
+    robust score test in 10 of 12 generated tables (README, Benchmarks)."""
+    from sklearn.feature_selection import f_classif, f_regression
+
     assert y is not None, "supervised tasks need a target"
+    features = x.float().numpy()  # float32: no copy of the sample
     if task == "classification":
-        classes = nn.functional.one_hot(y.long()).float()
-        residual = classes - classes.mean(dim=0)
+        f_values, _ = f_classif(features, y.numpy())
     else:
-        target = y.reshape(len(y), -1).float()
-        residual = target - target.mean(dim=0)
-    scores = interaction_scores(x, residual, torch.empty(0, dtype=torch.long))
-    chosen = torch.topk(torch.nan_to_num(scores, nan=-torch.inf), k).indices
+        targets = y.reshape(len(y), -1).double().numpy()
+        f_values = sum(f_regression(features, t)[0] for t in targets.T)
+    scores = torch.nan_to_num(torch.as_tensor(f_values), nan=-torch.inf)  # constant columns
+    chosen = torch.topk(scores, k).indices
     return chosen, nn.functional.one_hot(chosen, n_features).float(), 0
 
 

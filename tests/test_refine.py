@@ -70,7 +70,7 @@ def test_refine_takes_regression_and_many_classes() -> None:
     assert set(many.selected_indices_) == {0, 1}
 
 
-def test_few_rows_choose_the_k_by_the_score_test() -> None:
+def test_few_rows_choose_the_k_by_the_f_test() -> None:
     """60 rows of 2,000 columns (under one row per 20 features): the search's head memorises the
     rows, so the K are the features most related to the target; here the 5 that decide it."""
     rng = np.random.default_rng(0)
@@ -84,3 +84,11 @@ def test_few_rows_choose_the_k_by_the_score_test() -> None:
     target = X[:, 7] - X[:, 11] + 0.1 * rng.normal(size=60)
     regressed = ConcreteFeatureSelector(k=2, epochs=2, early_stop=False).fit(X, target)
     assert set(regressed.selected_indices_) == {7, 11}
+    # Three classes, weak signal: the K are SelectKBest(f_classif)'s, never fewer good ones.
+    from sklearn.feature_selection import SelectKBest, f_classif
+
+    classes = rng.integers(0, 3, size=60)
+    X[:, :10] += 0.6 * classes[:, None]
+    three = ConcreteFeatureSelector(k=10, epochs=2, early_stop=False).fit(X, classes)
+    kbest = np.flatnonzero(SelectKBest(f_classif, k=10).fit(X, classes).get_support())
+    assert three.selected_indices_.tolist() == kbest.tolist()
