@@ -15,7 +15,7 @@ $(BIN)/.installed: pyproject.toml
 	$(BIN)/pip install --quiet --upgrade pip
 	# torch first: a bare `torch` requirement would pull a multi-GB CUDA build.
 	$(BIN)/pip install --quiet "$(TORCH)"
-	$(BIN)/pip install --quiet -e ".[dev,bench,duckdb,dagster,cluster,xgboost,s3test,browser]"
+	$(BIN)/pip install --quiet -e ".[dev,bench,duckdb,dagster,cluster,xgboost,s3test,browser,airflow]"
 	touch $@
 
 install: $(BIN)/.installed

@@ -60,16 +60,37 @@ class RayJobSubmitError(RayJobError):
     """The job server cannot be reached (wrong address, no ``ray[default]``) or refused it."""
 
 
+EXIT_MEANINGS = {
+    1: "an unexpected failure",
+    2: "bad configuration",
+    3: "bad input data",
+    4: "the Ray cluster unreachable, short of GPUs or its workers lost",
+    5: "the validation gate failed",
+}
+"""What the entry point's exit codes mean (cae_ray.errors), for failure messages."""
+
+
+def failure_reason(summary: dict[str, Any] | None) -> str:
+    """Why a run failed, in one line, from ``pipelines/ray_job.py``'s summary: its exit code,
+    what that code means and cae-ray's own message (a failed gate's says which metric fell
+    short). Without a summary (the job died before printing one) it says so."""
+    if summary is None:
+        return "no cae-ray summary in the job's logs (it died before printing one)"
+    code = summary.get("exit_code")
+    meaning = EXIT_MEANINGS.get(code, "an unknown exit code") if isinstance(code, int) else "?"
+    message = summary.get("message") or summary.get("status") or ""
+    return f"cae-ray exit code {code} ({meaning}): {message}"
+
+
 class RayJobFailedError(RayJobError):
     """The job ended FAILED or STOPPED."""
 
     def __init__(self, outcome: JobOutcome) -> None:
         self.outcome = outcome
         tail = "\n".join(outcome.logs.rstrip().splitlines()[-20:])
-        reason = (outcome.summary or {}).get("message") or "see its logs"
         super().__init__(
             f"Ray job {outcome.submission_id} ended {outcome.status} after "
-            f"{outcome.seconds:.0f} s (exit code {outcome.exit_code}): {reason}\n"
+            f"{outcome.seconds:.0f} s: {failure_reason(outcome.summary)}\n"
             f"last lines of its logs:\n{tail}"
         )
 
@@ -183,6 +204,29 @@ def submit_and_wait(
     if raise_on_failure and not outcome.succeeded:
         raise RayJobFailedError(outcome)
     return outcome
+
+
+ACTIVE = frozenset({"PENDING", "RUNNING"})
+
+
+def attempt_id(client: Any, run_id: str) -> str:
+    """The submission id for the next attempt at run ``run_id`` on this cluster: the attempt
+    still PENDING or RUNNING if there is one (a retried or cleared orchestrator task waits for
+    it, rather than a second job writing the same run dir), else a new one: ``run_id``, then
+    ``run_id-2``, ``run_id-3``... A finished attempt's id is never submitted again: the job
+    server refuses an existing id (HTTP 409) and does not support re-using a deleted one."""
+    attempts = {
+        str(job.submission_id): str(getattr(job.status, "value", job.status))
+        for job in client.list_jobs()
+        if job.submission_id == run_id or str(job.submission_id).startswith(f"{run_id}-")
+    }
+    for submission_id, status in attempts.items():
+        if status in ACTIVE:
+            return submission_id
+    number = 1
+    while (f"{run_id}-{number}" if number > 1 else run_id) in attempts:
+        number += 1
+    return f"{run_id}-{number}" if number > 1 else run_id
 
 
 def _status(client: Any, job_id: str) -> str:

@@ -2,11 +2,38 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Airflow writes airflow.cfg (and its logs, its SQLite db) under AIRFLOW_HOME, ~/airflow by
+    default, as soon as it is imported: give this session's a temp dir, removed at the end."""
+    if "AIRFLOW_HOME" not in os.environ:
+        home = tempfile.mkdtemp(prefix="cr-airflow-")
+        config.stash[AIRFLOW_HOME] = home
+        os.environ["AIRFLOW_HOME"] = home
+    os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    home = config.stash.get(AIRFLOW_HOME, None)
+    if home:
+        shutil.rmtree(home, ignore_errors=True)
+
+
+AIRFLOW_HOME = pytest.StashKey[str]()
 
 
 @pytest.fixture(scope="session")
@@ -32,10 +59,6 @@ RAY_TEST_ENV = {
 @pytest.fixture(scope="session")
 def ray_cluster():
     """A real local Ray cluster (4 logical CPUs, 1 GiB object store), temp files in our dir."""
-    import os
-    import shutil
-    import tempfile
-
     os.environ.update(RAY_TEST_ENV)
     os.environ.pop("RAY_ADDRESS", None)
     import ray
@@ -62,3 +85,82 @@ def wide_dataset(tmp_path_factory) -> tuple[Path, list[str]]:
     directory = tmp_path_factory.mktemp("wide")
     informative = write_wide_parquet(directory, rows=3000, features=200, informative=10)
     return directory, informative
+
+
+@pytest.fixture(scope="module")
+def tiny_table(tmp_path_factory) -> Path:
+    from tests.wide_data import write_wide_parquet
+
+    directory = tmp_path_factory.mktemp("tiny")
+    write_wide_parquet(directory, rows=600, features=30, informative=5)
+    return directory
+
+
+def free_ports(count: int) -> list[int]:
+    import socket
+
+    sockets = [socket.socket() for _ in range(count)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+@pytest.fixture(scope="module")
+def job_server() -> Iterator[str]:
+    """A Ray head with its dashboard (the job server), started by `ray start` in a process
+    group of its own. Every port is a free one: the default ports (the dashboard agent's 52365,
+    say) may be held by another Ray on this machine, and a job server whose agent cannot bind
+    answers every submission with "No available agent"."""
+    pytest.importorskip("aiohttp", reason="the Ray job server needs ray[default] (aiohttp)")
+    pytest.importorskip("ray.dashboard.modules.job.job_head", reason="needs ray[default]")
+    from ray.job_submission import JobSubmissionClient
+
+    gcs, dashboard, agent, agent_grpc, runtime_env, metrics, client = free_ports(7)
+    with tempfile.TemporaryDirectory(prefix="crs-", dir="/tmp") as ray_tmp:
+        env = {**os.environ, **RAY_TEST_ENV, "RAY_TMPDIR": ray_tmp}
+        env.pop("RAY_ADDRESS", None)
+        ray_cli = str(Path(sys.executable).parent / "ray")
+        command = [ray_cli, "start", "--head", "--block", "--num-cpus=2", f"--temp-dir={ray_tmp}"]
+        command += ["--include-dashboard=true", "--dashboard-host=127.0.0.1"]
+        command += [f"--port={gcs}", f"--dashboard-port={dashboard}"]
+        command += [f"--dashboard-agent-listen-port={agent}"]
+        command += [f"--dashboard-agent-grpc-port={agent_grpc}"]
+        command += [f"--runtime-env-agent-port={runtime_env}", f"--metrics-export-port={metrics}"]
+        command += [f"--ray-client-server-port={client}"]
+        server = subprocess.Popen(
+            command,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        address = f"http://127.0.0.1:{dashboard}"
+        try:
+            deadline = time.monotonic() + 120
+            while True:
+                assert server.poll() is None, "`ray start` exited"
+                try:
+                    JobSubmissionClient(address).list_jobs()
+                    break
+                except Exception:
+                    assert time.monotonic() < deadline, f"no job server at {address} in 120 s"
+                    time.sleep(1.0)
+            yield address
+        finally:
+            stop_process_group(server)
+
+
+def stop_process_group(process: subprocess.Popen) -> None:
+    """SIGTERM to the group, then SIGKILL after 5 s: `ray start --block` can take a minute
+    to wind down on SIGTERM, and every Ray process it started is in its group."""
+    import signal
+
+    os.killpg(process.pid, signal.SIGTERM)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        process.wait(timeout=5)
+    with contextlib.suppress(ProcessLookupError):  # what is left of the group (raylet, workers)
+        os.killpg(process.pid, signal.SIGKILL)
+    process.wait(timeout=30)

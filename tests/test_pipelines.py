@@ -10,7 +10,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
@@ -68,15 +67,6 @@ def summary_line(done: subprocess.CompletedProcess[str]) -> dict[str, Any]:
     summary = json.loads(lines[-1])
     assert isinstance(summary, dict)
     return summary
-
-
-@pytest.fixture(scope="module")
-def tiny_table(tmp_path_factory) -> Path:
-    from tests.wide_data import write_wide_parquet
-
-    directory = tmp_path_factory.mktemp("tiny")
-    write_wide_parquet(directory, rows=600, features=30, informative=5)
-    return directory
 
 
 @pytest.fixture(scope="module")
@@ -339,66 +329,6 @@ def test_submit_and_wait_names_an_unreachable_job_server() -> None:
         submit_and_wait(f"http://127.0.0.1:{port}", "python -c 'print(1)'", timeout=10)
 
 
-def free_ports(count: int) -> list[int]:
-    import socket
-
-    sockets = [socket.socket() for _ in range(count)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
-
-
-@pytest.fixture(scope="module")
-def job_server() -> Iterator[str]:
-    """A Ray head with its dashboard (the job server), started by `ray start` in a process
-    group of its own. Every port is a free one: the default ports (the dashboard agent's 52365,
-    say) may be held by another Ray on this machine, and a job server whose agent cannot bind
-    answers every submission with "No available agent"."""
-    pytest.importorskip("aiohttp", reason="the Ray job server needs ray[default] (aiohttp)")
-    pytest.importorskip("ray.dashboard.modules.job.job_head", reason="needs ray[default]")
-    import signal
-
-    from ray.job_submission import JobSubmissionClient
-
-    gcs, dashboard, agent, agent_grpc, runtime_env, metrics, client = free_ports(7)
-    with tempfile.TemporaryDirectory(prefix="crs-", dir="/tmp") as ray_tmp:
-        env = {**os.environ, **RAY_TEST_ENV, "RAY_TMPDIR": ray_tmp}
-        env.pop("RAY_ADDRESS", None)
-        ray_cli = str(Path(sys.executable).parent / "ray")
-        command = [ray_cli, "start", "--head", "--block", "--num-cpus=2", f"--temp-dir={ray_tmp}"]
-        command += ["--include-dashboard=true", "--dashboard-host=127.0.0.1"]
-        command += [f"--port={gcs}", f"--dashboard-port={dashboard}"]
-        command += [f"--dashboard-agent-listen-port={agent}"]
-        command += [f"--dashboard-agent-grpc-port={agent_grpc}"]
-        command += [f"--runtime-env-agent-port={runtime_env}", f"--metrics-export-port={metrics}"]
-        command += [f"--ray-client-server-port={client}"]
-        server = subprocess.Popen(
-            command,
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-        address = f"http://127.0.0.1:{dashboard}"
-        try:
-            deadline = time.monotonic() + 120
-            while True:
-                assert server.poll() is None, "`ray start` exited"
-                try:
-                    JobSubmissionClient(address).list_jobs()
-                    break
-                except Exception:
-                    assert time.monotonic() < deadline, f"no job server at {address} in 120 s"
-                    time.sleep(1.0)
-            yield address
-        finally:
-            os.killpg(server.pid, signal.SIGTERM)
-            server.wait(timeout=60)
-
-
 @pytest.mark.ray
 def test_submit_and_wait_against_a_real_job_server(job_server) -> None:
     from pipelines.submit import RayJobFailedError, RayJobTimeoutError, submit_and_wait
@@ -486,4 +416,5 @@ def test_airflow_dag_imports_where_airflow_is_installed() -> None:
     import importlib
 
     module = importlib.import_module("pipelines.airflow_dag")
-    assert "--run-dir /mnt/shared/runs/cae-ray-run-" in module.ray_job_entrypoint()
+    entrypoint = module.ray_job_entrypoint("cae-ray-run-20261123t030000")
+    assert "--run-dir /mnt/shared/runs/cae-ray-run-20261123t030000" in entrypoint
