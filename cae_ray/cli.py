@@ -32,6 +32,7 @@ from cae_ray.errors import (
     exit_code,
     exit_codes_help,
 )
+from cae_ray.feast import restore_command
 from cae_ray.storage import join
 
 app = typer.Typer(
@@ -388,7 +389,7 @@ def prune(
             highlight=False,
         )
     assert cfg.feast is not None  # prune_step refuses a config without one
-    undo = f"cae-ray restore --repo {cfg.feast.repo} --run-id {plan['run_id']}"
+    undo = restore_command(cfg.feast.repo, plan["run_id"])
     if plan["already_applied"]:
         console.print(
             f"[yellow]Already applied:[/] run {plan['run_id']}'s marks are in the registry; "
@@ -536,7 +537,7 @@ def retire(
             "Fields built by code (comprehensions, helpers) stay in the source; the overlay "
             "hook drops them when Feast imports the repo."
         )
-    undo = f"cae-ray restore --repo {cfg.feast.repo} --run-id {plan['run_id']}"
+    undo = restore_command(cfg.feast.repo, plan["run_id"])
     if plan["applied"]:
         console.print(f"[green]Retired {plan['count']} features.[/] Undo with: {undo}")
     else:

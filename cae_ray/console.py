@@ -21,6 +21,7 @@ from rich.table import Table
 from rich.text import Text
 
 from cae_ray.config import Config
+from cae_ray.feast import restore_command
 from cae_ray.progress import StepEvent
 
 
@@ -180,7 +181,7 @@ def summary_table(record: dict[str, Any], run_dir: str, config: Config) -> Table
         table.add_row("feature service", prune["feature_service"])
         if prune["applied"]:
             repo = config.feast.repo if config.feast else "REPO"
-            table.add_row("undo", f"cae-ray restore --repo {repo} --run-id {prune['run_id']}")
+            table.add_row("undo", restore_command(repo, prune["run_id"]))
     elif "reason" in prune:
         table.add_row("deprecated", f"none ({prune['reason']})")
     retire = steps.get("retire", {})
@@ -189,9 +190,7 @@ def summary_table(record: dict[str, Any], run_dir: str, config: Config) -> Table
         table.add_row("retire", f"{retire['count']:,} features {state}")
         if retire["applied"]:
             repo = config.feast.repo if config.feast else "REPO"
-            table.add_row(
-                "undo retire", f"cae-ray restore --repo {repo} --run-id {retire['run_id']}"
-            )
+            table.add_row("undo retire", restore_command(repo, retire["run_id"]))
     if "path" in steps.get("report", {}):
         table.add_row("report", steps["report"]["path"])
     table.add_row("run dir", str(run_dir))

@@ -38,6 +38,7 @@ from cae_ray.artifacts import (
     RunDir,
 )
 from cae_ray.errors import NoSelectionError
+from cae_ray.feast import restore_command
 
 if TYPE_CHECKING:
     import jinja2
@@ -419,7 +420,7 @@ def _restore_commands(run: Run, config: Config | None) -> list[tuple[str, str]]:
         applied.append(("the retirement", run.retire))
     if run.prune and run.prune.get("applied"):
         applied.append(("the deprecation marks", run.prune))
-    return [(what, f"cae-ray restore --repo {repo} --run-id {p['run_id']}") for what, p in applied]
+    return [(what, restore_command(repo, p["run_id"])) for what, p in applied]
 
 
 def _config_yaml(config: Config | None) -> str:

@@ -42,6 +42,8 @@ from typing import Any
 
 from airflow.sdk import DAG, task
 
+from cae_ray.errors import EXIT_CLUSTER
+
 logger = logging.getLogger("cae_ray.airflow")
 
 SCHEDULE = "0 3 * * 1"  # Mondays 03:00 UTC
@@ -136,7 +138,7 @@ def fail(message: str, summary: dict[str, Any] | None) -> Exception:
     """The exception that fails a task: retryable (AirflowException) for exit code 4 (the
     cluster away, lost workers: another attempt resumes and may pass), final otherwise (a bad
     config or a failed gate fails the same way every time)."""
-    retryable = (summary or {}).get("exit_code") == 4
+    retryable = (summary or {}).get("exit_code") == EXIT_CLUSTER
     return airflow_exception("AirflowException" if retryable else "AirflowFailException")(message)
 
 

@@ -102,19 +102,16 @@ def _log_event(context: dg.OpExecutionContext, event: Any) -> None:
     context.log.info(f"cae-ray {event.step} {event.status} {details}")
 
 
-def _run_here(
-    context: dg.OpExecutionContext, cae_ray: CaeRay, config: RunSettings
-) -> tuple[str, dict[str, Any]]:
-    """(run dir, run.json) of every step run in this process; a failure as a dg.Failure."""
+def _run_here(context: dg.OpExecutionContext, cae_ray: CaeRay, run_dir: str) -> dict[str, Any]:
+    """run.json of every step run in this process; a failure as a dg.Failure."""
     from cae_ray.config import load_config
     from cae_ray.errors import CaeRayError
     from cae_ray.pipeline import run
 
-    run_dir = cae_ray.run_dir(_run_name(context, config))
     context.log.info(f"cae-ray run: config {cae_ray.config_path}, run dir {run_dir}")
     try:
         config_ = load_config(cae_ray.config_path)
-        return run_dir, run(config_, run_dir, on_event=lambda event: _log_event(context, event))
+        return run(config_, run_dir, on_event=lambda event: _log_event(context, event))
     except CaeRayError as e:
         raise _failure(e, run_dir) from e
 
@@ -126,7 +123,8 @@ def _run_here(
 def cae_ray_run(
     context: dg.OpExecutionContext, cae_ray: CaeRay, config: RunSettings
 ) -> dict[str, Any]:
-    run_dir, result = _run_here(context, cae_ray, config)
+    run_dir = cae_ray.run_dir(_run_name(context, config))
+    result = _run_here(context, cae_ray, run_dir)
     context.add_output_metadata({"run_dir": run_dir, "steps": result.get("steps", {})})
     return result
 
@@ -151,17 +149,18 @@ def cae_ray_selection(
 ) -> dg.MaterializeResult:
     from cae_ray.artifacts import SELECTION, VALIDATION, RunDir
 
+    run_dir = cae_ray.run_dir(_run_name(context.op_execution_context, config))
     try:
-        run_dir, _ = _run_here(context.op_execution_context, cae_ray, config)
+        _run_here(context.op_execution_context, cae_ray, run_dir)
     except dg.Failure as failure:
+        # Selected, then refused by the gate: the check below says so. Anything else fails.
         if not failure.metadata["gate_failed"].value:
             raise
-        run_dir = str(failure.metadata["run_dir"].value)  # selected, then refused: the check says
-    where = RunDir(str(run_dir))
+    where = RunDir(run_dir)
     selection, verdict = where.read_json(SELECTION) or {}, where.read_json(VALIDATION) or {}
     return dg.MaterializeResult(
         metadata={
-            "run_dir": str(run_dir),
+            "run_dir": run_dir,
             "k": len(selection.get("selected_features", [])),
             "selected_features": dg.MetadataValue.json(selection.get("selected_features", [])),
             "run_id": str(selection.get("selection_hash", "")),

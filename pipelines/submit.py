@@ -23,6 +23,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from cae_ray.errors import EXIT_CODES
+
 logger = logging.getLogger("cae_ray.submit")
 
 TERMINAL = frozenset({"SUCCEEDED", "FAILED", "STOPPED"})
@@ -60,16 +62,6 @@ class RayJobSubmitError(RayJobError):
     """The job server cannot be reached (wrong address, no ``ray[default]``) or refused it."""
 
 
-EXIT_MEANINGS = {
-    1: "an unexpected failure",
-    2: "bad configuration",
-    3: "bad input data",
-    4: "the Ray cluster unreachable, short of GPUs or its workers lost",
-    5: "the validation gate failed",
-}
-"""What the entry point's exit codes mean (cae_ray.errors), for failure messages."""
-
-
 def failure_reason(summary: dict[str, Any] | None) -> str:
     """Why a run failed, in one line, from ``pipelines/ray_job.py``'s summary: its exit code,
     what that code means and cae-ray's own message (a failed gate's says which metric fell
@@ -77,7 +69,7 @@ def failure_reason(summary: dict[str, Any] | None) -> str:
     if summary is None:
         return "no cae-ray summary in the job's logs (it died before printing one)"
     code = summary.get("exit_code")
-    meaning = EXIT_MEANINGS.get(code, "an unknown exit code") if isinstance(code, int) else "?"
+    meaning = EXIT_CODES.get(code, "an unknown exit code") if isinstance(code, int) else "?"
     message = summary.get("message") or summary.get("status") or ""
     return f"cae-ray exit code {code} ({meaning}): {message}"
 

@@ -13,3 +13,9 @@ def import_feast() -> ModuleType:
     with warnings.catch_warnings():
         import feast
     return feast
+
+
+def restore_command(repo: object, run_id: str) -> str:
+    """The command that undoes run ``run_id``'s prune or retirement in the Feast repo ``repo``:
+    what the CLI, the run's summary, the report and the errors tell a user to type."""
+    return f"cae-ray restore --repo {repo} --run-id {run_id}"

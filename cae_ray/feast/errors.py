@@ -8,6 +8,7 @@ import difflib
 from collections.abc import Sequence
 
 from cae_ray.errors import EXIT_CONFIG, CaeRayError, InvalidInputError, preview
+from cae_ray.feast import restore_command
 
 
 class FeastError(CaeRayError):
@@ -169,7 +170,7 @@ class NotLatestRunError(FeastError):
 
     def __init__(self, repo: str, run_id: str, later: Sequence[str]) -> None:
         self.later = list(later)
-        first = f"cae-ray restore --repo {repo} --run-id {later[0]}"
+        first = restore_command(repo, later[0])
         super().__init__(
             f"run {run_id} is not the latest change to the registry of {repo!r}: "
             f"{preview(later)} came after it (latest first), and restoring {run_id} under them "
