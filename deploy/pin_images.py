@@ -30,11 +30,21 @@ def base_images(text: str) -> list[tuple[str, str]]:
 
 
 def digest(image: str) -> str:
-    done = subprocess.run(
-        ["docker", "buildx", "imagetools", "inspect", image, "--format", "{{.Manifest.Digest}}"],
-        capture_output=True,
-        text=True,
-    )
+    command = [
+        "docker",
+        "buildx",
+        "imagetools",
+        "inspect",
+        image,
+        "--format",
+        "{{.Manifest.Digest}}",
+    ]
+    try:
+        done = subprocess.run(command, capture_output=True, text=True)
+    except FileNotFoundError:
+        sys.exit(
+            "no `docker` on PATH: install Docker 23+ (with buildx) where the registry is reachable"
+        )
     found = done.stdout.strip()
     if done.returncode != 0 or not re.fullmatch(r"sha256:[0-9a-f]{64}", found):
         sys.exit(f"cannot read the digest of {image}: {done.stderr.strip() or found}")
@@ -58,6 +68,9 @@ def main() -> int:
     parser.add_argument("--check", action="store_true", help="Only say which are not pinned.")
     parser.add_argument("dockerfiles", nargs="*", type=Path, default=DOCKERFILES)
     args = parser.parse_args()
+    missing = [str(path) for path in args.dockerfiles if not path.is_file()]
+    if missing:
+        parser.error(f"no such Dockerfile: {', '.join(missing)}")
     if args.check:
         loose = [
             f"{path.name}: {written}"
