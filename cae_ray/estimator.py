@@ -54,7 +54,8 @@ class ConcreteFeatureSelector(SelectorMixin, BaseEstimator):
     outside features while a linear reconstruction of every feature improves
     (:mod:`cae_ray.polish`; ``polish=None``: up to 4,096 features). Parameters mirror the
     ``selector``, ``training`` and ``head`` config sections (``head_weight_decay`` is
-    ``head.weight_decay``, ``random_state`` is ``training.seed``).
+    ``head.weight_decay``, ``selector_learning_rate_ratio`` is ``selector.learning_rate_ratio``,
+    ``random_state`` is ``training.seed``).
 
     ``verbose`` prints progress to stdout the scikit-learn way: 1 about ten epochs of a fit, 2
     every epoch.
@@ -77,6 +78,7 @@ class ConcreteFeatureSelector(SelectorMixin, BaseEstimator):
         dropout: float = 0.0,
         head_weight_decay: float = 1.0,
         search_factor: float | None = None,
+        selector_learning_rate_ratio: float = 1.0,
         refine: bool | None = None,
         polish: bool | None = None,
         epochs: int = 200,
@@ -99,6 +101,7 @@ class ConcreteFeatureSelector(SelectorMixin, BaseEstimator):
         self.dropout = dropout
         self.head_weight_decay = head_weight_decay
         self.search_factor = search_factor
+        self.selector_learning_rate_ratio = selector_learning_rate_ratio
         self.refine = refine
         self.polish = polish
         self.epochs = epochs
@@ -127,6 +130,7 @@ class ConcreteFeatureSelector(SelectorMixin, BaseEstimator):
             dropout=h.dropout,
             head_weight_decay=h.weight_decay,
             search_factor=s.search_factor,
+            selector_learning_rate_ratio=s.learning_rate_ratio,
             refine=s.refine,
             polish=s.polish,
             epochs=t.epochs,
@@ -155,6 +159,7 @@ class ConcreteFeatureSelector(SelectorMixin, BaseEstimator):
                     "early_stop": self.early_stop,
                     "convergence_threshold": self.convergence_threshold,
                     "search_factor": self.search_factor,
+                    "learning_rate_ratio": self.selector_learning_rate_ratio,
                     "refine": self.refine,
                     "polish": self.polish,
                 },

@@ -103,3 +103,20 @@ def test_state_and_scores() -> None:
     assert state.mean_max > 0.99 and state.distinct == 1
     scores = feature_scores(selector.probabilities())
     assert scores.shape == (4,) and int(scores.argmax()) == 0
+
+
+def test_the_selector_learning_rate_is_a_ratio_of_the_heads() -> None:
+    from cae_ray.config import validate_config
+    from cae_ray.heads import build_model, build_optimizer
+
+    def rates(selector: dict[str, object], task: str) -> tuple[float, float]:
+        config = validate_config({"selector": {"k": 3, **selector}})
+        model = build_model(config, 20, task, 20 if task == "reconstruction" else 2)  # type: ignore[arg-type]
+        groups = build_optimizer(model, config, task).param_groups  # type: ignore[arg-type]
+        return groups[0]["lr"], groups[1]["lr"]
+
+    assert rates({}, "classification") == pytest.approx((1e-3, 1e-3))
+    assert rates({"learning_rate_ratio": 0.3}, "classification") == pytest.approx((3e-4, 1e-3))
+    assert rates({"learning_rate_ratio": 2.0}, "reconstruction") == pytest.approx((2e-3, 1e-3))
+    with pytest.raises(ValueError, match="learning_rate_ratio"):
+        validate_config({"selector": {"learning_rate_ratio": 0}})
