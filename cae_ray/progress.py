@@ -65,6 +65,19 @@ def step_summary(name: str, outcome: dict[str, Any]) -> dict[str, Any]:
     return figures
 
 
+REMOTE_PROGRESS_EVERY_S = 1.0
+"""On an object store the progress file is written and read at most once a second: a write
+is three requests (a PUT of a partial key, a copy, a DELETE) on the training path, and a
+progress bar needs no more."""
+
+
+def progress_every_s(where: str) -> float:
+    """The least time between two writes (and two reads) of the progress file ``where``: none
+    for a local file (rank 0 writes every epoch, the driver reads every 0.5 s), else
+    :data:`REMOTE_PROGRESS_EVERY_S`."""
+    return REMOTE_PROGRESS_EVERY_S if storage.is_remote(where) else 0.0
+
+
 def write_progress(where: str, record: dict[str, Any]) -> None:
     """The last epoch, for the driver's progress bar: a few bytes, replaced atomically, where
     the run dir is (the driver and the rank-0 worker may be on different machines)."""
@@ -83,8 +96,7 @@ def watching_progress(
         yield
         return
     storage.remove(where)  # a progress file from an earlier attempt is stale
-    if storage.is_remote(where):
-        every_s = max(every_s, 1.0)  # a GET a second is plenty for a progress bar
+    every_s = max(every_s, progress_every_s(where))
     stop = threading.Event()
 
     def poll() -> None:

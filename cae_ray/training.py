@@ -29,7 +29,7 @@ from cae_ray.config import Config
 from cae_ray.errors import CaeRayError, CheckpointRejectedError, WorkersLostError
 from cae_ray.heads import SelectorModel, build_model, build_optimizer
 from cae_ray.loop import Batch, SelectionObjective, fit
-from cae_ray.progress import OnProgress, watching_progress, write_progress
+from cae_ray.progress import OnProgress, progress_every_s, watching_progress, write_progress
 from cae_ray.storage import join, ray_storage
 from cae_ray.targets import ResolvedTask
 
@@ -195,18 +195,31 @@ class EpochReporter:
         self.interval_s = float(os.environ.get("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "2.0"))
         self._last = time.monotonic()
         self._reported: int | None = None
+        self._progress_at = -math.inf
+        self._progress_epoch: int | None = None
 
     def epoch_done(self, record: dict[str, Any]) -> None:
         self.history.append(record)
-        if self.rank == 0 and self.progress_file is not None:
-            write_progress(self.progress_file, record)
+        self._write_progress(force=False)
         if _any_rank(time.monotonic() - self._last >= self.interval_s):
             self._report()
 
     def finish(self) -> None:
         """Report the last epoch if it was not yet (call on every rank after training)."""
+        self._write_progress(force=True)
         if self.history and self.history[-1]["epoch"] != self._reported:
             self._report()
+
+    def _write_progress(self, force: bool) -> None:
+        """Rank 0 writes the last epoch to the progress file, at most every
+        :func:`cae_ray.progress.progress_every_s` unless ``force``."""
+        if self.rank != 0 or self.progress_file is None or not self.history:
+            return
+        record, now = self.history[-1], time.monotonic()
+        due = now - self._progress_at >= progress_every_s(self.progress_file)
+        if record["epoch"] != self._progress_epoch and (force or due):
+            write_progress(self.progress_file, record)
+            self._progress_at, self._progress_epoch = now, record["epoch"]
 
     def _report(self) -> None:
         """Every rank reports (it is a barrier); rank 0 attaches the checkpoint."""

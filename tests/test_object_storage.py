@@ -123,3 +123,37 @@ def test_data_on_s3_is_read_through_the_same_filesystem(s3, tmp_path) -> None:
     assert json.loads(json.dumps(storage.files(s3.uri("data/small")))) == {
         "part-0.parquet": storage.size(s3.uri("data/small/part-0.parquet"))
     }
+
+
+def test_rank_0_writes_progress_to_s3_at_most_once_a_second(s3, tmp_path, monkeypatch) -> None:
+    """A progress write on an object store is three requests on the training path; a local
+    file is written every epoch."""
+    import time
+
+    import torch
+
+    from cae_ray.training import EpochReporter
+
+    monkeypatch.setenv("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "3600")  # no Ray report here
+    model = torch.nn.Linear(2, 1)
+    optimizer = torch.optim.Adam(model.parameters())
+
+    def reporter(progress_file: str) -> EpochReporter:
+        return EpochReporter(0, model, optimizer, [], 0, None, "run", progress_file)
+
+    def last_epoch(where: str) -> int:
+        return int(json.loads(storage.read_bytes(where) or b"{}")["epoch"])
+
+    remote, local = s3.uri("runs/progress/progress.json"), str(tmp_path / "progress.json")
+    on_s3, on_disk = reporter(remote), reporter(local)
+    for epoch in range(5):
+        on_s3.epoch_done({"epoch": epoch})
+        on_disk.epoch_done({"epoch": epoch})
+        assert last_epoch(local) == epoch
+    assert last_epoch(remote) == 0  # the epochs after it came within the second
+    time.sleep(1.05)
+    on_s3.epoch_done({"epoch": 5})
+    assert last_epoch(remote) == 5
+    on_s3.epoch_done({"epoch": 6})
+    on_s3._write_progress(force=True)  # what finish() does before its last report
+    assert last_epoch(remote) == 6
