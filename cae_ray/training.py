@@ -195,6 +195,7 @@ class EpochReporter:
         self.interval_s = float(os.environ.get("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "2.0"))
         self._last = time.monotonic()
         self._reported: int | None = None
+        self._progress_every_s = progress_every_s(progress_file) if progress_file else 0.0
         self._progress_at = -math.inf
         self._progress_epoch: int | None = None
 
@@ -216,7 +217,7 @@ class EpochReporter:
         if self.rank != 0 or self.progress_file is None or not self.history:
             return
         record, now = self.history[-1], time.monotonic()
-        due = now - self._progress_at >= progress_every_s(self.progress_file)
+        due = now - self._progress_at >= self._progress_every_s
         if record["epoch"] != self._progress_epoch and (force or due):
             write_progress(self.progress_file, record)
             self._progress_at, self._progress_epoch = now, record["epoch"]
