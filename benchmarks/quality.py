@@ -309,7 +309,8 @@ def line(name: str, supervised: str, results: list[dict[str, float]], scores, se
             v + " (" + "/".join(f"{r[s]:.4g}" for r in results) + ")"
             for v, s in zip(values, scores, strict=True)
         ]
-    fit = f"{med('fit_s'):.1f}" if med("fit_s") else "-"
+    seconds = med("fit_s")
+    fit = "-" if not seconds else f"{seconds:.1f}" if seconds >= 1 else f"{seconds:.2f}"
     distinct = [int(r["distinct"]) for r in results if "distinct" in r]
     note = f" (distinct {min(distinct)})" if distinct and name.startswith("cae") else ""
     seed_text = ",".join(map(str, seeds)) or "-"

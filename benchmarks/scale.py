@@ -439,6 +439,7 @@ def child_synthetic(raw: str) -> dict[str, Any]:
     selector.fit(X, y)
     seconds = time.perf_counter() - started
     # What the search alone would have kept (the selection before cae_ray.refine's second look).
+    assert selector.model_ is not None, "4,000 rows of 20,000 columns train a search"
     by_search, _, _ = search_selection(
         selector.model_, "classification", SYNTHETIC["k"], torch.from_numpy(X), torch.from_numpy(y)
     )

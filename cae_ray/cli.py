@@ -249,11 +249,18 @@ def select(config: Path, run_dir: RunDirOption, as_json: JsonOption = False) -> 
     for name in selection["selected_features"]:
         table.add_row(name, f"{scores[name]:.3f}")
     console.print(table)
+    written = f"Written: {join(run_dir, 'selection.json')}"
+    if not selection["history"]:  # screened, no search: fewer than one row per 20 features
+        console.print(
+            "Chosen by the F statistic against the target: with under one training row per 20 "
+            f"features no search was trained (its head would memorise the rows). {written}"
+        )
+        return
     last = selection["history"][-1]
     console.print(
         f"{len(selection['history'])} epochs, final loss {last['loss']:.4f}, "
         f"{'converged' if selection['converged'] else 'NOT converged'}, "
-        f"{selection['collisions']} collisions resolved. Written: {join(run_dir, 'selection.json')}"
+        f"{selection['collisions']} collisions resolved. {written}"
     )
 
 

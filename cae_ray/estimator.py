@@ -34,11 +34,14 @@ from cae_ray.errors import (
 from cae_ray.heads import SelectorModel, build_model
 from cae_ray.loop import EpochRecord, fit_in_memory
 from cae_ray.memory import check_memory
-from cae_ray.refine import final_selection
+from cae_ray.refine import final_selection, screened_selection, screens_only
 from cae_ray.selectors import converged, feature_scores
 from cae_ray.targets import ResolvedTask, Target, prepare_target
 
 EpochCallback = Callable[[EpochRecord], None]
+
+SAMPLE_ROWS = 20_000
+"""Training rows held in memory after the search: to rank its rows, refine or polish it."""
 
 
 class ConcreteFeatureSelector(SelectorMixin, BaseEstimator):
@@ -50,9 +53,9 @@ class ConcreteFeatureSelector(SelectorMixin, BaseEstimator):
     features) and keeps the k features the head relies on most; above 1,000 features (or with
     ``refine=True``) those k are then re-chosen after an interaction screen of every feature
     (:mod:`cae_ray.refine`); with fewer than one row per 20 features they are the features with
-    the best score test against y. Without ``y`` the k picks are then polished: swapped for
-    outside features while a linear reconstruction of every feature improves
-    (:mod:`cae_ray.polish`; ``polish=None``: up to 4,096 features). Parameters mirror the
+    the best F statistic against y, and no search is trained. Without ``y`` the k picks are
+    then polished: swapped for outside features while a linear reconstruction of every feature
+    improves (:mod:`cae_ray.polish`; ``polish=None``: up to 4,096 features). Parameters mirror the
     ``selector``, ``training`` and ``head`` config sections (``head_weight_decay`` is
     ``head.weight_decay``, ``selector_learning_rate_ratio`` is ``selector.learning_rate_ratio``,
     ``random_state`` is ``training.seed``).
@@ -64,7 +67,8 @@ class ConcreteFeatureSelector(SelectorMixin, BaseEstimator):
     input feature: its largest selection probability), ``collisions_`` (selector rows that had to
     give way to a more confident row), ``converged_``, ``task_``, ``history_`` (per-epoch metrics),
     ``model_`` (the trained torch module of the search over all features), ``n_features_in_``
-    and ``feature_names_in_``.
+    and ``feature_names_in_``. With fewer than one row per 20 features no search is trained:
+    ``model_`` is None and ``history_`` empty.
     """
 
     def __init__(
@@ -191,9 +195,16 @@ class ConcreteFeatureSelector(SelectorMixin, BaseEstimator):
         n_rows, n_features = features.shape
         config.selector.check_fits(n_features)
         target = prepare_target(config.head.task, y, n_rows)
+        self.task_: ResolvedTask = target.task
+        self.model_: SelectorModel | None = None
+        self.history_: list[dict[str, Any]] = []
+        if screens_only(config, target.task, min(n_rows, SAMPLE_ROWS), n_features):
+            indices, probs, self.collisions_ = _final_selection(None, config, features, target)
+            self._selected(indices, probs, confident=True)
+            return self
+
         device = _resolve_device(config.training.device)
         check_memory(config, n_features, target.task, target.n_outputs)  # refuse before allocating
-
         with torch.random.fork_rng(devices=[]):  # leave the caller's global RNG untouched
             torch.manual_seed(config.training.seed)
             model = build_model(config, n_features, target.task, target.n_outputs)
@@ -203,13 +214,9 @@ class ConcreteFeatureSelector(SelectorMixin, BaseEstimator):
             )
 
         self.model_ = model.cpu().eval()
-        self.task_: ResolvedTask = target.task
-        indices, probs, self.collisions_ = _final_selection(self.model_, config, features, target)
-        self.selected_indices_ = np.sort(indices.numpy())
-        self.scores_ = feature_scores(probs).numpy()
-        # Converged: confident rows (mean max probability) that chose K distinct features.
-        self.converged_ = converged(result.converged, self.collisions_)
         self.history_ = [record.as_dict() for record in result.history]
+        indices, probs, self.collisions_ = _final_selection(self.model_, config, features, target)
+        self._selected(indices, probs, confident=result.converged)
         if not self.converged_:
             warnings.warn(
                 f"the selection did not converge in {config.training.epochs} epochs (mean max "
@@ -220,6 +227,12 @@ class ConcreteFeatureSelector(SelectorMixin, BaseEstimator):
                 stacklevel=2,
             )
         return self
+
+    def _selected(self, indices: torch.Tensor, probs: torch.Tensor, *, confident: bool) -> None:
+        self.selected_indices_ = np.sort(indices.numpy())
+        self.scores_ = feature_scores(probs).numpy()
+        # Converged: confident rows (mean max probability) that chose K distinct features.
+        self.converged_ = converged(confident, self.collisions_)
 
     def transform(self, X: Any) -> Any:
         check_is_fitted(self)
@@ -334,11 +347,15 @@ def _resolve_device(device: str) -> torch.device:
 
 
 def _final_selection(
-    model: SelectorModel, config: Config, features: np.ndarray, target: Target
+    model: SelectorModel | None, config: Config, features: np.ndarray, target: Target
 ) -> tuple[torch.Tensor, torch.Tensor, int]:
-    sample = np.random.default_rng(config.training.seed).permutation(len(features))[:20_000]
-    y = None if target.values is None else torch.from_numpy(target.values[sample])
-    x = torch.from_numpy(features[sample])
+    """The K from a trained search (``model``), or from the screen alone when none was trained
+    (:func:`~cae_ray.refine.screens_only`), on a sample of up to SAMPLE_ROWS rows."""
+    rows = np.random.default_rng(config.training.seed).permutation(len(features))[:SAMPLE_ROWS]
+    y = None if target.values is None else torch.from_numpy(target.values[rows])
+    x = torch.from_numpy(features[rows])
+    if model is None:
+        return screened_selection(target.task, config.selector.k, x, y, features.shape[1])
     return final_selection(model, config, target.task, x, y)
 
 

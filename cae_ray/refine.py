@@ -47,7 +47,8 @@ FEW_ROWS_PER_FEATURE = 1 / 20
 columns) the search's head memorises its rows: its residual and its importance ratings carry no
 signal, and on 100 x 12,000 with 30 informative columns the search's K scored like random
 columns (5-fold accuracy 0.55 where 50 random columns score 0.53, benchmarks/quality.py). There
-the K are the features with the best score test against the target alone."""
+the K are the features with the best F statistic against the target alone, and no search is
+trained (:func:`screens_only`)."""
 SCREEN_TERMS = 1024
 """At most this many (multiplier, output) terms: with many classes fewer picks are screened,
 so the term matrix (sample rows x terms) stays small."""
@@ -70,7 +71,9 @@ def final_selection(
     polished by :mod:`cae_ray.polish` when :func:`cae_ray.polish.polishes` says so; when
     supervised, refined by an interaction screen and second searches over a few dozen features
     when :func:`refines` says so. ``x``, ``y`` are an in-memory sample of the training rows
-    (``x`` may be empty for a reconstruction that is not polished).
+    (``x`` may be empty for a reconstruction that is not polished). Where
+    :func:`screens_only` says so, no search is trained and :func:`screened_selection` chooses
+    instead.
     """
     k, model = config.selector.k, model.cpu()
     kept, probs, collisions = search_selection(model, task, k, x, y)
@@ -79,14 +82,6 @@ def final_selection(
         return polish_reconstruction(x, kept), probs, collisions
     if not refines(config, n_features, task):
         return kept, probs, collisions
-    if few_rows(x.shape[0], n_features):
-        logger.info(
-            "select: %d rows for %d features: the K are the best by a score test against the "
-            "target (the search's head memorises so few rows)",
-            x.shape[0],
-            n_features,
-        )
-        return screened_selection(task, k, x, y, probs.shape[1])
     searched = distinct_selection(model.selector.probabilities().cpu()).indices
     residual = head_residual(model, task, x[:, searched], y)
     screened = min(MAX_PICKS_SCREENED, max(SCREEN_TERMS // residual.shape[1] - 1, 1))
@@ -103,8 +98,12 @@ def final_selection(
     return pool[chosen], probs, collisions
 
 
-def few_rows(n_rows: int, n_features: int) -> bool:
-    return n_rows < n_features * FEW_ROWS_PER_FEATURE
+def screens_only(config: Config, task: ResolvedTask, n_rows: int, n_features: int) -> bool:
+    """Whether the K are chosen by :func:`screened_selection` alone, with no search trained: a
+    selection that :func:`refines`, on a sample of fewer than FEW_ROWS_PER_FEATURE rows per
+    feature. Decided before training, since the search's head would memorise so few rows and
+    its choice be overridden anyway (on 100 x 12,000 it was 13-21 s of a fit)."""
+    return refines(config, n_features, task) and n_rows < n_features * FEW_ROWS_PER_FEATURE
 
 
 @torch.no_grad()
@@ -126,6 +125,12 @@ def screened_selection(
         f_values = sum(f_regression(features, t)[0] for t in targets.T)
     scores = torch.nan_to_num(torch.as_tensor(f_values), nan=-torch.inf)  # constant columns
     chosen = torch.topk(scores, k).indices
+    logger.info(
+        "select: %d rows for %d features: the K are the best by the F statistic against the "
+        "target; no search is trained (its head would memorise so few rows)",
+        x.shape[0],
+        n_features,
+    )
     return chosen, nn.functional.one_hot(chosen, n_features).float(), 0
 
 

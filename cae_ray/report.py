@@ -311,7 +311,7 @@ def _cards(run: Run) -> list[tuple[str, str, str]]:
     cards = [
         ("features kept", f"{kept:,} of {n:,}", f"{dropped:,} constant dropped"),
         ("selector", str(s["method"]), f"{s['task']} · {state}"),
-        ("time", _duration(run), f"{epochs} epochs · {_workers(s.get('num_workers'))}"),
+        ("time", _duration(run), f"{_how_chosen(s, epochs)} · {_workers(s.get('num_workers'))}"),
     ]
     if v is not None:
         value, baseline = v["selected"]["value"], v["baseline"]["value"]
@@ -321,6 +321,13 @@ def _cards(run: Run) -> list[tuple[str, str, str]]:
         counts = f"{_num(rows.get('train'))} / {_num(rows.get('validation'))}"
         cards.append(("rows", counts, f"train / validation · target {target.get('column')}"))
     return cards
+
+
+def _how_chosen(selection: Json, epochs: int) -> str:
+    """The search's epochs, or the screen that chose without a search (few rows)."""
+    if selection.get("chosen_by") == "f_statistic":
+        return "F statistic, no search"
+    return f"{epochs} epochs"
 
 
 def _workers(n: Any) -> str:

@@ -36,10 +36,10 @@ from cae_ray.data import read_ordered
 from cae_ray.memory import check_memory_for_ray
 from cae_ray.polish import polishes
 from cae_ray.progress import OnProgress
-from cae_ray.refine import final_selection
+from cae_ray.refine import final_selection, screened_selection, screens_only
 from cae_ray.selectors import converged, feature_scores
-from cae_ray.targets import TargetInfo
-from cae_ray.training import TrainSpec, train_selector
+from cae_ray.targets import ResolvedTask, TargetInfo
+from cae_ray.training import TrainOutcome, TrainSpec, train_selector
 from cae_ray.version import __version__
 
 logger = logging.getLogger(__name__)
@@ -72,16 +72,7 @@ def select(config: Config, run: RunDir, on_epoch: OnProgress | None = None) -> d
         n_train_rows=prepared["rows"]["train"],
         threads=worker_threads(config),
     )
-    # Refuse an oversized model before Ray starts workers that would be killed for memory.
-    check_memory_for_ray(config, spec.n_features, spec.task, spec.n_outputs)
-    connect(config)
-    train_split = run.path(TRAIN_SPLIT)
-    train_data = cached(config, read_ordered(train_split), train_split)
-    name = _training_name(run, made_from)
-    outcome = train_selector(config, spec, train_data, run.path(RAY_STORAGE), name, on_epoch)
-
-    x, y = _sample(config, train_data, target, len(features))
-    indices, probs, collisions = final_selection(outcome.model, config, target.task, x, y)
+    outcome, (indices, probs, collisions) = _choose(config, run, spec, made_from, on_epoch)
     scores = dict(zip(features, feature_scores(probs).tolist(), strict=True))
     chosen = sorted(indices.tolist())
     candidates = prepared["candidate_features"]
@@ -94,10 +85,11 @@ def select(config: Config, run: RunDir, on_epoch: OnProgress | None = None) -> d
         "k": config.selector.k,
         "method": config.selector.method,
         "task": target.task,
+        "chosen_by": "search" if outcome else "f_statistic",
         "collisions": collisions,
-        "converged": converged(outcome.converged, collisions),
-        "history": outcome.history,
-        "resumed_from_epoch": outcome.resumed_from_epoch,
+        "converged": converged(outcome.converged if outcome else True, collisions),
+        "history": outcome.history if outcome else [],
+        "resumed_from_epoch": outcome.resumed_from_epoch if outcome else 0,
         "num_workers": config.scaling.num_workers,
         **made_from,
         "seconds": time.perf_counter() - started,
@@ -106,6 +98,31 @@ def select(config: Config, run: RunDir, on_epoch: OnProgress | None = None) -> d
     selection["selection_hash"] = selection_digest(selection)
     run.write_json(SELECTION, selection)
     return selection
+
+
+def _choose(
+    config: Config,
+    run: RunDir,
+    spec: TrainSpec,
+    made_from: dict[str, str],
+    on_epoch: OnProgress | None,
+) -> tuple[TrainOutcome | None, tuple[torch.Tensor, torch.Tensor, int]]:
+    """The search trained on Ray and the K chosen after it; or, where
+    :func:`~cae_ray.refine.screens_only` says so, no search (None) and the K by the screen."""
+    sample_rows = min(spec.n_train_rows, IMPORTANCE_SAMPLE)
+    search = not screens_only(config, spec.task, sample_rows, spec.n_features)
+    if search:  # refuse an oversized model before Ray starts workers killed for memory
+        check_memory_for_ray(config, spec.n_features, spec.task, spec.n_outputs)
+    connect(config)
+    train_split = run.path(TRAIN_SPLIT)
+    train_data = cached(config, read_ordered(train_split), train_split)
+    if not search:
+        x, y = _sample(config, train_data, spec.task, spec.n_features)
+        return None, screened_selection(spec.task, config.selector.k, x, y, spec.n_features)
+    name = _training_name(run, made_from)
+    outcome = train_selector(config, spec, train_data, run.path(RAY_STORAGE), name, on_epoch)
+    x, y = _sample(config, train_data, spec.task, spec.n_features)
+    return outcome, final_selection(outcome.model, config, spec.task, x, y)
 
 
 def _training_name(run: RunDir, made_from: dict[str, str]) -> str:
@@ -123,17 +140,17 @@ def _training_name(run: RunDir, made_from: dict[str, str]) -> str:
 
 
 def _sample(
-    config: Config, train_data: Any, target: TargetInfo, n_features: int
+    config: Config, train_data: Any, task: ResolvedTask, n_features: int
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Rows for ranking the spare selector rows of a supervised search and for the polish of a
-    reconstruction (unused otherwise)."""
-    polished = polishes(config.selector.polish, n_features, target.task)
-    if target.task == "reconstruction" and not polished:
+    """Rows for ranking the spare selector rows of a supervised search (or screening without
+    one) and for the polish of a reconstruction (unused otherwise)."""
+    polished = polishes(config.selector.polish, n_features, task)
+    if task == "reconstruction" and not polished:
         return torch.empty(0), None
     batch = train_data.limit(IMPORTANCE_SAMPLE).take_batch(
         batch_size=IMPORTANCE_SAMPLE, batch_format="pyarrow"
     )
     x = torch.from_numpy(unpack(batch[FEATURES], n_features))
-    if target.task == "reconstruction":
+    if task == "reconstruction":
         return x, None
     return x, torch.tensor(batch[TARGET].to_numpy())

@@ -184,6 +184,46 @@ def test_a_float_column_of_zeros_and_ones_is_classified_everywhere(ray_cluster, 
     assert estimator.task_ == "classification"
 
 
+def test_few_rows_are_chosen_by_the_screen_with_no_training(ray_cluster, tmp_path) -> None:
+    """100 rows of 2,000 columns (under one training row per 20 features): no search is trained
+    on Ray, the K are the F statistic's best on the train split, and `cae-ray select` says so."""
+    from sklearn.feature_selection import SelectKBest, f_classif
+    from typer.testing import CliRunner
+
+    from cae_ray.artifacts import RunDir
+    from cae_ray.cli import app
+    from cae_ray.report import write_report
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(100, 2000)).astype(np.float32)
+    label = rng.integers(0, 2, size=100)
+    X[:, [3, 500, 1999]] += 2.0 * label[:, None]  # the class signal: three columns
+    table = {"id": np.arange(100)} | {f"f_{j:04d}": X[:, j] for j in range(2000)}
+    pq.write_table(pa.table(table | {"label": label}), tmp_path / "few.parquet")
+    config = make_config(tmp_path / "few.parquet", selector={"k": 3})
+    config_path = tmp_path / "config.json"
+    config_path.write_text(config.model_dump_json())
+
+    result = CliRunner().invoke(app, ["select", str(config_path), "--run-dir", str(tmp_path / "r")])
+
+    assert result.exit_code == 0, result.output
+    assert "Chosen by the F statistic against the target" in result.output
+    selection = json.loads((tmp_path / "r" / "selection.json").read_text())
+    assert selection["selected_features"] == ["f_0003", "f_0500", "f_1999"]
+    assert selection["chosen_by"] == "f_statistic" and selection["history"] == []
+    assert selection["converged"] and selection["collisions"] == 0
+    assert not list((tmp_path / "r" / "ray").glob("select-*"))  # no training was started
+    # The same K as SelectKBest on the rows the pipeline trains on (its standardised split).
+    train = ray_cluster.data.read_parquet(str(tmp_path / "r" / "data" / "train"))
+    batch = train.take_batch(batch_size=1000, batch_format="pyarrow")
+    kbest = SelectKBest(f_classif, k=3).fit(unpack(batch["features"], 2000), batch["target"])
+    assert np.flatnonzero(kbest.get_support()).tolist() == selection["selected_indices"]
+    # The report says how the K were chosen, and draws no training curves.
+    page = Path(write_report(RunDir(tmp_path / "r"))).read_text()
+    assert "F statistic, no search" in page
+    assert not (tmp_path / "r" / "report" / "training.png").exists()
+
+
 def test_the_ordered_sink_keeps_the_rows_order(ray_cluster, tmp_path) -> None:
     """Ray's own Parquet sink writes a task's tables (and their chunks) in the order pyarrow's
     writer threads finish; the packed splits must keep the dataset's order, or the same

@@ -17,7 +17,7 @@ def test_madelon_style_supervised_finds_18_of_20_informative_columns() -> None:
     assert found >= 18, selector.selected_indices_
     assert len(set(selector.selected_indices_)) == 20
     # The search trained spare rows (search_factor=2) and kept the 20 the head relies on.
-    assert selector.model_.selector.rows == 40
+    assert selector.model_ is not None and selector.model_.selector.rows == 40
 
 
 def test_supervised_search_keeps_k_of_the_spare_rows() -> None:
@@ -25,8 +25,8 @@ def test_supervised_search_keeps_k_of_the_spare_rows() -> None:
     X = rng.normal(size=(1500, 30)).astype(np.float32)
     y = (X[:, 4] + X[:, 9] - X[:, 17] > 0).astype(int)
     selector = ConcreteFeatureSelector(k=3, search_factor=4, epochs=60).fit(X, y)
-    assert selector.model_.selector.rows == 12
+    assert selector.model_ is not None and selector.model_.selector.rows == 12
     assert len(selector.selected_indices_) == 3
     assert set(selector.selected_indices_) == {4, 9, 17}
     no_search = ConcreteFeatureSelector(k=3, search_factor=1, epochs=5).fit(X, y)
-    assert no_search.model_.selector.rows == 3
+    assert no_search.model_ is not None and no_search.model_.selector.rows == 3

@@ -51,7 +51,8 @@ def test_the_second_search_keeps_k_distinct_features_the_search_missed() -> None
     assert 1 not in plain.selected_indices_
     assert set(refined.selected_indices_) == {0, 1}
     assert refined.scores_.shape == (400,)
-    assert refined.model_.selector.rows == 4  # model_ is the search over all the features
+    assert refined.model_ is not None  # model_ is the search over all the features
+    assert refined.model_.selector.rows == 4
 
 
 def test_refine_takes_regression_and_many_classes() -> None:
@@ -80,6 +81,11 @@ def test_few_rows_choose_the_k_by_the_f_test() -> None:
     selector = ConcreteFeatureSelector(k=5, epochs=2, early_stop=False).fit(X, y)
     assert selector.selected_indices_.tolist() == [0, 1, 2, 3, 4]
     assert selector.scores_[:5].tolist() == [1.0] * 5 and selector.scores_[5:].max() == 0.0
+    # The screen decides, so no search was trained (it would have been overridden anyway).
+    assert selector.model_ is None and selector.history_ == [] and selector.converged_
+    # One row per 20 features or more: the search is trained, and the screen is not used alone.
+    searched = ConcreteFeatureSelector(k=5, epochs=2, early_stop=False).fit(X[:, :1200], y)
+    assert searched.model_ is not None and len(searched.history_) == 2
     X = rng.normal(size=(60, 2000)).astype(np.float32)  # regression takes the same path
     target = X[:, 7] - X[:, 11] + 0.1 * rng.normal(size=60)
     regressed = ConcreteFeatureSelector(k=2, epochs=2, early_stop=False).fit(X, target)
