@@ -37,7 +37,7 @@ from cae_ray.errors import (
     NullValuesRefusedError,
     TargetTaskMismatchError,
 )
-from cae_ray.targets import TargetInfo, check_classes, decide_task, target_kind
+from cae_ray.targets import TargetInfo, check_classes, check_varies, decide_task, target_kind
 
 logger = logging.getLogger(__name__)
 
@@ -269,7 +269,8 @@ def resolve_dataset_target(dataset: Any, column: str | None, task: str) -> Targe
         check_classes(classes)
         return TargetInfo("classification", classes=classes)
     stats = compute_stats(dataset.select_columns([column]), [column])
-    return TargetInfo("regression", mean=float(stats.mean[0]), std=float(stats.std[0]) or 1.0)
+    check_varies(stats.std[0], float(stats.mean[0]))
+    return TargetInfo("regression", mean=float(stats.mean[0]), std=float(stats.std[0]))
 
 
 def _null_count(dataset: Any, column: str) -> int:

@@ -71,6 +71,17 @@ def check_classes(classes: Sequence[Any]) -> None:
         )
 
 
+def check_varies(std: Any, value: Any) -> None:
+    """A regression target must vary between rows: a constant one (every column's ``std`` 0,
+    ``value`` its first row) tells nothing about any feature."""
+    if np.all(np.asarray(std) == 0):
+        raise TargetTaskMismatchError(
+            "regression",
+            f"a constant target (every row is {value!r})",
+            "pass a target that varies between rows",
+        )
+
+
 @dataclass(frozen=True)
 class TargetInfo:
     """How a dataset's target is encoded (kept in ``prepared.json``)."""
@@ -136,5 +147,6 @@ def _standardised(values: np.ndarray) -> Target:
     values = values.astype(np.float64)
     columns = values.reshape(len(values), -1)
     std = columns.std(axis=0)
+    check_varies(std, values[0].tolist())
     scaled = (columns - columns.mean(axis=0)) / np.where(std > 0, std, 1.0)
     return Target("regression", scaled.astype(np.float32), columns.shape[1])

@@ -220,6 +220,7 @@ def test_from_config_round_trip() -> None:
             "regression.*task='classification'",
         ),
         (lambda X: (X, np.ones(60), {}), TargetTaskMismatchError, "a single class"),
+        (lambda X: (X, np.full(60, 3.5), {}), TargetTaskMismatchError, "constant.*row is 3.5"),
         (lambda X: (X, None, {"task": "classification"}), TargetTaskMismatchError, "pass y"),
         (lambda X: (X, None, {"method": "lasso"}), ConfigValidationError, "selector.method"),
         (lambda X: (X, None, {"epochs": 0}), ConfigValidationError, "training.epochs"),

@@ -27,6 +27,7 @@ from cae_ray.errors import (
     NoFeaturesMatchedError,
     NonNumericColumnsError,
     NullValuesRefusedError,
+    TargetTaskMismatchError,
     TooFewFeaturesError,
     exit_code,
 )
@@ -102,8 +103,14 @@ def test_missing_data_section(tmp_path: Path) -> None:
             "after dropping 1 constant column.*'f_const'",
         ),
         (table(), {"gpu": True}, GpuUnavailableError, "asks for 1 GPU"),
+        (
+            table(label=np.full(50, 3.5)),
+            {},
+            TargetTaskMismatchError,
+            "regression.*a constant target \\(every row is 3.5\\).*varies between rows",
+        ),
     ],
-    ids=["nulls refused", "k too large", "k too large after constants", "no gpu"],
+    ids=["nulls refused", "k too large", "k too large after constants", "no gpu", "constant y"],
 )
 def test_bad_dataset_found_by_statistics(ray_cluster, tmp_path, data, sections, error, match):
     path = write(tmp_path, data)
