@@ -276,9 +276,12 @@ class DistinctSelection:
 def distinct_selection(probs: Tensor) -> DistinctSelection:
     """Give each selector row its own feature.
 
-    Rows are served in order of confidence (largest probability first, ties by row index); each
-    takes its most probable feature that no earlier row took. Without duplicates this is the
-    plain argmax; with them the most confident claimant keeps the feature.
+    Every feature that is some row's argmax stays selected: the most confident of the rows
+    that chose it keeps it (ties by row index). The rows that gave way then take, most
+    confident first, their most probable feature that no row holds yet. (Serving all rows in
+    one pass instead let a row that gave way take the argmax of a less confident row that had
+    no rival: the demo lost a feature with one of the strongest class signals that way.)
+    Without duplicates this is the plain argmax.
     """
     k, n = probs.shape
     if k > n:
@@ -287,10 +290,18 @@ def distinct_selection(probs: Tensor) -> DistinctSelection:
     collisions = k - int(torch.unique(argmax).numel())
     if collisions == 0:
         return DistinctSelection(argmax, 0)
-    order = torch.argsort(probs.max(dim=-1).values, descending=True, stable=True)
+    order = torch.argsort(probs.max(dim=-1).values, descending=True, stable=True).tolist()
+    chosen = argmax.clone()
+    held: set[int] = set()
+    gave_way = []
+    for row in order:
+        feature = int(argmax[row])
+        if feature in held:
+            gave_way.append(row)
+        held.add(feature)
     available = probs.clone()
-    chosen = torch.empty(k, dtype=torch.long, device=probs.device)
-    for row in order.tolist():
+    available[:, sorted(held)] = -math.inf
+    for row in gave_way:
         feature = int(available[row].argmax())
         chosen[row] = feature
         available[:, feature] = -math.inf

@@ -43,6 +43,17 @@ def test_duplicates_go_to_the_most_confident_row() -> None:
     assert result.collisions == 1
 
 
+def test_a_row_that_gave_way_never_takes_another_rows_uncontested_feature() -> None:
+    # Row 1 wins feature 0 from row 0. Row 0's next best is feature 1, but feature 1 is row 2's
+    # choice, which nobody contests (row 2 is just less sure): row 0 takes feature 2 instead.
+    probs = torch.tensor(
+        [[0.90, 0.08, 0.02, 0.0], [0.95, 0.0, 0.0, 0.05], [0.0, 0.6, 0.1, 0.3]],
+    )
+    result = distinct_selection(probs)
+    assert result.indices.tolist() == [2, 0, 1]
+    assert result.collisions == 1
+
+
 def test_all_rows_on_one_feature_still_give_k_distinct_deterministically() -> None:
     probs = torch.softmax(torch.zeros(6, 10), dim=-1)  # perfect tie everywhere
     probs[:, 4] += 1.0
