@@ -422,3 +422,24 @@ def test_gbdt_is_not_for_reconstruction_and_slack_is_not_negative(synthetic) -> 
         gate_model(changed(config, validation={"model": "gbdt"}).validation, "reconstruction")
     with pytest.raises(ConfigValidationError, match=r"validation\.baseline_slack"):
         changed(config, validation={"baseline_slack": -0.1})
+
+
+def test_the_mlp_holds_out_a_random_tenth_of_rows_sorted_by_label() -> None:
+    """The training rows keep the table's order. The gate's mlp once held out their last tenth,
+    which in a table sorted by its label is one class: its early stopping and decay were chosen
+    on that, its inner loss flattered it by 50-70 %, and one seed scored 0.775. Now the inner
+    split is a seeded random tenth, so its loss is an honest estimate of the loss on new rows."""
+    from sklearn.metrics import log_loss
+
+    from cae_ray.gate_mlp import MLPGateClassifier
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(3000, 30)).astype(np.float32)
+    y = (X[:, 0] * X[:, 1] + X[:, 2] + 0.5 * rng.normal(size=3000) > 0).astype(np.int64)
+    by_label = np.argsort(y[:2000], kind="stable")
+    for seed in (0, 1):
+        mlp = MLPGateClassifier(max_epochs=10, random_state=seed)
+        mlp.fit(X[:2000][by_label], y[:2000][by_label])
+        new_rows_loss = log_loss(y[2000:], mlp.predict_proba(X[2000:]))
+        assert new_rows_loss < 1.4 * mlp.inner_loss_, (seed, new_rows_loss, mlp.inner_loss_)
+        assert mlp.score(X[2000:], y[2000:]) > 0.83
