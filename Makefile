@@ -8,17 +8,41 @@ TORCH  ?= torch==2.13.0
 CHROMIUM := /usr/bin/chromium
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test lint install bench clean
+.PHONY: demo test test-oldest test-light lint install bench clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	# torch first: a bare `torch` requirement would pull a multi-GB CUDA build.
 	$(BIN)/pip install --quiet "$(TORCH)"
-	$(BIN)/pip install --quiet -e ".[dev,bench,duckdb,dagster,cluster,xgboost,s3test,browser,airflow]"
+	$(BIN)/pip install --quiet -e ".[train,dev,bench,duckdb,dagster,cluster,xgboost,s3test,browser,airflow]"
 	touch $@
 
 install: $(BIN)/.installed
+
+# The oldest Ray and Feast cae-ray admits (constraints/oldest.txt), in a venv of their own.
+OLDEST := .venv-oldest
+# The tests that touch Ray or Feast; the rest (selector, gate, report, adapters) do not depend
+# on their versions. See docs/versions.md for why these and how long they take.
+OLDEST_TESTS := tests/test_versions.py tests/test_pipeline.py tests/test_feast_export.py \
+	tests/test_feast_prune.py tests/test_lifecycle.py tests/test_definitions.py \
+	tests/test_fault_tolerance.py tests/test_run.py
+
+$(OLDEST)/bin/.installed: pyproject.toml constraints/oldest.txt
+	$(PYTHON) -m venv $(OLDEST)
+	$(OLDEST)/bin/pip install --quiet --upgrade pip
+	$(OLDEST)/bin/pip install --quiet "$(TORCH)"
+	$(OLDEST)/bin/pip install --quiet -c constraints/oldest.txt -e ".[train,dev,duckdb]"
+	touch $@
+
+# The registry side alone (no torch, no Ray), as a Feast repo's CI installs it.
+LIGHT := .venv-light
+
+$(LIGHT)/bin/.installed: pyproject.toml
+	$(PYTHON) -m venv $(LIGHT)
+	$(LIGHT)/bin/pip install --quiet --upgrade pip
+	$(LIGHT)/bin/pip install --quiet -e .
+	touch $@
 
 $(CHROMIUM):
 	$(SUDO) apt-get install -y --no-install-recommends chromium || \
@@ -32,8 +56,15 @@ lint: install
 	$(BIN)/ruff format --check cae_ray tests benchmarks pipelines
 	$(BIN)/mypy
 
-test: lint $(CHROMIUM)
-	$(BIN)/pytest
+test: lint $(CHROMIUM) $(LIGHT)/bin/.installed
+	CAE_RAY_LIGHT_VENV=$(LIGHT) $(BIN)/pytest
+	$(MAKE) test-oldest
+
+test-oldest: $(OLDEST)/bin/.installed
+	$(OLDEST)/bin/pytest -p no:cacheprovider $(OLDEST_TESTS)
+
+test-light: install $(LIGHT)/bin/.installed
+	CAE_RAY_LIGHT_VENV=$(LIGHT) $(BIN)/pytest tests/test_light_install.py
 
 bench: install
 	$(BIN)/python benchmarks/quality.py --parts mnist smalln
@@ -42,4 +73,4 @@ bench: install
 	$(BIN)/python benchmarks/throughput.py --parts a b c
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(OLDEST) $(LIGHT) .pytest_cache .mypy_cache .ruff_cache

@@ -8,6 +8,7 @@ failed (the selected features lose more than the tolerance allows).
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import logging
 import os
@@ -83,6 +84,8 @@ def _quiet_ray() -> None:
     the CLI's progress display says what matters (`-v` brings it all back). Ray sets up its
     loggers and warning filters when imported, so this comes after the import."""
     if logging.getLogger("cae_ray").isEnabledFor(logging.INFO):
+        return
+    if importlib.util.find_spec("ray") is None:  # a light install: the step names the extra
         return
     import warnings
 

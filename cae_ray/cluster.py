@@ -11,6 +11,7 @@ from typing import Any
 from cae_ray.config import Config, ray_address
 from cae_ray.data import split_files
 from cae_ray.errors import GpuUnavailableError, RayUnreachableError
+from cae_ray.versions import warn_if_untested
 
 logger = logging.getLogger(__name__)
 
@@ -28,6 +29,7 @@ def connect(config: Config) -> None:
     when the address does not answer or GPUs are asked for and missing."""
     import ray
 
+    warn_if_untested("ray")
     if not ray.is_initialized():
         address = ray_address(config)
         if address and address != "auto":

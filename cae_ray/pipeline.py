@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 from cae_ray.artifacts import RUN_RECORD, STEP_ARTIFACTS, RunDir, config_hash
 from cae_ray.config import Config
 from cae_ray.errors import ValidationGateFailedError, WeakBaselineError
+from cae_ray.extras import require_train
 from cae_ray.progress import OnProgress, StepEvent, step_summary
 from cae_ray.version import __version__
 
@@ -39,6 +40,7 @@ def run(config: Config, run_dir: RunDirLike, on_event: OnEvent | None = None) ->
     """Every step in order; returns (and writes) ``run.json``. When the validation gate fails,
     prune is skipped, the report is still written, and :class:`ValidationGateFailedError` is
     raised."""
+    require_train("a run")
     where = _writable(run_dir)
     steps = RunRecord(config, where, on_event)
     steps.run("export", lambda: export(config, where, steps.rows("export")), _no_export(config))
@@ -59,6 +61,7 @@ def export(
     config: Config, run_dir: RunDirLike, on_rows: Callable[[int, int], None] | None = None
 ) -> dict[str, Any]:
     """Training rows from a Feast feature store (:mod:`cae_ray.feast.export`)."""
+    require_train("the export step")
     from cae_ray.feast.export import export as export_step
 
     return export_step(config, _writable(run_dir), on_rows)
@@ -66,6 +69,7 @@ def export(
 
 def prepare(config: Config, run_dir: RunDirLike) -> dict[str, Any]:
     """The packed train and validation splits and their statistics (:mod:`cae_ray.preparation`)."""
+    require_train("the prepare step")
     from cae_ray.preparation import prepare as prepare_step
 
     return prepare_step(config, _writable(run_dir))
@@ -76,6 +80,7 @@ def select(
 ) -> dict[str, Any]:
     """Prepare if needed, then train the selector with Ray Train (:mod:`cae_ray.selection`).
     ``on_epoch(record)`` is called on the driver as epochs finish (for progress bars)."""
+    require_train("the select step")
     from cae_ray.selection import select as select_step
 
     prepare(config, run_dir)
@@ -84,6 +89,7 @@ def select(
 
 def validate(config: Config, run_dir: RunDirLike) -> dict[str, Any]:
     """The validation gate on the selection in the run dir (:mod:`cae_ray.validation`)."""
+    require_train("the validate step")
     from cae_ray.validation import validate as validate_step
 
     return validate_step(config, _writable(run_dir))
@@ -155,6 +161,7 @@ def remove_services(config: Config, names: list[str]) -> list[str]:
 
 def report(config: Config, run_dir: RunDirLike) -> dict[str, Any]:
     """The run's report: ``RUN_DIR/report/report.html`` and its PNGs (:mod:`cae_ray.report`)."""
+    require_train("the report step")
     from cae_ray.report import write_report
 
     return {"path": str(write_report(_writable(run_dir), config))}
