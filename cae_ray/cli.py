@@ -93,7 +93,10 @@ def _quiet_ray() -> None:
     import ray.data
     import ray.train  # noqa: F401
 
+    from cae_ray.ray_compat import quiet_old_notices
+
     warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"ray\.")
+    quiet_old_notices()
     for name in ("ray", "ray.data", "ray.train", "ray.tune"):
         logging.getLogger(name).setLevel(logging.WARNING)
     # Ray Data warns, once per process, that the progress bars we just turned off are off.
