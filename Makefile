@@ -35,11 +35,14 @@ $(OLDEST)/bin/.installed: pyproject.toml constraints/oldest.txt
 	$(OLDEST)/bin/pip install --quiet -c constraints/oldest.txt -e ".[train,dev,duckdb]"
 	touch $@
 
-# The registry side alone (no torch, no Ray), as a Feast repo's CI installs it.
+# The registry side alone (no torch, no Ray), as a Feast repo's CI installs it, on the oldest
+# Python cae-ray admits (3.10) where one is found (pyenv's too), else on $(PYTHON).
 LIGHT := .venv-light
+LIGHT_PYTHON ?= $(or $(shell for p in python3.10 $(HOME)/.pyenv/versions/3.10*/bin/python3.10; \
+	do $$p -c "" 2>/dev/null && echo $$p && break; done),$(PYTHON))
 
 $(LIGHT)/bin/.installed: pyproject.toml
-	$(PYTHON) -m venv $(LIGHT)
+	$(LIGHT_PYTHON) -m venv $(LIGHT)
 	$(LIGHT)/bin/pip install --quiet --upgrade pip
 	$(LIGHT)/bin/pip install --quiet -e .
 	touch $@
