@@ -37,6 +37,7 @@ from cae_ray.artifacts import (
     digest,
 )
 from cae_ray.config import Config, FeastConfig
+from cae_ray.feast.compat import check_duckdb_sources
 from cae_ray.feast.entities import (
     ROW_ID,
     check_entity_columns,
@@ -64,6 +65,7 @@ def export(
     if is_ray_store(store):
         prepare_ray_store(config, store)
     refs = resolve_refs(store, settings)
+    check_duckdb_sources(store, (r.view for r in refs))
     keys = join_keys(store, refs)
     if settings.entities is not None:
         entities = read_entities(settings.entities)
