@@ -32,7 +32,7 @@ $(OLDEST)/bin/.installed: pyproject.toml constraints/oldest.txt
 	$(PYTHON) -m venv $(OLDEST)
 	$(OLDEST)/bin/pip install --quiet --upgrade pip
 	$(OLDEST)/bin/pip install --quiet "$(TORCH)"
-	$(OLDEST)/bin/pip install --quiet -c constraints/oldest.txt -e ".[train,dev,duckdb]"
+	$(OLDEST)/bin/pip install --quiet -c constraints/oldest.txt -e ".[train,dev,duckdb,s3test]"
 	touch $@
 
 # The registry side alone (no torch, no Ray), as a Feast repo's CI installs it, on the oldest

@@ -25,6 +25,14 @@ def read_parquet(location: str, filesystem: Any) -> Any:
     )
 
 
+def worker_failures(error: BaseException) -> list[BaseException]:
+    """The exceptions the workers of a failed training raised (``WorkerGroupError``), as raised.
+    Ray passes them on as they are since ray-project/ray#61153 (2026-02); before, each came
+    wrapped in a ``UserExceptionWithTraceback`` that holds it as ``_base_exc`` (Ray 2.51)."""
+    failures = getattr(error, "worker_failures", None) or {}
+    return [getattr(failure, "_base_exc", failure) for failure in failures.values()]
+
+
 # Notices older Ray releases print on every run that ask nothing of cae-ray's users; the CLI
 # drops them (`cae-ray -v` keeps everything).
 # - At each ray.init(), from 2.50 until ray-project/ray#62492 (2026-04) made it the default:

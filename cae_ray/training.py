@@ -30,6 +30,7 @@ from cae_ray.errors import CaeRayError, CheckpointRejectedError, WorkersLostErro
 from cae_ray.heads import SelectorModel, build_model, build_optimizer
 from cae_ray.loop import Batch, SelectionObjective, fit
 from cae_ray.progress import OnProgress, progress_every_s, watching_progress, write_progress
+from cae_ray.ray_compat import worker_failures
 from cae_ray.storage import join, ray_storage
 from cae_ray.targets import ResolvedTask
 
@@ -398,7 +399,7 @@ def _our_error(failure: BaseException) -> CaeRayError | None:
             return error
         seen.add(id(error))
         inner = [error.__cause__, error.__context__, getattr(error, "cause", None)]
-        inner += list(getattr(error, "worker_failures", {}).values())
+        inner += worker_failures(error)
         inner.append(getattr(error, "controller_failure", None))
         queue += [e for e in inner if isinstance(e, BaseException) and id(e) not in seen]
     return None
