@@ -53,7 +53,7 @@ def check_duckdb_sources(store: Any, views: Iterable[str]) -> None:
             raise FeastTooOldError(
                 version("feast"),
                 "0.64",
-                f"read feature view {view!r}'s FileSource with the DuckDB offline store while "
+                f"read the FileSource of feature view {view!r} with the DuckDB offline store: "
                 "the source has no file_format",
                 "give that FileSource file_format=ParquetFormat() (from feast.data_format) "
                 "and `feast apply`",
