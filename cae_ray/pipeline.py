@@ -8,8 +8,8 @@ Each step is also a function of its own, which the CLI's commands call; each tak
 and the run dir, and reuses its finished output when that is up to date for the config
 (:meth:`cae_ray.artifacts.RunDir.reusable`), so running again resumes at the first unfinished
 step (and an interrupted ``select`` at its last checkpoint). The step bodies live below this
-hub: :mod:`cae_ray.feast.export`, :mod:`cae_ray.runtime.prepare`, :mod:`cae_ray.runtime.select`,
-:mod:`cae_ray.gate.validate`, :mod:`cae_ray.feast.registry`, :mod:`cae_ray.feast.retire` and
+hub: :mod:`cae_ray.feast.export`, :mod:`cae_ray.steps.prepare`, :mod:`cae_ray.steps.select`,
+:mod:`cae_ray.steps.validate`, :mod:`cae_ray.feast.registry`, :mod:`cae_ray.feast.retire` and
 :mod:`cae_ray.report.page`. Only the
 CLI and the adapters in ``pipelines/`` import this module.
 """
@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from cae_ray.artifacts import RUN_RECORD, STEP_ARTIFACTS, RunDir, config_hash
 from cae_ray.config import Config
-from cae_ray.errors import ValidationGateFailedError, WeakBaselineError
+from cae_ray.gate.errors import ValidationGateFailedError, WeakBaselineError
 from cae_ray.runtime.progress import OnProgress, StepEvent, step_summary
 from cae_ray.version import __version__
 
@@ -66,8 +66,8 @@ def export(
 
 def prepare(config: Config, run_dir: RunDirLike) -> dict[str, Any]:
     """The packed train and validation splits and their statistics
-    (:mod:`cae_ray.runtime.prepare`)."""
-    from cae_ray.runtime.prepare import prepare as prepare_step
+    (:mod:`cae_ray.steps.prepare`)."""
+    from cae_ray.steps.prepare import prepare as prepare_step
 
     return prepare_step(config, _writable(run_dir))
 
@@ -75,17 +75,17 @@ def prepare(config: Config, run_dir: RunDirLike) -> dict[str, Any]:
 def select(
     config: Config, run_dir: RunDirLike, on_epoch: OnProgress | None = None
 ) -> dict[str, Any]:
-    """Prepare if needed, then train the selector with Ray Train (:mod:`cae_ray.runtime.select`).
+    """Prepare if needed, then train the selector with Ray Train (:mod:`cae_ray.steps.select`).
     ``on_epoch(record)`` is called on the driver as epochs finish (for progress bars)."""
-    from cae_ray.runtime.select import select as select_step
+    from cae_ray.steps.select import select as select_step
 
     prepare(config, run_dir)
     return select_step(config, _writable(run_dir), on_epoch)
 
 
 def validate(config: Config, run_dir: RunDirLike) -> dict[str, Any]:
-    """The validation gate on the selection in the run dir (:mod:`cae_ray.gate.validate`)."""
-    from cae_ray.gate.validate import validate as validate_step
+    """The validation gate on the selection in the run dir (:mod:`cae_ray.steps.validate`)."""
+    from cae_ray.steps.validate import validate as validate_step
 
     return validate_step(config, _writable(run_dir))
 

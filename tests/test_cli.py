@@ -58,8 +58,8 @@ def test_importing_feast_keeps_the_cli_quiet_about_other_libraries_deprecations(
     printed Ray Data's own deprecation warnings in every `cae-ray run` that used Feast."""
     code = (
         "import warnings\n"
-        "from cae_ray.cli import _quiet_ray\n"
-        "_quiet_ray()\n"
+        "from cae_ray.cli.output import quiet_ray\n"
+        "quiet_ray()\n"
         "import torch  # feast imports it; torch adds filters of its own, not at issue here\n"
         "before = list(warnings.filters)\n"
         "from cae_ray.feast.store import open_store\n"

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from rich.console import Console
 
+from cae_ray.cli.console import describe, summary_table
 from cae_ray.config import validate_config
-from cae_ray.console import describe, summary_table
 
 VALIDATE = {"passed": True, "selected": 0.91, "baseline": 0.9}
 
@@ -46,7 +46,7 @@ def test_without_a_terminal_each_step_and_tenth_of_the_epochs_is_a_line_as_it_ha
 ) -> None:
     import io
 
-    from cae_ray.console import LogLines, make_console, step_display
+    from cae_ray.cli.console import LogLines, make_console, step_display
     from cae_ray.runtime.progress import StepEvent
 
     log = io.StringIO()

@@ -4,6 +4,7 @@ numbers, and environment variables in a config. Each was a finding of a fault sw
 
 from __future__ import annotations
 
+import importlib
 import inspect
 import json
 import os
@@ -18,27 +19,36 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from cae_ray import errors
 from cae_ray.config import load_config, validate_config
 from cae_ray.errors import (
     EXIT_CONFIG,
     EXIT_INPUT,
     CaeRayError,
-    CheckpointRejectedError,
     InfiniteValuesError,
     RunDirError,
     exit_code,
 )
-from cae_ray.feast import errors as feast_errors
 from cae_ray.pipeline import prepare, select, validate
+from cae_ray.runtime.errors import CheckpointRejectedError
 from tests.conftest import RAY_TEST_ENV
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def error_modules() -> list[Any]:
+    """``cae_ray.errors`` and every folder's own ``errors`` module (errors live beside their
+    folder): found on disk, so a new one is checked too."""
+    names = [
+        ".".join(path.relative_to(ROOT).with_suffix("").parts)
+        for path in sorted((ROOT / "cae_ray").rglob("errors.py"))
+    ]
+    assert "cae_ray.feast.errors" in names and "cae_ray.errors" in names
+    return [importlib.import_module(name) for name in names]
+
+
 def every_error_class() -> list[type[CaeRayError]]:
     found = []
-    for module in (errors, feast_errors):
+    for module in error_modules():
         for _, value in inspect.getmembers(module, inspect.isclass):
             if issubclass(value, CaeRayError) and value.__module__ == module.__name__:
                 found.append(value)

@@ -14,7 +14,6 @@ import pytest
 import torch
 
 from cae_ray.config import validate_config
-from cae_ray.errors import MemoryBudgetError
 from cae_ray.selector import concrete as selectors
 from cae_ray.selector.concrete import (
     IndirectConcreteSelector,
@@ -23,6 +22,7 @@ from cae_ray.selector.concrete import (
     mix_chunked,
     mix_per_example,
 )
+from cae_ray.selector.errors import MemoryBudgetError
 from cae_ray.selector.estimator import ConcreteFeatureSelector
 from cae_ray.selector.memory import check_memory, estimate_memory
 

@@ -15,16 +15,23 @@ import pytest
 from typer.testing import CliRunner
 
 from cae_ray.artifacts import VALIDATION, selection_digest
-from cae_ray.cli import EXIT_CONFIG, EXIT_GATE, app
+from cae_ray.cli import app
 from cae_ray.config import Config, validate_config
 from cae_ray.errors import (
+    EXIT_CONFIG,
+    EXIT_GATE,
     ConfigValidationError,
-    MetricTaskMismatchError,
+    MissingExtraError,
     NoSelectionError,
     SelectionConfigMismatchError,
     SelectionEditedError,
-    TooFewValidationRowsError,
     exit_code,
+)
+from cae_ray.gate.errors import (
+    MetricTaskMismatchError,
+    ModelFitError,
+    TooFewValidationRowsError,
+    ValidationModelError,
 )
 from cae_ray.pipeline import select, validate
 from tests.wide_data import write_wide_parquet
@@ -351,7 +358,7 @@ def test_a_half_right_selection_fails_the_gate(synthetic, tmp_path, model: str) 
 
 
 def test_a_weak_baseline_is_said_and_fails_the_run_when_required(synthetic, tmp_path) -> None:
-    from cae_ray.errors import WeakBaselineError
+    from cae_ray.gate.errors import WeakBaselineError
     from cae_ray.pipeline import run as run_all
 
     config, run, _ = synthetic
@@ -373,28 +380,28 @@ def test_a_weak_baseline_is_said_and_fails_the_run_when_required(synthetic, tmp_
 @pytest.mark.parametrize(
     ("validation", "error", "match"),
     [
-        ({"model": "sklearn.linear_model.NoSuchModel"}, "ValidationModelError", "no class"),
-        ({"model": "nosuchpackage.Model"}, "ValidationModelError", "no module 'nosuchpackage'"),
-        ({"model": "sklearn.linear_model.Ridge"}, "ValidationModelError", "not a classifier"),
+        ({"model": "sklearn.linear_model.NoSuchModel"}, ValidationModelError, "no class"),
+        ({"model": "nosuchpackage.Model"}, ValidationModelError, "no module 'nosuchpackage'"),
+        ({"model": "sklearn.linear_model.Ridge"}, ValidationModelError, "not a classifier"),
         (
             {"model": "gbdt", "model_params": {"max_iterz": 3}},
-            "ValidationModelError",
+            ValidationModelError,
             "max_iterz.*use only its parameters: .*max_iter",
         ),
-        ({"model": "lightgbm.LGBMClassifier"}, "MissingExtraError", "cae-ray\\[lightgbm\\]"),
+        ({"model": "lightgbm.LGBMClassifier"}, MissingExtraError, "cae-ray\\[lightgbm\\]"),
         (
             {"model": "mlp", "model_params": {"width": 3}},
-            "ValidationModelError",
+            ValidationModelError,
             "width.*use only its parameters: hidden, max_epochs",
         ),
         (
             {"model": "mlp", "model_params": {"max_epochs": 0}},
-            "ModelFitError",
+            ModelFitError,
             "mlp.*max_epochs",
         ),
         (
             {"model": "sklearn.linear_model.LogisticRegression", "model_params": {"C": -1.0}},
-            "ModelFitError",
+            ModelFitError,
             "LogisticRegression.*failed on the selected features",
         ),
     ],
@@ -402,19 +409,18 @@ def test_a_weak_baseline_is_said_and_fails_the_run_when_required(synthetic, tmp_
 def test_a_model_that_cannot_be_made_or_fitted_is_named_and_writes_nothing(
     synthetic, tmp_path, validation, error, match
 ) -> None:
-    from cae_ray import errors
-
-    if error == "MissingExtraError" and importlib.util.find_spec("lightgbm") is not None:
+    if error is MissingExtraError and importlib.util.find_spec("lightgbm") is not None:
         pytest.skip("lightgbm is installed here: the missing extra cannot be shown")
     config, run, _ = synthetic
     target = copy_run(run, tmp_path / "bad")
-    with pytest.raises(getattr(errors, error), match=match):
+    with pytest.raises(error, match=match):
         validate(changed(config, validation=validation), target)
     assert not (target / VALIDATION).exists()
 
 
 def test_gbdt_is_not_for_reconstruction_and_slack_is_not_negative(synthetic) -> None:
-    from cae_ray.errors import ConfigValidationError, ValidationModelError
+    from cae_ray.errors import ConfigValidationError
+    from cae_ray.gate.errors import ValidationModelError
     from cae_ray.gate.models import gate_model
 
     config, _, _ = synthetic

@@ -17,7 +17,7 @@ import numpy as np
 import numpy.typing as npt
 from sklearn.metrics import f1_score, r2_score, roc_auc_score
 
-from cae_ray.errors import (
+from cae_ray.gate.errors import (
     InvalidBootstrapError,
     InvalidToleranceError,
     MetricTaskMismatchError,

@@ -24,7 +24,8 @@ from typing import Any
 import numpy as np
 
 from cae_ray.config import Config, ValidationConfig
-from cae_ray.errors import MissingExtraError, ModelFitError, ValidationModelError
+from cae_ray.errors import MissingExtraError
+from cae_ray.gate.errors import ModelFitError, ValidationModelError
 from cae_ray.selector.targets import ResolvedTask
 
 logger = logging.getLogger(__name__)

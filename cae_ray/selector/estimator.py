@@ -25,13 +25,13 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 
 from cae_ray.config import Config, validate_config
 from cae_ray.errors import (
-    DeviceUnavailableError,
     EmptyInputError,
     FeatureMismatchError,
     NonFiniteInputError,
     NonNumericColumnsError,
 )
 from cae_ray.selector.concrete import converged, feature_scores
+from cae_ray.selector.errors import DeviceUnavailableError
 from cae_ray.selector.loop import EpochRecord, fit_in_memory
 from cae_ray.selector.memory import check_memory
 from cae_ray.selector.model import SelectorModel, build_model

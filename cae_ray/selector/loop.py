@@ -21,8 +21,8 @@ import torch
 from torch import Tensor, nn
 
 from cae_ray.config import Config
-from cae_ray.errors import TrainingDivergedError
 from cae_ray.selector.concrete import BaseConcreteSelector, TemperatureSchedule
+from cae_ray.selector.errors import TrainingDivergedError
 from cae_ray.selector.model import SelectorModel, build_optimizer, task_loss
 from cae_ray.selector.targets import ResolvedTask
 

@@ -21,8 +21,8 @@ from pathlib import Path
 import torch
 
 from cae_ray.config import Config, ray_address
-from cae_ray.errors import MemoryBudgetError
 from cae_ray.selector.concrete import auto_dim_ip, chunk_rows
+from cae_ray.selector.errors import MemoryBudgetError
 from cae_ray.selector.model import build_model
 from cae_ray.selector.targets import ResolvedTask
 

@@ -36,7 +36,7 @@ from cae_ray.artifacts import (
     config_hash,
 )
 from cae_ray.config import Config
-from cae_ray.errors import TooFewValidationRowsError
+from cae_ray.gate.errors import TooFewValidationRowsError
 from cae_ray.gate.metrics import (
     MIN_ROWS_FOR_INTERVAL,
     Interval,
@@ -58,10 +58,10 @@ from cae_ray.gate.models import (
     make_estimator,
     model_params,
 )
-from cae_ray.gate.xgboost_ray import xgboost_predictions
 from cae_ray.runtime.batches import FEATURES, unpack
 from cae_ray.runtime.cluster import cached, connect
 from cae_ray.runtime.data import read_ordered, read_split, split_files
+from cae_ray.runtime.xgboost import xgboost_predictions
 from cae_ray.selector.memory import available_memory
 from cae_ray.selector.targets import TargetInfo
 from cae_ray.version import __version__

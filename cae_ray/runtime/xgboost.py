@@ -14,7 +14,8 @@ from typing import Any
 import numpy as np
 
 from cae_ray.config import Config
-from cae_ray.errors import MissingExtraError, ModelFitError
+from cae_ray.errors import MissingExtraError
+from cae_ray.gate.errors import ModelFitError
 from cae_ray.gate.models import Fitted
 from cae_ray.runtime.batches import FEATURES, TARGET, unpack
 from cae_ray.selector.targets import TargetInfo
