@@ -419,13 +419,17 @@ def test_a_model_that_cannot_be_made_or_fitted_is_named_and_writes_nothing(
 
 
 def test_gbdt_is_not_for_reconstruction_and_slack_is_not_negative(synthetic) -> None:
+    from cae_ray.artifacts import RunDir
     from cae_ray.errors import ConfigValidationError
     from cae_ray.gate.errors import ValidationModelError
-    from cae_ray.gate.models import gate_model
+    from cae_ray.selector.targets import TargetInfo
+    from cae_ray.steps.validate import gate_model_for
 
-    config, _, _ = synthetic
+    config, run, _ = synthetic
+    gbdt = changed(config, validation={"model": "gbdt"})
+    reconstruction = TargetInfo("reconstruction")
     with pytest.raises(ValidationModelError, match=r"leave validation\.model at auto"):
-        gate_model(changed(config, validation={"model": "gbdt"}).validation, "reconstruction")
+        gate_model_for(gbdt, RunDir(run), reconstruction, "explained_variance")
     with pytest.raises(ConfigValidationError, match=r"validation\.baseline_slack"):
         changed(config, validation={"baseline_slack": -0.1})
 

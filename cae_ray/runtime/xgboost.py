@@ -1,23 +1,28 @@
-"""``validation.model: gbdt`` on Ray: XGBoost trained by Ray Train's ``XGBoostTrainer`` on the
-packed train split, for tables that do not fit in the driver's memory or runs that train with
-several workers. Each worker reads its shard and XGBoost's collective joins the histograms, so
-no process holds more than its share; the driver only predicts the validation rows.
+"""``validation.model: gbdt`` on Ray (:class:`XGBoostOnRay`): XGBoost trained by Ray Train's
+``XGBoostTrainer`` on the packed train split, for tables that do not fit in the driver's memory
+or runs that train with several workers. Each worker reads its shard and XGBoost's collective
+joins the histograms, so no process holds more than its share; the driver only predicts the
+validation rows. The stock reference is fitted in memory on a sample of the training rows.
 
 Needs the ``xgboost`` extra (``pip install 'cae-ray[xgboost]'``).
 """
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 from typing import Any
 
 import numpy as np
 
+from cae_ray.artifacts import config_hash
 from cae_ray.config import Config
 from cae_ray.errors import MissingExtraError
 from cae_ray.gate.errors import ModelFitError
-from cae_ray.gate.models import Fitted
+from cae_ray.gate.models import ColumnSets, Fitted, FittedModel, LoadRows, Scores
 from cae_ray.runtime.batches import FEATURES, TARGET, unpack
+from cae_ray.runtime.cluster import cached, connect, worker_threads
+from cae_ray.runtime.data import read_ordered
 from cae_ray.selector.targets import TargetInfo
 from cae_ray.storage import ray_storage
 
@@ -59,53 +64,69 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     xgboost.train(params, train, num_boost_round=rounds, callbacks=[RayTrainReportCallback()])
 
 
-def xgboost_predictions(
-    config: Config,
-    target: TargetInfo,
-    train_data: Any,
-    n_features: int,
-    column_sets: dict[str, list[int] | None],
-    x_eval: np.ndarray,
-    storage: str,
-    name: str,
-    seed: int,
-) -> dict[str, Fitted]:
-    """For each named column set (None: all features), XGBoost trained with Ray Train and its
-    predictions on ``x_eval``: class probabilities, or the (standardised) target. It trains a
-    fixed number of rounds, so it keeps no held-out curve."""
-    try:
+class XGBoostOnRay(FittedModel):
+    """The gate's ``gbdt`` trained on Ray (see the module docstring). ``data`` holds the
+    validation rows and a sample of the training rows (for the reference); the training rows
+    themselves are read by the workers from ``train_split``."""
+
+    def __init__(
+        self,
+        params: dict[str, Any],
+        rows: LoadRows,
+        target: TargetInfo,
+        config: Config,
+        metric: str,
+        train_split: str,
+        storage: str,
+    ) -> None:
+        super().__init__("gbdt", params, rows, target, config, metric)
+        if importlib.util.find_spec("xgboost") is None:
+            raise MissingExtraError("validation.model: gbdt on Ray", "xgboost", "xgboost")
+        self.train_split, self.storage = train_split, storage
+        self.train_data: Any = None
+        """The train split as a Ray dataset, made when training starts."""
+
+    def scores(self, selected: list[int]) -> Scores:
+        connect(self.config)
+        self.train_data = cached(self.config, read_ordered(self.train_split), self.train_split)
+        return super().scores(selected)
+
+    def fit_predict(self, column_sets: ColumnSets, seed: int) -> dict[str, Fitted]:
+        """For each named column set (None: all features), XGBoost trained with Ray Train and its
+        predictions on the validation rows: class probabilities, or the (standardised) target.
+        It trains a fixed number of rounds, so it keeps no held-out curve."""
         import xgboost
         from ray.train import RunConfig, ScalingConfig, TrainingFailedError
         from ray.train.xgboost import RayTrainReportCallback, XGBoostTrainer
-    except ModuleNotFoundError as e:
-        raise MissingExtraError("validation.model: gbdt on Ray", "xgboost", "xgboost") from e
 
-    from cae_ray.runtime.cluster import worker_threads
-
-    s = config.scaling
-    params = xgboost_params(config, target, seed, worker_threads(config))
-    predictions = {}
-    for which, columns in column_sets.items():
-        trainer = XGBoostTrainer(
-            train_loop_per_worker,
-            train_loop_config={"n_features": n_features, "columns": columns, "params": params},
-            scaling_config=ScalingConfig(
-                num_workers=max(s.num_workers, 1), resources_per_worker=s.resources_per_worker
-            ),
-            run_config=RunConfig(name=f"{name}-{which.replace(' ', '-')}", **ray_storage(storage)),
-            datasets={"train": train_data},
-        )
-        try:
-            result = trainer.fit()
-        except TrainingFailedError as e:
-            raise ModelFitError("gbdt (XGBoost on Ray)", which, str(e).splitlines()[-1]) from e
-        assert result.checkpoint is not None
-        booster = RayTrainReportCallback.get_model(result.checkpoint)
-        evaluate = x_eval if columns is None else x_eval[:, columns]
-        outputs = _predicted(booster.predict(xgboost.DMatrix(evaluate)), target)
-        predictions[which] = Fitted(outputs, None, {"rounds": booster.num_boosted_rounds()})
-        logger.info("validate: XGBoost on %s trained with %d worker(s)", which, s.num_workers)
-    return predictions
+        s, target, n_features = self.config.scaling, self.target, self.data.x_eval.shape[1]
+        params = xgboost_params(self.config, target, seed, worker_threads(self.config))
+        repeat = seed - self.config.training.seed
+        name = f"validate-xgboost-{config_hash(self.config)}-{repeat}"
+        predictions = {}
+        for which, columns in column_sets.items():
+            trainer = XGBoostTrainer(
+                train_loop_per_worker,
+                train_loop_config={"n_features": n_features, "columns": columns, "params": params},
+                scaling_config=ScalingConfig(
+                    num_workers=max(s.num_workers, 1), resources_per_worker=s.resources_per_worker
+                ),
+                run_config=RunConfig(
+                    name=f"{name}-{which.replace(' ', '-')}", **ray_storage(self.storage)
+                ),
+                datasets={"train": self.train_data},
+            )
+            try:
+                result = trainer.fit()
+            except TrainingFailedError as e:
+                raise ModelFitError("gbdt (XGBoost on Ray)", which, str(e).splitlines()[-1]) from e
+            assert result.checkpoint is not None
+            booster = RayTrainReportCallback.get_model(result.checkpoint)
+            evaluate = self.data.x_eval if columns is None else self.data.x_eval[:, columns]
+            outputs = _predicted(booster.predict(xgboost.DMatrix(evaluate)), target)
+            predictions[which] = Fitted(outputs, None, {"rounds": booster.num_boosted_rounds()})
+            logger.info("validate: XGBoost on %s trained with %d worker(s)", which, s.num_workers)
+        return predictions
 
 
 def _predicted(raw: np.ndarray, target: TargetInfo) -> np.ndarray:
