@@ -87,7 +87,7 @@ class SelectorConfig(Section):
     """The selector's learning rate as a multiple of `training.learning_rate` (the head keeps
     that rate). Below 1 the selector keeps exploring longer while the head learns: 0.3 raised
     supervised MNIST's ExtraTrees accuracy by ~0.004 but found 17 of Madelon's 20 informative
-    columns where 1 finds 19 (README, Benchmarks), so the default is 1 for every task."""
+    columns where 1 finds 19 (docs/benchmarks.md), so the default is 1 for every task."""
 
     refine: bool | None = None
     """Supervised tasks only: after the search, score every feature by how much it would add

@@ -32,7 +32,7 @@ EXIT_CODES = {
     EXIT_CLUSTER: "Ray cluster unreachable, short of the resources asked for, or workers lost",
     EXIT_GATE: "the validation gate failed",
 }
-"""What each exit code means: the one list that --help texts and the README show."""
+"""What each exit code means: the one list that --help texts and the docs (errors.md) show."""
 
 
 def exit_codes_help() -> str:

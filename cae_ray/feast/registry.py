@@ -4,7 +4,7 @@
     prune(config, run, apply=...)      -> RUN_DIR/prune.json (+ the registry, + the audit log)
     restore(repo, run_id)              -> the registry as it was before that prune (or retirement)
 
-Marks are view-level tags (no new view version, no online-table switch; see README): one key
+Marks are view-level tags (no new view version, no online-table switch, docs/lifecycle.md): one key
 per deprecated feature, ``cae-ray/deprecated.<feature>`` = ``<run id>@<UTC time first set>``,
 plus ``cae-ray/last-run``. An applied prune sets them to exactly its unselected features on
 the candidates it covers: features it keeps lose earlier marks, features still unselected keep

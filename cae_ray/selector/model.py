@@ -80,7 +80,7 @@ def search_rows(config: Config, n_features: int, task: ResolvedTask) -> int:
 def auto_search_factor(n_features: int) -> float:
     """``search_factor`` when null: 2 up to 2,048 features, 4 above. With 20 informative of
     20,000 columns (9 of them with no signal on their own) 4 found 13-15 where 2 found 11-12
-    (benchmarks/scale.py); on MNIST's 784 pixels 2 is better (see the README)."""
+    (benchmarks/scale.py); on MNIST's 784 pixels 2 is better (see docs/how-it-works.md)."""
     return 2.0 if n_features <= FULL_RANK_MAX_FEATURES else 4.0
 
 

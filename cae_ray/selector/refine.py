@@ -113,7 +113,7 @@ def screened_selection(
     """The k features with the largest univariate F statistic against the target (ANOVA F for
     classes, the regression F summed over outputs), each with a one-hot row of
     "probabilities" (it was chosen outright). On so few rows it did at least as well as the
-    robust score test in 10 of 12 generated tables (README, Benchmarks)."""
+    robust score test in 10 of 12 generated tables (docs/benchmarks.md)."""
     from sklearn.feature_selection import f_classif, f_regression
 
     assert y is not None, "supervised tasks need a target"
