@@ -177,10 +177,10 @@ def test_a_deleted_split_is_prepared_again_not_reused(ray_cluster, tmp_path) -> 
     for part in (tmp_path / "run" / "data" / "train").iterdir():
         part.unlink()
     again = prepare(cfg, tmp_path / "run")
-    assert again["rows"] == first["rows"]
+    assert again.rows == first.rows
     assert any((tmp_path / "run" / "data" / "train").glob("*.parquet"))
     select(cfg, tmp_path / "run")
-    assert validate(cfg, tmp_path / "run")["passed"]
+    assert validate(cfg, tmp_path / "run").passed
 
 
 @pytest.mark.ray
@@ -190,7 +190,7 @@ def test_a_changed_config_trains_afresh_instead_of_resuming(ray_cluster, tmp_pat
     config["selector"] = {"k": 2}
     with caplog.at_level("WARNING", logger="cae_ray"):
         selection = select(validate_config(config), tmp_path / "run")
-    assert selection["k"] == 2 and len(selection["selected_features"]) == 2
+    assert selection.k == 2 and len(selection.selected_features) == 2
     assert "starting afresh" in caplog.text
     assert len(list((tmp_path / "run" / "ray").glob("select-*"))) == 1
 

@@ -85,7 +85,7 @@ def pixel_run(ray_cluster, digits, tmp_path_factory) -> tuple[Path, Config]:
     config = make_digits_repo(directory, X, y, run)
     export(config, run)
     select(config, run)
-    assert validate(config, run)["passed"]  # a loss of at most 1.0 always passes
+    assert validate(config, run).passed  # a loss of at most 1.0 always passes
     prune(config, run, apply=True)
     return run, config
 
@@ -184,7 +184,7 @@ def test_report_of_a_plain_selection_with_a_partial_run_json(
     page = Path(write_report(RunDir(tmp_path))).read_text()
     assert "not validated" in page and "PASSED" not in page
     assert "no <code>prune.json</code>" in page
-    assert all(name in page for name in selection["selected_features"])
+    assert all(name in page for name in selection.selected_features)
     assert "&lt;b&gt;odd&lt;/b&gt;" in page and "<b>odd</b>" not in page
     assert "the gate failed" in page
     files = {p.name for p in (tmp_path / "report").glob("*.png")}

@@ -65,10 +65,10 @@ def feast_status(
     with exits_on_error():
         states = feature_status(load_config(config))
     if as_json:
-        print(json.dumps({"features": states}))
+        print(json.dumps({"features": [asdict(state) for state in states]}))
         return
     out.print(render.status_table(states))
-    counts = Counter(row["state"] for row in states)
+    counts = Counter(state.state for state in states)
     out.print(", ".join(f"{n:,} {state}" for state, n in sorted(counts.items())))
 
 

@@ -3,11 +3,17 @@ comes from the step's result."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.table import Table
 
 from cae_ray.feast import restore_command
+from cae_ray.records import ExportManifest, Selection, Verdict
+
+if TYPE_CHECKING:
+    from cae_ray.feast.registry import PrunePlan
+    from cae_ray.feast.retire import RetirePlan
+    from cae_ray.feast.status import FeatureState
 
 HOOK_MISSING = (
     "[bold yellow]warning:[/] the repo's definitions lack the overlay hook, so the next "
@@ -21,97 +27,92 @@ def names(listed: list[str], shown: int = 6) -> str:
     return ", ".join(listed[:shown]) + (" ..." if len(listed) > shown else "")
 
 
-def exported(manifest: dict[str, Any], where: str) -> str:
+def exported(manifest: ExportManifest, where: str) -> str:
     return (
-        f"Exported {manifest['rows']:,} rows x {len(manifest['columns']):,} features from Feast "
-        f"project {manifest['project']!r} to {where} ({manifest['parts']} parts, _manifest.json)."
+        f"Exported {manifest.rows:,} rows x {len(manifest.columns):,} features from Feast "
+        f"project {manifest.project!r} to {where} ({manifest.parts} parts, _manifest.json)."
     )
 
 
-def selection_table(selection: dict[str, Any]) -> Table:
-    table = Table(title=f"{selection['k']} selected features ({selection['method']})")
+def selection_table(selection: Selection) -> Table:
+    table = Table(title=f"{selection.k} selected features ({selection.method})")
     table.add_column("feature")
     table.add_column("score", justify="right")
-    scores = dict(zip(selection["candidate_features"], selection["scores"], strict=True))
-    for name in selection["selected_features"]:
+    scores = dict(zip(selection.candidate_features, selection.scores, strict=True))
+    for name in selection.selected_features:
         table.add_row(name, f"{scores[name]:.3f}")
     return table
 
 
-def selection_summary(selection: dict[str, Any], where: str) -> str:
+def selection_summary(selection: Selection, where: str) -> str:
     written = f"Written: {where}"
-    if not selection["history"]:  # screened, no search: fewer than one row per 20 features
+    if not selection.searched:  # fewer than one row per 20 features: the F statistic chose
         return (
             "Chosen by the F statistic against the target: with under one training row per 20 "
             f"features no search was trained (its head would memorise the rows). {written}"
         )
-    last = selection["history"][-1]
+    last = selection.history[-1]
     return (
-        f"{len(selection['history'])} epochs, final loss {last['loss']:.4f}, "
-        f"{'converged' if selection['converged'] else 'NOT converged'}, "
-        f"{selection['collisions']} collisions resolved. {written}"
+        f"{len(selection.history)} epochs, final loss {last['loss']:.4f}, "
+        f"{'converged' if selection.converged else 'NOT converged'}, "
+        f"{selection.collisions} collisions resolved. {written}"
     )
 
 
-def validation_table(result: dict[str, Any]) -> Table:
-    table = Table(
-        title=f"Validation gate: {result['metric']} on {result['validation_rows']:,} rows"
-    )
-    for column in ("model", "features", result["metric"]):
+def validation_table(verdict: Verdict) -> Table:
+    table = Table(title=f"Validation gate: {verdict.metric} on {verdict.validation_rows:,} rows")
+    for column in ("model", "features", verdict.metric):
         table.add_column(column, justify="right")
-    baseline = result["baseline"]
+    baseline = verdict.baseline
     table.add_row(
-        f"baseline ({baseline['source']})", f"{result['n_features']:,}", f"{baseline['value']:.4f}"
+        f"baseline ({baseline.source})", f"{verdict.n_features:,}", f"{baseline.value:.4f}"
     )
-    table.add_row("selected", f"{result['k']:,}", f"{result['selected']['value']:.4f}")
-    if result["reference"] is not None:
-        reference = f"{result['reference']['value']:.4f}"
-        table.add_row("stock reference (all features)", f"{result['n_features']:,}", reference)
+    table.add_row("selected", f"{verdict.k:,}", f"{verdict.selected.value:.4f}")
+    if verdict.reference is not None:
+        reference = f"{verdict.reference.value:.4f}"
+        table.add_row("stock reference (all features)", f"{verdict.n_features:,}", reference)
     return table
 
 
-def validation_lines(result: dict[str, Any], where: str) -> list[str]:
-    low, high, level = (result["interval"][key] for key in ("low", "high", "confidence"))
+def validation_lines(verdict: Verdict, where: str) -> list[str]:
+    interval = verdict.interval
     lines = [
-        f"selected - baseline: {result['difference']:+.4f}, "
-        f"{100 * level:.0f}% interval [{low:+.4f}, {high:+.4f}]"
+        f"selected - baseline: {verdict.difference:+.4f}, "
+        f"{100 * interval.confidence:.0f}% interval [{interval.low:+.4f}, {interval.high:+.4f}]"
     ]
-    check = result.get("baseline_check") or {}
-    if check.get("weak") and not check.get("required"):
-        lines.append(
-            f"[yellow]Warning:[/] {check['reason']} Any selection may seem to match a weak "
-            "baseline: choose a stronger validation.model (gbdt)."
-        )
-    verdict = "[bold green]PASSED[/]" if result["passed"] else "[bold red]FAILED[/]"
-    lines.append(f"{verdict}: {result['reason']} Written: {where}")
+    warning = verdict.weak_baseline_warning
+    if warning is not None:
+        lines.append(f"[yellow]Warning:[/] {warning}")
+    mark = "[bold green]PASSED[/]" if verdict.passed else "[bold red]FAILED[/]"
+    lines.append(f"{mark}: {verdict.reason} Written: {where}")
     return lines
 
 
-def prune_table(plan: dict[str, Any]) -> Table:
-    table = Table(title=f"Prune plan for run {plan['run_id']} (project {plan['project']})")
+def prune_table(plan: PrunePlan) -> Table:
+    table = Table(title=f"Prune plan for run {plan.run_id} (project {plan.project})")
     for column in ("feature view", "deprecate", "newly marked", "back in use", "keep"):
         table.add_column(column)
-    for view in sorted({*plan["deprecate"], *plan["keep"]}):
-        marked, kept = plan["deprecate"].get(view, []), plan["keep"].get(view, [])
+    for view in plan.views:
+        marked, kept = plan.deprecate.get(view, []), plan.keep.get(view, [])
         table.add_row(
             view,
             f"{len(marked)}: {names(marked)}",
-            str(len(plan["added"].get(view, []))),
-            names(plan["removed"].get(view, [])),
+            str(len(plan.added.get(view, []))),
+            names(plan.removed.get(view, [])),
             ", ".join(kept),
         )
     return table
 
 
-def prune_lines(plan: dict[str, Any], repo: str, where: str) -> list[str]:
-    lines = [f"The kept FeatureService {plan['feature_service']} gets the kept features."]
-    undo = restore_command(repo, plan["run_id"])
-    if plan["already_applied"]:
+def prune_lines(plan: PrunePlan, repo: str, where: str) -> list[str]:
+    lines = [f"The kept FeatureService {plan.feature_service} gets the kept features."]
+    undo = restore_command(repo, plan.run_id)
+    if plan.already_applied:
         lines.append(
-            f"[yellow]Already applied:[/] run {plan['run_id']}'s marks are in the registry; "
+            f"[yellow]Already applied:[/] run {plan.run_id}'s marks are in the registry; "
             f"nothing changed. Undo with: {undo}"
         )
-    elif plan["applied"]:
+    elif plan.applied:
         lines.append(f"[green]Applied.[/] Undo with: {undo}")
     else:
         lines.append(
@@ -120,28 +121,28 @@ def prune_lines(plan: dict[str, Any], repo: str, where: str) -> list[str]:
     return lines
 
 
-def retire_table(plan: dict[str, Any]) -> Table:
-    table = Table(title=f"Retirement {plan['run_id']}: deprecated for {plan['grace_period']}+")
+def retire_table(plan: RetirePlan) -> Table:
+    table = Table(title=f"Retirement {plan.run_id}: deprecated for {plan.grace_period}+")
     for column in ("feature view", "features", "deprecated since", "how"):
         table.add_column(column)
-    for view, marks in sorted(plan["due"].items()):
-        literal = set(plan["literal"].get(view, []))
+    for view, marks in sorted(plan.due.items()):
+        literal = set(plan.literal.get(view, []))
         for feature, mark in marks.items():
             how = "removed from the source" if feature in literal else "dropped by the hook"
             table.add_row(view, feature, mark["since"], how)
     return table
 
 
-def retire_lines(plan: dict[str, Any], repo: str, where: str) -> list[str]:
+def retire_lines(plan: RetirePlan, repo: str, where: str) -> list[str]:
     lines = []
-    if any(plan["by_code"].values()):
+    if any(plan.by_code.values()):
         lines.append(
             "Fields built by code (comprehensions, helpers) stay in the source; the overlay "
             "hook drops them when Feast imports the repo."
         )
-    undo = restore_command(repo, plan["run_id"])
-    if plan["applied"]:
-        lines.append(f"[green]Retired {plan['count']} features.[/] Undo with: {undo}")
+    undo = restore_command(repo, plan.run_id)
+    if plan.applied:
+        lines.append(f"[green]Retired {plan.count} features.[/] Undo with: {undo}")
     else:
         lines.append(f"Plan only, nothing changed (saved: {where}). Re-run with --apply.")
     return lines
@@ -167,11 +168,12 @@ def restored(record: dict[str, Any]) -> str:
     return ", ".join(said)
 
 
-def status_table(states: list[dict[str, Any]]) -> Table:
+def status_table(states: list[FeatureState]) -> Table:
     table = Table(title="Features in the Feast repo")
     for column in ("feature view", "feature", "state", "since", "run", "retire after"):
         table.add_column(column)
-    for row in states:
-        cells = [row["view"], row["feature"], row["state"], row["since"], row["run"]]
-        table.add_row(*(c or "" for c in [*cells, row["retire_after"]]))
+    for s in states:
+        table.add_row(
+            *(c or "" for c in (s.view, s.feature, s.state, s.since, s.run, s.retire_after))
+        )
     return table

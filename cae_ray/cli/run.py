@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
+from cae_ray.artifacts import REPORT, RunDir
 from cae_ray.cli.app import app
 from cae_ray.cli.output import (
     ConfigArgument,
@@ -19,6 +20,7 @@ from cae_ray.cli.output import (
 )
 from cae_ray.config import Config, load_config
 from cae_ray.gate.errors import ValidationGateFailedError
+from cae_ray.records import RunRecord, Selection
 
 
 @app.command()
@@ -41,11 +43,14 @@ def demo(
         f"Feature view customer_wide: {rows:,} customers x {features:,} features; "
         f"{len(made.informative)} carry the label's signal. Config: {config_path}"
     )
-    record = run_with_display(cfg, str(directory / "run"))
-    found = set(made.informative) & set(record["steps"]["select"]["selected_features"])
+    run_dir = str(directory / "run")
+    run_with_display(cfg, run_dir)
+    selection = Selection.read(RunDir(run_dir))
+    assert selection is not None  # the run succeeded
+    found = set(made.informative) & set(selection.selected_features)
     out.print(
         f"Found {len(found)} of the {len(made.informative)} informative features. Look at:\n"
-        f"  the report:   {record['steps']['report']['path']}\n"
+        f"  the report:   {RunDir(run_dir).path(REPORT)}\n"
         f"  the registry: cd {made.repo} && feast feature-views describe customer_wide\n"
         f"  run again:    cae-ray run {config_path} --run-dir {directory / 'run'}"
     )
@@ -72,13 +77,12 @@ def run(
         cfg = load_config(config)
     record = run_with_display(cfg, run_dir or str(Path("runs") / config.stem), as_json)
     if as_json:
-        print_json(record)
+        print_json(record.as_json())
 
 
-def run_with_display(cfg: Config, run_dir: str, as_json: bool = False) -> dict[str, Any]:
+def run_with_display(cfg: Config, run_dir: str, as_json: bool = False) -> RunRecord:
     """``pipeline.run`` with its live display and the summary table at the end (on stderr with
     --json); a failed gate still shows what the run made."""
-    from cae_ray.artifacts import RUN_RECORD, RunDir
     from cae_ray.cli.console import step_display, summary_table
     from cae_ray.pipeline import run as run_all
 
@@ -89,11 +93,11 @@ def run_with_display(cfg: Config, run_dir: str, as_json: bool = False) -> dict[s
             with step_display(shown, cfg) as display:
                 record = run_all(cfg, run_dir, on_event=display)
         except ValidationGateFailedError:  # the run dir works: show what was made
-            recorded = RunDir(run_dir).read_json(RUN_RECORD)
+            recorded = RunRecord.read(RunDir(run_dir))
             if recorded is not None:
                 shown.print(summary_table(recorded, run_dir, cfg))
                 if as_json:
-                    print_json(recorded)
+                    print_json(recorded.as_json())
             raise
     shown.print(summary_table(record, run_dir, cfg))
     return record

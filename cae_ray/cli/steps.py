@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 
@@ -27,6 +27,11 @@ from cae_ray.config import Config, load_config
 from cae_ray.errors import EXIT_CONFIG, EXIT_GATE
 from cae_ray.storage import join
 
+if TYPE_CHECKING:
+    from cae_ray.pipeline import StepResult
+
+Result = TypeVar("Result", bound="StepResult")
+
 
 @app.command()
 def export(config: ConfigArgument, run_dir: RunDirOption, as_json: JsonOption = False) -> None:
@@ -37,7 +42,7 @@ def export(config: ConfigArgument, run_dir: RunDirOption, as_json: JsonOption = 
     with exits_on_error():
         manifest = export_step(load_config(config), run_dir)
     if as_json:
-        print_json(manifest)
+        print_json(manifest.as_json())
         return
     out.print(render.exported(manifest, join(run_dir, "export")))
     out.print(
@@ -62,7 +67,7 @@ def select(config: ConfigArgument, run_dir: RunDirOption, as_json: JsonOption = 
             "select", cfg, lambda on_epoch: select_step(cfg, run_dir, on_epoch), as_json
         )
     if as_json:
-        print_json(selection)
+        print_json(selection.as_json())
         return
     out.print(render.selection_table(selection))
     out.print(render.selection_summary(selection, join(run_dir, "selection.json")))
@@ -76,14 +81,14 @@ def validate(config: ConfigArgument, run_dir: RunDirOption, as_json: JsonOption 
 
     with exits_on_error():
         cfg = load_config(config)
-        result = with_progress("validate", cfg, lambda _: validate_step(cfg, run_dir), as_json)
+        verdict = with_progress("validate", cfg, lambda _: validate_step(cfg, run_dir), as_json)
     if as_json:
-        print_json(result)
+        print_json(verdict.as_json())
     else:
-        out.print(render.validation_table(result))
-        for line in render.validation_lines(result, join(run_dir, "validation.json")):
+        out.print(render.validation_table(verdict))
+        for line in render.validation_lines(verdict, join(run_dir, "validation.json")):
             out.print(line, highlight=False)
-    if not result["passed"]:
+    if not verdict.passed:
         raise typer.Exit(EXIT_GATE)
 
 
@@ -120,13 +125,13 @@ def prune(
         cfg = load_config(config)
         plan = prune_step(cfg, run_dir, apply=apply, force_reason=reason if force else None)
     if as_json:
-        print_json(plan)
+        print_json(plan.as_json())
         return
     assert cfg.feast is not None  # prune_step refuses a config without one
     out.print(render.prune_table(plan))
     for line in render.prune_lines(plan, cfg.feast.repo, join(run_dir, "prune.json")):
         out.print(line, highlight=False)
-    if plan["hook_missing"]:
+    if plan.hook_missing:
         errors.print(render.HOOK_MISSING, highlight=False)
 
 
@@ -151,15 +156,15 @@ def retire(
         cfg = load_config(config)
         plan = retire_step(cfg, run_dir, apply=apply, force=force)
     if as_json:
-        print_json(plan)
+        print_json(plan.as_json())
         return
     assert cfg.feast is not None
-    if not plan["count"]:
-        out.print(f"Nothing to retire: no feature has been deprecated for {plan['grace_period']}.")
+    if not plan.count:
+        out.print(f"Nothing to retire: no feature has been deprecated for {plan.grace_period}.")
         return
     out.print(render.retire_table(plan))
-    if plan["diff"]:
-        out.print(plan["diff"], markup=False, highlight=False)
+    if plan.diff:
+        out.print(plan.diff, markup=False, highlight=False)
     for line in render.retire_lines(plan, cfg.feast.repo, join(run_dir, "retire.json")):
         out.print(line)
 
@@ -188,20 +193,20 @@ def restore(
 def with_progress(
     step: str,
     cfg: Config,
-    work: Callable[[Callable[[dict[str, Any]], None]], dict[str, Any]],
+    work: Callable[[Callable[[dict[str, Any]], None]], Result],
     as_json: bool = False,
-) -> dict[str, Any]:
+) -> Result:
     """One step with the same live line `cae-ray run` shows for it (on stderr with --json)."""
     from cae_ray.cli.console import step_display
-    from cae_ray.runtime.progress import StepEvent, step_summary
+    from cae_ray.pipeline import StepEvent
 
     quiet_ray()
     with step_display(errors if as_json else out, cfg) as display:
-        display(StepEvent(step, "started", {}))
+        display(StepEvent(step, "started"))
         try:
-            outcome = work(lambda record: display(StepEvent(step, "progress", record)))
+            outcome = work(lambda record: display(StepEvent(step, "progress", progress=record)))
         except BaseException:
-            display(StepEvent(step, "failed", {}))
+            display(StepEvent(step, "failed"))
             raise
-        display(StepEvent(step, "done", step_summary(step, outcome)))
+        display(StepEvent(step, "done", result=outcome))
     return outcome

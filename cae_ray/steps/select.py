@@ -19,7 +19,6 @@ import torch
 
 from cae_ray import storage
 from cae_ray.artifacts import (
-    PREPARED,
     RAY_STORAGE,
     SELECTION,
     SELECTION_INPUTS,
@@ -27,9 +26,9 @@ from cae_ray.artifacts import (
     RunDir,
     config_hash,
     digest,
-    selection_digest,
 )
 from cae_ray.config import Config
+from cae_ray.records import Prepared, Selection
 from cae_ray.runtime.batches import FEATURES, TARGET, unpack
 from cae_ray.runtime.cluster import cached, connect, worker_threads
 from cae_ray.runtime.data import read_ordered
@@ -48,55 +47,54 @@ IMPORTANCE_SAMPLE = 20_000
 """Training rows held in memory to rank a supervised search's rows (and to refine it)."""
 
 
-def select(config: Config, run: RunDir, on_epoch: OnProgress | None = None) -> dict[str, Any]:
+def select(config: Config, run: RunDir, on_epoch: OnProgress | None = None) -> Selection:
     """Train the selector and write ``selection.json``, unless the one there is up to date.
     ``on_epoch(record)`` is called on the driver as epochs finish (for progress bars)."""
-    prepared = run.read_json(PREPARED)
+    prepared = Prepared.read(run)
     assert prepared is not None, "prepare runs before select"
     made_from = {
         "config_hash": config_hash(config, *SELECTION_INPUTS),
-        "data_fingerprint": prepared["fingerprint"],
+        "data_fingerprint": prepared.fingerprint,
     }
-    done = run.reusable(SELECTION, made_from)
+    done = Selection.reusable(run, made_from)
     if done is not None:
         logger.info("select: %s is up to date", run.path(SELECTION))
         return done
 
     started = time.perf_counter()
-    target = TargetInfo.from_dict(prepared["target"])
-    features = prepared["features"]
+    target = TargetInfo.from_dict(prepared.target)
+    features = prepared.features
     spec = TrainSpec(
         n_features=len(features),
         task=target.task,
         n_outputs=target.n_outputs,
-        n_train_rows=prepared["rows"]["train"],
+        n_train_rows=prepared.rows.train,
         threads=worker_threads(config),
     )
     outcome, (indices, probs, collisions) = _choose(config, run, spec, made_from, on_epoch)
     scores = dict(zip(features, feature_scores(probs).tolist(), strict=True))
     chosen = sorted(indices.tolist())
-    candidates = prepared["candidate_features"]
-    selection = {
-        "selected_features": [features[i] for i in chosen],
-        "selected_indices": [candidates.index(features[i]) for i in chosen],
-        "scores": [scores.get(name, 0.0) for name in candidates],
-        "candidate_features": candidates,
-        "dropped_constant": prepared["dropped_constant"],
-        "k": config.selector.k,
-        "method": config.selector.method,
-        "task": target.task,
-        "chosen_by": "search" if outcome else "f_statistic",
-        "collisions": collisions,
-        "converged": converged(outcome.converged if outcome else True, collisions),
-        "history": outcome.history if outcome else [],
-        "resumed_from_epoch": outcome.resumed_from_epoch if outcome else 0,
-        "num_workers": config.scaling.num_workers,
+    candidates = prepared.candidate_features
+    selection = Selection(
+        selected_features=[features[i] for i in chosen],
+        selected_indices=[candidates.index(features[i]) for i in chosen],
+        scores=[scores.get(name, 0.0) for name in candidates],
+        candidate_features=candidates,
+        dropped_constant=prepared.dropped_constant,
+        k=config.selector.k,
+        method=config.selector.method,
+        task=target.task,
+        chosen_by="search" if outcome else "f_statistic",
+        collisions=collisions,
+        converged=converged(outcome.converged if outcome else True, collisions),
+        history=outcome.history if outcome else [],
+        resumed_from_epoch=outcome.resumed_from_epoch if outcome else 0,
+        num_workers=config.scaling.num_workers,
         **made_from,
-        "seconds": time.perf_counter() - started,
-        "cae_ray_version": __version__,
-    }
-    selection["selection_hash"] = selection_digest(selection)
-    run.write_json(SELECTION, selection)
+        seconds=time.perf_counter() - started,
+        cae_ray_version=__version__,
+    ).sealed()
+    selection.write(run)
     return selection
 
 

@@ -20,14 +20,12 @@ import time
 from typing import Any
 
 from cae_ray.artifacts import (
-    PREPARED,
     RAY_STORAGE,
     TRAIN_SPLIT,
     VALIDATION,
     VALIDATION_INPUTS,
     VALIDATION_SPLIT,
     RunDir,
-    checked_selection,
     config_hash,
 )
 from cae_ray.config import Config
@@ -36,6 +34,7 @@ from cae_ray.gate.errors import TooFewValidationRowsError, ValidationModelError
 from cae_ray.gate.linear import LinearCheck
 from cae_ray.gate.metrics import MIN_ROWS_FOR_INTERVAL, check_metric, default_metric
 from cae_ray.gate.models import GateData, GateModel, InMemoryModel
+from cae_ray.records import Prepared, Verdict, checked_selection
 from cae_ray.runtime.data import read_split, split_files
 from cae_ray.runtime.xgboost import XGBoostOnRay
 from cae_ray.selector.memory import available_memory
@@ -53,7 +52,7 @@ SAMPLE_ROWS = 200_000
 capacity is chosen on held-out rows, and a sample this large decides as well as all of them."""
 
 
-def validate(config: Config, run: RunDir) -> dict[str, Any]:
+def validate(config: Config, run: RunDir) -> Verdict:
     """Run the gate on the selection in ``run``; write and return ``validation.json``.
 
     Raises before any training when the selection is missing, edited or stale, the metric or
@@ -61,41 +60,42 @@ def validate(config: Config, run: RunDir) -> dict[str, Any]:
     then.
     """
     selection, prepared = checked_selection(config, run)
-    target = TargetInfo.from_dict(prepared["target"])
+    target = TargetInfo.from_dict(prepared.target)
     metric = gate_metric(config, target)
     model = gate_model_for(config, run, target, metric)
-    n_validation = int(prepared["rows"]["validation"])
-    if n_validation < MIN_ROWS_FOR_INTERVAL:
-        raise TooFewValidationRowsError(n_validation, MIN_ROWS_FOR_INTERVAL)
+    if prepared.rows.validation < MIN_ROWS_FOR_INTERVAL:
+        raise TooFewValidationRowsError(prepared.rows.validation, MIN_ROWS_FOR_INTERVAL)
 
     made_from = {
-        "selection_hash": selection["selection_hash"],
+        "selection_hash": selection.selection_hash,
         "validation_config_hash": config_hash(config, *VALIDATION_INPUTS),
-        "data_fingerprint": prepared["fingerprint"],
+        "data_fingerprint": prepared.fingerprint,
     }
-    done = run.reusable(VALIDATION, made_from)
+    done = Verdict.reusable(run, made_from)
     if done is not None:
         logger.info("validate: %s is up to date", run.path(VALIDATION))
         return done
 
     started = time.perf_counter()
-    features = prepared["features"]
-    selected = [features.index(name) for name in selection["selected_features"]]
+    features = prepared.features
+    selected = [features.index(name) for name in selection.selected_features]
     scores = model.scores(selected)
-    result = {
-        **decide(config, metric, scores),
-        "model": {"name": model.name, "params": model.params},
-        "task": target.task,
-        "k": len(selected),
-        "n_features": len(features),
-        "validation_rows": scores.n_rows,
-        "repeats": len(scores.selected_values),
-        **made_from,
-        "seconds": time.perf_counter() - started,
-        "cae_ray_version": __version__,
-    }
-    run.write_json(VALIDATION, result)
-    return result
+    verdict = Verdict.model_validate(
+        {
+            **decide(config, metric, scores),
+            "model": {"name": model.name, "params": model.params},
+            "task": target.task,
+            "k": len(selected),
+            "n_features": len(features),
+            "validation_rows": scores.n_rows,
+            "repeats": len(scores.selected_values),
+            **made_from,
+            "seconds": time.perf_counter() - started,
+            "cae_ray_version": __version__,
+        }
+    )
+    verdict.write(run)
+    return verdict
 
 
 def gate_metric(config: Config, target: TargetInfo) -> str:
@@ -153,13 +153,13 @@ def _rows_loader(run: RunDir, limit: int | None) -> Any:
     """Reads the splits in memory, at most ``limit`` training rows, when called."""
 
     def rows() -> GateData:
-        prepared = run.read_json(PREPARED)
+        prepared = Prepared.read(run)
         assert prepared is not None
-        n_features = len(prepared["features"])
+        n_features = len(prepared.features)
         x_train, y_train = read_split(run.path(TRAIN_SPLIT), n_features, limit=limit)
         x_eval, y_eval = read_split(run.path(VALIDATION_SPLIT), n_features)
         assert y_train is not None and y_eval is not None, "supervised splits carry the target"
-        identity = f"{prepared['fingerprint']}|{prepared['config']}|{len(x_train)}"
+        identity = f"{prepared.fingerprint}|{prepared.config}|{len(x_train)}"
         return GateData(x_train, y_train, x_eval, y_eval, identity)
 
     return rows
@@ -167,9 +167,9 @@ def _rows_loader(run: RunDir, limit: int | None) -> Any:
 
 def _reconstruction_rows(run: RunDir) -> tuple[Any, Any]:
     """The first RECONSTRUCTION_ROWS rows of each split (the rows are in hashed order)."""
-    prepared = run.read_json(PREPARED)
+    prepared = Prepared.read(run)
     assert prepared is not None
-    n_features = len(prepared["features"])
+    n_features = len(prepared.features)
     x_train, _ = read_split(run.path(TRAIN_SPLIT), n_features, limit=RECONSTRUCTION_ROWS)
     x_eval, _ = read_split(run.path(VALIDATION_SPLIT), n_features, limit=RECONSTRUCTION_ROWS)
     return x_train, x_eval
