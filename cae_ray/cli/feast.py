@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from dataclasses import asdict
 from typing import Annotated
@@ -12,7 +11,7 @@ from rich.markup import escape
 
 from cae_ray.cli import render
 from cae_ray.cli.app import feast_app
-from cae_ray.cli.output import ConfigArgument, errors, exits_on_error, out
+from cae_ray.cli.output import ConfigArgument, errors, exits_on_error, out, print_json
 from cae_ray.config import load_config
 from cae_ray.errors import EXIT_FAILURE
 
@@ -24,7 +23,7 @@ def check_marks(config: ConfigArgument, as_json: bool = False) -> None:
     with exits_on_error():
         findings = find_disagreements(load_config(config))
     if as_json:
-        print(json.dumps(asdict(findings)))
+        print_json(asdict(findings))
     elif not findings.disagreements:
         out.print("[green]The registry and the repo overlay agree on cae-ray's marks.[/]")
     for problem in [] if as_json else findings.disagreements:
@@ -65,7 +64,7 @@ def feast_status(
     with exits_on_error():
         states = feature_status(load_config(config))
     if as_json:
-        print(json.dumps({"features": [asdict(state) for state in states]}))
+        print_json({"features": [asdict(state) for state in states]})
         return
     out.print(render.status_table(states))
     counts = Counter(state.state for state in states)

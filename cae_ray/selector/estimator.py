@@ -30,18 +30,41 @@ from cae_ray.errors import (
     NonFiniteInputError,
     NonNumericColumnsError,
 )
+from cae_ray.selector.choose import SAMPLE_ROWS, FinalChoice, choose_k, searches
 from cae_ray.selector.concrete import converged, feature_scores
 from cae_ray.selector.errors import DeviceUnavailableError
 from cae_ray.selector.loop import EpochRecord, fit_in_memory
 from cae_ray.selector.memory import check_memory
 from cae_ray.selector.model import SelectorModel, build_model
-from cae_ray.selector.refine import final_selection, screened_selection, screens_only
 from cae_ray.selector.targets import ResolvedTask, Target, prepare_target
 
 EpochCallback = Callable[[EpochRecord], None]
 
-SAMPLE_ROWS = 20_000
-"""Training rows held in memory after the search: to rank its rows, refine or polish it."""
+CONFIG_KEYS: dict[str, tuple[str, str]] = {
+    "k": ("selector", "k"),
+    "method": ("selector", "method"),
+    "task": ("head", "task"),
+    "dim_ip": ("selector", "dim_ip"),
+    "hidden": ("head", "hidden"),
+    "dropout": ("head", "dropout"),
+    "head_weight_decay": ("head", "weight_decay"),
+    "search_factor": ("selector", "search_factor"),
+    "selector_learning_rate_ratio": ("selector", "learning_rate_ratio"),
+    "refine": ("selector", "refine"),
+    "polish": ("selector", "polish"),
+    "epochs": ("training", "epochs"),
+    "batch_size": ("training", "batch_size"),
+    "learning_rate": ("training", "learning_rate"),
+    "start_temperature": ("selector", "start_temperature"),
+    "end_temperature": ("selector", "end_temperature"),
+    "sampling": ("selector", "sampling"),
+    "early_stop": ("selector", "early_stop"),
+    "convergence_threshold": ("selector", "convergence_threshold"),
+    "device": ("training", "device"),
+    "random_state": ("training", "seed"),
+}
+"""Each parameter (but ``verbose``) -> its config section and key: the one place the estimator
+and the config are mapped onto each other (:meth:`from_config`, :meth:`to_config`)."""
 
 
 class ConcreteFeatureSelector(SelectorMixin, BaseEstimator):
@@ -124,65 +147,20 @@ class ConcreteFeatureSelector(SelectorMixin, BaseEstimator):
 
     @classmethod
     def from_config(cls, config: Config) -> ConcreteFeatureSelector:
-        s, t, h = config.selector, config.training, config.head
-        return cls(
-            k=s.k,
-            method=s.method,
-            task=h.task,
-            dim_ip=s.dim_ip,
-            hidden=tuple(h.hidden),
-            dropout=h.dropout,
-            head_weight_decay=h.weight_decay,
-            search_factor=s.search_factor,
-            selector_learning_rate_ratio=s.learning_rate_ratio,
-            refine=s.refine,
-            polish=s.polish,
-            epochs=t.epochs,
-            batch_size=t.batch_size,
-            learning_rate=t.learning_rate,
-            start_temperature=s.start_temperature,
-            end_temperature=s.end_temperature,
-            sampling=s.sampling,
-            early_stop=s.early_stop,
-            convergence_threshold=s.convergence_threshold,
-            device=t.device,
-            random_state=t.seed,
-        )
+        """The estimator with the selector, training and head settings of ``config``."""
+        dumped = config.model_dump()
+        params = {p: dumped[section][key] for p, (section, key) in CONFIG_KEYS.items()}
+        return cls(**{**params, "hidden": tuple(params["hidden"])})
 
     def to_config(self) -> Config:
         """The parameters as a validated :class:`~cae_ray.config.Config` (bad values raise)."""
-        return validate_config(
-            {
-                "selector": {
-                    "method": self.method,
-                    "k": int(self.k) if isinstance(self.k, np.integer) else self.k,
-                    "dim_ip": self.dim_ip,
-                    "start_temperature": self.start_temperature,
-                    "end_temperature": self.end_temperature,
-                    "sampling": self.sampling,
-                    "early_stop": self.early_stop,
-                    "convergence_threshold": self.convergence_threshold,
-                    "search_factor": self.search_factor,
-                    "learning_rate_ratio": self.selector_learning_rate_ratio,
-                    "refine": self.refine,
-                    "polish": self.polish,
-                },
-                "training": {
-                    "epochs": self.epochs,
-                    "batch_size": self.batch_size,
-                    "learning_rate": self.learning_rate,
-                    "seed": self.random_state,
-                    "device": self.device,
-                },
-                "head": {
-                    "task": self.task,
-                    "hidden": list(self.hidden),
-                    "dropout": self.dropout,
-                    "weight_decay": self.head_weight_decay,
-                },
-            },
-            source=type(self).__name__,
-        )
+        sections: dict[str, dict[str, Any]] = {}
+        for param, (section, key) in CONFIG_KEYS.items():
+            value = getattr(self, param)
+            if isinstance(value, np.generic):  # a numpy scalar from a parameter grid
+                value = value.item()
+            sections.setdefault(section, {})[key] = list(value) if param == "hidden" else value
+        return validate_config(sections, source=type(self).__name__)
 
     # --- scikit-learn API ----------------------------------------------------------------------
 
@@ -198,9 +176,8 @@ class ConcreteFeatureSelector(SelectorMixin, BaseEstimator):
         self.task_: ResolvedTask = target.task
         self.model_: SelectorModel | None = None
         self.history_: list[dict[str, Any]] = []
-        if screens_only(config, target.task, min(n_rows, SAMPLE_ROWS), n_features):
-            indices, probs, self.collisions_ = _final_selection(None, config, features, target)
-            self._selected(indices, probs, confident=True)
+        if not searches(config, target.task, n_rows, n_features):
+            self._selected(_final_choice(None, config, features, target), confident=True)
             return self
 
         device = _resolve_device(config.training.device)
@@ -215,8 +192,9 @@ class ConcreteFeatureSelector(SelectorMixin, BaseEstimator):
 
         self.model_ = model.cpu().eval()
         self.history_ = [record.as_dict() for record in result.history]
-        indices, probs, self.collisions_ = _final_selection(self.model_, config, features, target)
-        self._selected(indices, probs, confident=result.converged)
+        self._selected(
+            _final_choice(self.model_, config, features, target), confident=result.converged
+        )
         if not self.converged_:
             warnings.warn(
                 f"the selection did not converge in {config.training.epochs} epochs (mean max "
@@ -228,9 +206,10 @@ class ConcreteFeatureSelector(SelectorMixin, BaseEstimator):
             )
         return self
 
-    def _selected(self, indices: torch.Tensor, probs: torch.Tensor, *, confident: bool) -> None:
-        self.selected_indices_ = np.sort(indices.numpy())
-        self.scores_ = feature_scores(probs).numpy()
+    def _selected(self, choice: FinalChoice, *, confident: bool) -> None:
+        self.selected_indices_ = np.sort(choice.indices.numpy())
+        self.scores_ = feature_scores(choice.probabilities).numpy()
+        self.collisions_ = choice.collisions
         # Converged: confident rows (mean max probability) that chose K distinct features.
         self.converged_ = converged(confident, self.collisions_)
 
@@ -346,17 +325,13 @@ def _resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
-def _final_selection(
+def _final_choice(
     model: SelectorModel | None, config: Config, features: np.ndarray, target: Target
-) -> tuple[torch.Tensor, torch.Tensor, int]:
-    """The K from a trained search (``model``), or from the screen alone when none was trained
-    (:func:`~cae_ray.selector.refine.screens_only`), on a sample of up to SAMPLE_ROWS rows."""
+) -> FinalChoice:
+    """:func:`~cae_ray.selector.choose.choose_k` on a random sample of up to SAMPLE_ROWS rows."""
     rows = np.random.default_rng(config.training.seed).permutation(len(features))[:SAMPLE_ROWS]
     y = None if target.values is None else torch.from_numpy(target.values[rows])
-    x = torch.from_numpy(features[rows])
-    if model is None:
-        return screened_selection(target.task, config.selector.k, x, y, features.shape[1])
-    return final_selection(model, config, target.task, x, y)
+    return choose_k(model, config, target.task, torch.from_numpy(features[rows]), y)
 
 
 def _tensors(features: np.ndarray, target: Target) -> tuple[torch.Tensor, torch.Tensor | None]:

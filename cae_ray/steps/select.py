@@ -34,17 +34,14 @@ from cae_ray.runtime.cluster import cached, connect, worker_threads
 from cae_ray.runtime.data import read_ordered
 from cae_ray.runtime.progress import OnProgress
 from cae_ray.runtime.train import TrainOutcome, TrainSpec, train_selector
+from cae_ray.selector.choose import SAMPLE_ROWS, FinalChoice, choose_k, searches
 from cae_ray.selector.concrete import converged, feature_scores
 from cae_ray.selector.memory import check_memory_for_ray
 from cae_ray.selector.polish import polishes
-from cae_ray.selector.refine import final_selection, screened_selection, screens_only
 from cae_ray.selector.targets import ResolvedTask, TargetInfo
 from cae_ray.version import __version__
 
 logger = logging.getLogger(__name__)
-
-IMPORTANCE_SAMPLE = 20_000
-"""Training rows held in memory to rank a supervised search's rows (and to refine it)."""
 
 
 def select(config: Config, run: RunDir, on_epoch: OnProgress | None = None) -> Selection:
@@ -71,9 +68,9 @@ def select(config: Config, run: RunDir, on_epoch: OnProgress | None = None) -> S
         n_train_rows=prepared.rows.train,
         threads=worker_threads(config),
     )
-    outcome, (indices, probs, collisions) = _choose(config, run, spec, made_from, on_epoch)
-    scores = dict(zip(features, feature_scores(probs).tolist(), strict=True))
-    chosen = sorted(indices.tolist())
+    outcome, choice = _choose(config, run, spec, made_from, on_epoch)
+    scores = dict(zip(features, feature_scores(choice.probabilities).tolist(), strict=True))
+    chosen = sorted(choice.indices.tolist())
     candidates = prepared.candidate_features
     selection = Selection(
         selected_features=[features[i] for i in chosen],
@@ -85,8 +82,8 @@ def select(config: Config, run: RunDir, on_epoch: OnProgress | None = None) -> S
         method=config.selector.method,
         task=target.task,
         chosen_by="search" if outcome else "f_statistic",
-        collisions=collisions,
-        converged=converged(outcome.converged if outcome else True, collisions),
+        collisions=choice.collisions,
+        converged=converged(outcome.converged if outcome else True, choice.collisions),
         history=outcome.history if outcome else [],
         resumed_from_epoch=outcome.resumed_from_epoch if outcome else 0,
         num_workers=config.scaling.num_workers,
@@ -104,24 +101,22 @@ def _choose(
     spec: TrainSpec,
     made_from: dict[str, str],
     on_epoch: OnProgress | None,
-) -> tuple[TrainOutcome | None, tuple[torch.Tensor, torch.Tensor, int]]:
+) -> tuple[TrainOutcome | None, FinalChoice]:
     """The search trained on Ray and the K chosen after it; or, where
-    :func:`~cae_ray.selector.refine.screens_only` says so, no search (None) and the K by the
-    screen."""
-    sample_rows = min(spec.n_train_rows, IMPORTANCE_SAMPLE)
-    search = not screens_only(config, spec.task, sample_rows, spec.n_features)
+    :func:`~cae_ray.selector.choose.searches` says no search, None and the K by the screen."""
+    search = searches(config, spec.task, spec.n_train_rows, spec.n_features)
     if search:  # refuse an oversized model before Ray starts workers killed for memory
         check_memory_for_ray(config, spec.n_features, spec.task, spec.n_outputs)
     connect(config)
     train_split = run.path(TRAIN_SPLIT)
     train_data = cached(config, read_ordered(train_split), train_split)
-    if not search:
-        x, y = _sample(config, train_data, spec.task, spec.n_features)
-        return None, screened_selection(spec.task, config.selector.k, x, y, spec.n_features)
-    name = _training_name(run, made_from)
-    outcome = train_selector(config, spec, train_data, run.path(RAY_STORAGE), name, on_epoch)
+    outcome = None
+    if search:
+        name = _training_name(run, made_from)
+        outcome = train_selector(config, spec, train_data, run.path(RAY_STORAGE), name, on_epoch)
     x, y = _sample(config, train_data, spec.task, spec.n_features)
-    return outcome, final_selection(outcome.model, config, spec.task, x, y)
+    model = outcome.model if outcome is not None else None
+    return outcome, choose_k(model, config, spec.task, x, y)
 
 
 def _training_name(run: RunDir, made_from: dict[str, str]) -> str:
@@ -146,9 +141,7 @@ def _sample(
     polished = polishes(config.selector.polish, n_features, task)
     if task == "reconstruction" and not polished:
         return torch.empty(0), None
-    batch = train_data.limit(IMPORTANCE_SAMPLE).take_batch(
-        batch_size=IMPORTANCE_SAMPLE, batch_format="pyarrow"
-    )
+    batch = train_data.limit(SAMPLE_ROWS).take_batch(batch_size=SAMPLE_ROWS, batch_format="pyarrow")
     x = torch.from_numpy(unpack(batch[FEATURES], n_features))
     if task == "reconstruction":
         return x, None
