@@ -159,15 +159,22 @@ def candidates(supervised: bool, seed: int) -> dict[str, Wrapper]:
     def both(t, rows, picks, kept):
         return incumbent(t, rows, twin_inc(t, rows, picks, kept), kept)
 
-    def rep_both(t, rows, picks, kept):
-        return both(t, rows, rep(t, rows, picks, kept), kept)
+    def spare(t, rows, picks, kept):
+        return spare_fill(t, rows, picks, seed)
 
+    def spare_both(t, rows, picks, kept):
+        return both(t, rows, spare(t, rows, picks, kept), kept)
+
+    supervised_only: dict[str, Wrapper] = {
+        "spare-fill": spare,
+        "spare-fill + twins->incumbent + incumbent": spare_both,
+    }
     return {
+        **(supervised_only if supervised else {}),
         "twins->rep": rep,
         "twins->incumbent": twin_inc,
         "incumbent": incumbent,
         "twins->incumbent + incumbent": both,
-        "twins->rep + twins->incumbent + incumbent": rep_both,
     }
 
 
