@@ -193,14 +193,17 @@ def wrapped(base: str, wrapper: Wrapper) -> st.WeeklySelector:
     return run
 
 
-def weekly(tables: list[str], bases: list[str], seeds: list[int], weeks: int) -> None:
+def weekly(
+    tables: list[str], bases: list[str], seeds: list[int], weeks: int, only: list[str] | None
+) -> None:
     for name in tables:
         runs: dict[str, st.WeeklySelector] = {}
         for base in bases:
             supervised = "unsupervised" not in base and base != "pivoted QR"
             runs[base] = st.peer_weeks(base)
             for label, wrapper in candidates(supervised, seeds[0]).items():
-                runs[f"{base} + {label}"] = wrapped(base, wrapper)
+                if only is None or label in only:
+                    runs[f"{base} + {label}"] = wrapped(base, wrapper)
         st.run_table(name, runs, seeds, weeks)
 
 
@@ -320,11 +323,12 @@ def main() -> None:
     parser.add_argument("--bases", nargs="+", choices=list(pt.METHODS), default=None)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--weeks", type=int, default=5)
+    parser.add_argument("--candidates", nargs="+", default=None, help="weekly: these only")
     args = parser.parse_args()
     st.header(args.seeds, args.weeks)
     bases = args.bases or ["cae-ray supervised", "cae-ray unsupervised"]
     if args.part == "weekly":
-        weekly(args.tables or st.STABILITY_TABLES, bases, args.seeds, args.weeks)
+        weekly(args.tables or st.STABILITY_TABLES, bases, args.seeds, args.weeks, args.candidates)
     elif args.part == "single":
         single(args.tables or list(pt.TABLES), bases, args.seeds)
     else:
