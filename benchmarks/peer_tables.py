@@ -186,7 +186,7 @@ SIZES = {
 
 def cae_ray(supervised: bool, **params: Any) -> Selector:
     def select(t: Table, rows: np.ndarray, seed: int) -> np.ndarray:
-        from cae_ray.estimator import ConcreteFeatureSelector
+        from cae_ray.selector.estimator import ConcreteFeatureSelector
 
         y = t.y[rows] if supervised else None
         with warnings.catch_warnings():
