@@ -12,8 +12,8 @@ from cae_ray.errors import CaeRayError
 from cae_ray.version import __version__
 
 if TYPE_CHECKING:
-    from cae_ray.estimator import ConcreteFeatureSelector
     from cae_ray.pipeline import export, prepare, run, select, validate
+    from cae_ray.selector.estimator import ConcreteFeatureSelector
 
 __all__ = [
     "CaeRayError",
@@ -34,7 +34,7 @@ def __getattr__(name: str) -> Any:
         from cae_ray.extras import require_train
 
         require_train("cae_ray.ConcreteFeatureSelector")
-        from cae_ray.estimator import ConcreteFeatureSelector
+        from cae_ray.selector.estimator import ConcreteFeatureSelector
 
         return ConcreteFeatureSelector
     if name in ("export", "prepare", "run", "select", "validate"):

@@ -29,12 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cae_ray import storage
-from cae_ray.errors import (
-    NoSelectionError,
-    RunDirError,
-    SelectionConfigMismatchError,
-    SelectionEditedError,
-)
+from cae_ray.errors import RunDirError
 
 if TYPE_CHECKING:
     from cae_ray.config import Config
@@ -251,30 +246,3 @@ class RunDir:
             if storage.size(self.path(file)) != size:
                 return None
         return done
-
-
-def checked_selection(
-    config: Config, run: RunDir, *, edited_ok: bool = False
-) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The run's selection and prepared data, refused when missing, edited (unless
-    ``edited_ok``: a forced prune), or made from another config or other data than ``config``
-    describes: what validation and pruning act on."""
-    selection, prepared = run.read_json(SELECTION), run.read_json(PREPARED)
-    if selection is None or prepared is None:
-        raise NoSelectionError(str(run))
-    where = run.path(SELECTION)
-    actual = selection_digest(selection)
-    if selection.get("selection_hash") != actual and not edited_ok:
-        raise SelectionEditedError(where, selection.get("selection_hash"), actual)
-    current = config_hash(config, *SELECTION_INPUTS)
-    if selection.get("config_hash") != current:
-        recorded = f"hash {selection.get('config_hash')}"
-        raise SelectionConfigMismatchError(where, "config", recorded, f"hash {current}")
-    if selection.get("data_fingerprint") != prepared.get("fingerprint"):
-        raise SelectionConfigMismatchError(
-            where,
-            "dataset",
-            f"fingerprint {selection.get('data_fingerprint')}",
-            f"fingerprint {prepared.get('fingerprint')}",
-        )
-    return selection, prepared

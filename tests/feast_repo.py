@@ -6,6 +6,7 @@ import os
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -87,7 +88,7 @@ def make_feast_repo(
 
     if file_format is None:
         file_format = offline_store == "duckdb" and feast_minor() < (0, 64)
-    formats = {"file_format": ParquetFormat()} if file_format else {}
+    formats: dict[str, Any] = {"file_format": ParquetFormat()} if file_format else {}
     repo = directory / "repo"
     (repo / "data").mkdir(parents=True)
     registry_yaml = REGISTRIES[registry].format(repo=repo.resolve())

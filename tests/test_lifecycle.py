@@ -56,7 +56,7 @@ def selected(ray_cluster, tmp_path_factory) -> tuple[Config, Path, FeastRepo]:
     config = run_config(data, run)
     export(config, run)
     select(config, run)
-    assert validate(config, run)["passed"]
+    assert validate(config, run).passed
     return config, run, data
 
 
@@ -128,7 +128,7 @@ def test_three_runs_in_a_row_marks_follow_the_latest_and_restore_steps_back(
         plans.append(plan)
         if i == 0:  # the next run's export still reads the deprecated features
             manifest = export(config, tmp_path / "next")
-            assert len(manifest["columns"]) == len(STATS) + 2
+            assert len(manifest.columns) == len(STATS) + 2
             assert (tmp_path / "next" / EXPORT_MANIFEST).exists()
 
     # Deprecated by runs 1 and 2: the mark keeps run 1's id and first date.

@@ -76,7 +76,7 @@ def trained(ray_cluster, tmp_path_factory) -> tuple[Path, Path, FeastRepo]:
     config = run_config(repo, run)
     export(config, run)
     select(config, run)
-    assert validate(config, run)["passed"]
+    assert validate(config, run).passed
     path = directory / "config.yaml"
     path.write_text(yaml.safe_dump(config.model_dump(mode="json")))
     return path, run, repo

@@ -4,14 +4,14 @@ import numpy as np
 import pytest
 from sklearn.metrics import f1_score, r2_score, roc_auc_score
 
-from cae_ray.errors import (
+from cae_ray.errors import InvalidInputError
+from cae_ray.gate.errors import (
     InvalidBootstrapError,
-    InvalidInputError,
     InvalidToleranceError,
     MetricTaskMismatchError,
     TooFewValidationRowsError,
 )
-from cae_ray.metrics import (
+from cae_ray.gate.metrics import (
     METRICS,
     MIN_ROWS_FOR_INTERVAL,
     Interval,

@@ -13,10 +13,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from cae_ray.artifacts import selection_digest
-from cae_ray.batches import unpack
 from cae_ray.config import Config, validate_config
-from cae_ray.estimator import ConcreteFeatureSelector
 from cae_ray.pipeline import select
+from cae_ray.runtime.batches import unpack
+from cae_ray.selector.estimator import ConcreteFeatureSelector
 
 pytestmark = pytest.mark.ray
 
@@ -57,7 +57,7 @@ def test_select_matches_the_in_memory_estimator(
     path, informative = wide_dataset
     selection = select(make_config(path, scaling={"num_workers": workers}), tmp_path)
 
-    names = selection["selected_features"]
+    names = selection.selected_features
     assert len(names) == K and len(set(names)) == K
     # The estimator finds 7-9 of 10 depending on its seed; 10 random picks find 0.5 on average.
     assert found(names, informative) >= min(estimator_found, K) - 2, (names, estimator_found)
@@ -85,9 +85,9 @@ def test_select_refines_a_supervised_search_on_request(
     the driver's sample after Ray training, and keep a selection as good as the search's."""
     path, informative = wide_dataset
     config = make_config(path, selector={"refine": True}, scaling={"num_workers": 0})
-    with caplog.at_level(logging.INFO, logger="cae_ray.refine"):
+    with caplog.at_level(logging.INFO, logger="cae_ray.selector.refine"):
         selection = select(config, tmp_path)
-    names = selection["selected_features"]
+    names = selection.selected_features
     assert len(names) == K and len(set(names)) == K
     assert found(names, informative) >= 7
     # The search's 10 and 10 screened-in features (as many as its 10 spare rows).
@@ -101,8 +101,8 @@ def test_same_inputs_give_the_same_selection(ray_cluster, wide_dataset, tmp_path
     cached = make_config(path, training={"epochs": 3}, scaling={"cache_train_split": "always"})
     streamed = make_config(path, training={"epochs": 3}, scaling={"cache_train_split": "never"})
     first, second = select(cached, tmp_path / "a"), select(streamed, tmp_path / "b")
-    assert first["selected_features"] == second["selected_features"]
-    assert [h["loss"] for h in first["history"]] == [h["loss"] for h in second["history"]]
+    assert first.selected_features == second.selected_features
+    assert [h["loss"] for h in first.history] == [h["loss"] for h in second.history]
 
 
 def test_rerun_reuses_finished_work(ray_cluster, wide_dataset, tmp_path) -> None:
@@ -121,15 +121,15 @@ def test_prepare_standardises_and_splits_by_key(ray_cluster, wide_dataset, tmp_p
 
     path, _ = wide_dataset
     prepared = prepare(make_config(path), tmp_path)
-    assert prepared["rows"]["train"] + prepared["rows"]["validation"] == 3000
-    assert 0.15 < prepared["rows"]["validation"] / 3000 < 0.25
+    assert prepared.rows.train + prepared.rows.validation == 3000
+    assert 0.15 < prepared.rows.validation / 3000 < 0.25
     train = ray_cluster.data.read_parquet(str(tmp_path / "data" / "train"))
     packed = train.take_batch(batch_size=5000, batch_format="pyarrow")["features"]
     features = unpack(packed, 200)
     assert features.shape[1] == 200
     assert np.allclose(features.mean(axis=0), 0, atol=0.15)
     again = prepare(make_config(path), tmp_path / "other")
-    assert again["rows"] == prepared["rows"]  # the same rows land on the same side
+    assert again.rows == prepared.rows  # the same rows land on the same side
 
 
 def test_a_few_columns_are_prepared_as_from_the_whole_table(
@@ -153,7 +153,7 @@ def test_a_few_columns_are_prepared_as_from_the_whole_table(
 
 
 def test_a_float_column_of_zeros_and_ones_is_classified_everywhere(ray_cluster, tmp_path) -> None:
-    """`head.task: auto` is decided by one rule (cae_ray.targets) for the estimator and the
+    """`head.task: auto` is decided by one rule (cae_ray.selector.targets) for the estimator and the
     pipeline: a float target holding only 0.0 and 1.0 is two classes, not a regression."""
     from typer.testing import CliRunner
 
@@ -192,7 +192,7 @@ def test_few_rows_are_chosen_by_the_screen_with_no_training(ray_cluster, tmp_pat
 
     from cae_ray.artifacts import RunDir
     from cae_ray.cli import app
-    from cae_ray.report import write_report
+    from cae_ray.report.page import write_report
 
     rng = np.random.default_rng(0)
     X = rng.normal(size=(100, 2000)).astype(np.float32)
@@ -230,8 +230,8 @@ def test_the_ordered_sink_keeps_the_rows_order(ray_cluster, tmp_path) -> None:
     inputs give another selection."""
     import pyarrow as pa
 
-    from cae_ray.data import read_ordered
-    from cae_ray.parquet_sink import OrderedParquetSink
+    from cae_ray.runtime.data import read_ordered
+    from cae_ray.runtime.parquet_sink import OrderedParquetSink
 
     chunks = [pa.table({"row": np.arange(i * 500, (i + 1) * 500)}) for i in range(8)]
     source = tmp_path / "source"

@@ -87,6 +87,8 @@ class UnknownRunIdError(FeastError, ValueError):
 class FeastTooOldError(FeastError):
     """The installed Feast cannot do what the repo asks of it; a later Feast can."""
 
+    exit_code = EXIT_CONFIG  # the fix is in the repo's definitions or the install, not the data
+
     def __init__(self, installed: str, needed: str, what: str, fix: str) -> None:
         self.installed, self.needed = installed, needed
         super().__init__(

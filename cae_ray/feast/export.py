@@ -31,7 +31,6 @@ from cae_ray import storage
 from cae_ray.artifacts import (
     EXPORT_DIR,
     EXPORT_INPUTS,
-    EXPORT_MANIFEST,
     RunDir,
     config_hash,
     digest,
@@ -50,13 +49,14 @@ from cae_ray.feast.errors import FeastRetrievalError, MissingFeastConfigError
 from cae_ray.feast.ray_export import export_on_ray, prepare_ray_store
 from cae_ray.feast.refs import FeatureRef, resolve_refs
 from cae_ray.feast.store import is_ray_store, open_store
+from cae_ray.records import ExportManifest
 
 logger = logging.getLogger(__name__)
 
 
 def export(
     config: Config, run: RunDir, on_rows: Callable[[int, int], None] | None = None
-) -> dict[str, Any]:
+) -> ExportManifest:
     """Retrieve the configured features for the entity rows; write Parquet and a manifest.
     ``on_rows(done, total)`` is called after each chunk (for progress bars)."""
     settings = _settings(config)
@@ -77,7 +77,7 @@ def export(
         "entities_fingerprint": digest(repr(entities.schema) + str(entities.num_rows)),
         "registry": digest(repr(sorted((r.ref, str(r.dtype)) for r in refs))),
     }
-    done = run.reusable(EXPORT_MANIFEST, made_from)
+    done = ExportManifest.reusable(run, made_from)
     if done is not None:
         logger.info("export: reusing %s", out)
         return done
@@ -94,21 +94,21 @@ def export(
             on_rows(numbered.num_rows, numbered.num_rows)
     else:
         parts = _export_in_chunks(store, numbered, refs, keys, settings, schema, out, on_rows)
-    manifest = {
+    manifest = ExportManifest(
         **made_from,
-        "repo": settings.repo,
-        "project": store.project,
-        "offline_store": store.config.offline_store.type,
-        "columns": {r.column: r.ref for r in refs},
-        "entity_columns": entities.schema.names,
-        "row_key": ROW_ID,
-        "rows": numbered.num_rows,
-        "parts": parts,
-        "feast_version": version("feast"),
-        "seconds": time.perf_counter() - started,
-        "files": run.files(EXPORT_DIR),
-    }
-    run.write_json(EXPORT_MANIFEST, manifest)  # last: a manifest means a whole export
+        repo=settings.repo,
+        project=store.project,
+        offline_store=store.config.offline_store.type,
+        columns={r.column: r.ref for r in refs},
+        entity_columns=entities.schema.names,
+        row_key=ROW_ID,
+        rows=numbered.num_rows,
+        parts=parts,
+        feast_version=version("feast"),
+        seconds=time.perf_counter() - started,
+        files=run.files(EXPORT_DIR),
+    )
+    manifest.write(run)  # last: a manifest means a whole export
     return manifest
 
 

@@ -1,0 +1,82 @@
+"""`cae-ray feast ...`: the feature lifecycle in the Feast repo (status, consistency, leftovers)."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import asdict
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+
+from cae_ray.cli import render
+from cae_ray.cli.app import feast_app
+from cae_ray.cli.output import ConfigArgument, errors, exits_on_error, out, print_json
+from cae_ray.config import load_config
+from cae_ray.errors import EXIT_FAILURE
+
+
+def check_marks(config: ConfigArgument, as_json: bool = False) -> None:
+    """`feast check` and `prune --check`: where the registry and the overlay disagree."""
+    from cae_ray.pipeline import check_marks as find_disagreements
+
+    with exits_on_error():
+        findings = find_disagreements(load_config(config))
+    if as_json:
+        print_json(asdict(findings))
+    elif not findings.disagreements:
+        out.print("[green]The registry and the repo overlay agree on cae-ray's marks.[/]")
+    for problem in [] if as_json else findings.disagreements:
+        errors.print(f"[bold red]disagree:[/] {escape(problem)}", highlight=False)
+    if findings.disagreements and not as_json:
+        errors.print("Run `feast apply` in the repo (the repo is the source of truth) to align.")
+    if findings.leftovers and not as_json:
+        names = " ".join(findings.leftovers)
+        errors.print(
+            f"[bold yellow]leftover:[/] {len(findings.leftovers)} FeatureService(s) of an older "
+            f"cae-ray version (one per run): {escape(names)}. cae-ray keeps one service now; "
+            f"remove them with: cae-ray feast remove-services {config} {escape(names)}",
+            highlight=False,
+        )
+    if findings.disagreements:
+        raise typer.Exit(EXIT_FAILURE)
+
+
+@feast_app.command("check")
+def feast_check(
+    config: ConfigArgument,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the findings as JSON.")] = False,
+) -> None:
+    """Tell whether the registry and the repo's overlay agree on cae-ray's marks and services,
+    and name FeatureServices older cae-ray versions left. Exits 1 when they disagree."""
+    check_marks(config, as_json)
+
+
+@feast_app.command("status")
+def feast_status(
+    config: ConfigArgument,
+    as_json: Annotated[bool, typer.Option("--json", help="Print every feature as JSON.")] = False,
+) -> None:
+    """Each feature's lifecycle: kept, deprecated (since when, by which run, due to retire
+    when), retired, or active (never marked)."""
+    from cae_ray.pipeline import feature_status
+
+    with exits_on_error():
+        states = feature_status(load_config(config))
+    if as_json:
+        print_json({"features": [asdict(state) for state in states]})
+        return
+    out.print(render.status_table(states))
+    counts = Counter(state.state for state in states)
+    out.print(", ".join(f"{n:,} {state}" for state, n in sorted(counts.items())))
+
+
+@feast_app.command("remove-services")
+def feast_remove_services(config: ConfigArgument, names: list[str]) -> None:
+    """Remove FeatureServices an older cae-ray version made (one per run, `cae_ray_<run id>`)
+    from the registry and the repo overlay. Refuses any other service."""
+    from cae_ray.pipeline import remove_services
+
+    with exits_on_error():
+        removed = remove_services(load_config(config), names)
+    out.print(f"Removed {len(removed)} FeatureService(s): {', '.join(removed)}.")

@@ -1,0 +1,179 @@
+"""What the step commands print: a table or a few lines per result. Holds no logic: every figure
+comes from the step's result."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from rich.table import Table
+
+from cae_ray.feast import restore_command
+from cae_ray.records import ExportManifest, Selection, Verdict
+
+if TYPE_CHECKING:
+    from cae_ray.feast.registry import PrunePlan
+    from cae_ray.feast.retire import RetirePlan
+    from cae_ray.feast.status import FeatureState
+
+HOOK_MISSING = (
+    "[bold yellow]warning:[/] the repo's definitions lack the overlay hook, so the next "
+    "`feast apply` removes these marks. Add this line to a definitions module: "
+    "from cae_ray.feast.overlay import annotate_all; annotate_all(globals())"
+)
+
+
+def names(listed: list[str], shown: int = 6) -> str:
+    """The first few of ``listed``, then `...`."""
+    return ", ".join(listed[:shown]) + (" ..." if len(listed) > shown else "")
+
+
+def exported(manifest: ExportManifest, where: str) -> str:
+    return (
+        f"Exported {manifest.rows:,} rows x {len(manifest.columns):,} features from Feast "
+        f"project {manifest.project!r} to {where} ({manifest.parts} parts, _manifest.json)."
+    )
+
+
+def selection_table(selection: Selection) -> Table:
+    table = Table(title=f"{selection.k} selected features ({selection.method})")
+    table.add_column("feature")
+    table.add_column("score", justify="right")
+    scores = dict(zip(selection.candidate_features, selection.scores, strict=True))
+    for name in selection.selected_features:
+        table.add_row(name, f"{scores[name]:.3f}")
+    return table
+
+
+def selection_summary(selection: Selection, where: str) -> str:
+    written = f"Written: {where}"
+    if not selection.searched:  # fewer than one row per 20 features: the F statistic chose
+        return (
+            "Chosen by the F statistic against the target: with under one training row per 20 "
+            f"features no search was trained (its head would memorise the rows). {written}"
+        )
+    last = selection.history[-1]
+    return (
+        f"{len(selection.history)} epochs, final loss {last['loss']:.4f}, "
+        f"{'converged' if selection.converged else 'NOT converged'}, "
+        f"{selection.collisions} collisions resolved. {written}"
+    )
+
+
+def validation_table(verdict: Verdict) -> Table:
+    table = Table(title=f"Validation gate: {verdict.metric} on {verdict.validation_rows:,} rows")
+    for column in ("model", "features", verdict.metric):
+        table.add_column(column, justify="right")
+    baseline = verdict.baseline
+    table.add_row(
+        f"baseline ({baseline.source})", f"{verdict.n_features:,}", f"{baseline.value:.4f}"
+    )
+    table.add_row("selected", f"{verdict.k:,}", f"{verdict.selected.value:.4f}")
+    if verdict.reference is not None:
+        reference = f"{verdict.reference.value:.4f}"
+        table.add_row("stock reference (all features)", f"{verdict.n_features:,}", reference)
+    return table
+
+
+def validation_lines(verdict: Verdict, where: str) -> list[str]:
+    interval = verdict.interval
+    lines = [
+        f"selected - baseline: {verdict.difference:+.4f}, "
+        f"{100 * interval.confidence:.0f}% interval [{interval.low:+.4f}, {interval.high:+.4f}]"
+    ]
+    warning = verdict.weak_baseline_warning
+    if warning is not None:
+        lines.append(f"[yellow]Warning:[/] {warning}")
+    mark = "[bold green]PASSED[/]" if verdict.passed else "[bold red]FAILED[/]"
+    lines.append(f"{mark}: {verdict.reason} Written: {where}")
+    return lines
+
+
+def prune_table(plan: PrunePlan) -> Table:
+    table = Table(title=f"Prune plan for run {plan.run_id} (project {plan.project})")
+    for column in ("feature view", "deprecate", "newly marked", "back in use", "keep"):
+        table.add_column(column)
+    for view in plan.views:
+        marked, kept = plan.deprecate.get(view, []), plan.keep.get(view, [])
+        table.add_row(
+            view,
+            f"{len(marked)}: {names(marked)}",
+            str(len(plan.added.get(view, []))),
+            names(plan.removed.get(view, [])),
+            ", ".join(kept),
+        )
+    return table
+
+
+def prune_lines(plan: PrunePlan, repo: str, where: str) -> list[str]:
+    lines = [f"The kept FeatureService {plan.feature_service} gets the kept features."]
+    undo = restore_command(repo, plan.run_id)
+    if plan.already_applied:
+        lines.append(
+            f"[yellow]Already applied:[/] run {plan.run_id}'s marks are in the registry; "
+            f"nothing changed. Undo with: {undo}"
+        )
+    elif plan.applied:
+        lines.append(f"[green]Applied.[/] Undo with: {undo}")
+    else:
+        lines.append(
+            f"Plan only, nothing written to the registry (saved: {where}). Re-run with --apply."
+        )
+    return lines
+
+
+def retire_table(plan: RetirePlan) -> Table:
+    table = Table(title=f"Retirement {plan.run_id}: deprecated for {plan.grace_period}+")
+    for column in ("feature view", "features", "deprecated since", "how"):
+        table.add_column(column)
+    for view, marks in sorted(plan.due.items()):
+        literal = set(plan.literal.get(view, []))
+        for feature, mark in marks.items():
+            how = "removed from the source" if feature in literal else "dropped by the hook"
+            table.add_row(view, feature, mark["since"], how)
+    return table
+
+
+def retire_lines(plan: RetirePlan, repo: str, where: str) -> list[str]:
+    lines = []
+    if any(plan.by_code.values()):
+        lines.append(
+            "Fields built by code (comprehensions, helpers) stay in the source; the overlay "
+            "hook drops them when Feast imports the repo."
+        )
+    undo = restore_command(repo, plan.run_id)
+    if plan.applied:
+        lines.append(f"[green]Retired {plan.count} features.[/] Undo with: {undo}")
+    else:
+        lines.append(f"Plan only, nothing changed (saved: {where}). Re-run with --apply.")
+    return lines
+
+
+def restored(record: dict[str, Any]) -> str:
+    """What a restore changed, in words: counted from the registry, not from the audit."""
+    if record["action"] == "retire":
+        files = record["files_restored"]
+        return f"{record['count']} features back; {len(files)} definitions file(s) put back"
+    counts = {
+        kind: sum(len(change[kind]) for change in record["changed"].values())
+        for kind in ("removed", "added", "reset")
+    }
+    said = [f"{counts['removed']} tag(s) removed"]
+    if counts["added"]:
+        said.append(f"{counts['added']} put back")
+    if counts["reset"]:
+        said.append(f"{counts['reset']} set back to their earlier value")
+    service = record["feature_service"]
+    state = "removed" if record["service_removed"] else "set back as it was"
+    said.append(f"FeatureService {service} {state}")
+    return ", ".join(said)
+
+
+def status_table(states: list[FeatureState]) -> Table:
+    table = Table(title="Features in the Feast repo")
+    for column in ("feature view", "feature", "state", "since", "run", "retire after"):
+        table.add_column(column)
+    for s in states:
+        table.add_row(
+            *(c or "" for c in (s.view, s.feature, s.state, s.since, s.run, s.retire_after))
+        )
+    return table

@@ -1,0 +1,212 @@
+"""One command per step of a run: export, select, validate, prune, retire, restore. Each loads
+the config, calls the step through :mod:`cae_ray.pipeline`, and prints what
+:mod:`cae_ray.cli.render` makes of the result (or the result as JSON)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
+
+import typer
+
+from cae_ray.cli import render
+from cae_ray.cli.app import app
+from cae_ray.cli.feast import check_marks
+from cae_ray.cli.output import (
+    ConfigArgument,
+    JsonOption,
+    RunDirOption,
+    errors,
+    exits_on_error,
+    out,
+    print_json,
+    quiet_ray,
+)
+from cae_ray.config import Config, load_config
+from cae_ray.errors import EXIT_CONFIG, EXIT_GATE
+from cae_ray.storage import join
+
+if TYPE_CHECKING:
+    from cae_ray.pipeline import StepResult
+
+Result = TypeVar("Result", bound="StepResult")
+
+
+@app.command()
+def export(config: ConfigArgument, run_dir: RunDirOption, as_json: JsonOption = False) -> None:
+    """Export the config's Feast features for its entity rows to RUN_DIR/export/ (Parquet,
+    point-in-time correct, one column per feature, plus _manifest.json)."""
+    from cae_ray.pipeline import export as export_step
+
+    with exits_on_error():
+        manifest = export_step(load_config(config), run_dir)
+    if as_json:
+        print_json(manifest.as_json())
+        return
+    out.print(render.exported(manifest, join(run_dir, "export")))
+    out.print(
+        "Select from it with `cae-ray select/run` and the same config: leave data.path out and "
+        "the export's features are the candidates.",
+        highlight=False,
+    )
+
+
+@app.command()
+def select(config: ConfigArgument, run_dir: RunDirOption, as_json: JsonOption = False) -> None:
+    """Train the selector with Ray Train on the config's dataset; writes RUN_DIR/selection.json.
+
+    Re-running with the same run dir reuses finished work and resumes an interrupted training
+    from its last checkpoint.
+    """
+    from cae_ray.pipeline import select as select_step
+
+    with exits_on_error():
+        cfg = load_config(config)
+        selection = with_progress(
+            "select", cfg, lambda on_epoch: select_step(cfg, run_dir, on_epoch), as_json
+        )
+    if as_json:
+        print_json(selection.as_json())
+        return
+    out.print(render.selection_table(selection))
+    out.print(render.selection_summary(selection, join(run_dir, "selection.json")))
+
+
+@app.command()
+def validate(config: ConfigArgument, run_dir: RunDirOption, as_json: JsonOption = False) -> None:
+    """Check that a model on the K selected features matches one on all features; writes
+    RUN_DIR/validation.json. Exits with 5 when the gate fails, so a pipeline stops there."""
+    from cae_ray.pipeline import validate as validate_step
+
+    with exits_on_error():
+        cfg = load_config(config)
+        verdict = with_progress("validate", cfg, lambda _: validate_step(cfg, run_dir), as_json)
+    if as_json:
+        print_json(verdict.as_json())
+    else:
+        out.print(render.validation_table(verdict))
+        for line in render.validation_lines(verdict, join(run_dir, "validation.json")):
+            out.print(line, highlight=False)
+    if not verdict.passed:
+        raise typer.Exit(EXIT_GATE)
+
+
+@app.command()
+def prune(
+    config: ConfigArgument,
+    run_dir: RunDirOption,
+    apply: Annotated[
+        bool, typer.Option("--apply", help="Write the marks (default: plan only).")
+    ] = False,
+    force: Annotated[
+        bool, typer.Option("--force", help="Prune without a passed validation.")
+    ] = False,
+    reason: Annotated[
+        str | None, typer.Option(help="Why --force (recorded in the audit log).")
+    ] = None,
+    check: Annotated[
+        bool, typer.Option("--check", help="Only tell whether the registry and the repo agree.")
+    ] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Set the Feast registry's deprecation marks (view tags) to this run's unselected features
+    (kept features lose earlier marks) and the kept FeatureService (`feast.kept_service`) to its
+    selected ones. Without --apply, only prints and saves the plan."""
+    from cae_ray.pipeline import prune as prune_step
+
+    if check:
+        check_marks(config, as_json)
+        return
+    if force and not reason:
+        errors.print('[bold red]error:[/] --force needs --reason "..." (it goes in the audit log).')
+        raise typer.Exit(EXIT_CONFIG)
+    with exits_on_error():
+        cfg = load_config(config)
+        plan = prune_step(cfg, run_dir, apply=apply, force_reason=reason if force else None)
+    if as_json:
+        print_json(plan.as_json())
+        return
+    assert cfg.feast is not None  # prune_step refuses a config without one
+    out.print(render.prune_table(plan))
+    for line in render.prune_lines(plan, cfg.feast.repo, join(run_dir, "prune.json")):
+        out.print(line, highlight=False)
+    if plan.hook_missing:
+        errors.print(render.HOOK_MISSING, highlight=False)
+
+
+@app.command()
+def retire(
+    config: ConfigArgument,
+    run_dir: RunDirOption,
+    apply: Annotated[
+        bool, typer.Option("--apply", help="Rewrite the definitions and `feast apply`.")
+    ] = False,
+    force: Annotated[
+        bool, typer.Option("--force", help="Rewrite files that have uncommitted git changes.")
+    ] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Remove features deprecated for longer than `feast.grace_period` from the repo's Python
+    definitions. Without --apply, prints the plan and its diff and saves RUN_DIR/retire.json;
+    with it, applies that reviewed plan (or a fresh one). Undo with `cae-ray restore`."""
+    from cae_ray.pipeline import retire as retire_step
+
+    with exits_on_error():
+        cfg = load_config(config)
+        plan = retire_step(cfg, run_dir, apply=apply, force=force)
+    if as_json:
+        print_json(plan.as_json())
+        return
+    assert cfg.feast is not None
+    if not plan.count:
+        out.print(f"Nothing to retire: no feature has been deprecated for {plan.grace_period}.")
+        return
+    out.print(render.retire_table(plan))
+    if plan.diff:
+        out.print(plan.diff, markup=False, highlight=False)
+    for line in render.retire_lines(plan, cfg.feast.repo, join(run_dir, "retire.json")):
+        out.print(line)
+
+
+@app.command()
+def restore(
+    repo: Annotated[Path, typer.Option("--repo", help="The Feast repo (feature_store.yaml).")],
+    run_id: Annotated[str, typer.Option("--run-id", help="The run id a prune printed.")],
+    as_json: JsonOption = False,
+) -> None:
+    """Undo the latest prune or retirement: the registry's marks and kept FeatureService (and
+    a retirement's definitions files, byte for byte) as they were before it."""
+    from cae_ray.pipeline import restore as restore_step
+
+    with exits_on_error():
+        record = restore_step(str(repo), run_id)
+    if as_json:
+        print_json(record)
+        return
+    if not record["restored"]:
+        out.print(f"Nothing to restore: run {run_id}'s {record['action']} was already undone.")
+        return
+    out.print(f"Restored run {run_id}: {render.restored(record)}.", highlight=False)
+
+
+def with_progress(
+    step: str,
+    cfg: Config,
+    work: Callable[[Callable[[dict[str, Any]], None]], Result],
+    as_json: bool = False,
+) -> Result:
+    """One step with the same live line `cae-ray run` shows for it (on stderr with --json)."""
+    from cae_ray.cli.console import step_display
+    from cae_ray.pipeline import StepEvent
+
+    quiet_ray()
+    with step_display(errors if as_json else out, cfg) as display:
+        display(StepEvent(step, "started"))
+        try:
+            outcome = work(lambda record: display(StepEvent(step, "progress", progress=record)))
+        except BaseException:
+            display(StepEvent(step, "failed"))
+            raise
+        display(StepEvent(step, "done", result=outcome))
+    return outcome
