@@ -17,6 +17,7 @@ if TYPE_CHECKING:
 __all__ = [
     "CaeRayError",
     "ConcreteFeatureSelector",
+    "ConcreteFeatureSelectorCV",
     "Config",
     "__version__",
     "export",
@@ -33,6 +34,10 @@ def __getattr__(name: str) -> Any:
         from cae_ray.selector.estimator import ConcreteFeatureSelector
 
         return ConcreteFeatureSelector
+    if name == "ConcreteFeatureSelectorCV":
+        from cae_ray.gate.selector_cv import ConcreteFeatureSelectorCV
+
+        return ConcreteFeatureSelectorCV
     if name in ("export", "prepare", "run", "select", "validate"):
         from cae_ray import pipeline
 
