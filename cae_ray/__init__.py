@@ -18,6 +18,7 @@ if TYPE_CHECKING:
 __all__ = [
     "CaeRayError",
     "ConcreteFeatureSelector",
+    "ConcreteFeatureSelectorCV",
     "Config",
     "__version__",
     "export",
@@ -37,6 +38,10 @@ def __getattr__(name: str) -> Any:
         from cae_ray.selector.estimator import ConcreteFeatureSelector
 
         return ConcreteFeatureSelector
+    if name == "ConcreteFeatureSelectorCV":
+        from cae_ray.gate.selector_cv import ConcreteFeatureSelectorCV
+
+        return ConcreteFeatureSelectorCV
     if name in ("export", "prepare", "run", "select", "validate"):
         from cae_ray import pipeline
 

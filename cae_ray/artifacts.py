@@ -61,7 +61,8 @@ STEP_ARTIFACTS = {
 """The file each step of ``cae-ray run`` leaves behind."""
 
 SELECTION_INPUTS = ("data", "selector", "training", "head")
-"""The config sections that decide a selection: change one and it is made again."""
+"""The config sections that decide a selection: change one and it is made again (with
+``k: auto`` the gate's section too: :func:`selection_inputs`)."""
 PREPARE_INPUTS = ("data", "head")
 EXPORT_INPUTS = ("feast",)
 VALIDATION_INPUTS = ("validation",)
@@ -73,6 +74,12 @@ VALIDATION_INPUTS = ("validation",)
 def digest(text: str) -> str:
     """A short, stable hash of a text (fingerprints and cache keys)."""
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def selection_inputs(config: Config) -> tuple[str, ...]:
+    """The config sections a selection is made from: ``k: auto`` chooses K with the gate's
+    model and tolerance, so ``validation`` decides it too."""
+    return (*SELECTION_INPUTS, "validation") if config.selector.auto else SELECTION_INPUTS
 
 
 def config_hash(config: Config, *sections: str) -> str:

@@ -7,6 +7,7 @@ for the nearest known key), so a typo never silently falls back to a default.
 from __future__ import annotations
 
 import difflib
+import numbers
 import os
 import re
 from dataclasses import dataclass
@@ -32,6 +33,9 @@ from cae_ray.errors import (
     UndefinedEnvVarError,
 )
 
+AUTO_K_MAX = 64
+"""``selector.k_max`` when null (see its description)."""
+
 Method = Literal["ipcae", "cae"]
 Task = Literal["auto", "reconstruction", "classification", "regression"]
 Sampling = Literal["shared", "per_example", "chunked"]
@@ -51,8 +55,31 @@ class SelectorConfig(Section):
     """`ipcae`: indirectly parameterized logits L = Psi W^T + b (Nilsson et al. 2024), which
     converges faster and to better selections; `cae`: free K x N logits (Abid et al. 2019)."""
 
-    k: StrictInt = Field(50, ge=1)
-    """How many features to select. Must be smaller than the number of candidate features."""
+    k: StrictInt | Literal["auto"] = "auto"
+    """How many features to select: a number smaller than the number of candidate features, or
+    `auto`: the smallest K between `k_min` and `k_max` whose selection matches the all-features
+    baseline within `validation.tolerance`, chosen on an inner split of the training rows with
+    the gate's own model and interval (cae_ray.gate.auto_k); the gate then scores it once on its
+    held-out rows, as it would a fixed K."""
+
+    @field_validator("k", mode="before")
+    @classmethod
+    def _k_is_a_count_or_auto(cls, value: object) -> object:
+        # One message for both spellings, instead of one per member of the union.
+        if isinstance(value, str) and value == "auto":
+            return value
+        if isinstance(value, numbers.Integral) and not isinstance(value, bool) and int(value) >= 1:
+            return int(value)  # numpy's integers too (a GridSearchCV grid of np.arange)
+        raise ValueError("should be a whole number of features (1 or more) or 'auto'")
+
+    k_min: StrictInt = Field(1, ge=1)
+    """`k: auto` only: the smallest K considered."""
+
+    k_max: StrictInt | None = Field(None, ge=1)
+    """`k: auto` only: the largest K considered; the search trains this many selector rows and
+    ranks their features. `null`: 64, or one fewer than the candidate features if there are
+    fewer: enough for tables whose useful features number up to ~50 (the chosen K lands within
+    a rung of the ladder); a larger selection needs a larger `k_max` (and a longer search)."""
 
     dim_ip: int | None = Field(None, ge=1)
     """IP-CAE only: width d of the indirect parameterization (Psi is K x d, W is N x d).
@@ -107,11 +134,58 @@ class SelectorConfig(Section):
     """Converged when the mean over selector rows of the largest selection probability reaches
     this value (the CAE paper uses 0.998)."""
 
+    @property
+    def auto(self) -> bool:
+        """Whether K is chosen for the user (``k: auto``)."""
+        return self.k == "auto"
+
+    @property
+    def fixed_k(self) -> int:
+        """``k`` as a number: every reader of it after ``k: auto`` was resolved to a number
+        (:meth:`resolved`) before any training."""
+        if self.k == "auto":
+            raise TypeError("selector.k is auto here: resolve it with SelectorConfig.resolved")
+        return self.k
+
+    def k_range(self, n_features: int) -> tuple[int, int]:
+        """(k_min, k_max) of ``k: auto`` for ``n_features`` usable candidate features."""
+        k_max = self.k_max if self.k_max is not None else min(AUTO_K_MAX, n_features - 1)
+        return self.k_min, k_max
+
+    def resolved(self, k: int) -> SelectorConfig:
+        """This section with the number ``k`` for ``k``."""
+        return self.model_copy(update={"k": k})
+
+    def for_search(self, n_features: int) -> SelectorConfig:
+        """The section the search trains with: this one for a fixed K; for ``k: auto``,
+        ``k_max`` selector rows and no more (the chosen K then has ``k_max / K`` spare rows)."""
+        if not self.auto:
+            return self
+        _, k_max = self.k_range(n_features)
+        return self.resolved(k_max).model_copy(update={"search_factor": 1.0})
+
     def check_fits(self, n_features: int, dropped_constant: list[str] | None = None) -> None:
-        """Refuse a ``k`` that is not below the number of usable candidate features (known
-        only once the data is: the one check of ``k`` beyond this model's own)."""
-        if self.k >= n_features:
-            raise TooFewFeaturesError(self.k, n_features, dropped_constant or [])
+        """Refuse a ``k`` (or ``k: auto``'s range) that is not below the number of usable
+        candidate features (known only once the data is: the one check of ``k`` beyond this
+        model's own)."""
+        dropped = dropped_constant or []
+        if not self.auto:
+            if self.fixed_k >= n_features:
+                raise TooFewFeaturesError(self.fixed_k, n_features, dropped)
+            return
+        k_min, k_max = self.k_range(n_features)
+        for name, value in (("k_min", k_min), ("k_max", k_max)):
+            if value >= n_features:
+                raise TooFewFeaturesError(value, n_features, dropped, setting=f"selector.{name}")
+
+    @model_validator(mode="after")
+    def _k_range_is_a_range(self) -> SelectorConfig:
+        if self.k_max is not None and self.k_min > self.k_max:
+            raise ValueError(
+                f"k_min={self.k_min} is above k_max={self.k_max}: k: auto searches between "
+                "them. Fix: swap them, or leave k_max out (64)"
+            )
+        return self
 
     @model_validator(mode="after")
     def _temperatures_decrease(self) -> SelectorConfig:

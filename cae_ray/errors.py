@@ -233,14 +233,17 @@ class InfiniteValuesError(InvalidInputError):
 class TooFewFeaturesError(InvalidInputError):
     """k is not below the number of usable candidate features: selecting all selects nothing."""
 
-    def __init__(self, k: int, usable: int, dropped: Sequence[str] = ()) -> None:
-        self.k, self.usable = k, usable
+    def __init__(
+        self, k: int, usable: int, dropped: Sequence[str] = (), setting: str = "selector.k"
+    ) -> None:
+        self.k, self.usable, self.setting = k, usable, setting
         extra = f" after dropping {len(dropped)} constant column(s) ({preview(dropped)})"
-        fix = f"set selector.k between 1 and {usable - 1}, or add features"
+        fix = f"set {setting} between 1 and {usable - 1}, or add features"
         if usable <= 1:
             fix = "add candidate features"
+        name = setting.rsplit(".", 1)[-1]
         super().__init__(
-            f"k={k} but only {usable} usable candidate features remain"
+            f"{name}={k} but only {usable} usable candidate features remain"
             f"{extra if dropped else ''}; selecting all of them (or more) selects nothing. "
             f"Fix: {fix}."
         )

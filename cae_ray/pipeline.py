@@ -20,6 +20,7 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from cae_ray.artifacts import STEP_ARTIFACTS, RunDir, config_hash
@@ -121,7 +122,17 @@ def select(config: Config, run_dir: RunDirLike, on_epoch: OnProgress | None = No
     from cae_ray.steps.select import select as select_step
 
     prepare(config, run_dir)
-    return select_step(config, _writable(run_dir), on_epoch)
+    return select_step(config, _writable(run_dir), on_epoch, previous_k=_applied_k(config))
+
+
+def _applied_k(config: Config) -> int | None:
+    """``k: auto`` keeps the K of the model's latest applied prune while it still passes, so a
+    weekly run's K does not wander by one or two (:mod:`cae_ray.gate.auto_k`)."""
+    if not config.selector.auto or config.feast is None:
+        return None
+    from cae_ray.feast.overlay import applied_k
+
+    return applied_k(Path(config.feast.repo), config.feast.kept_service)
 
 
 def validate(config: Config, run_dir: RunDirLike) -> Verdict:

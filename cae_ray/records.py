@@ -27,11 +27,11 @@ from cae_ray.artifacts import (
     PREPARED,
     RUN_RECORD,
     SELECTION,
-    SELECTION_INPUTS,
     VALIDATION,
     RunDir,
     config_hash,
     selection_digest,
+    selection_inputs,
 )
 from cae_ray.config import Config
 from cae_ray.errors import NoSelectionError, SelectionConfigMismatchError, SelectionEditedError
@@ -145,6 +145,10 @@ class Selection(Record):
     candidate_features: list[str]
     dropped_constant: list[str]
     k: int
+    """How many features were selected (``selector.k``, or the K ``k: auto`` chose)."""
+    k_curve: dict[str, Any] | None = None
+    """``k: auto``: quality against K on an inner split of the training rows, and the chosen K
+    in one sentence (:class:`cae_ray.gate.auto_k.KCurve`)."""
     method: str
     task: str
     chosen_by: Literal["search", "f_statistic"] = "search"
@@ -202,7 +206,7 @@ def checked_selection(
     where = run.path(SELECTION)
     if selection.edited and not edited_ok:
         raise SelectionEditedError(where, selection.selection_hash, selection.digest())
-    current = config_hash(config, *SELECTION_INPUTS)
+    current = config_hash(config, *selection_inputs(config))
     if selection.config_hash != current:
         recorded = f"hash {selection.config_hash}"
         raise SelectionConfigMismatchError(where, "config", recorded, f"hash {current}")

@@ -20,7 +20,7 @@ def write(tmp_path: Path, text: str) -> Path:
 
 def test_defaults_match_the_documented_example() -> None:
     cfg = Config()
-    assert (cfg.selector.method, cfg.selector.k, cfg.selector.dim_ip) == ("ipcae", 50, None)
+    assert (cfg.selector.method, cfg.selector.k, cfg.selector.dim_ip) == ("ipcae", "auto", None)
     assert (cfg.selector.start_temperature, cfg.selector.end_temperature) == (10.0, 0.01)
     assert (cfg.training.epochs, cfg.training.batch_size) == (200, 128)
     assert (cfg.training.learning_rate, cfg.training.seed) == (0.001, 0)
@@ -73,7 +73,8 @@ def test_bad_values_name_key_and_value(tmp_path: Path) -> None:
     with pytest.raises(ConfigValidationError) as info:
         load_config(path)
     problems = "\n".join(info.value.problems)
-    assert "selector.k: Input should be greater than or equal to 1 (got 0)" in problems
+    expected = "selector.k: should be a whole number of features (1 or more) or 'auto' (got 0)"
+    assert expected in problems
     assert "selector.method" in problems and "'lasso'" in problems
     assert "training.epochs" in problems and "'many'" in problems
 

@@ -201,7 +201,7 @@ def test_from_config_round_trip() -> None:
 @pytest.mark.parametrize(
     ("make_input", "error", "match"),
     [
-        (lambda X: (X, None, {"k": 0}), ConfigValidationError, "selector.k: .*equal to 1 .got 0"),
+        (lambda X: (X, None, {"k": 0}), ConfigValidationError, "selector.k: .*whole number.*got 0"),
         (lambda X: (X, None, {"k": 8}), TooFewFeaturesError, "k=8 but only 8.*between 1 and 7"),
         (lambda X: (X, None, {"k": 20}), TooFewFeaturesError, "k=20"),
         (lambda X: (X[:0], None, {}), EmptyInputError, r"0 sample\(s\)"),

@@ -237,8 +237,8 @@ def test_environment_values_are_substituted_after_parsing(tmp_path, monkeypatch)
 @pytest.mark.parametrize(
     ("yaml_text", "problem"),
     [
-        ("selector: {k: true}", "selector.k: Input should be a valid integer"),
-        ("selector: {k: 2.0}", "selector.k: Input should be a valid integer"),
+        ("selector: {k: true}", "selector.k: should be a whole number of features"),
+        ("selector: {k: 2.0}", "selector.k: should be a whole number of features"),
         ("validation: {tolerance: .inf}", "validation.tolerance: Input should be a finite"),
         ("validation: {baseline: .nan}", "validation.baseline"),
     ],

@@ -55,7 +55,7 @@ def test_auto_dim_ip_is_full_rank_up_to_2048_features_then_256() -> None:
     assert IndirectConcreteSelector(3000, 5, dim_ip=3000).dim_ip == 3000  # full rank on request
     config = validate_config({"selector": {"k": 5}})
     assert config.selector.dim_ip is None
-    selector = build_selector(config.selector, 5000, config.selector.k)
+    selector = build_selector(config.selector, 5000, config.selector.fixed_k)
     assert isinstance(selector, IndirectConcreteSelector) and selector.dim_ip == 256
 
 

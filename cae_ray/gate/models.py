@@ -261,7 +261,7 @@ class InMemoryModel(FittedModel):
             estimator = self.make(seed)
             try:
                 estimator.fit(train, d.y_train)
-                predictions = _predicted(estimator, evaluate, n_classes)
+                predictions = predicted(estimator, evaluate, n_classes)
             except (ValueError, TypeError) as e:  # scikit-learn's InvalidParameterError included
                 raise ModelFitError(self.name, which, f"{type(e).__name__}: {e}") from e
             fitted[which] = Fitted(predictions, *_held_out(estimator))
@@ -276,6 +276,20 @@ class InMemoryModel(FittedModel):
                 time.perf_counter() - started,
             )
         return fitted
+
+
+def fitted_model_name(config: Config) -> str:
+    """The model the gate fits for a target: ``validation.model``, gbdt for ``auto``."""
+    return "gbdt" if config.validation.model == "auto" else config.validation.model
+
+
+def model_params(config: Config, name: str) -> dict[str, Any]:
+    """``validation.model_params``; for ``mlp`` over its defaults: the selector's head widths
+    (``head.hidden``) and at most ``validation.epochs`` epochs per decay."""
+    if name != "mlp":
+        return dict(config.validation.model_params)
+    defaults = {"hidden": list(config.head.hidden), "max_epochs": config.validation.epochs}
+    return {**defaults, **config.validation.model_params}
 
 
 def make_estimator(name: str, params: dict[str, Any], task: ResolvedTask, seed: int) -> Estimator:
@@ -365,7 +379,7 @@ def _held_out(estimator: Estimator) -> tuple[list[dict[str, float]] | None, dict
     return curve, {"iterations": int(estimator.n_iter_)}
 
 
-def _predicted(estimator: Estimator, x: np.ndarray, n_classes: int) -> np.ndarray:
+def predicted(estimator: Estimator, x: np.ndarray, n_classes: int) -> np.ndarray:
     """Probabilities over every class code (classes absent from training get 0), or values."""
     if n_classes == 0:
         return np.asarray(estimator.predict(x), np.float64).reshape(-1)

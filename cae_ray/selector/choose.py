@@ -20,9 +20,10 @@ import torch
 from torch import Tensor, nn
 
 from cae_ray.config import Config
+from cae_ray.selector.concrete import distinct_selection
 from cae_ray.selector.model import SelectorModel
-from cae_ray.selector.polish import polish_reconstruction, polishes
-from cae_ray.selector.ranking import search_selection
+from cae_ray.selector.polish import linear_order, polish_reconstruction, polishes
+from cae_ray.selector.ranking import rows_by_importance, search_selection
 from cae_ray.selector.refine import refined, refines
 from cae_ray.selector.targets import ResolvedTask
 
@@ -70,7 +71,7 @@ def choose_k(
     """The final K from a trained search ``model`` (None: no search, see :func:`searches`), on
     the in-memory sample ``x``, ``y`` (``x`` may be empty for a reconstruction that is not
     polished)."""
-    k = config.selector.k
+    k = config.selector.fixed_k
     if model is None:
         return screened_selection(task, k, x, y)
     model = model.cpu()
@@ -89,18 +90,8 @@ def screened_selection(task: ResolvedTask, k: int, x: Tensor, y: Tensor | None) 
     classes, the regression F summed over outputs), each with a one-hot row of
     "probabilities" (it was chosen outright). On so few rows it did at least as well as the
     robust score test in 10 of 12 generated tables (docs/benchmarks.md)."""
-    from sklearn.feature_selection import f_classif, f_regression
-
-    assert y is not None, "supervised tasks need a target"
     n_features = x.shape[1]
-    features = x.float().numpy()  # float32: no copy of the sample
-    if task == "classification":
-        f_values, _ = f_classif(features, y.numpy())
-    else:
-        targets = y.reshape(len(y), -1).double().numpy()
-        f_values = sum(f_regression(features, t)[0] for t in targets.T)
-    scores = torch.nan_to_num(torch.as_tensor(f_values), nan=-torch.inf)  # constant columns
-    chosen = torch.topk(scores, k).indices
+    chosen = torch.topk(f_statistics(task, x, y), k).indices
     logger.info(
         "select: %d rows for %d features: the K are the best by the F statistic against the "
         "target; no search is trained (its head would memorise so few rows)",
@@ -108,3 +99,35 @@ def screened_selection(task: ResolvedTask, k: int, x: Tensor, y: Tensor | None) 
         n_features,
     )
     return FinalChoice(chosen, nn.functional.one_hot(chosen, n_features).float(), 0)
+
+
+def f_statistics(task: ResolvedTask, x: Tensor, y: Tensor | None) -> Tensor:
+    """Each feature's univariate F statistic against the target (-inf for constant ones)."""
+    from sklearn.feature_selection import f_classif, f_regression
+
+    assert y is not None, "supervised tasks need a target"
+    features = x.float().numpy()  # float32: no copy of the sample
+    if task == "classification":
+        f_values, _ = f_classif(features, y.numpy())
+    else:
+        targets = y.reshape(len(y), -1).double().numpy()
+        f_values = sum(f_regression(features, t)[0] for t in targets.T)
+    return torch.nan_to_num(torch.as_tensor(f_values), nan=-torch.inf)  # constant columns
+
+
+@torch.no_grad()
+def ranked_picks(
+    model: SelectorModel | None, config: Config, task: ResolvedTask, x: Tensor, y: Tensor | None
+) -> Tensor:
+    """A search's picks, one distinct feature per selector row, most useful first: by the
+    loss the model loses without each (supervised), by the variance each adds to a linear
+    reconstruction of all features from those before it (reconstruction), or, where no search
+    was trained, the ``selector.k`` best by the F statistic. ``k: auto`` scores their prefixes.
+    (A reconstruction too wide to polish is ordered by the loss, like a supervised search.)"""
+    if model is None:
+        return torch.topk(f_statistics(task, x, y), config.selector.fixed_k).indices
+    model = model.cpu()
+    picks = distinct_selection(model.selector.probabilities()).indices
+    if polishes(config.selector.polish, x.shape[1], task):  # C and G fit in memory
+        return linear_order(x, picks)
+    return picks[rows_by_importance(model, task, x, y, picks)]

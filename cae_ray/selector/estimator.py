@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -25,6 +26,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 
 from cae_ray.config import Config, validate_config
 from cae_ray.errors import (
+    ConfigValidationError,
     EmptyInputError,
     FeatureMismatchError,
     NonFiniteInputError,
@@ -65,6 +67,19 @@ CONFIG_KEYS: dict[str, tuple[str, str]] = {
 }
 """Each parameter (but ``verbose``) -> its config section and key: the one place the estimator
 and the config are mapped onto each other (:meth:`from_config`, :meth:`to_config`)."""
+
+
+@dataclass(frozen=True)
+class Search:
+    """A trained search (or none, with few rows per feature) and the sample it is judged on."""
+
+    config: Config
+    task: ResolvedTask
+    model: SelectorModel | None
+    x: torch.Tensor
+    y: torch.Tensor | None
+    confident: bool
+    """The search converged (its rows' mean max probability reached the threshold)."""
 
 
 class ConcreteFeatureSelector(SelectorMixin, BaseEstimator):
@@ -168,7 +183,31 @@ class ConcreteFeatureSelector(SelectorMixin, BaseEstimator):
         self, X: Any, y: Any = None, *, on_epoch_end: EpochCallback | None = None
     ) -> ConcreteFeatureSelector:
         """Train the selector; ``on_epoch_end(record)`` is called after every epoch."""
+        search = self.search(X, y, on_epoch_end=on_epoch_end)
+        choice = choose_k(search.model, search.config, search.task, search.x, search.y)
+        self._selected(choice, confident=search.confident)
+        if not self.converged_:
+            warnings.warn(
+                f"the selection did not converge in {search.config.training.epochs} epochs "
+                f"(mean max probability {self.history_[-1]['mean_max']:.3f}, threshold "
+                f"{search.config.selector.convergence_threshold}); "
+                f"{self.collisions_} duplicate pick(s) were resolved. Fix: raise epochs.",
+                ConvergenceWarning,
+                stacklevel=2,
+            )
+        return self
+
+    def search(self, X: Any, y: Any = None, *, on_epoch_end: EpochCallback | None = None) -> Search:
+        """The first half of :meth:`fit`: check the input and train the search (none with
+        fewer than one row per 20 features); sets ``task_``, ``model_``, ``history_`` and the
+        input attributes. :class:`cae_ray.gate.selector_cv.ConcreteFeatureSelectorCV` chooses
+        its K from the search this returns."""
         config = self.to_config()
+        if config.selector.auto:
+            raise ConfigValidationError(
+                type(self).__name__,
+                ["k: 'auto' chooses K with the gate's model: use ConcreteFeatureSelectorCV"],
+            )
         features = self._check_X(X, reset=True)
         n_rows, n_features = features.shape
         config.selector.check_fits(n_features)
@@ -176,9 +215,9 @@ class ConcreteFeatureSelector(SelectorMixin, BaseEstimator):
         self.task_: ResolvedTask = target.task
         self.model_: SelectorModel | None = None
         self.history_: list[dict[str, Any]] = []
+        x, y_sample = _sample(config, features, target)
         if not searches(config, target.task, n_rows, n_features):
-            self._selected(_final_choice(None, config, features, target), confident=True)
-            return self
+            return Search(config, target.task, None, x, y_sample, confident=True)
 
         device = _resolve_device(config.training.device)
         check_memory(config, n_features, target.task, target.n_outputs)  # refuse before allocating
@@ -189,22 +228,9 @@ class ConcreteFeatureSelector(SelectorMixin, BaseEstimator):
             result = fit_in_memory(
                 model, config, target.task, *_tensors(features, target), device, report
             )
-
         self.model_ = model.cpu().eval()
         self.history_ = [record.as_dict() for record in result.history]
-        self._selected(
-            _final_choice(self.model_, config, features, target), confident=result.converged
-        )
-        if not self.converged_:
-            warnings.warn(
-                f"the selection did not converge in {config.training.epochs} epochs (mean max "
-                f"probability {result.history[-1].mean_max:.3f}, threshold "
-                f"{config.selector.convergence_threshold}); "
-                f"{self.collisions_} duplicate pick(s) were resolved. Fix: raise epochs.",
-                ConvergenceWarning,
-                stacklevel=2,
-            )
-        return self
+        return Search(config, target.task, self.model_, x, y_sample, result.converged)
 
     def _selected(self, choice: FinalChoice, *, confident: bool) -> None:
         self.selected_indices_ = np.sort(choice.indices.numpy())
@@ -215,7 +241,7 @@ class ConcreteFeatureSelector(SelectorMixin, BaseEstimator):
 
     def transform(self, X: Any) -> Any:
         check_is_fitted(self)
-        X = _as_table(X)
+        X = as_table(X)
         n_columns = X.shape[1] if X.ndim == 2 else None
         if n_columns is not None and n_columns != self.n_features_in_:
             raise FeatureMismatchError(self.n_features_in_, n_columns, type(self).__name__)
@@ -236,7 +262,7 @@ class ConcreteFeatureSelector(SelectorMixin, BaseEstimator):
     # --- input checks --------------------------------------------------------------------------
 
     def _check_X(self, X: Any, *, reset: bool) -> np.ndarray:
-        X = _as_table(X)
+        X = as_table(X)
         _reject_non_numeric(X)
         if X.ndim == 2 and (X.shape[0] < 2 or X.shape[1] < 2):
             raise EmptyInputError(X.shape[0], X.shape[1])
@@ -250,7 +276,7 @@ class ConcreteFeatureSelector(SelectorMixin, BaseEstimator):
 # --- helpers -----------------------------------------------------------------------------------
 
 
-def _as_table(X: Any) -> Any:
+def as_table(X: Any) -> Any:
     """A pandas DataFrame (keeps column names; pyarrow tables become one) or a numpy array."""
     if isinstance(X, pa.RecordBatch):
         X = pa.Table.from_batches([X])
@@ -325,13 +351,14 @@ def _resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
-def _final_choice(
-    model: SelectorModel | None, config: Config, features: np.ndarray, target: Target
-) -> FinalChoice:
-    """:func:`~cae_ray.selector.choose.choose_k` on a random sample of up to SAMPLE_ROWS rows."""
+def _sample(
+    config: Config, features: np.ndarray, target: Target
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """A random sample of up to SAMPLE_ROWS rows, for the final choice
+    (:func:`~cae_ray.selector.choose.choose_k`)."""
     rows = np.random.default_rng(config.training.seed).permutation(len(features))[:SAMPLE_ROWS]
     y = None if target.values is None else torch.from_numpy(target.values[rows])
-    return choose_k(model, config, target.task, torch.from_numpy(features[rows]), y)
+    return torch.from_numpy(features[rows]), y
 
 
 def _tensors(features: np.ndarray, target: Target) -> tuple[torch.Tensor, torch.Tensor | None]:

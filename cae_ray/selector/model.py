@@ -65,7 +65,7 @@ def search_rows(config: Config, n_features: int, task: ResolvedTask) -> int:
     others; :func:`cae_ray.selector.ranking.rows_by_importance` then keeps the k the head relies
     on most.
     """
-    k = config.selector.k
+    k = config.selector.fixed_k
     if task == "reconstruction":
         return k
     factor = config.selector.search_factor or auto_search_factor(n_features)

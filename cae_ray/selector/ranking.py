@@ -32,12 +32,12 @@ def importance(
     one per row) is replaced by its mean."""
     head = model.head.eval()
     picked = x[:, indices.to(x.device)]
-    base = task_loss(task, head(picked), picked, y)
+    base = task_loss(task, head(picked), x, y)  # x: what a reconstruction reconstructs
     rises = torch.empty(picked.shape[1])
     for row in range(picked.shape[1]):
         column = picked[:, row].clone()
         picked[:, row] = column.mean()
-        rises[row] = task_loss(task, head(picked), picked, y) - base
+        rises[row] = task_loss(task, head(picked), x, y) - base
         picked[:, row] = column
     return rises
 

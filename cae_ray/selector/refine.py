@@ -66,7 +66,7 @@ def refined(
     """(k distinct feature indices, their rows' probabilities over all features): the search's
     picks ``kept`` reconsidered beside the features an interaction screen scores best, by
     second searches over the pool. ``x``, ``y`` are the in-memory sample of the training rows."""
-    k, n_features = config.selector.k, x.shape[1]
+    k, n_features = config.selector.fixed_k, x.shape[1]
     searched = distinct_selection(model.selector.probabilities().cpu()).indices
     residual = head_residual(model, task, x[:, searched], y)
     screened = min(MAX_PICKS_SCREENED, max(SCREEN_TERMS // residual.shape[1] - 1, 1))
@@ -127,7 +127,7 @@ def second_searches(
     last few informative features add little each. Noise features it over-fits differ from
     seed to seed; informative ones rate high in every search.
     """
-    k, width = config.selector.k, x.shape[1]
+    k, width = config.selector.fixed_k, x.shape[1]
     rows_each = min(max(math.ceil(width / 2), k), width)
     selector = config.selector.model_copy(update={"dim_ip": None})  # full rank over the pool
     total = torch.zeros(width)

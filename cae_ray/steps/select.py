@@ -3,9 +3,9 @@ final K features, and write ``selection.json``.
 
     select(config, run) -> RUN_DIR/selection.json
 
-A selection records what decided it (the config hash of :data:`SELECTION_INPUTS` and the data
-fingerprint) and a digest of itself; validation and pruning refuse one that no longer matches
-(:func:`cae_ray.artifacts.checked_selection`). An interrupted training resumes from its last
+A selection records what decided it (the config hash of :func:`~cae_ray.artifacts.selection_inputs`
+and the data fingerprint) and a digest of itself; validation and pruning refuse one that no longer
+matches (:func:`cae_ray.records.checked_selection`). An interrupted training resumes from its last
 checkpoint in ``RUN_DIR/ray/select-<hash>``; a changed config starts afresh.
 """
 
@@ -21,20 +21,21 @@ from cae_ray import storage
 from cae_ray.artifacts import (
     RAY_STORAGE,
     SELECTION,
-    SELECTION_INPUTS,
     TRAIN_SPLIT,
     RunDir,
     config_hash,
     digest,
+    selection_inputs,
 )
 from cae_ray.config import Config
+from cae_ray.gate.auto_k import choose_auto_k
 from cae_ray.records import Prepared, Selection
 from cae_ray.runtime.batches import FEATURES, TARGET, unpack
 from cae_ray.runtime.cluster import cached, connect, worker_threads
 from cae_ray.runtime.data import read_ordered
 from cae_ray.runtime.progress import OnProgress
 from cae_ray.runtime.train import TrainOutcome, TrainSpec, train_selector
-from cae_ray.selector.choose import SAMPLE_ROWS, FinalChoice, choose_k, searches
+from cae_ray.selector.choose import SAMPLE_ROWS, choose_k, searches
 from cae_ray.selector.concrete import converged, feature_scores
 from cae_ray.selector.memory import check_memory_for_ray
 from cae_ray.selector.polish import polishes
@@ -44,13 +45,17 @@ from cae_ray.version import __version__
 logger = logging.getLogger(__name__)
 
 
-def select(config: Config, run: RunDir, on_epoch: OnProgress | None = None) -> Selection:
+def select(
+    config: Config, run: RunDir, on_epoch: OnProgress | None = None, previous_k: int | None = None
+) -> Selection:
     """Train the selector and write ``selection.json``, unless the one there is up to date.
-    ``on_epoch(record)`` is called on the driver as epochs finish (for progress bars)."""
+    ``on_epoch(record)`` is called on the driver as epochs finish (for progress bars);
+    ``previous_k`` is the K of the previous applied run, which ``k: auto`` keeps while it
+    still passes (:mod:`cae_ray.gate.auto_k`)."""
     prepared = Prepared.read(run)
     assert prepared is not None, "prepare runs before select"
     made_from = {
-        "config_hash": config_hash(config, *SELECTION_INPUTS),
+        "config_hash": config_hash(config, *selection_inputs(config)),
         "data_fingerprint": prepared.fingerprint,
     }
     done = Selection.reusable(run, made_from)
@@ -68,7 +73,14 @@ def select(config: Config, run: RunDir, on_epoch: OnProgress | None = None) -> S
         n_train_rows=prepared.rows.train,
         threads=worker_threads(config),
     )
-    outcome, choice = _choose(config, run, spec, made_from, on_epoch)
+    search = _search_config(config, spec.n_features)
+    outcome, x, y = _search(search, run, spec, made_from, on_epoch)
+    model = outcome.model if outcome is not None else None
+    curve = None
+    if config.selector.auto:
+        choice, curve = choose_auto_k(model, config, spec.task, x, y, target, previous_k)
+    else:
+        choice = choose_k(model, config, spec.task, x, y)
     scores = dict(zip(features, feature_scores(choice.probabilities).tolist(), strict=True))
     chosen = sorted(choice.indices.tolist())
     candidates = prepared.candidate_features
@@ -78,7 +90,8 @@ def select(config: Config, run: RunDir, on_epoch: OnProgress | None = None) -> S
         scores=[scores.get(name, 0.0) for name in candidates],
         candidate_features=candidates,
         dropped_constant=prepared.dropped_constant,
-        k=config.selector.k,
+        k=len(chosen),
+        k_curve=curve.as_json() if curve is not None else None,
         method=config.selector.method,
         task=target.task,
         chosen_by="search" if outcome else "f_statistic",
@@ -95,15 +108,20 @@ def select(config: Config, run: RunDir, on_epoch: OnProgress | None = None) -> S
     return selection
 
 
-def _choose(
+def _search_config(config: Config, n_features: int) -> Config:
+    """The config the search trains with (:meth:`SelectorConfig.for_search`)."""
+    return config.model_copy(update={"selector": config.selector.for_search(n_features)})
+
+
+def _search(
     config: Config,
     run: RunDir,
     spec: TrainSpec,
     made_from: dict[str, str],
     on_epoch: OnProgress | None,
-) -> tuple[TrainOutcome | None, FinalChoice]:
-    """The search trained on Ray and the K chosen after it; or, where
-    :func:`~cae_ray.selector.choose.searches` says no search, None and the K by the screen."""
+) -> tuple[TrainOutcome | None, torch.Tensor, torch.Tensor | None]:
+    """The search trained on Ray (None where :func:`~cae_ray.selector.choose.searches` says no
+    search), and the in-memory sample of the training rows the final choice is made on."""
     search = searches(config, spec.task, spec.n_train_rows, spec.n_features)
     if search:  # refuse an oversized model before Ray starts workers killed for memory
         check_memory_for_ray(config, spec.n_features, spec.task, spec.n_outputs)
@@ -115,8 +133,7 @@ def _choose(
         name = _training_name(run, made_from)
         outcome = train_selector(config, spec, train_data, run.path(RAY_STORAGE), name, on_epoch)
     x, y = _sample(config, train_data, spec.task, spec.n_features)
-    model = outcome.model if outcome is not None else None
-    return outcome, choose_k(model, config, spec.task, x, y)
+    return outcome, x, y
 
 
 def _training_name(run: RunDir, made_from: dict[str, str]) -> str:
@@ -137,9 +154,9 @@ def _sample(
     config: Config, train_data: Any, task: ResolvedTask, n_features: int
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Rows for ranking the spare selector rows of a supervised search (or screening without
-    one) and for the polish of a reconstruction (unused otherwise)."""
-    polished = polishes(config.selector.polish, n_features, task)
-    if task == "reconstruction" and not polished:
+    one), for the polish of a reconstruction, and for ``k: auto``'s curve (unused otherwise)."""
+    needed = task != "reconstruction" or config.selector.auto
+    if not (needed or polishes(config.selector.polish, n_features, task)):
         return torch.empty(0), None
     batch = train_data.limit(SAMPLE_ROWS).take_batch(batch_size=SAMPLE_ROWS, batch_format="pyarrow")
     x = torch.from_numpy(unpack(batch[FEATURES], n_features))

@@ -33,7 +33,13 @@ from cae_ray.gate.decide import decide
 from cae_ray.gate.errors import TooFewValidationRowsError, ValidationModelError
 from cae_ray.gate.linear import LinearCheck
 from cae_ray.gate.metrics import MIN_ROWS_FOR_INTERVAL, check_metric, default_metric
-from cae_ray.gate.models import GateData, GateModel, InMemoryModel
+from cae_ray.gate.models import (
+    GateData,
+    GateModel,
+    InMemoryModel,
+    fitted_model_name,
+    model_params,
+)
 from cae_ray.records import Prepared, Verdict, checked_selection
 from cae_ray.runtime.data import read_split, split_files
 from cae_ray.runtime.xgboost import XGBoostOnRay
@@ -121,23 +127,14 @@ def gate_model_for(config: Config, run: RunDir, target: TargetInfo, metric: str)
                 "leave validation.model at auto for reconstruction",
             )
         return LinearCheck(lambda: _reconstruction_rows(run), v.baseline)
-    name = "gbdt" if v.model == "auto" else v.model
-    params = _params(config, name)
+    name = fitted_model_name(config)
+    params = model_params(config, name)
     if name == "gbdt" and on_ray(config, run):
         rows = _rows_loader(run, SAMPLE_ROWS)
         train_split, storage = run.path(TRAIN_SPLIT), run.path(RAY_STORAGE)
         return XGBoostOnRay(params, rows, target, config, metric, train_split, storage)
     rows = _rows_loader(run, SAMPLE_ROWS if name == "mlp" else None)
     return InMemoryModel(name, params, rows, target, config, metric)
-
-
-def _params(config: Config, name: str) -> dict[str, Any]:
-    """``validation.model_params``; for ``mlp`` over its defaults: the selector's head widths
-    (``head.hidden``) and at most ``validation.epochs`` epochs per decay."""
-    if name != "mlp":
-        return dict(config.validation.model_params)
-    defaults = {"hidden": list(config.head.hidden), "max_epochs": config.validation.epochs}
-    return {**defaults, **config.validation.model_params}
 
 
 def on_ray(config: Config, run: RunDir) -> bool:
