@@ -39,6 +39,9 @@ def __getattr__(name: str) -> Any:
 
         return ConcreteFeatureSelector
     if name == "ConcreteFeatureSelectorCV":
+        from cae_ray.extras import require_train
+
+        require_train("cae_ray.ConcreteFeatureSelectorCV")
         from cae_ray.gate.selector_cv import ConcreteFeatureSelectorCV
 
         return ConcreteFeatureSelectorCV
