@@ -139,11 +139,28 @@ def check_marks(config: Config) -> Findings:
     return check(config)
 
 
-def feature_status(config: Config) -> list[dict[str, Any]]:
-    """Each feature's lifecycle state in the Feast repo: kept, deprecated, retired, active."""
+def feature_status(config: Config, model: str | None = None) -> dict[str, Any]:
+    """The feature lifecycle in the Feast repo: the models sharing it (``models``), per view
+    how many features are kept, deprecated, due to retire (``views``), and each feature's
+    state, the models that keep it and the services that read it (``features``); with
+    ``model``, only that model's candidates."""
     from cae_ray.feast.status import feature_status as status
+    from cae_ray.feast.status import models_summary, view_summaries
 
-    return [asdict(state) for state in status(config)]
+    states = status(config, model)
+    return {
+        "models": models_summary(config),
+        "views": [asdict(summary) for summary in view_summaries(states)],
+        "features": [{**asdict(state), "due": state.due} for state in states],
+    }
+
+
+def forget_model(config: Config, name: str, *, apply: bool = False) -> dict[str, Any]:
+    """Plan, and with ``apply`` carry out, forgetting model ``name`` (a kept service): its
+    service leaves the registry and the marks are recomputed (:mod:`cae_ray.feast.forget`)."""
+    from cae_ray.feast.forget import forget_model as forget
+
+    return asdict(forget(config, name, apply=apply))
 
 
 def remove_services(config: Config, names: list[str]) -> list[str]:
