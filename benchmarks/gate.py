@@ -115,7 +115,7 @@ def select(table: Path, run: Path, recipe: dict[str, Any], informative: list[str
 
 
 def validate_row(table: Path, run: Path, recipe: dict[str, Any], model: str, head: str) -> str:
-    from cae_ray import gate_models
+    from cae_ray.gate import models as gate_models
     from cae_ray.pipeline import validate
 
     gate_models._ALL_FEATURES.clear()  # time every fit: no predictions kept from the last row

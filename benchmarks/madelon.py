@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 from sklearn.datasets import make_classification
 
-from cae_ray.estimator import ConcreteFeatureSelector
+from cae_ray.selector.estimator import ConcreteFeatureSelector
 
 VARIANTS: dict[str, dict[str, Any]] = {
     "IP-CAE, plain (k rows, no decay)": {

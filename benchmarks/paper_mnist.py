@@ -62,7 +62,7 @@ def score(columns: Any, X_train, X_test, y_train, y_test, seed: int) -> tuple[fl
 
 def run_one(method: str, supervised: bool, seed: int, epochs: int) -> dict[str, Any]:
     """Runs in a child process: fit one selector, print its result as JSON."""
-    from cae_ray.estimator import ConcreteFeatureSelector
+    from cae_ray.selector.estimator import ConcreteFeatureSelector
 
     X_train, X_test, y_train, y_test, _ = split(seed)
     selector = ConcreteFeatureSelector(k=K, method=method, epochs=epochs, random_state=seed)

@@ -58,7 +58,7 @@ def cae_ray(k: int, params: dict[str, Any]) -> Selector:
     def select(X: np.ndarray, y: np.ndarray | None, seed: int) -> np.ndarray:
         import warnings
 
-        from cae_ray.estimator import ConcreteFeatureSelector
+        from cae_ray.selector.estimator import ConcreteFeatureSelector
 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")

@@ -6,14 +6,14 @@ speed: unsupervised IP-CAE, K=100, batch 128, shared sampling, for N in {1,000, 
     64,000}, full rank (d = N) and low rank (d = 256, the automatic choice above 2,048
     features). Each run is a fresh process: it measures this machine's fp32 matmul peak (best
     of square 1024-4096 products, same thread count, before and after the steps), then runs
-    training steps through the training loop (cae_ray.loop.train_epoch) on random batches;
+    training steps through the training loop (cae_ray.selector.loop.train_epoch) on random batches;
     s/step is the median of the steps after two warm-up steps. After each step a small probe
     matmul checks that no other work took the cores: a run whose probe fell below 75% of the
     fastest probe seen is "disturbed" and retried; the faster of two undisturbed runs is kept
     (after five tries the best run is shown, marked "disturbed"). Peak RSS is the
     process's high-water mark (getrusage), Python, torch and the batches included; "estimate"
-    is cae_ray.memory's figure for the training state alone. A full-rank case the estimate says
-    cannot fit is skipped and its estimate printed. FLOP/step is counted analytically
+    is cae_ray.selector.memory's figure for the training state alone. A full-rank case the estimate
+    says cannot fit is skipped and its estimate printed. FLOP/step is counted analytically
     (multiply-adds x 2): logits 2*K*d*N forward, x3 with the gradients of Psi and W; the
     selection x @ M^T 2*B*K*N, x2 (the batch needs no gradient); each head Linear(a, b)
     2*B*a*b, x3. Then the growth exponent of the low-rank s/step from 4,000 to 64,000, and the
@@ -26,8 +26,8 @@ quality: MNIST (6,000 training / 2,000 held-out digits, K=50, 50 epochs without 
 supervised: selections of 20 of 2,000, 5,000 and 20,000 columns (seeds 0-2 at
     20,000) with 20 known informative ones (scikit-learn's make_classification, as
     cae_ray.demo): found with the defaults, found by the search alone (its own k, before
-    cae_ray.refine's screen and second searches), and the number a univariate F-test's top 20
-    finds for reference.
+    cae_ray.selector.refine's screen and second searches), and the number a univariate F-test's top
+    20 finds for reference.
 """
 
 from __future__ import annotations
@@ -134,7 +134,7 @@ def part_speed(threads: int) -> None:
 
 def step_case(n: int, d: int, sampling: str, threads: int, label: str = "") -> dict[str, Any]:
     """Run (or skip) one case and print its row."""
-    from cae_ray.memory import estimate_memory, memory_limit
+    from cae_ray.selector.memory import estimate_memory, memory_limit
 
     config = step_config(n, d, sampling)
     estimate = estimate_memory(config, n, "reconstruction", n).total
@@ -308,8 +308,8 @@ def step_flops(model: Any, n: int, d: int) -> float:
 def child_step(raw: str) -> dict[str, Any]:
     import torch
 
-    from cae_ray.heads import build_model, build_optimizer, task_loss
-    from cae_ray.loop import train_epoch
+    from cae_ray.selector.loop import train_epoch
+    from cae_ray.selector.model import build_model, build_optimizer, task_loss
 
     job = json.loads(raw)
     torch.set_num_threads(job["threads"])
@@ -385,7 +385,7 @@ def child_mnist(raw: str) -> dict[str, Any]:
     from sklearn.linear_model import LinearRegression
 
     from benchmarks.mnist_data import load_mnist
-    from cae_ray.estimator import ConcreteFeatureSelector
+    from cae_ray.selector.estimator import ConcreteFeatureSelector
 
     job = json.loads(raw)
     torch.set_num_threads(job["threads"])
@@ -425,8 +425,8 @@ def child_synthetic(raw: str) -> dict[str, Any]:
     import torch
     from sklearn.feature_selection import f_classif
 
-    from cae_ray.estimator import ConcreteFeatureSelector
-    from cae_ray.heads import search_selection
+    from cae_ray.selector.estimator import ConcreteFeatureSelector
+    from cae_ray.selector.model import search_selection
 
     job = json.loads(raw)
     torch.set_num_threads(job["threads"])
@@ -438,7 +438,8 @@ def child_synthetic(raw: str) -> dict[str, Any]:
     started = time.perf_counter()
     selector.fit(X, y)
     seconds = time.perf_counter() - started
-    # What the search alone would have kept (the selection before cae_ray.refine's second look).
+    # What the search alone would have kept (the selection before cae_ray.selector.refine's second
+    # look).
     assert selector.model_ is not None, "4,000 rows of 20,000 columns train a search"
     by_search, _, _ = search_selection(
         selector.model_, "classification", SYNTHETIC["k"], torch.from_numpy(X), torch.from_numpy(y)

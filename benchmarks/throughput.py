@@ -331,8 +331,8 @@ def data_result(passes: list[tuple[int, float, float]], n_features: int) -> dict
 
 
 def child_read_packed(job: dict[str, Any], cache: bool = False) -> dict[str, Any]:
-    from cae_ray.batches import ShuffledWindows
-    from cae_ray.data import read_ordered
+    from cae_ray.runtime.batches import ShuffledWindows
+    from cae_ray.runtime.data import read_ordered
 
     n, dataset = job["n"], read_ordered(job["train"])
     if cache:
@@ -349,7 +349,7 @@ def child_read_tensor_column(job: dict[str, Any]) -> dict[str, Any]:
     import torch
     from ray.data.extensions import ArrowTensorArray
 
-    from cae_ray.batches import FEATURES, unpack
+    from cae_ray.runtime.batches import FEATURES, unpack
 
     n, converted = job["n"], Path(job["work"]) / "tensor-column"
     if not converted.exists():
@@ -371,7 +371,7 @@ def child_read_tensor_column(job: dict[str, Any]) -> dict[str, Any]:
 
 
 def child_read_pyarrow(job: dict[str, Any]) -> dict[str, Any]:
-    from cae_ray.batches import FEATURES
+    from cae_ray.runtime.batches import FEATURES
 
     passes = []
     for _ in range(3):
@@ -382,8 +382,8 @@ def child_read_pyarrow(job: dict[str, Any]) -> dict[str, Any]:
 
 
 def child_estimator(job: dict[str, Any]) -> dict[str, Any]:
-    from cae_ray.batches import FEATURES, unpack
-    from cae_ray.estimator import ConcreteFeatureSelector
+    from cae_ray.runtime.batches import FEATURES, unpack
+    from cae_ray.selector.estimator import ConcreteFeatureSelector
 
     x = unpack(pq.read_table(job["train"], columns=[FEATURES]).column(FEATURES), job["n"])
     selector = ConcreteFeatureSelector(k=K, epochs=EPOCHS, batch_size=BATCH, early_stop=False)

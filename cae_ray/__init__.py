@@ -11,8 +11,8 @@ from cae_ray.errors import CaeRayError
 from cae_ray.version import __version__
 
 if TYPE_CHECKING:
-    from cae_ray.estimator import ConcreteFeatureSelector
     from cae_ray.pipeline import export, prepare, run, select, validate
+    from cae_ray.selector.estimator import ConcreteFeatureSelector
 
 __all__ = [
     "CaeRayError",
@@ -30,7 +30,7 @@ __all__ = [
 
 def __getattr__(name: str) -> Any:
     if name == "ConcreteFeatureSelector":
-        from cae_ray.estimator import ConcreteFeatureSelector
+        from cae_ray.selector.estimator import ConcreteFeatureSelector
 
         return ConcreteFeatureSelector
     if name in ("export", "prepare", "run", "select", "validate"):

@@ -203,7 +203,7 @@ def _with_progress(
 ) -> dict[str, Any]:
     """One step with the same live line `cae-ray run` shows for it (on stderr with --json)."""
     from cae_ray.console import step_display
-    from cae_ray.progress import StepEvent, step_summary
+    from cae_ray.runtime.progress import StepEvent, step_summary
 
     _quiet_ray()
     with step_display(errors if as_json else console, cfg) as display:

@@ -99,9 +99,9 @@ class SelectorConfig(Section):
     polish: bool | None = None
     """Unsupervised (reconstruction) only: after training, swap picks for outside features while
     a linear reconstruction of every feature from the K picks improves (closed form, on an
-    in-memory sample of the training rows; see cae_ray.polish). On MNIST it lowers the held-out
-    reconstruction error by ~3% in ~2 s. `null`: on up to 4,096 features (it holds two N x N
-    float64 matrices)."""
+    in-memory sample of the training rows; see cae_ray.selector.polish). On MNIST it lowers the
+    held-out reconstruction error by ~3% in ~2 s. `null`: on up to 4,096 features (it holds two N x
+    N float64 matrices)."""
 
     convergence_threshold: float = Field(0.998, gt=0, le=1)
     """Converged when the mean over selector rows of the largest selection probability reaches
@@ -279,7 +279,7 @@ class ValidationConfig(Section):
     selected, with the same seeds. `gbdt`: gradient-boosted trees (scikit-learn's
     HistGradientBoosting when the table fits in memory, else XGBoost through Ray Train, extra
     `cae-ray[xgboost]`); `mlp`: the selector's head shape, its epochs and input-column weight
-    decay chosen on held-out training rows (cae_ray.gate_mlp); or the import
+    decay chosen on held-out training rows (cae_ray.gate.mlp); or the import
     path of any scikit-learn estimator (`sklearn.linear_model.LogisticRegression`,
     `lightgbm.LGBMClassifier`, ...) with `model_params`. `auto`: gbdt for classification and
     regression (a strong learner on tables with little tuning), and for reconstruction the

@@ -1,5 +1,6 @@
 """What `cae-ray run` and `cae-ray demo` show: a live line per step (a bar for training epochs)
-and a summary table at the end. Fed by :class:`cae_ray.progress.StepEvent` s; holds no logic."""
+and a summary table at the end. Fed by :class:`cae_ray.runtime.progress.StepEvent` s; holds no
+logic."""
 
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ from rich.text import Text
 
 from cae_ray.config import Config
 from cae_ray.feast import restore_command
-from cae_ray.progress import StepEvent
+from cae_ray.runtime.progress import StepEvent
 
 
 class MarkColumn(SpinnerColumn):

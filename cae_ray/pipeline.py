@@ -8,9 +8,9 @@ Each step is also a function of its own, which the CLI's commands call; each tak
 and the run dir, and reuses its finished output when that is up to date for the config
 (:meth:`cae_ray.artifacts.RunDir.reusable`), so running again resumes at the first unfinished
 step (and an interrupted ``select`` at its last checkpoint). The step bodies live below this
-hub: :mod:`cae_ray.feast.export`, :mod:`cae_ray.preparation`, :mod:`cae_ray.selection`,
-:mod:`cae_ray.validation`, :mod:`cae_ray.feast.registry`, :mod:`cae_ray.feast.retire` and
-:mod:`cae_ray.report`. Only the
+hub: :mod:`cae_ray.feast.export`, :mod:`cae_ray.runtime.prepare`, :mod:`cae_ray.runtime.select`,
+:mod:`cae_ray.gate.validate`, :mod:`cae_ray.feast.registry`, :mod:`cae_ray.feast.retire` and
+:mod:`cae_ray.report.page`. Only the
 CLI and the adapters in ``pipelines/`` import this module.
 """
 
@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 from cae_ray.artifacts import RUN_RECORD, STEP_ARTIFACTS, RunDir, config_hash
 from cae_ray.config import Config
 from cae_ray.errors import ValidationGateFailedError, WeakBaselineError
-from cae_ray.progress import OnProgress, StepEvent, step_summary
+from cae_ray.runtime.progress import OnProgress, StepEvent, step_summary
 from cae_ray.version import __version__
 
 if TYPE_CHECKING:
@@ -65,8 +65,9 @@ def export(
 
 
 def prepare(config: Config, run_dir: RunDirLike) -> dict[str, Any]:
-    """The packed train and validation splits and their statistics (:mod:`cae_ray.preparation`)."""
-    from cae_ray.preparation import prepare as prepare_step
+    """The packed train and validation splits and their statistics
+    (:mod:`cae_ray.runtime.prepare`)."""
+    from cae_ray.runtime.prepare import prepare as prepare_step
 
     return prepare_step(config, _writable(run_dir))
 
@@ -74,17 +75,17 @@ def prepare(config: Config, run_dir: RunDirLike) -> dict[str, Any]:
 def select(
     config: Config, run_dir: RunDirLike, on_epoch: OnProgress | None = None
 ) -> dict[str, Any]:
-    """Prepare if needed, then train the selector with Ray Train (:mod:`cae_ray.selection`).
+    """Prepare if needed, then train the selector with Ray Train (:mod:`cae_ray.runtime.select`).
     ``on_epoch(record)`` is called on the driver as epochs finish (for progress bars)."""
-    from cae_ray.selection import select as select_step
+    from cae_ray.runtime.select import select as select_step
 
     prepare(config, run_dir)
     return select_step(config, _writable(run_dir), on_epoch)
 
 
 def validate(config: Config, run_dir: RunDirLike) -> dict[str, Any]:
-    """The validation gate on the selection in the run dir (:mod:`cae_ray.validation`)."""
-    from cae_ray.validation import validate as validate_step
+    """The validation gate on the selection in the run dir (:mod:`cae_ray.gate.validate`)."""
+    from cae_ray.gate.validate import validate as validate_step
 
     return validate_step(config, _writable(run_dir))
 
@@ -171,8 +172,9 @@ def remove_services(config: Config, names: list[str]) -> list[str]:
 
 
 def report(config: Config, run_dir: RunDirLike) -> dict[str, Any]:
-    """The run's report: ``RUN_DIR/report/report.html`` and its PNGs (:mod:`cae_ray.report`)."""
-    from cae_ray.report import write_report
+    """The run's report: ``RUN_DIR/report/report.html`` and its PNGs
+    (:mod:`cae_ray.report.page`)."""
+    from cae_ray.report.page import write_report
 
     return {"path": str(write_report(_writable(run_dir), config))}
 

@@ -7,7 +7,7 @@ import itertools
 import numpy as np
 import pyarrow as pa
 
-from cae_ray.batches import FEATURES, TARGET, ShuffledWindows, pack, unpack, window_rows
+from cae_ray.runtime.batches import FEATURES, TARGET, ShuffledWindows, pack, unpack, window_rows
 
 
 def packed_table(matrix: np.ndarray, target: np.ndarray, chunks: int) -> pa.Table:

@@ -47,7 +47,7 @@ def test_without_a_terminal_each_step_and_tenth_of_the_epochs_is_a_line_as_it_ha
     import io
 
     from cae_ray.console import LogLines, make_console, step_display
-    from cae_ray.progress import StepEvent
+    from cae_ray.runtime.progress import StepEvent
 
     log = io.StringIO()
     config = validate_config({"data": {"path": str(tmp_path)}, "training": {"epochs": 40}})

@@ -24,7 +24,7 @@ from cae_ray.errors import (
     TargetTaskMismatchError,
     TooFewFeaturesError,
 )
-from cae_ray.estimator import ConcreteFeatureSelector
+from cae_ray.selector.estimator import ConcreteFeatureSelector
 
 FAST: dict[str, Any] = {"epochs": 5, "hidden": (16,), "batch_size": 64}
 
@@ -124,7 +124,7 @@ def test_early_stop_when_converged(digits) -> None:
 
 def test_converged_means_confident_rows_and_no_collision(digits) -> None:
     """The README's promise: `collisions_` is 0 whenever `converged_` is True."""
-    from cae_ray.selectors import converged
+    from cae_ray.selector.concrete import converged
 
     assert converged(True, 0) and not converged(True, 1) and not converged(False, 0)
     X, _ = digits

@@ -33,16 +33,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = "cae_ray"
-CORE = (
-    "selectors",
-    "heads",
-    "loop",
-    "estimator",
-    "targets",
-    "artifacts",
-    "gate_models",
-    "gate_mlp",
-)
+CORE = ("selector", "artifacts", "gate.models", "gate.mlp", "gate.metrics")
 BANNED_IN_CORE = ("ray", "feast")
 HUB = "pipeline"
 HUB_IMPORTERS = ("cli",)

@@ -11,7 +11,7 @@ from cae_ray.errors import (
     MetricTaskMismatchError,
     TooFewValidationRowsError,
 )
-from cae_ray.metrics import (
+from cae_ray.gate.metrics import (
     METRICS,
     MIN_ROWS_FOR_INTERVAL,
     Interval,

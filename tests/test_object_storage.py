@@ -112,7 +112,7 @@ def test_a_scheme_with_no_filesystem_names_what_to_install(tmp_path, uri, fix) -
 def test_data_on_s3_is_read_through_the_same_filesystem(s3, tmp_path) -> None:
     import pyarrow as pa
 
-    from cae_ray.data import open_parquet
+    from cae_ray.runtime.data import open_parquet
 
     table = pa.table({"f_0": [1.0, 2.0], "label": [0, 1]})
     with storage.writing(s3.uri("data/small/part-0.parquet")) as stream:
@@ -132,7 +132,7 @@ def test_rank_0_writes_progress_to_s3_at_most_once_a_second(s3, tmp_path, monkey
 
     import torch
 
-    from cae_ray.training import EpochReporter
+    from cae_ray.runtime.train import EpochReporter
 
     monkeypatch.setenv("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "3600")  # no Ray report here
     model = torch.nn.Linear(2, 1)

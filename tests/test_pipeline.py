@@ -13,10 +13,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from cae_ray.artifacts import selection_digest
-from cae_ray.batches import unpack
 from cae_ray.config import Config, validate_config
-from cae_ray.estimator import ConcreteFeatureSelector
 from cae_ray.pipeline import select
+from cae_ray.runtime.batches import unpack
+from cae_ray.selector.estimator import ConcreteFeatureSelector
 
 pytestmark = pytest.mark.ray
 
@@ -85,7 +85,7 @@ def test_select_refines_a_supervised_search_on_request(
     the driver's sample after Ray training, and keep a selection as good as the search's."""
     path, informative = wide_dataset
     config = make_config(path, selector={"refine": True}, scaling={"num_workers": 0})
-    with caplog.at_level(logging.INFO, logger="cae_ray.refine"):
+    with caplog.at_level(logging.INFO, logger="cae_ray.selector.refine"):
         selection = select(config, tmp_path)
     names = selection["selected_features"]
     assert len(names) == K and len(set(names)) == K
@@ -153,7 +153,7 @@ def test_a_few_columns_are_prepared_as_from_the_whole_table(
 
 
 def test_a_float_column_of_zeros_and_ones_is_classified_everywhere(ray_cluster, tmp_path) -> None:
-    """`head.task: auto` is decided by one rule (cae_ray.targets) for the estimator and the
+    """`head.task: auto` is decided by one rule (cae_ray.selector.targets) for the estimator and the
     pipeline: a float target holding only 0.0 and 1.0 is two classes, not a regression."""
     from typer.testing import CliRunner
 
@@ -192,7 +192,7 @@ def test_few_rows_are_chosen_by_the_screen_with_no_training(ray_cluster, tmp_pat
 
     from cae_ray.artifacts import RunDir
     from cae_ray.cli import app
-    from cae_ray.report import write_report
+    from cae_ray.report.page import write_report
 
     rng = np.random.default_rng(0)
     X = rng.normal(size=(100, 2000)).astype(np.float32)
@@ -230,8 +230,8 @@ def test_the_ordered_sink_keeps_the_rows_order(ray_cluster, tmp_path) -> None:
     inputs give another selection."""
     import pyarrow as pa
 
-    from cae_ray.data import read_ordered
-    from cae_ray.parquet_sink import OrderedParquetSink
+    from cae_ray.runtime.data import read_ordered
+    from cae_ray.runtime.parquet_sink import OrderedParquetSink
 
     chunks = [pa.table({"row": np.arange(i * 500, (i + 1) * 500)}) for i in range(8)]
     source = tmp_path / "source"

@@ -6,8 +6,13 @@ import numpy as np
 import pytest
 import torch
 
-from cae_ray.estimator import ConcreteFeatureSelector
-from cae_ray.polish import POLISH_MAX_FEATURES, _addition_gains, polish_reconstruction, polishes
+from cae_ray.selector.estimator import ConcreteFeatureSelector
+from cae_ray.selector.polish import (
+    POLISH_MAX_FEATURES,
+    _addition_gains,
+    polish_reconstruction,
+    polishes,
+)
 
 
 def reconstruction_error(x: np.ndarray, picks: np.ndarray) -> float:

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from benchmarks.madelon import madelon_table
-from cae_ray.estimator import ConcreteFeatureSelector
+from cae_ray.selector.estimator import ConcreteFeatureSelector
 
 
 @pytest.mark.slow

@@ -1,4 +1,4 @@
-"""The interaction screen and second search after a supervised search (cae_ray.refine)."""
+"""The interaction screen and second search after a supervised search (cae_ray.selector.refine)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import torch
 from sklearn.feature_selection import f_classif
 
 from cae_ray.config import validate_config
-from cae_ray.estimator import ConcreteFeatureSelector
-from cae_ray.refine import interaction_scores, refines
+from cae_ray.selector.estimator import ConcreteFeatureSelector
+from cae_ray.selector.refine import interaction_scores, refines
 
 
 def xor_table(rows: int, columns: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

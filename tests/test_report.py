@@ -22,8 +22,8 @@ from cae_ray.config import Config, validate_config
 from cae_ray.errors import NoSelectionError
 from cae_ray.feast.entities import ROW_ID
 from cae_ray.pipeline import export, prune, select, validate
-from cae_ray.report import feature_rows, load_run, write_report
-from cae_ray.report_figures import pixel_grid
+from cae_ray.report.figures import pixel_grid
+from cae_ray.report.page import feature_rows, load_run, write_report
 from tests.feast_repo import REGISTRIES, store_yaml
 
 PNG = b"\x89PNG\r\n\x1a\n"

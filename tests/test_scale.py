@@ -13,18 +13,18 @@ import numpy as np
 import pytest
 import torch
 
-from cae_ray import selectors
 from cae_ray.config import validate_config
 from cae_ray.errors import MemoryBudgetError
-from cae_ray.estimator import ConcreteFeatureSelector
-from cae_ray.memory import check_memory, estimate_memory
-from cae_ray.selectors import (
+from cae_ray.selector import concrete as selectors
+from cae_ray.selector.concrete import (
     IndirectConcreteSelector,
     auto_dim_ip,
     build_selector,
     mix_chunked,
     mix_per_example,
 )
+from cae_ray.selector.estimator import ConcreteFeatureSelector
+from cae_ray.selector.memory import check_memory, estimate_memory
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -101,8 +101,8 @@ MEASURE = """
     import json, torch
     from pathlib import Path
     from cae_ray.config import validate_config
-    from cae_ray.heads import build_model, build_optimizer, task_loss
-    from cae_ray.memory import estimate_memory
+    from cae_ray.selector.model import build_model, build_optimizer, task_loss
+    from cae_ray.selector.memory import estimate_memory
 
     def status(key):
         for line in Path("/proc/self/status").read_text().splitlines():
@@ -187,7 +187,7 @@ def test_64000_features_train_low_rank_under_8_gb() -> None:
     result = run_python(
         """
         import json, resource, numpy as np, torch
-        from cae_ray.estimator import ConcreteFeatureSelector
+        from cae_ray.selector.estimator import ConcreteFeatureSelector
         torch.set_num_threads(1)
         X = np.random.default_rng(0).standard_normal((384, 64_000), dtype=np.float32)
         selector = ConcreteFeatureSelector(k=100, epochs=1, batch_size=128, early_stop=False)
@@ -204,7 +204,7 @@ def test_64000_features_train_low_rank_under_8_gb() -> None:
 
 
 def test_supervised_search_widens_above_2048_features() -> None:
-    from cae_ray.heads import search_rows
+    from cae_ray.selector.model import search_rows
 
     config = validate_config({"selector": {"k": 20}})
     assert config.selector.search_factor is None

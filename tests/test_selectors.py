@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from cae_ray.config import SelectorConfig
-from cae_ray.selectors import (
+from cae_ray.selector.concrete import (
     ConcreteSelector,
     IndirectConcreteSelector,
     TemperatureSchedule,
@@ -118,7 +118,7 @@ def test_state_and_scores() -> None:
 
 def test_the_selector_learning_rate_is_a_ratio_of_the_heads() -> None:
     from cae_ray.config import validate_config
-    from cae_ray.heads import build_model, build_optimizer
+    from cae_ray.selector.model import build_model, build_optimizer
 
     def rates(selector: dict[str, object], task: str) -> tuple[float, float]:
         config = validate_config({"selector": {"k": 3, **selector}})

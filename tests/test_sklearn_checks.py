@@ -6,7 +6,7 @@ from typing import Any
 
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
-from cae_ray.estimator import ConcreteFeatureSelector
+from cae_ray.selector.estimator import ConcreteFeatureSelector
 
 # Checks we fail on purpose, and why (also listed in the README).
 EXPECTED_FAILURES: dict[str, str] = {

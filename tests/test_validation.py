@@ -415,7 +415,7 @@ def test_a_model_that_cannot_be_made_or_fitted_is_named_and_writes_nothing(
 
 def test_gbdt_is_not_for_reconstruction_and_slack_is_not_negative(synthetic) -> None:
     from cae_ray.errors import ConfigValidationError, ValidationModelError
-    from cae_ray.gate_models import gate_model
+    from cae_ray.gate.models import gate_model
 
     config, _, _ = synthetic
     with pytest.raises(ValidationModelError, match=r"leave validation\.model at auto"):
@@ -431,7 +431,7 @@ def test_the_mlp_holds_out_a_random_tenth_of_rows_sorted_by_label() -> None:
     split is a seeded random tenth, so its loss is an honest estimate of the loss on new rows."""
     from sklearn.metrics import log_loss
 
-    from cae_ray.gate_mlp import MLPGateClassifier
+    from cae_ray.gate.mlp import MLPGateClassifier
 
     rng = np.random.default_rng(0)
     X = rng.normal(size=(3000, 30)).astype(np.float32)

@@ -13,7 +13,6 @@ import pandas as pd
 import pyarrow as pa
 
 from cae_ray.config import FeastConfig
-from cae_ray.data import open_parquet
 from cae_ray.errors import EmptyDatasetError
 from cae_ray.feast.errors import (
     EmptyTimeRangeError,
@@ -22,6 +21,7 @@ from cae_ray.feast.errors import (
 )
 from cae_ray.feast.refs import FeatureRef
 from cae_ray.feast.store import feast_side_effects_undone, is_ray_store, rows_of
+from cae_ray.runtime.data import open_parquet
 
 ROW_ID = "cae_ray_row"
 """Added to every exported row: its position in the entity rows (a stable row key)."""

@@ -20,11 +20,11 @@ import torch
 from torch import Tensor, nn
 
 from cae_ray.config import Config
-from cae_ray.heads import SelectorModel, build_model, importance, search_selection
-from cae_ray.loop import fit_in_memory
-from cae_ray.polish import polish_reconstruction, polishes
-from cae_ray.selectors import distinct_selection
-from cae_ray.targets import ResolvedTask
+from cae_ray.selector.concrete import distinct_selection
+from cae_ray.selector.loop import fit_in_memory
+from cae_ray.selector.model import SelectorModel, build_model, importance, search_selection
+from cae_ray.selector.polish import polish_reconstruction, polishes
+from cae_ray.selector.targets import ResolvedTask
 
 logger = logging.getLogger(__name__)
 
@@ -67,10 +67,10 @@ def final_selection(
 ) -> tuple[Tensor, Tensor, int]:
     """(k distinct feature indices, their rows' probabilities over all features, collisions).
 
-    The search's own choice (:func:`cae_ray.heads.search_selection`); for reconstruction
-    polished by :mod:`cae_ray.polish` when :func:`cae_ray.polish.polishes` says so; when
-    supervised, refined by an interaction screen and second searches over a few dozen features
-    when :func:`refines` says so. ``x``, ``y`` are an in-memory sample of the training rows
+    The search's own choice (:func:`cae_ray.selector.model.search_selection`); for reconstruction
+    polished by :mod:`cae_ray.selector.polish` when :func:`cae_ray.selector.polish.polishes` says
+    so; when supervised, refined by an interaction screen and second searches over a few dozen
+    features when :func:`refines` says so. ``x``, ``y`` are an in-memory sample of the training rows
     (``x`` may be empty for a reconstruction that is not polished). Where
     :func:`screens_only` says so, no search is trained and :func:`screened_selection` chooses
     instead.
@@ -173,8 +173,8 @@ def second_searches(
 
     SECOND_SEARCHES supervised searches (seeds ``training.seed`` + 0, 1, ...; ``len(pool) / 2``
     selector rows each) over the pool, trained on the sample in memory. Each rates its rows'
-    features by :func:`cae_ray.heads.importance`; the k with the largest total are kept. One
-    search's ranking is noisy here: the head has seen the very rows it is rated on, and the
+    features by :func:`cae_ray.selector.model.importance`; the k with the largest total are kept.
+    One search's ranking is noisy here: the head has seen the very rows it is rated on, and the
     last few informative features add little each. Noise features it over-fits differ from
     seed to seed; informative ones rate high in every search.
     """

@@ -4,14 +4,14 @@
 
 The flow: check that ``selection.json`` is the selection this config made and was not edited
 (:func:`cae_ray.artifacts.checked_selection`); fit the same model (``validation.model``:
-gradient-boosted trees by default, the fair ``mlp`` of :mod:`cae_ray.gate_mlp`, or any
-scikit-learn estimator; :mod:`cae_ray.gate_models`) with the same seeds on all features, the
+gradient-boosted trees by default, the fair ``mlp`` of :mod:`cae_ray.gate.mlp`, or any
+scikit-learn estimator; :mod:`cae_ray.gate.models`) with the same seeds on all features, the
 *baseline*, and on the K selected; score both on the held-out split; put a paired bootstrap
 interval on the difference; and pass only when even the pessimistic end of it is within the
-tolerance (:mod:`cae_ray.metrics`). A stock reference (HistGradientBoosting, default parameters)
-on all features checks that the baseline is not a straw man. Without a target there is nothing
-to fit: the selected columns' linear reconstruction of all features is compared with the top-K
-principal components.
+tolerance (:mod:`cae_ray.gate.metrics`). A stock reference (HistGradientBoosting, default
+parameters) on all features checks that the baseline is not a straw man. Without a target there is
+nothing to fit: the selected columns' linear reconstruction of all features is compared with the
+top-K principal components.
 """
 
 from __future__ import annotations
@@ -35,22 +35,9 @@ from cae_ray.artifacts import (
     checked_selection,
     config_hash,
 )
-from cae_ray.batches import FEATURES, unpack
-from cae_ray.cluster import cached, connect
 from cae_ray.config import Config
-from cae_ray.data import read_ordered, read_split, split_files
 from cae_ray.errors import TooFewValidationRowsError
-from cae_ray.gate_models import (
-    REFERENCE,
-    Fitted,
-    fit_and_predict,
-    gate_model,
-    make_estimator,
-    model_params,
-)
-from cae_ray.gate_xgboost import xgboost_predictions
-from cae_ray.memory import available_memory
-from cae_ray.metrics import (
+from cae_ray.gate.metrics import (
     MIN_ROWS_FOR_INTERVAL,
     Interval,
     bootstrap,
@@ -63,7 +50,20 @@ from cae_ray.metrics import (
     pca_reconstruction_rows,
     per_row_metric,
 )
-from cae_ray.targets import TargetInfo
+from cae_ray.gate.models import (
+    REFERENCE,
+    Fitted,
+    fit_and_predict,
+    gate_model,
+    make_estimator,
+    model_params,
+)
+from cae_ray.gate.xgboost_ray import xgboost_predictions
+from cae_ray.runtime.batches import FEATURES, unpack
+from cae_ray.runtime.cluster import cached, connect
+from cae_ray.runtime.data import read_ordered, read_split, split_files
+from cae_ray.selector.memory import available_memory
+from cae_ray.selector.targets import TargetInfo
 from cae_ray.version import __version__
 
 logger = logging.getLogger(__name__)
@@ -147,10 +147,10 @@ class Predictions:
     """One per repeat; empty when the baseline is a given number."""
     selected: list[np.ndarray]
     reference: np.ndarray | None
-    """The stock reference (:data:`cae_ray.gate_models.REFERENCE`) on all features."""
+    """The stock reference (:data:`cae_ray.gate.models.REFERENCE`) on all features."""
     fits: dict[str, list[dict[str, Any]]] | None = None
     """Per model ("all features", "selected features", "reference"), one entry per repeat:
-    its held-out curve and what the held-out rows chose (:class:`cae_ray.gate_models.Fitted`)."""
+    its held-out curve and what the held-out rows chose (:class:`cae_ray.gate.models.Fitted`)."""
 
 
 @dataclass

@@ -25,7 +25,7 @@ import numpy as np
 
 from cae_ray.config import Config, ValidationConfig
 from cae_ray.errors import MissingExtraError, ModelFitError, ValidationModelError
-from cae_ray.targets import ResolvedTask
+from cae_ray.selector.targets import ResolvedTask
 
 logger = logging.getLogger(__name__)
 
@@ -85,7 +85,7 @@ def make_estimator(name: str, params: dict[str, Any], task: ResolvedTask, seed: 
 
 def _builtin(name: str, task: ResolvedTask) -> type:
     if name == "mlp":
-        from cae_ray.gate_mlp import MLPGateClassifier, MLPGateRegressor
+        from cae_ray.gate.mlp import MLPGateClassifier, MLPGateRegressor
 
         return MLPGateClassifier if task == "classification" else MLPGateRegressor
     from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor

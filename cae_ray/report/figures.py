@@ -16,7 +16,7 @@ import math
 import re
 from typing import TYPE_CHECKING, Any
 
-from cae_ray.metrics import higher_is_better
+from cae_ray.gate.metrics import higher_is_better
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes

@@ -13,12 +13,12 @@ from typing import Any
 
 import numpy as np
 
-from cae_ray.batches import FEATURES, TARGET, unpack
 from cae_ray.config import Config
 from cae_ray.errors import MissingExtraError, ModelFitError
-from cae_ray.gate_models import Fitted
+from cae_ray.gate.models import Fitted
+from cae_ray.runtime.batches import FEATURES, TARGET, unpack
+from cae_ray.selector.targets import TargetInfo
 from cae_ray.storage import ray_storage
-from cae_ray.targets import TargetInfo
 
 logger = logging.getLogger(__name__)
 
@@ -79,7 +79,7 @@ def xgboost_predictions(
     except ModuleNotFoundError as e:
         raise MissingExtraError("validation.model: gbdt on Ray", "xgboost", "xgboost") from e
 
-    from cae_ray.cluster import worker_threads
+    from cae_ray.runtime.cluster import worker_threads
 
     s = config.scaling
     params = xgboost_params(config, target, seed, worker_threads(config))

@@ -22,9 +22,9 @@ import torch
 
 from cae_ray.config import Config, ray_address
 from cae_ray.errors import MemoryBudgetError
-from cae_ray.heads import build_model
-from cae_ray.selectors import auto_dim_ip, chunk_rows
-from cae_ray.targets import ResolvedTask
+from cae_ray.selector.concrete import auto_dim_ip, chunk_rows
+from cae_ray.selector.model import build_model
+from cae_ray.selector.targets import ResolvedTask
 
 FLOAT = 4  # bytes of a float32
 SAMPLE_COPIES = 3

@@ -31,9 +31,9 @@ from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 from torch import Tensor, nn
 
 from cae_ray.config import HeadConfig
-from cae_ray.heads import build_head
-from cae_ray.loop import CPU, Batch, HeldOutObjective, HeldOutRecord, fit
-from cae_ray.targets import ResolvedTask
+from cae_ray.selector.loop import CPU, Batch, HeldOutObjective, HeldOutRecord, fit
+from cae_ray.selector.model import build_head
+from cae_ray.selector.targets import ResolvedTask
 
 logger = logging.getLogger(__name__)
 

@@ -2,11 +2,11 @@
 
 All three share one shape, the IP-CAE paper's decoder: per hidden layer Linear, LayerNorm,
 LeakyReLU(0.2), Dropout; then a Linear to the outputs. Only the output size and the loss differ.
-The validation gate's ``mlp`` fits the same head without a selector (:mod:`cae_ray.gate_mlp`).
+The validation gate's ``mlp`` fits the same head without a selector (:mod:`cae_ray.gate.mlp`).
 
 ``k`` is always the user's K. A supervised search trains more selector rows than that
 (:func:`search_rows`, decided here and nowhere else) and keeps the k the head relies on most
-(:func:`search_selection`; :func:`cae_ray.refine.final_selection` is the one that returns
+(:func:`search_selection`; :func:`cae_ray.selector.refine.final_selection` is the one that returns
 the final K).
 """
 
@@ -18,13 +18,13 @@ import torch
 from torch import Tensor, nn
 
 from cae_ray.config import Config, HeadConfig
-from cae_ray.selectors import (
+from cae_ray.selector.concrete import (
     FULL_RANK_MAX_FEATURES,
     BaseConcreteSelector,
     build_selector,
     distinct_selection,
 )
-from cae_ray.targets import ResolvedTask
+from cae_ray.selector.targets import ResolvedTask
 
 
 def build_head(config: HeadConfig, n_inputs: int, n_outputs: int) -> nn.Sequential:

@@ -9,8 +9,8 @@ import os
 from typing import Any
 
 from cae_ray.config import Config, ray_address
-from cae_ray.data import split_files
 from cae_ray.errors import GpuUnavailableError, RayUnreachableError
+from cae_ray.runtime.data import split_files
 
 logger = logging.getLogger(__name__)
 

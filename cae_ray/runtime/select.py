@@ -29,17 +29,17 @@ from cae_ray.artifacts import (
     digest,
     selection_digest,
 )
-from cae_ray.batches import FEATURES, TARGET, unpack
-from cae_ray.cluster import cached, connect, worker_threads
 from cae_ray.config import Config
-from cae_ray.data import read_ordered
-from cae_ray.memory import check_memory_for_ray
-from cae_ray.polish import polishes
-from cae_ray.progress import OnProgress
-from cae_ray.refine import final_selection, screened_selection, screens_only
-from cae_ray.selectors import converged, feature_scores
-from cae_ray.targets import ResolvedTask, TargetInfo
-from cae_ray.training import TrainOutcome, TrainSpec, train_selector
+from cae_ray.runtime.batches import FEATURES, TARGET, unpack
+from cae_ray.runtime.cluster import cached, connect, worker_threads
+from cae_ray.runtime.data import read_ordered
+from cae_ray.runtime.progress import OnProgress
+from cae_ray.runtime.train import TrainOutcome, TrainSpec, train_selector
+from cae_ray.selector.concrete import converged, feature_scores
+from cae_ray.selector.memory import check_memory_for_ray
+from cae_ray.selector.polish import polishes
+from cae_ray.selector.refine import final_selection, screened_selection, screens_only
+from cae_ray.selector.targets import ResolvedTask, TargetInfo
 from cae_ray.version import __version__
 
 logger = logging.getLogger(__name__)
@@ -108,7 +108,8 @@ def _choose(
     on_epoch: OnProgress | None,
 ) -> tuple[TrainOutcome | None, tuple[torch.Tensor, torch.Tensor, int]]:
     """The search trained on Ray and the K chosen after it; or, where
-    :func:`~cae_ray.refine.screens_only` says so, no search (None) and the K by the screen."""
+    :func:`~cae_ray.selector.refine.screens_only` says so, no search (None) and the K by the
+    screen."""
     sample_rows = min(spec.n_train_rows, IMPORTANCE_SAMPLE)
     search = not screens_only(config, spec.task, sample_rows, spec.n_features)
     if search:  # refuse an oversized model before Ray starts workers killed for memory

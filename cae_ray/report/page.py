@@ -3,7 +3,7 @@
     write_report(run, config) -> RUN_DIR/report/report.html, beside the PNGs it embeds
                                  (training, temperature, confidence, scores, selection,
                                  validation, gate: see
-                                 :mod:`cae_ray.report_figures`) and features.csv
+                                 :mod:`cae_ray.report.figures`) and features.csv
 
 It only reads the JSON the steps wrote (``selection.json``; when present ``validation.json``,
 ``prune.json``, ``retire.json``, ``data/prepared.json`` and ``run.json``), so it works on a
@@ -24,7 +24,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from cae_ray import report_figures as figures
 from cae_ray.artifacts import (
     FEATURES_CSV,
     PREPARED,
@@ -39,6 +38,7 @@ from cae_ray.artifacts import (
 )
 from cae_ray.errors import NoSelectionError
 from cae_ray.feast import restore_command
+from cae_ray.report import figures
 
 if TYPE_CHECKING:
     import jinja2
@@ -202,7 +202,7 @@ def features_csv(rows: list[Json]) -> str:
 # --- the page --------------------------------------------------------------------------------
 
 TEMPLATE = "report.html.j2"
-"""In ``cae_ray/templates``, beside the ``report.css`` and ``report.js`` it includes."""
+"""In ``cae_ray/report/templates``, beside the ``report.css`` and ``report.js`` it includes."""
 BADGES = {"none": "not validated", "pass": "PASSED", "fail": "FAILED"}
 
 
@@ -236,10 +236,10 @@ def render_html(
 
 @functools.cache
 def _environment() -> jinja2.Environment:
-    import jinja2  # here, not at the top: `import cae_ray.report` stays cheap
+    import jinja2  # here, not at the top: `import cae_ray.report.page` stays cheap
 
     return jinja2.Environment(
-        loader=jinja2.PackageLoader("cae_ray", "templates"),
+        loader=jinja2.PackageLoader("cae_ray.report", "templates"),
         autoescape=True,
         undefined=jinja2.StrictUndefined,
         trim_blocks=True,

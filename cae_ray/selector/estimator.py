@@ -3,7 +3,7 @@
 It follows scikit-learn's conventions (keyword-only ``__init__`` that only stores, fitted
 attributes ending in ``_``, :class:`~sklearn.feature_selection.SelectorMixin` for ``transform``,
 ``get_support`` and ``get_feature_names_out``) and trains through the one loop in
-:mod:`cae_ray.loop`. Like other scikit-learn estimators it does not rescale X: put a
+:mod:`cae_ray.selector.loop`. Like other scikit-learn estimators it does not rescale X: put a
 ``StandardScaler`` in front of it when features have different units.
 """
 
@@ -31,12 +31,12 @@ from cae_ray.errors import (
     NonFiniteInputError,
     NonNumericColumnsError,
 )
-from cae_ray.heads import SelectorModel, build_model
-from cae_ray.loop import EpochRecord, fit_in_memory
-from cae_ray.memory import check_memory
-from cae_ray.refine import final_selection, screened_selection, screens_only
-from cae_ray.selectors import converged, feature_scores
-from cae_ray.targets import ResolvedTask, Target, prepare_target
+from cae_ray.selector.concrete import converged, feature_scores
+from cae_ray.selector.loop import EpochRecord, fit_in_memory
+from cae_ray.selector.memory import check_memory
+from cae_ray.selector.model import SelectorModel, build_model
+from cae_ray.selector.refine import final_selection, screened_selection, screens_only
+from cae_ray.selector.targets import ResolvedTask, Target, prepare_target
 
 EpochCallback = Callable[[EpochRecord], None]
 
@@ -52,11 +52,11 @@ class ConcreteFeatureSelector(SelectorMixin, BaseEstimator):
     needs; supervised selection trains ``search_factor * k`` rows (None: 2k, or 4k above 2,048
     features) and keeps the k features the head relies on most; above 1,000 features (or with
     ``refine=True``) those k are then re-chosen after an interaction screen of every feature
-    (:mod:`cae_ray.refine`); with fewer than one row per 20 features they are the features with
-    the best F statistic against y, and no search is trained. Without ``y`` the k picks are
+    (:mod:`cae_ray.selector.refine`); with fewer than one row per 20 features they are the features
+    with the best F statistic against y, and no search is trained. Without ``y`` the k picks are
     then polished: swapped for outside features while a linear reconstruction of every feature
-    improves (:mod:`cae_ray.polish`; ``polish=None``: up to 4,096 features). Parameters mirror the
-    ``selector``, ``training`` and ``head`` config sections (``head_weight_decay`` is
+    improves (:mod:`cae_ray.selector.polish`; ``polish=None``: up to 4,096 features). Parameters
+    mirror the ``selector``, ``training`` and ``head`` config sections (``head_weight_decay`` is
     ``head.weight_decay``, ``selector_learning_rate_ratio`` is ``selector.learning_rate_ratio``,
     ``random_state`` is ``training.seed``).
 
@@ -350,7 +350,7 @@ def _final_selection(
     model: SelectorModel | None, config: Config, features: np.ndarray, target: Target
 ) -> tuple[torch.Tensor, torch.Tensor, int]:
     """The K from a trained search (``model``), or from the screen alone when none was trained
-    (:func:`~cae_ray.refine.screens_only`), on a sample of up to SAMPLE_ROWS rows."""
+    (:func:`~cae_ray.selector.refine.screens_only`), on a sample of up to SAMPLE_ROWS rows."""
     rows = np.random.default_rng(config.training.seed).permutation(len(features))[:SAMPLE_ROWS]
     y = None if target.values is None else torch.from_numpy(target.values[rows])
     x = torch.from_numpy(features[rows])

@@ -7,7 +7,7 @@ type_of_target` says: a float column of 0.0/1.0 is two classes) -> classificatio
 one -> regression. Regression targets are standardised so the loss is of order 1.
 
 :func:`decide_task` is used by the estimator (:func:`prepare_target`, on the values in memory)
-and by the pipeline (:func:`cae_ray.data.resolve_target`, on a column's distinct values), so
+and by the pipeline (:func:`cae_ray.runtime.data.resolve_target`, on a column's distinct values), so
 the same column gets the same task in both; validation reads the result from ``prepared.json``.
 """
 

@@ -18,7 +18,7 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from cae_ray.loop import Batch
+from cae_ray.selector.loop import Batch
 
 FEATURES, TARGET = "features", "target"
 WINDOW_BYTES = 64 << 20

@@ -4,9 +4,9 @@ The flow: :func:`inspect_dataset` reads only the Parquet schema and resolves the
 features (naming every bad column); :func:`compute_stats` makes one streaming pass with Ray
 Data for per-feature count, nulls, mean, std, min and max; :func:`write_packed` applies the
 null policy and standardisation, splits rows by a hashed key, and writes each split with all
-features packed into one column (:mod:`cae_ray.batches`), so a batch of thousands of features is
-one tensor rather than thousands (Ray's default collate makes one tensor per column: ~20x slower).
-Every read keeps file order, so the same inputs give the same rows in the same order.
+features packed into one column (:mod:`cae_ray.runtime.batches`), so a batch of thousands of
+features is one tensor rather than thousands (Ray's default collate makes one tensor per column:
+~20x slower). Every read keeps file order, so the same inputs give the same rows in the same order.
 """
 
 from __future__ import annotations
@@ -24,7 +24,6 @@ import pyarrow.dataset as pads
 
 from cae_ray import storage
 from cae_ray.artifacts import digest
-from cae_ray.batches import FEATURES, TARGET, pack, unpack
 from cae_ray.config import AllNumericExcept, DataConfig
 from cae_ray.errors import (
     DatasetNotFoundError,
@@ -37,7 +36,14 @@ from cae_ray.errors import (
     NullValuesRefusedError,
     TargetTaskMismatchError,
 )
-from cae_ray.targets import TargetInfo, check_classes, check_varies, decide_task, target_kind
+from cae_ray.runtime.batches import FEATURES, TARGET, pack, unpack
+from cae_ray.selector.targets import (
+    TargetInfo,
+    check_classes,
+    check_varies,
+    decide_task,
+    target_kind,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -255,7 +261,7 @@ def check_values(stats: FeatureStats, policy: str) -> None:
 
 def resolve_dataset_target(dataset: Any, column: str | None, task: str) -> TargetInfo:
     """The task and encoding of the target column, decided from its distinct values by
-    :func:`cae_ray.targets.decide_task` (the estimator's rule too)."""
+    :func:`cae_ray.selector.targets.decide_task` (the estimator's rule too)."""
     if column is None or task == "reconstruction":
         if task in ("classification", "regression"):
             raise TargetTaskMismatchError(task, "data.target is not set", "set data.target")
@@ -349,7 +355,7 @@ def write_packed(
     splits: dict[str, str],
 ) -> dict[str, int]:
     """Write the ``train`` and ``validation`` splits to their directories; their row counts."""
-    from cae_ray.parquet_sink import OrderedParquetSink
+    from cae_ray.runtime.parquet_sink import OrderedParquetSink
 
     counts = {}
     for split, directory in splits.items():

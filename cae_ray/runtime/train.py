@@ -2,7 +2,7 @@
 
 The selector (``select``) trains through :func:`train_loop_per_worker`: each worker rebuilds
 the typed config from a plain dict, reads its shard of the packed training data, and runs THE
-loop (:mod:`cae_ray.loop`); around it this module adds only what a cluster needs: DDP, a
+loop (:mod:`cae_ray.selector.loop`); around it this module adds only what a cluster needs: DDP, a
 checkpoint per report, resume from the latest checkpoint, and metric reports.
 """
 
@@ -24,14 +24,14 @@ import torch
 from torch import nn
 
 from cae_ray import storage
-from cae_ray.batches import ShuffledWindows
 from cae_ray.config import Config
 from cae_ray.errors import CaeRayError, CheckpointRejectedError, WorkersLostError
-from cae_ray.heads import SelectorModel, build_model, build_optimizer
-from cae_ray.loop import Batch, SelectionObjective, fit
-from cae_ray.progress import OnProgress, progress_every_s, watching_progress, write_progress
+from cae_ray.runtime.batches import ShuffledWindows
+from cae_ray.runtime.progress import OnProgress, progress_every_s, watching_progress, write_progress
+from cae_ray.selector.loop import Batch, SelectionObjective, fit
+from cae_ray.selector.model import SelectorModel, build_model, build_optimizer
+from cae_ray.selector.targets import ResolvedTask
 from cae_ray.storage import join, ray_storage
-from cae_ray.targets import ResolvedTask
 
 logger = logging.getLogger(__name__)
 
@@ -55,7 +55,7 @@ class TrainSpec:
 
 def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     """THE per-worker function of the selector: DDP, resume from the latest checkpoint, this
-    worker's shard, :func:`cae_ray.loop.fit`, a checkpoint with each report."""
+    worker's shard, :func:`cae_ray.selector.loop.fit`, a checkpoint with each report."""
     import ray.train
     import ray.train.torch
 
@@ -213,7 +213,7 @@ class EpochReporter:
 
     def _write_progress(self, force: bool) -> None:
         """Rank 0 writes the last epoch to the progress file, at most every
-        :func:`cae_ray.progress.progress_every_s` unless ``force``."""
+        :func:`cae_ray.runtime.progress.progress_every_s` unless ``force``."""
         if self.rank != 0 or self.progress_file is None or not self.history:
             return
         record, now = self.history[-1], time.monotonic()

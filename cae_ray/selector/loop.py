@@ -3,9 +3,9 @@
 :func:`fit` runs epochs of :func:`train_epoch` for an *objective*: the selector's
 (:class:`SelectionObjective`: annealed temperature, stop at convergence) or a model's with
 early stopping on held-out rows (:class:`HeldOutObjective`: the validation gate's ``mlp``,
-:mod:`cae_ray.gate_mlp`). The in-memory estimator and cae_ray.refine feed it tensors through
-:func:`fit_in_memory`; the Ray worker (:mod:`cae_ray.training`) feeds it its dataset shard
-and adds checkpoints and reporting through ``on_epoch_end``. There is no second copy.
+:mod:`cae_ray.gate.mlp`). The in-memory estimator and cae_ray.selector.refine feed it tensors
+through :func:`fit_in_memory`; the Ray worker (:mod:`cae_ray.runtime.train`) feeds it its dataset
+shard and adds checkpoints and reporting through ``on_epoch_end``. There is no second copy.
 """
 
 from __future__ import annotations
@@ -22,9 +22,9 @@ from torch import Tensor, nn
 
 from cae_ray.config import Config
 from cae_ray.errors import TrainingDivergedError
-from cae_ray.heads import SelectorModel, build_optimizer, task_loss
-from cae_ray.selectors import BaseConcreteSelector, TemperatureSchedule
-from cae_ray.targets import ResolvedTask
+from cae_ray.selector.concrete import BaseConcreteSelector, TemperatureSchedule
+from cae_ray.selector.model import SelectorModel, build_optimizer, task_loss
+from cae_ray.selector.targets import ResolvedTask
 
 logger = logging.getLogger(__name__)
 CPU = torch.device("cpu")

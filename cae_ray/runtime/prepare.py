@@ -24,9 +24,10 @@ from cae_ray.artifacts import (
     RunDir,
     config_hash,
 )
-from cae_ray.cluster import connect
 from cae_ray.config import AllNumericExcept, Config, DataConfig
-from cae_ray.data import (
+from cae_ray.errors import MissingDataConfigError, NoExportError
+from cae_ray.runtime.cluster import connect
+from cae_ray.runtime.data import (
     check_values,
     compute_stats,
     inspect_dataset,
@@ -34,7 +35,6 @@ from cae_ray.data import (
     resolve_dataset_target,
     write_packed,
 )
-from cae_ray.errors import MissingDataConfigError, NoExportError
 
 logger = logging.getLogger(__name__)
 
