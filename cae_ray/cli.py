@@ -374,20 +374,43 @@ def prune(
     if as_json:
         _print_json(plan)
         return
-    table = Table(title=f"Prune plan for run {plan['run_id']} (project {plan['project']})")
-    for column in ("feature view", "deprecate", "newly marked", "back in use", "keep"):
+    model = plan["feature_service"]
+    table = Table(
+        title=f"Prune plan for run {plan['run_id']} of model {model} (project {plan['project']})"
+    )
+    columns = ("feature view", "unselected", "kept by other models", "newly marked")
+    for column in (*columns, "back in use", "keep"):
         table.add_column(column)
     for view in sorted({*plan["deprecate"], *plan["keep"]}):
         marked, kept = plan["deprecate"].get(view, []), plan["keep"].get(view, [])
         table.add_row(
             view,
             f"{len(marked)}: {_names(marked)}",
+            str(len(plan["kept_by_others"].get(view, {}))),
             str(len(plan["added"].get(view, []))),
             _names(plan["removed"].get(view, [])),
             ", ".join(kept),
         )
     console.print(table)
-    console.print(f"The kept FeatureService {plan['feature_service']} gets the kept features.")
+    console.print(
+        f"The kept FeatureService {model} gets the kept features. A feature is marked "
+        "deprecated only when no model keeps it.",
+        highlight=False,
+    )
+    for other, summary in plan["others"].items():
+        count = sum(map(len, summary["keep"].values()))
+        console.print(
+            f"  model {other} (label {summary['label'] or 'none'}, run {summary['run']}) keeps "
+            f"{count} of these views' features",
+            highlight=False,
+        )
+    for view, features in sorted(plan["readers"].items()):
+        for feature, services in sorted(features.items()):
+            errors.print(
+                f"[bold yellow]still read:[/] {view}:{feature} (deprecated) by FeatureService "
+                f"{', '.join(services)}",
+                highlight=False,
+            )
     if plan["hook_missing"]:
         errors.print(
             "[bold yellow]warning:[/] the repo's definitions lack the overlay hook, so the next "
@@ -433,6 +456,10 @@ def _check_marks(config: Path, as_json: bool = False) -> None:
         errors.print(f"[bold red]disagree:[/] {escape(problem)}", highlight=False)
     if findings.disagreements and not as_json:
         errors.print("Run `feast apply` in the repo (the repo is the source of truth) to align.")
+    for note in [] if as_json else findings.notes:
+        errors.print(f"[bold yellow]note:[/] {escape(note)}", highlight=False)
+    for read in [] if as_json else findings.readers:
+        errors.print(f"[bold yellow]still read:[/] {escape(read)}", highlight=False)
     if findings.leftovers and not as_json:
         names = " ".join(findings.leftovers)
         errors.print(
@@ -458,30 +485,105 @@ def feast_check(
 @feast_app.command("status")
 def feast_status(
     config: Path,
-    as_json: Annotated[bool, typer.Option("--json", help="Print every feature as JSON.")] = False,
+    model: Annotated[
+        str | None, typer.Option("--model", help="Only this model's (kept service's) features.")
+    ] = None,
+    features: Annotated[
+        bool, typer.Option("--features", help="Also list every feature (one line each).")
+    ] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print models, views and every feature as JSON.")
+    ] = False,
 ) -> None:
-    """Each feature's lifecycle: kept, deprecated (since when, by which run, due to retire
-    when), retired, or active (never marked)."""
-    from collections import Counter
-
+    """The feature lifecycle: the models sharing the repo and what each keeps, then per view
+    how many features are kept, deprecated, due to retire; with --features each feature's
+    state, the models that keep it, the services that still read it, since when, due when."""
     from cae_ray.pipeline import feature_status
 
     try:
-        states = feature_status(load_config(config))
+        status = feature_status(load_config(config), model)
     except CaeRayError as e:
         raise _fail(e) from e
     if as_json:
-        print(json.dumps({"features": states}))
+        _print_json(status)
         return
-    table = Table(title="Features in the Feast repo")
-    for column in ("feature view", "feature", "state", "since", "run", "retire after"):
+    console.print(_models_table(status["models"]))
+    for view in status["views"]:
+        console.print(_view_line(view), highlight=False)
+    if features:
+        console.print(_features_table(status["features"]))
+    elif status["features"]:
+        console.print(f"Each feature: cae-ray feast status {config} --features", highlight=False)
+
+
+def _models_table(models: dict[str, Any]) -> Table:
+    table = Table(title="Models sharing the Feast repo (each a kept FeatureService)")
+    for column in ("model", "label", "latest run", "applied", "kept / candidates"):
         table.add_column(column)
-    for row in states:
-        cells = [row["view"], row["feature"], row["state"], row["since"], row["run"]]
-        table.add_row(*(c or "" for c in [*cells, row["retire_after"]]))
-    console.print(table)
-    counts = Counter(row["state"] for row in states)
-    console.print(", ".join(f"{n:,} {state}" for state, n in sorted(counts.items())))
+    for name, m in models.items():
+        label = m["label"] or ("unknown (earlier version)" if not m["label_known"] else "none")
+        table.add_row(name, label, m["run"], m["at"] or "", f"{m['kept']} / {m['candidates']}")
+    return table
+
+
+def _view_line(view: dict[str, Any]) -> str:
+    due = f"{view['due']} due to retire"
+    if view["first_due"] and not view["due"]:
+        due += f" (the first on {view['first_due']})"
+    counts = f"{view['kept']} kept, {view['deprecated']} deprecated ({due})"
+    return f"{view['view']}: {counts}, {view['retired']} retired, {view['active']} active"
+
+
+def _features_table(rows: list[dict[str, Any]]) -> Table:
+    table = Table(title="Features in the Feast repo")
+    columns = ("feature view", "feature", "state", "kept by", "read by", "since", "run")
+    for column in (*columns, "retire after"):
+        table.add_column(column)
+    for row in rows:
+        cells = [row["view"], row["feature"], row["state"], ", ".join(row["models"])]
+        cells += [", ".join(row["readers"]), row["since"], row["run"], row["retire_after"]]
+        table.add_row(*(c or "" for c in cells))
+    return table
+
+
+@feast_app.command("forget-model")
+def feast_forget_model(
+    config: Path,
+    name: str,
+    apply: Annotated[
+        bool, typer.Option("--apply", help="Forget it (default: show what would change).")
+    ] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Forget model NAME (its kept FeatureService) that no longer runs: its service leaves the
+    registry and the marks are recomputed from the models that remain (features only it kept
+    become deprecated). Journaled and audited; undo with `cae-ray restore`."""
+    from cae_ray.pipeline import forget_model
+
+    try:
+        cfg = load_config(config)
+        plan = forget_model(cfg, name, apply=apply)
+    except CaeRayError as e:
+        raise _fail(e) from e
+    if as_json:
+        _print_json(plan)
+        return
+    added = sum(map(len, plan["added"].values()))
+    removed = sum(map(len, plan["removed"].values()))
+    console.print(
+        f"Model {name} (label {plan['label'] or 'none'}, latest run {plan['last_run']}): its "
+        f"FeatureService {name} goes; {added} feature(s) only it kept become deprecated, "
+        f"{removed} mark(s) go.",
+        highlight=False,
+    )
+    for view, features in sorted(plan["added"].items()):
+        console.print(f"  {view}: newly deprecated {_names(features)}", highlight=False)
+    if not plan["applied"]:
+        console.print("Plan only, nothing changed. Re-run with --apply.")
+        return
+    assert cfg.feast is not None
+    undo = restore_command(cfg.feast.repo, plan["run_id"])
+    console.print(f"[green]Forgotten.[/] Undo with: {undo}", highlight=False)
 
 
 @feast_app.command("remove-services")

@@ -187,7 +187,10 @@ class DataConfig(Section):
     `{all_numeric_except: [id, ts]}` (the default: every numeric column)."""
 
     target: str | None = None
-    """The column the selected features must predict; `null` selects for reconstruction."""
+    """The column the selected features must predict; `null` selects for reconstruction. With a
+    `feast:` section it may name a feature view field instead, `view:field` (e.g.
+    `customer_labels:churned`): the export fetches it point in time with the features and
+    leaves it out of the candidates (its view may not be one of the candidate views)."""
 
     row_key: str | None = None
     """A column that identifies rows (e.g. an entity id). The train/validation split hashes it,
@@ -356,12 +359,14 @@ class FeastConfig(Section):
 
     prune: Literal["plan", "apply"] = "plan"
     """What `cae-ray run` does after a passed validation: `plan` saves the prune plan only (like
-    `cae-ray prune` without --apply); `apply` sets the deprecation marks in the registry to
-    exactly this run's unselected features (features it keeps lose earlier marks)."""
+    `cae-ray prune` without --apply); `apply` records this run's selection as its model's
+    (`kept_service`) and marks deprecated the features that no model keeps."""
 
     kept_service: str = Field("cae_ray_selected", min_length=1)
-    """The one FeatureService cae-ray keeps: each applied prune sets it to the run's selected
-    features (tagged with the run id and date). Models read their features from it."""
+    """The model this config trains for, and its FeatureService: each applied prune sets it to
+    the run's selected features (tagged with the run id and date); the model reads its features
+    from it. Configs of different models (labels) sharing a repo need different names: a
+    feature is marked deprecated only when no model keeps it."""
 
     grace_period: str = "30d"
     """How long a feature stays deprecated before `cae-ray retire` removes it from the repo's
@@ -473,6 +478,15 @@ class Config(Section):
                 "them agree"
             )
         return data
+
+    @property
+    def feast_label(self) -> str | None:
+        """``data.target`` when it names a Feast feature (``view:field``, with a `feast:`
+        section): the export fetches it beside the features."""
+        target = self.data.target if self.data is not None else None
+        if self.feast is None or target is None or ":" not in target:
+            return None
+        return target
 
     @property
     def fair_baseline_required(self) -> bool:

@@ -361,6 +361,21 @@ class NoExportError(CaeRayError):
 # --- validation gate -----------------------------------------------------------------------------
 
 
+class LabelNotExportedError(CaeRayError):
+    """``data.target`` names a Feast feature that the run dir's export did not fetch."""
+
+    exit_code = EXIT_CONFIG
+
+    def __init__(self, run_dir: str, label: str, exported: str | None) -> None:
+        held = f"the label {exported!r}" if exported else "no label"
+        super().__init__(
+            f"data.target {label!r} names a Feast feature, which the export fetches beside the "
+            f"features, but the export in {run_dir} holds {held}. Fix: run `cae-ray export "
+            f"CONFIG --run-dir {run_dir}` with this config (or `cae-ray run`, which does every "
+            "step)."
+        )
+
+
 class MetricTaskMismatchError(InvalidInputError):
     """A validation metric that cannot score this task (or is unknown, or the task is)."""
 
