@@ -137,7 +137,7 @@ def feature_rows(run: Run) -> list[Json]:
                 "rank": rank,
                 "name": name,
                 "view": view,
-                "status": _status(name in chosen, run.prune),
+                "status": _status(name in chosen, run.prune, (view, feature)),
                 "score": round(float(scores[i]), 4),
                 "score_text": "constant" if name in constant else _score(scores[i]),
                 "change": changes.get((view, feature), ""),
@@ -152,11 +152,14 @@ def _score(value: float) -> str:
     return f"{value:.3f}" if value >= 0.0005 else "<0.001"
 
 
-def _status(selected: bool, prune: Json | None) -> str:
+def _status(selected: bool, prune: Json | None, ref: tuple[str, str]) -> str:
     if prune is None:
         return "selected" if selected else "not selected"
     if selected:
         return "kept"
+    view, feature = ref
+    if feature in ((prune.get("kept_by_others") or {}).get(view) or {}):
+        return "kept by another model"
     return "deprecated" if prune.get("applied") else "to deprecate"
 
 
@@ -181,10 +184,13 @@ def _changes(prune: Json | None) -> dict[tuple[str, str], str]:
     for view, features in (prune.get("keep") or {}).items():
         for f in features:
             changes[view, f] = "mark removed" if f in removed.get(view, []) else "unchanged"
+    others = prune.get("kept_by_others") or {}
     for view, features in (prune.get("deprecate") or {}).items():
         for f in features:
             new = f in added.get(view, [])
             changes[view, f] = "newly deprecated" if new else "deprecated before"
+            if f in others.get(view, {}):
+                changes[view, f] = f"kept by {', '.join(others[view][f])}"
     return changes
 
 
@@ -409,13 +415,41 @@ def _prune(p: Json | None) -> Json | None:
         "forced_reason": str(p.get("forced_reason") or ""),
         "hook_missing": bool(p.get("hook_missing")),
         "views": [_view(view, p) for view in views],
+        "others": [_other(name, o) for name, o in (p.get("others") or {}).items()],
+        "readers": [
+            f"{view}:{feature} (deprecated) is still read by FeatureService {', '.join(names)}"
+            for view, features in sorted((p.get("readers") or {}).items())
+            for feature, names in sorted(features.items())
+        ],
     }
 
 
 def _view(view: str, p: Json) -> Json:
     gone, kept = (p.get("deprecate") or {}).get(view, []), (p.get("keep") or {}).get(view, [])
-    chips = _chips((kept, "on"), (gone, "off"))
-    return {"name": view, "gone": len(gone), "kept": len(kept), "chips": chips}
+    by_others = ((p.get("kept_by_others") or {}).get(view)) or {}
+    marked = [f for f in gone if f not in by_others]
+    chips = _chips((kept, "on"), (list(by_others), "other"), (marked, "off"))
+    return {
+        "name": view,
+        "gone": len(marked),
+        "kept": len(kept),
+        "by_others": len(by_others),
+        "chips": chips,
+    }
+
+
+def _other(name: str, other: Json) -> Json:
+    """Another model sharing the run's views, as the prune found it: what it keeps there."""
+    keep = other.get("keep") or {}
+    names = [f"{view}:{f}" for view, features in sorted(keep.items()) for f in features]
+    return {
+        "name": name,
+        "label": str(other.get("label") or "none"),
+        "run": str(other.get("run") or "?"),
+        "at": _utc(other.get("at")),
+        "kept": len(names),
+        "chips": _chips((names, "on")),
+    }
 
 
 def _restore_commands(run: Run, config: Config | None) -> list[tuple[str, str]]:
