@@ -507,7 +507,10 @@ def feast_status(
     if as_json:
         _print_json(status)
         return
-    console.print(_models_table(status["models"]))
+    if status["models"]:
+        console.print(_models_table(status["models"]))
+    else:
+        console.print("No model has applied a prune in this repo yet.")
     for view in status["views"]:
         console.print(_view_line(view), highlight=False)
     if features:

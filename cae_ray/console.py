@@ -142,8 +142,10 @@ def describe(step: str, figures: dict[str, Any]) -> str:
         return f"{verdict}: {figures['selected']:.3f} vs {figures['baseline']:.3f} ({source})"
     if step == "prune":
         action = "marked deprecated" if figures["applied"] else "to deprecate (plan)"
-        back = figures.get("undeprecated")
-        return f"{figures['deprecated']:,} {action}" + (f", {back:,} back in use" if back else "")
+        back, others = figures.get("undeprecated"), figures.get("kept_by_others")
+        said = f"{figures['deprecated']:,} {action}"
+        said += f", {others:,} kept by other models" if others else ""
+        return said + (f", {back:,} back in use" if back else "")
     if step == "retire":
         if figures.get("not_possible"):
             return "[dim]nothing can retire yet[/]"
@@ -179,6 +181,8 @@ def summary_table(record: dict[str, Any], run_dir: str, config: Config) -> Table
     if "deprecated" in prune:
         state = "marked deprecated in the registry" if prune["applied"] else "planned only"
         table.add_row("deprecated", f"{prune['deprecated']:,} features, {state}")
+        if prune.get("kept_by_others"):
+            table.add_row("kept by other models", f"{prune['kept_by_others']:,} features")
         table.add_row("feature service", prune["feature_service"])
         if prune["applied"]:
             repo = config.feast.repo if config.feast else "REPO"

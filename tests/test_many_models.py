@@ -22,6 +22,7 @@ from cae_ray.feast.errors import (
     LabelLeakError,
     ModelLabelConflictError,
     NonNumericLabelError,
+    NotLatestRunError,
     UnknownLabelError,
     UnknownModelError,
 )
@@ -224,7 +225,6 @@ def test_two_models_each_keep_their_features_and_restore_on_their_own(models, tm
     assert read_overlay(repo)["models"][UPSELL] == b_state
     assert state(repo)["services"][UPSELL] == after_b["services"][UPSELL]
     assert set(marks(state(repo))) == CANDIDATES - set(other) - kept_b
-    assert clean(repo)
 
     # Restoring B's run (once A's later run is undone) gives the registry as after A's run.
     assert restore(str(repo), third.run_id)["restored"]
@@ -363,7 +363,23 @@ def test_an_overlay_of_the_previous_version_reads_as_one_model(models, tmp_path)
         "retired": {},
         "legacy_services": {},
     }
+    pristine = state(repo)
     (repo / OVERLAY).write_text(yaml.safe_dump(old))
+    # ... and the audit record of that prune, as 0.2 wrote it (what stood before: nothing).
+    views = ["driver_stats", "driver_extra"]
+    previous: dict[str, Any] = {"tags": {v: {} for v in views}, "kept_service": None}
+    previous |= {"marks": dict.fromkeys(views), "last_run": dict.fromkeys(views), "service": None}
+    record = {
+        "action": "prune",
+        "run_id": "0123abcd4567",
+        "project": "cae_ray_test",
+        "feature_service": "cae_ray_selected",
+        "deprecate": {"driver_stats": ["s_05"]},
+        "keep": {"driver_stats": ["s_01"]},
+        "previous": {**previous, "legacy_service": None},
+        "journal": "0" * 32,
+    }
+    (repo / "cae_ray_audit.jsonl").write_text(json.dumps(record) + "\n")
     feast_apply(repo)
     before = state(repo)
     tags = before["views"]["driver_stats"]["tags"]
@@ -389,6 +405,11 @@ def test_an_overlay_of_the_previous_version_reads_as_one_model(models, tmp_path)
         marked = state(repo)["views"]["driver_stats"]["tags"][deprecation_tag("s_05")]
         assert marked == "0123abcd4567@2026-01-05T10:00:00Z"
     assert clean(repo)
+    with pytest.raises(NotLatestRunError, match=a.run_id):  # the same model's later run
+        restore(str(repo), "0123abcd4567")
     assert restore(str(repo), a.run_id)["restored"]
     assert state(repo) == before
+    # The prune 0.2 applied restores too: the registry as before it.
+    assert restore(str(repo), "0123abcd4567")["restored"]
+    assert state(repo) == pristine
     assert clean(repo)

@@ -266,10 +266,16 @@ class UnknownModelError(FeastError, ValueError):
         self.model = model
         close = difflib.get_close_matches(model, list(known), n=1)
         hint = f" Did you mean {close[0]!r}?" if close else ""
+        fix = (
+            "name one of those (`cae-ray feast status CONFIG` lists them)"
+            if known
+            else "a model appears once a run of its config applies a prune (`cae-ray prune "
+            "CONFIG --run-dir RUN --apply`, or feast.prune: apply)"
+        )
         super().__init__(
             f"no model {model!r} has applied a prune in this repo.{hint} Known models (their "
             f"kept services): {preview(sorted(known)) or 'none'}. Nothing was changed. Fix: "
-            "name one of those (`cae-ray feast status CONFIG` lists them)."
+            f"{fix}."
         )
 
 

@@ -57,7 +57,10 @@ def step_summary(name: str, outcome: dict[str, Any]) -> dict[str, Any]:
         figures["baseline_source"] = outcome["baseline"]["source"]
         figures["selected"] = outcome["selected"]["value"]
     elif name == "prune":
-        figures["deprecated"] = sum(len(marked) for marked in outcome["deprecate"].values())
+        others = sum(len(kept) for kept in (outcome.get("kept_by_others") or {}).values())
+        unselected = sum(len(marked) for marked in outcome["deprecate"].values())
+        figures["deprecated"] = unselected - others  # left out here, kept by no other model
+        figures["kept_by_others"] = others
         figures["undeprecated"] = sum(len(back) for back in outcome["removed"].values())
     elif name == "retire":
         keys = ("run_id", "applied", "count", "grace_period", "not_possible")
