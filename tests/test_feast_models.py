@@ -10,7 +10,14 @@ from typing import Any
 import yaml
 
 from cae_ray.feast.models import after_prune, derive_marks, keepers, last_runs, mark_changes
-from cae_ray.feast.overlay import OVERLAY, all_view_tags, read_overlay, services
+from cae_ray.feast.overlay import (
+    OVERLAY,
+    all_view_tags,
+    empty,
+    read_overlay,
+    services,
+    write_overlay,
+)
 from cae_ray.feast.repo import blocking_actions, live_actions
 
 CANDIDATES = {"v": ["a", "b", "c", "d"]}
@@ -117,3 +124,19 @@ def test_an_overlay_of_the_previous_version_reads_as_one_model(tmp_path: Path) -
         "w": {"cae-ray/last-run": "r0"},
     }
     assert services(overlay)["churn_selected"]["features"] == {"v": ["a"]}
+
+
+def test_the_overlay_file_holds_each_models_state_as_it_was(tmp_path: Path) -> None:
+    first = model("r1", "2026-01-01T00:00:00Z", ["a"])
+    later = model("r2", "2026-02-01T00:00:00Z", ["a", "b"], before=first)  # c, d: r1's marks
+    other = model("r3", "2026-02-02T00:00:00Z", ["d"], label="z")
+    overlay = {**empty(), "models": {"churn": later, "upsell": other}}
+    write_overlay(tmp_path, overlay)
+
+    assert read_overlay(tmp_path) == overlay
+    # One group per mark in the file: the features a run left out share one entry.
+    stored = yaml.safe_load((tmp_path / OVERLAY).read_text())
+    assert stored["version"] == 3
+    assert stored["models"]["churn"]["dropped"] == {
+        "v": [{"run": "r1", "since": "2026-01-01T00:00:00Z", "features": ["c", "d"]}]
+    }

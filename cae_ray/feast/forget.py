@@ -20,7 +20,7 @@ from typing import Any
 from cae_ray.config import Config
 from cae_ray.feast.errors import MissingFeastConfigError, UnknownModelError
 from cae_ray.feast.models import mark_changes
-from cae_ray.feast.overlay import marks, read_overlay
+from cae_ray.feast.overlay import marks, pack, read_overlay
 from cae_ray.feast.repo import check_writable, recover, repo_lock, utc_stamp
 from cae_ray.feast.store import open_store
 from cae_ray.feast.sync import Change, Written, write_state
@@ -62,7 +62,7 @@ def forget_model(config: Config, name: str, *, apply: bool = False) -> ForgetPla
         plan, after = _planned(repo, store.project, name)  # again, under the lock
         plan.recovered, plan.at = recovered, utc_stamp()
         overlay = read_overlay(repo)
-        plan.previous = {"model": overlay["models"][name], "legacy_service": None}
+        plan.previous = {"model": pack(overlay["models"][name]), "legacy_service": None}
 
         def record(_: Written) -> dict[str, Any]:
             plan.applied = True

@@ -92,7 +92,42 @@ def read_overlay(repo: Path) -> dict[str, Any]:
         return _from_v2(_from_runs(loaded["runs"] or {}), 1)
     if loaded.get("version", VERSION) < VERSION:
         return _from_v2(loaded, loaded["version"])
-    return {**empty(), **{key: loaded[key] for key in empty() if loaded.get(key) is not None}}
+    overlay = {**empty(), **{key: loaded[key] for key in empty() if loaded.get(key) is not None}}
+    overlay["models"] = {name: unpack(state) for name, state in overlay["models"].items()}
+    return overlay
+
+
+def pack(state: dict[str, Any]) -> dict[str, Any]:
+    """A model's state as the overlay file and the audit log hold it (see :func:`_packed`)."""
+    return {**state, "dropped": _packed(state["dropped"])}
+
+
+def unpack(state: dict[str, Any]) -> dict[str, Any]:
+    """A model's state as :func:`pack` wrote it, back to one mark per left-out feature."""
+    return {**state, "dropped": _unpacked(state["dropped"])}
+
+
+def _packed(dropped: dict[str, dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """A model's left-out features as the file holds them: per view, one group per mark (the
+    run that first left them out, since when). A wide view's hundreds of features share a few
+    marks, and YAML parses a list of names many times faster than a mapping per feature."""
+    packed: dict[str, list[dict[str, Any]]] = {}
+    for view, features in dropped.items():
+        groups: dict[tuple[str, Any], list[str]] = {}
+        for feature, mark in features.items():
+            groups.setdefault((mark["run"], mark.get("since")), []).append(feature)
+        packed[view] = [
+            {"run": run, "since": since, "features": sorted(names)}
+            for (run, since), names in sorted(groups.items(), key=lambda g: (str(g[0][1]), g[0][0]))
+        ]
+    return packed
+
+
+def _unpacked(packed: dict[str, list[dict[str, Any]]]) -> dict[str, dict[str, Any]]:
+    return {
+        view: {f: {"run": g["run"], "since": g["since"]} for g in groups for f in g["features"]}
+        for view, groups in packed.items()
+    }
 
 
 def _from_v2(old: dict[str, Any], version: int) -> dict[str, Any]:
@@ -131,7 +166,8 @@ def write_overlay(repo: Path, overlay: dict[str, Any]) -> None:
         "# applied by annotate_all(globals()) in the repo's definitions. Undo with\n"
         "# `cae-ray restore`. The deprecation marks are derived from the models' states.\n"
     )
-    text = yaml.dump(overlay, Dumper=_Dumper, sort_keys=True)
+    models = {name: pack(state) for name, state in overlay["models"].items()}
+    text = yaml.dump({**overlay, "models": models}, Dumper=_Dumper, sort_keys=True)
     write_text(repo / OVERLAY, header + text)
 
 

@@ -50,7 +50,7 @@ from cae_ray.feast.errors import (
     PruneRefusedError,
 )
 from cae_ray.feast.models import after_prune, candidates, keepers, mark_changes
-from cae_ray.feast.overlay import HOOK, has_hook, marks, read_overlay, services
+from cae_ray.feast.overlay import HOOK, has_hook, marks, pack, read_overlay, services, unpack
 from cae_ray.feast.refs import column_refs
 from cae_ray.feast.repo import (
     blocking_actions,
@@ -279,8 +279,9 @@ def _apply(
     overlay = read_overlay(repo)
     plan.at = utc_stamp()
     after = marked(overlay, plan)
+    state = overlay["models"].get(plan.model)
     plan.previous = {
-        "model": overlay["models"].get(plan.model),
+        "model": None if state is None else pack(state),
         "legacy_service": overlay["legacy_services"].get(plan.model),
     }
 
@@ -328,7 +329,10 @@ def _restore_model(repo: Path, store: Any, record: dict[str, Any]) -> dict[str, 
     overlay = read_overlay(repo)
     model = record.get("model") or record["feature_service"]
     previous = record["previous"]
-    state = previous["model"] if "model" in previous else _state_before_v2(overlay, record)
+    if "model" in previous:
+        state = None if previous["model"] is None else unpack(previous["model"])
+    else:
+        state = _state_before_v2(overlay, record)
     after = copy.deepcopy(overlay)
     if state is None:
         after["models"].pop(model, None)
