@@ -530,11 +530,13 @@ def _models_table(models: dict[str, Any]) -> Table:
 
 
 def _view_line(view: dict[str, Any]) -> str:
-    due = f"{view['due']} due to retire"
-    if view["first_due"] and not view["due"]:
-        due += f" (the first on {view['first_due']})"
-    counts = f"{view['kept']} kept, {view['deprecated']} deprecated ({due})"
-    return f"{view['view']}: {counts}, {view['retired']} retired, {view['active']} active"
+    deprecated = f"{view['deprecated']} deprecated"
+    if view["due"]:
+        deprecated += f" ({view['due']} due to retire)"
+    elif view["first_due"]:
+        deprecated += f" (the first due to retire on {view['first_due']})"
+    counts = f"{view['kept']} kept, {deprecated}, {view['retired']} retired"
+    return f"{view['view']}: {counts}, {view['active']} active"
 
 
 def _features_table(rows: list[dict[str, Any]]) -> Table:
