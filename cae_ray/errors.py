@@ -83,6 +83,15 @@ class UndefinedEnvVarError(ConfigFileError):
         )
 
 
+class ConfigTooLargeError(ConfigFileError):
+    """A config file is larger than cae-ray reads, its YAML aliases expand past the limit (an
+    alias bomb), or it nests deeper than a parser can follow."""
+
+    def __init__(self, path: str, problem: str, limit: str, fix: str) -> None:
+        self.limit = limit
+        super().__init__(path, f"{problem} (the limit: {limit})", fix)
+
+
 class ConfigValidationError(CaeRayError, ValueError):
     """Config values are missing, of the wrong type, out of range or unknown keys."""
 
