@@ -270,6 +270,20 @@ class RunDirError(CaeRayError):
         )
 
 
+class RunDirLockedError(CaeRayError):
+    """Another command is writing the run dir (two schedulers, or a run started twice)."""
+
+    exit_code = EXIT_CONFIG
+
+    def __init__(self, path: str, holder: str) -> None:
+        self.path, self.holder = path, holder
+        super().__init__(
+            f"the run dir {path} is in use by {holder}, and two commands writing one run dir "
+            "would overwrite each other's artifacts. Fix: wait for it to finish, pass --wait to "
+            "start when it does, or give this run another --run-dir."
+        )
+
+
 class MissingDataConfigError(CaeRayError):
     exit_code = EXIT_CONFIG
 
