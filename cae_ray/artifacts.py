@@ -24,7 +24,7 @@ import json
 import os
 import tempfile
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -206,6 +206,14 @@ class RunDir:
         except OSError as e:
             raise RunDirError(self.root, f"cannot be written ({e.strerror or e})") from e
         return self
+
+    def locked(self, wait: bool = False) -> AbstractContextManager[None]:
+        """Hold this run dir for the calling thread's command (:mod:`cae_ray.storage.lock`):
+        refused with :class:`RunDirLockedError` while another command holds it, or (``wait``)
+        waiting for it."""
+        from cae_ray.storage.lock import locked
+
+        return locked(self.root, wait=wait)
 
     def exists(self, name: str) -> bool:
         return storage.exists(self.path(name))

@@ -10,6 +10,7 @@ import difflib
 import numbers
 import os
 import re
+import sys
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -28,6 +29,7 @@ from pydantic import (
 
 from cae_ray.errors import (
     ConfigFileError,
+    ConfigTooLargeError,
     ConfigValidationError,
     TooFewFeaturesError,
     UndefinedEnvVarError,
@@ -584,8 +586,97 @@ def expand_env(text: str, source: str = "<string>") -> Any:
         references.append(_Reference(match.group(1), match.group(2), line))
         return f"{_PLACEHOLDER}{len(references) - 1}_"  # a plain scalar in any YAML context
 
-    parsed = yaml.safe_load(_ENV_VAR.sub(placeholder, text))
+    parsed = _bounded_load(_ENV_VAR.sub(placeholder, text), source)
     return _substituted(parsed, references, source)
+
+
+MAX_CONFIG_BYTES = 16 << 20
+"""The largest config file read. A config names settings, not data: a list of 100,000 feature
+names takes about 3 MB."""
+MAX_CONFIG_VALUES = 1_000_000
+"""The most YAML values (mappings, lists and scalars) a config may hold once every alias
+(``*name``) is expanded: ten times an explicit list of 100,000 features, far below what an alias
+bomb (nine levels of ``&a [*a, *a, ...]``, billions of values) expands to."""
+
+
+def _bounded_load(text: str, source: str) -> Any:
+    """``yaml.safe_load(text)``, refusing a document whose aliases expand past
+    :data:`MAX_CONFIG_VALUES` or that refers to itself, before anything is built from it.
+
+    PyYAML keeps an alias as a second reference to one object, so a bomb parses in
+    milliseconds; it explodes in whatever walks the result (the substitution below, pydantic,
+    the config hash). So the size is counted on the parsed node graph, each node once."""
+    loader = yaml.SafeLoader(text)
+    try:
+        try:
+            node = loader.get_single_node()
+        except RecursionError as e:
+            raise ConfigTooLargeError(
+                source,
+                "its values nest deeper than the YAML parser can follow",
+                f"Python's recursion limit, {sys.getrecursionlimit():,} levels",
+                "a config nests a few levels: flatten the lists or mappings that nest",
+            ) from e
+        if node is None:
+            return None
+        values = _expanded_size(node, source)
+        if values > MAX_CONFIG_VALUES:
+            raise _too_many_values(source, f"more than {MAX_CONFIG_VALUES:,}")
+        return loader.construct_document(node)
+    finally:
+        loader.dispose()
+
+
+def _too_many_values(source: str, count: str) -> ConfigTooLargeError:
+    return ConfigTooLargeError(
+        source,
+        f"its anchors and aliases (&name, *name) expand to {count} YAML values",
+        f"{MAX_CONFIG_VALUES:,} values, cae_ray.config.MAX_CONFIG_VALUES",
+        "write the values out, or alias whole sections rather than nesting aliases in "
+        "aliases; a feature list is better written as a glob ('f_*') or "
+        "{all_numeric_except: [...]}",
+    )
+
+
+def _expanded_size(root: yaml.Node, source: str) -> int:
+    """How many values the document under ``root`` holds with every alias expanded: each
+    distinct node is counted once and its size reused wherever an alias repeats it."""
+    sizes: dict[int, int] = {}
+    open_nodes: set[int] = set()  # on the path being walked: meeting one again is a cycle
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, children_counted = stack.pop()
+        children = _children(node)
+        if children_counted:
+            size = 1 + sum(sizes[id(child)] for child in children)
+            if size > MAX_CONFIG_VALUES:  # stop early: the rest only adds to it
+                raise _too_many_values(source, f"more than {MAX_CONFIG_VALUES:,}")
+            sizes[id(node)] = size
+            open_nodes.discard(id(node))
+            continue
+        if id(node) in sizes:
+            continue
+        open_nodes.add(id(node))
+        stack.append((node, True))
+        for child in children:
+            if id(child) in open_nodes:
+                raise ConfigFileError(
+                    source,
+                    f"an alias on line {child.start_mark.line + 1} refers to a value that holds "
+                    "it, so its expansion never ends",
+                    "alias a value outside the one that holds the alias",
+                )
+            if id(child) not in sizes:
+                stack.append((child, False))
+    return sizes[id(root)]
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.MappingNode):
+        return [part for pair in node.value for part in pair]
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    return []
 
 
 _PLACEHOLDER = "cae_ray_environment_value_"
@@ -621,6 +712,15 @@ def load_config(path: str | os.PathLike[str]) -> Config:
     """Read a YAML config file into a :class:`Config`; errors name the file, key and fix."""
     source = str(path)
     try:
+        size = Path(path).stat().st_size
+        if size > MAX_CONFIG_BYTES:
+            raise ConfigTooLargeError(
+                source,
+                f"it is {size:,} bytes",
+                f"{MAX_CONFIG_BYTES:,} bytes, cae_ray.config.MAX_CONFIG_BYTES",
+                "a config names settings, not data: write long feature lists as a glob "
+                "('f_*') or {all_numeric_except: [...]}",
+            )
         text = Path(path).read_text()
     except FileNotFoundError as e:
         raise ConfigFileError(source, "no such file", "check the path") from e

@@ -83,6 +83,15 @@ class UndefinedEnvVarError(ConfigFileError):
         )
 
 
+class ConfigTooLargeError(ConfigFileError):
+    """A config file is larger than cae-ray reads, its YAML aliases expand past the limit (an
+    alias bomb), or it nests deeper than a parser can follow."""
+
+    def __init__(self, path: str, problem: str, limit: str, fix: str) -> None:
+        self.limit = limit
+        super().__init__(path, f"{problem} (the limit: {limit})", fix)
+
+
 class ConfigValidationError(CaeRayError, ValueError):
     """Config values are missing, of the wrong type, out of range or unknown keys."""
 
@@ -261,6 +270,20 @@ class RunDirError(CaeRayError):
         super().__init__(
             f"the run dir {path} {problem}. Fix: pass --run-dir (or run_dir) a directory this "
             "user may write, or a new path (it is created)."
+        )
+
+
+class RunDirLockedError(CaeRayError):
+    """Another command is writing the run dir (two schedulers, or a run started twice)."""
+
+    exit_code = EXIT_CONFIG
+
+    def __init__(self, path: str, holder: str) -> None:
+        self.path, self.holder = path, holder
+        super().__init__(
+            f"the run dir {path} is in use by {holder}, and two commands writing one run dir "
+            "would overwrite each other's artifacts. Fix: wait for it to finish, pass --wait to "
+            "start when it does, or give this run another --run-dir."
         )
 
 

@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol
@@ -77,18 +78,30 @@ def run(config: Config, run_dir: RunDirLike, on_event: OnEvent | None = None) ->
     """Every step in order; returns (and writes) ``run.json``. When the validation gate fails,
     prune is skipped, the report is still written, and :class:`ValidationGateFailedError` is
     raised."""
+    with hold_run_dir(run_dir) as where:
+        steps = RunSteps(config, where, on_event)
+        export_rows = steps.rows("export")
+        steps.run("export", lambda: export(config, where, export_rows), _no_export(config))
+        steps.run("prepare", lambda: prepare(config, where))
+        steps.run("select", lambda: select(config, where, steps.epochs("select")))
+        verdict = steps.run("validate", lambda: validate(config, where))
+        assert verdict is None or isinstance(verdict, Verdict)
+        apply = config.feast is not None and config.feast.prune == "apply"
+        steps.run("prune", lambda: prune(config, where, apply=apply), _no_prune(config, verdict))
+        steps.run("retire", lambda: retire_in_run(config, where), _no_retire(config, verdict))
+        steps.run("report", lambda: report(config, where))
+        return steps.finish(verdict)
+
+
+@contextmanager
+def hold_run_dir(run_dir: RunDirLike, *, wait: bool = False) -> Iterator[RunDir]:
+    """The run dir, checked and held for this thread (:meth:`RunDir.locked`) while the block
+    runs: every step takes it, so two commands never write one run dir at once; another
+    command's hold is refused with :class:`~cae_ray.errors.RunDirLockedError`, or with
+    ``wait`` waited for. Re-entrant: ``run`` holds it through its steps."""
     where = _writable(run_dir)
-    steps = RunSteps(config, where, on_event)
-    steps.run("export", lambda: export(config, where, steps.rows("export")), _no_export(config))
-    steps.run("prepare", lambda: prepare(config, where))
-    steps.run("select", lambda: select(config, where, steps.epochs("select")))
-    verdict = steps.run("validate", lambda: validate(config, where))
-    assert verdict is None or isinstance(verdict, Verdict)
-    apply = config.feast is not None and config.feast.prune == "apply"
-    steps.run("prune", lambda: prune(config, where, apply=apply), _no_prune(config, verdict))
-    steps.run("retire", lambda: retire_in_run(config, where), _no_retire(config, verdict))
-    steps.run("report", lambda: report(config, where))
-    return steps.finish(verdict)
+    with where.locked(wait=wait):
+        yield where
 
 
 # --- the steps ----------------------------------------------------------------------------------
@@ -100,7 +113,8 @@ def export(
     """Training rows from a Feast feature store (:mod:`cae_ray.feast.export`)."""
     from cae_ray.feast.export import export as export_step
 
-    return export_step(config, _writable(run_dir), on_rows)
+    with hold_run_dir(run_dir) as where:
+        return export_step(config, where, on_rows)
 
 
 def prepare(config: Config, run_dir: RunDirLike) -> Prepared:
@@ -108,7 +122,8 @@ def prepare(config: Config, run_dir: RunDirLike) -> Prepared:
     (:mod:`cae_ray.steps.prepare`)."""
     from cae_ray.steps.prepare import prepare as prepare_step
 
-    return prepare_step(config, _writable(run_dir))
+    with hold_run_dir(run_dir) as where:
+        return prepare_step(config, where)
 
 
 def select(config: Config, run_dir: RunDirLike, on_epoch: OnProgress | None = None) -> Selection:
@@ -116,8 +131,9 @@ def select(config: Config, run_dir: RunDirLike, on_epoch: OnProgress | None = No
     ``on_epoch(record)`` is called on the driver as epochs finish (for progress bars)."""
     from cae_ray.steps.select import select as select_step
 
-    prepare(config, run_dir)
-    return select_step(config, _writable(run_dir), on_epoch, previous_k=_applied_k(config))
+    with hold_run_dir(run_dir) as where:
+        prepare(config, where)
+        return select_step(config, where, on_epoch, previous_k=_applied_k(config))
 
 
 def _applied_k(config: Config) -> int | None:
@@ -134,7 +150,8 @@ def validate(config: Config, run_dir: RunDirLike) -> Verdict:
     """The validation gate on the selection in the run dir (:mod:`cae_ray.steps.validate`)."""
     from cae_ray.steps.validate import validate as validate_step
 
-    return validate_step(config, _writable(run_dir))
+    with hold_run_dir(run_dir) as where:
+        return validate_step(config, where)
 
 
 def prune(
@@ -143,7 +160,8 @@ def prune(
     """Plan, and with ``apply`` write, the deprecation marks (:mod:`cae_ray.feast.registry`)."""
     from cae_ray.feast.registry import prune as prune_step
 
-    return prune_step(config, _writable(run_dir), apply=apply, force_reason=force_reason)
+    with hold_run_dir(run_dir) as where:
+        return prune_step(config, where, apply=apply, force_reason=force_reason)
 
 
 def retire(
@@ -153,7 +171,8 @@ def retire(
     than ``feast.grace_period`` (:mod:`cae_ray.feast.retire`)."""
     from cae_ray.feast.retire import retire as retire_step
 
-    return retire_step(config, _writable(run_dir), apply=apply, force=force)
+    with hold_run_dir(run_dir) as where:
+        return retire_step(config, where, apply=apply, force=force)
 
 
 @dataclass(frozen=True)
@@ -231,7 +250,8 @@ def report(config: Config, run_dir: RunDirLike) -> ReportWritten:
     (:mod:`cae_ray.report.page`)."""
     from cae_ray.report.page import write_report
 
-    return ReportWritten(str(write_report(_writable(run_dir), config)))
+    with hold_run_dir(run_dir) as where:
+        return ReportWritten(str(write_report(where, config)))
 
 
 def _writable(run_dir: RunDirLike) -> RunDir:

@@ -491,3 +491,37 @@ def test_a_relative_sqlite_registry_is_read_from_the_repo_wherever_cae_ray_runs(
     store = open_store(str(repo.path))
     assert {v.name for v in store.list_feature_views()} == {"driver_stats", "driver_extra"}
     assert list(elsewhere.iterdir()) == []  # no empty registry made where it ran
+
+
+def test_entity_rows_with_no_feature_value_in_the_ttl_are_named(feast_repo, tmp_path) -> None:
+    """Rows dated in 2099, before the views' history, or a day before the first feature row: the
+    file store leaves them out of its answer. The export names how many and shows two, with
+    their timestamps and the TTL (it said "report it with the Feast version")."""
+    import subprocess
+    import sys
+    from datetime import datetime, timezone
+
+    import pandas as pd
+
+    rows = pd.read_parquet(feast_repo.entities)
+    rows.loc[3, "event_timestamp"] = datetime(2099, 1, 1, tzinfo=timezone.utc)
+    rows.loc[8, "event_timestamp"] = T0 - timedelta(days=400)
+    rows.loc[9, "event_timestamp"] = T0 - timedelta(days=1)
+    entities = tmp_path / "entities.parquet"
+    rows.to_parquet(entities)
+    config = feast_config(feast_repo, features=["driver_stats"], entities=str(entities))
+    path = tmp_path / "config.json"
+    path.write_text(config.model_dump_json())
+    run_dir = tmp_path / "run"
+
+    command = [sys.executable, "-m", "cae_ray.cli", "export", str(path), "--run-dir", str(run_dir)]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False)
+    message = " ".join(done.stderr.split())
+    assert done.returncode == 3, done.stderr[-3000:]  # bad input, not "report it to Feast"
+    assert "3 of the 120 entity rows have no feature value within the views' TTL" in message
+    assert "driver_stats: 365 days" in message
+    assert "driver_id=1 at 2099-01-01 00:00:00+00:00" in message
+    assert "driver_id=4 at 2024-11-27 00:00:00+00:00" in message
+    assert "Traceback" not in done.stderr and "report it" not in message
+    assert not (run_dir / EXPORT_MANIFEST).exists()
+    assert not list((run_dir / EXPORT_DIR).glob("part-*.parquet"))  # the export was refused

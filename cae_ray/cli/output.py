@@ -34,6 +34,27 @@ RunDirOption = Annotated[
     typer.Option("--run-dir", help="Where this run's artifacts go: a path or a URI (s3://...)."),
 ]
 ConfigArgument = Annotated[Path, typer.Argument(help="The run's YAML config file.")]
+WaitOption = Annotated[
+    bool,
+    typer.Option(
+        "--wait",
+        help="When another command is writing the run dir, wait for it to finish (default: "
+        "refuse, naming it).",
+    ),
+]
+
+
+@contextmanager
+def run_dir_held(run_dir: str, wait: bool) -> Iterator[None]:
+    """With --wait, hold the run dir (waiting for it) through the command. Without, each step
+    takes it itself and another command's hold is refused."""
+    if not wait:
+        yield
+        return
+    from cae_ray.pipeline import hold_run_dir
+
+    with hold_run_dir(run_dir, wait=True):
+        yield
 
 
 def print_json(document: Any) -> None:

@@ -12,11 +12,13 @@ from cae_ray.cli.app import app
 from cae_ray.cli.output import (
     ConfigArgument,
     JsonOption,
+    WaitOption,
     errors,
     exits_on_error,
     out,
     print_json,
     quiet_ray,
+    run_dir_held,
 )
 from cae_ray.config import Config, load_config
 from cae_ray.gate.errors import ValidationGateFailedError
@@ -67,6 +69,7 @@ def run(
         ),
     ] = None,
     as_json: JsonOption = False,
+    wait: WaitOption = False,
 ) -> None:
     """Run every step: export (from Feast) -> prepare -> select -> validate -> prune -> report.
 
@@ -75,12 +78,14 @@ def run(
     """
     with exits_on_error():
         cfg = load_config(config)
-    record = run_with_display(cfg, run_dir or str(Path("runs") / config.stem), as_json)
+    record = run_with_display(cfg, run_dir or str(Path("runs") / config.stem), as_json, wait)
     if as_json:
         print_json(record.as_json())
 
 
-def run_with_display(cfg: Config, run_dir: str, as_json: bool = False) -> RunRecord:
+def run_with_display(
+    cfg: Config, run_dir: str, as_json: bool = False, wait: bool = False
+) -> RunRecord:
     """``pipeline.run`` with its live display and the summary table at the end (on stderr with
     --json); a failed gate still shows what the run made."""
     from cae_ray.cli.console import step_display, summary_table
@@ -88,7 +93,7 @@ def run_with_display(cfg: Config, run_dir: str, as_json: bool = False) -> RunRec
 
     shown = errors if as_json else out
     quiet_ray()
-    with exits_on_error():
+    with exits_on_error(), run_dir_held(run_dir, wait):
         try:
             with step_display(shown, cfg) as display:
                 record = run_all(cfg, run_dir, on_event=display)

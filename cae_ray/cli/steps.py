@@ -17,11 +17,13 @@ from cae_ray.cli.output import (
     ConfigArgument,
     JsonOption,
     RunDirOption,
+    WaitOption,
     errors,
     exits_on_error,
     out,
     print_json,
     quiet_ray,
+    run_dir_held,
 )
 from cae_ray.config import Config, load_config
 from cae_ray.errors import EXIT_CONFIG, EXIT_GATE
@@ -34,12 +36,17 @@ Result = TypeVar("Result", bound="StepResult")
 
 
 @app.command()
-def export(config: ConfigArgument, run_dir: RunDirOption, as_json: JsonOption = False) -> None:
+def export(
+    config: ConfigArgument,
+    run_dir: RunDirOption,
+    as_json: JsonOption = False,
+    wait: WaitOption = False,
+) -> None:
     """Export the config's Feast features for its entity rows to RUN_DIR/export/ (Parquet,
     point-in-time correct, one column per feature, plus _manifest.json)."""
     from cae_ray.pipeline import export as export_step
 
-    with exits_on_error():
+    with exits_on_error(), run_dir_held(run_dir, wait):
         manifest = export_step(load_config(config), run_dir)
     if as_json:
         print_json(manifest.as_json())
@@ -53,7 +60,12 @@ def export(config: ConfigArgument, run_dir: RunDirOption, as_json: JsonOption = 
 
 
 @app.command()
-def select(config: ConfigArgument, run_dir: RunDirOption, as_json: JsonOption = False) -> None:
+def select(
+    config: ConfigArgument,
+    run_dir: RunDirOption,
+    as_json: JsonOption = False,
+    wait: WaitOption = False,
+) -> None:
     """Train the selector with Ray Train on the config's dataset; writes RUN_DIR/selection.json.
 
     Re-running with the same run dir reuses finished work and resumes an interrupted training
@@ -61,7 +73,7 @@ def select(config: ConfigArgument, run_dir: RunDirOption, as_json: JsonOption = 
     """
     from cae_ray.pipeline import select as select_step
 
-    with exits_on_error():
+    with exits_on_error(), run_dir_held(run_dir, wait):
         cfg = load_config(config)
         selection = with_progress(
             "select", cfg, lambda on_epoch: select_step(cfg, run_dir, on_epoch), as_json
@@ -74,12 +86,17 @@ def select(config: ConfigArgument, run_dir: RunDirOption, as_json: JsonOption = 
 
 
 @app.command()
-def validate(config: ConfigArgument, run_dir: RunDirOption, as_json: JsonOption = False) -> None:
+def validate(
+    config: ConfigArgument,
+    run_dir: RunDirOption,
+    as_json: JsonOption = False,
+    wait: WaitOption = False,
+) -> None:
     """Check that a model on the K selected features matches one on all features; writes
     RUN_DIR/validation.json. Exits with 5 when the gate fails, so a pipeline stops there."""
     from cae_ray.pipeline import validate as validate_step
 
-    with exits_on_error():
+    with exits_on_error(), run_dir_held(run_dir, wait):
         cfg = load_config(config)
         verdict = with_progress("validate", cfg, lambda _: validate_step(cfg, run_dir), as_json)
     if as_json:
@@ -109,6 +126,7 @@ def prune(
         bool, typer.Option("--check", help="Only tell whether the registry and the repo agree.")
     ] = False,
     as_json: JsonOption = False,
+    wait: WaitOption = False,
 ) -> None:
     """Set the Feast registry's deprecation marks (view tags) to this run's unselected features
     (kept features lose earlier marks) and the kept FeatureService (`feast.kept_service`) to its
@@ -121,7 +139,7 @@ def prune(
     if force and not reason:
         errors.print('[bold red]error:[/] --force needs --reason "..." (it goes in the audit log).')
         raise typer.Exit(EXIT_CONFIG)
-    with exits_on_error():
+    with exits_on_error(), run_dir_held(run_dir, wait):
         cfg = load_config(config)
         plan = prune_step(cfg, run_dir, apply=apply, force_reason=reason if force else None)
     if as_json:
@@ -146,13 +164,14 @@ def retire(
         bool, typer.Option("--force", help="Rewrite files that have uncommitted git changes.")
     ] = False,
     as_json: JsonOption = False,
+    wait: WaitOption = False,
 ) -> None:
     """Remove features deprecated for longer than `feast.grace_period` from the repo's Python
     definitions. Without --apply, prints the plan and its diff and saves RUN_DIR/retire.json;
     with it, applies that reviewed plan (or a fresh one). Undo with `cae-ray restore`."""
     from cae_ray.pipeline import retire as retire_step
 
-    with exits_on_error():
+    with exits_on_error(), run_dir_held(run_dir, wait):
         cfg = load_config(config)
         plan = retire_step(cfg, run_dir, apply=apply, force=force)
     if as_json:

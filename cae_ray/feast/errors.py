@@ -1,5 +1,6 @@
 """The Feast integration's errors: one class per failure, each naming the bad value and the fix.
-Every one is a usage error (exit code 2) except entity rows that lack a column (bad input, 3).
+Every one is a usage error (exit code 2) except entity rows that lack a column or any feature
+value (bad input, 3).
 """
 
 from __future__ import annotations
@@ -138,6 +139,24 @@ class FeastRetrievalError(FeastError):
             f"({distinct} distinct), so features cannot be matched to rows. Fix: report it with "
             "the Feast version and feature_store.yaml; export with another offline_store type "
             "meanwhile."
+        )
+
+
+class EntityRowsWithoutFeaturesError(InvalidInputError):
+    """Entity rows for which the offline store has no feature value within the views' TTL (a
+    timestamp before the views' history, or in the future): the file store leaves them out."""
+
+    def __init__(
+        self, count: int, total: int, examples: Sequence[str], ttls: dict[str, str]
+    ) -> None:
+        self.count, self.total, self.examples = count, total, list(examples)
+        windows = ", ".join(f"{view}: {ttl}" for view, ttl in ttls.items())
+        super().__init__(
+            f"{count:,} of the {total:,} entity rows have no feature value within the views' "
+            f"TTL ({windows}) before their event timestamp, so the offline store returned no "
+            f"row for them; for example {' and '.join(self.examples)}. Fix: drop those rows or "
+            "give them event timestamps inside the views' history (a feature row at most one "
+            "TTL earlier), or lengthen the views' ttl."
         )
 
 
