@@ -133,7 +133,7 @@ def test_export_of_a_feature_service(store_repo, tmp_path) -> None:
     expected = [f"driver_stats:{s}" for s in STATS[:3]] + [f"driver_extra:{e}" for e in EXTRA]
     assert list(manifest.columns.values()) == expected
     saved = json.loads((tmp_path / EXPORT_MANIFEST).read_text())
-    assert saved == manifest
+    assert saved == manifest.as_json()
 
 
 @pytest.mark.parametrize(

@@ -117,7 +117,7 @@ def test_gate_passes_for_the_selection_and_fails_for_random_features(synthetic, 
         score = getattr(result, value)
         assert score.low <= score.value <= score.high
     saved = json.loads((run / VALIDATION).read_text())
-    assert saved.passed and saved.selection_hash == result.selection_hash
+    assert saved["passed"] and saved["selection_hash"] == result.selection_hash
     assert saved["interval"]["low"] <= saved["difference"] <= saved["interval"]["high"]
 
     random_run = copy_run(run, tmp_path / "random")
@@ -129,7 +129,7 @@ def test_gate_passes_for_the_selection_and_fails_for_random_features(synthetic, 
     assert "FAILED" in cli.output
     refused = json.loads((random_run / VALIDATION).read_text())
     assert not refused["passed"], refused["reason"]
-    assert refused.selected.value < result.selected.value - 0.1
+    assert refused["selected"]["value"] < result.selected.value - 0.1
 
 
 def test_two_workers_give_the_same_verdict(synthetic, tmp_path) -> None:
