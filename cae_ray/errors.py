@@ -24,6 +24,9 @@ def preview(names: Sequence[object], limit: int = 8) -> str:
 
 EXIT_FAILURE, EXIT_CONFIG, EXIT_INPUT, EXIT_CLUSTER, EXIT_GATE = 1, 2, 3, 4, 5
 """Of `cae-ray` and the Ray Job entry point, so a scheduler tells failure kinds apart."""
+EXIT_DISAGREE = 6
+"""`feast check` / `prune --check` found a disagreement: not a failure of the command, a finding
+a CI job acts on, so it is told apart from 1 (a bug)."""
 EXIT_CODES = {
     0: "success",
     EXIT_FAILURE: "unexpected failure",
@@ -31,6 +34,7 @@ EXIT_CODES = {
     EXIT_INPUT: "bad input data",
     EXIT_CLUSTER: "Ray cluster unreachable, short of the resources asked for, or workers lost",
     EXIT_GATE: "the validation gate failed",
+    EXIT_DISAGREE: "the Feast registry and the repo overlay disagree (feast check, prune --check)",
 }
 """What each exit code means: the one list that --help texts and the docs (errors.md) show."""
 
@@ -46,6 +50,12 @@ class CaeRayError(Exception):
     its class, message and attributes, whatever its ``__init__`` takes."""
 
     exit_code = EXIT_FAILURE
+
+    @property
+    def fix(self) -> str:
+        """What to do about it: the message's "Fix: ..." part ("" where it has none)."""
+        _, found, fix = str(self).partition("Fix: ")
+        return fix.strip().removesuffix(".") if found else ""
 
     def __reduce__(self) -> tuple[object, ...]:
         return (_rebuilt, (type(self), self.args, self.__dict__))

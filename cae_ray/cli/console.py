@@ -22,6 +22,7 @@ from rich.table import Table
 from rich.text import Text
 
 from cae_ray.artifacts import REPORT, RunDir
+from cae_ray.cli.render import verdict_figures
 from cae_ray.config import Config
 from cae_ray.feast import restore_command
 from cae_ray.pipeline import ReportWritten, RetireNotPossible, StepEvent, StepResult
@@ -147,7 +148,8 @@ def describe(result: StepResult | None) -> str:
     if isinstance(result, Verdict):
         verdict = "[green]passed[/]" if result.passed else "[red]FAILED[/]"
         source = baseline_name(result.baseline.source)
-        return f"{verdict}: {result.selected.value:.3f} vs {result.baseline.value:.3f} ({source})"
+        shown = verdict_figures(result)
+        return f"{verdict}: {shown['selected']} vs {shown['baseline']} ({source})"
     if isinstance(result, PrunePlan):
         action = "marked deprecated" if result.applied else "to deprecate (plan)"
         figures = result.summary()
@@ -181,13 +183,12 @@ def summary_table(record: RunRecord, run_dir: str, config: Config) -> Table:
         table.add_row("kept", f"{selection.k} features: {preview}")
     verdict = Verdict.read(run) if "validate" in steps else None
     if verdict is not None:
-        low, high = verdict.interval.low, verdict.interval.high
+        shown = verdict_figures(verdict)
         table.add_row(
             "validation",
-            f"{verdict.metric}: selected {verdict.selected.value:.4f}, "
-            f"{verdict.baseline.source} {verdict.baseline.value:.4f}; difference "
-            f"{verdict.difference:+.4f} [{low:+.4f}, {high:+.4f}] -> "
-            f"{'passed' if verdict.passed else 'FAILED'}",
+            f"{verdict.metric}: selected {shown['selected']}, {verdict.baseline.source} "
+            f"{shown['baseline']}; difference {shown['difference']} [{shown['low']}, "
+            f"{shown['high']}] -> {'passed' if verdict.passed else 'FAILED'}",
         )
     repo = config.feast.repo if config.feast else "REPO"
     prune = steps.get("prune")

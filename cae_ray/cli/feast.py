@@ -4,25 +4,32 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import asdict
-from typing import Annotated
 
-import typer
 from rich.markup import escape
 
 from cae_ray.cli import render
 from cae_ray.cli.app import feast_app
-from cae_ray.cli.output import ConfigArgument, errors, exits_on_error, out, print_json
+from cae_ray.cli.output import (
+    ConfigArgument,
+    JsonOption,
+    errors,
+    exits_on_error,
+    fail,
+    out,
+    print_json,
+)
 from cae_ray.config import load_config
-from cae_ray.errors import EXIT_FAILURE
 
 
 def check_marks(config: ConfigArgument, as_json: bool = False) -> None:
     """`feast check` and `prune --check`: where the registry and the overlay disagree."""
+    from cae_ray.feast.errors import RegistryDisagreesError
     from cae_ray.pipeline import check_marks as find_disagreements
 
     with exits_on_error():
-        findings = find_disagreements(load_config(config))
-    if as_json:
+        cfg = load_config(config)
+        findings = find_disagreements(cfg)
+    if as_json and not findings.disagreements:
         print_json(asdict(findings))
     elif not findings.disagreements:
         out.print("[green]The registry and the repo overlay agree on cae-ray's marks.[/]")
@@ -38,25 +45,21 @@ def check_marks(config: ConfigArgument, as_json: bool = False) -> None:
             f"remove them with: cae-ray feast remove-services {config} {escape(names)}",
             highlight=False,
         )
-    if findings.disagreements:
-        raise typer.Exit(EXIT_FAILURE)
+    if findings.disagreements:  # the lines above named them
+        assert cfg.feast is not None  # check refuses a config without one
+        found = RegistryDisagreesError(str(cfg.feast.repo), findings.disagreements)
+        raise fail(found, asdict(findings), say=False)
 
 
 @feast_app.command("check")
-def feast_check(
-    config: ConfigArgument,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the findings as JSON.")] = False,
-) -> None:
+def feast_check(config: ConfigArgument, as_json: JsonOption = False) -> None:
     """Tell whether the registry and the repo's overlay agree on cae-ray's marks and services,
-    and name FeatureServices older cae-ray versions left. Exits 1 when they disagree."""
+    and name FeatureServices older cae-ray versions left. Exits 6 when they disagree."""
     check_marks(config, as_json)
 
 
 @feast_app.command("status")
-def feast_status(
-    config: ConfigArgument,
-    as_json: Annotated[bool, typer.Option("--json", help="Print every feature as JSON.")] = False,
-) -> None:
+def feast_status(config: ConfigArgument, as_json: JsonOption = False) -> None:
     """Each feature's lifecycle: kept, deprecated (since when, by which run, due to retire
     when), retired, or active (never marked)."""
     from cae_ray.pipeline import feature_status

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 from rich.table import Table
 
 from cae_ray.feast import restore_command
+from cae_ray.gate.figures import figures
 from cae_ray.records import ExportManifest, Selection, Verdict
 
 if TYPE_CHECKING:
@@ -61,26 +62,43 @@ def selection_summary(selection: Selection, where: str) -> str:
     )
 
 
+def verdict_figures(verdict: Verdict) -> dict[str, str]:
+    """The verdict's numbers in the one format its reason uses (:func:`figures`): baseline,
+    selected, reference (or ""), difference and the interval's ends, signed."""
+    interval, reference = verdict.interval, verdict.reference
+    values = [verdict.baseline.value, verdict.selected.value, verdict.difference]
+    values += [interval.low, interval.high, *([reference.value] if reference else [])]
+    shown = figures(*values)
+    signed = [text if text.startswith("-") else f"+{text}" for text in shown[2:5]]
+    return {
+        "baseline": shown[0],
+        "selected": shown[1],
+        "difference": signed[0],
+        "low": signed[1],
+        "high": signed[2],
+        "reference": shown[5] if reference else "",
+    }
+
+
 def validation_table(verdict: Verdict) -> Table:
     table = Table(title=f"Validation gate: {verdict.metric} on {verdict.validation_rows:,} rows")
     for column in ("model", "features", verdict.metric):
         table.add_column(column, justify="right")
-    baseline = verdict.baseline
-    table.add_row(
-        f"baseline ({baseline.source})", f"{verdict.n_features:,}", f"{baseline.value:.4f}"
-    )
-    table.add_row("selected", f"{verdict.k:,}", f"{verdict.selected.value:.4f}")
+    shown = verdict_figures(verdict)
+    baseline = f"baseline ({verdict.baseline.source})"
+    table.add_row(baseline, f"{verdict.n_features:,}", shown["baseline"])
+    table.add_row("selected", f"{verdict.k:,}", shown["selected"])
     if verdict.reference is not None:
-        reference = f"{verdict.reference.value:.4f}"
+        reference = shown["reference"]
         table.add_row("stock reference (all features)", f"{verdict.n_features:,}", reference)
     return table
 
 
 def validation_lines(verdict: Verdict, where: str) -> list[str]:
-    interval = verdict.interval
+    shown = verdict_figures(verdict)
     lines = [
-        f"selected - baseline: {verdict.difference:+.4f}, "
-        f"{100 * interval.confidence:.0f}% interval [{interval.low:+.4f}, {interval.high:+.4f}]"
+        f"selected - baseline: {shown['difference']}, "
+        f"{100 * verdict.interval.confidence:.0f}% interval [{shown['low']}, {shown['high']}]"
     ]
     warning = verdict.weak_baseline_warning
     if warning is not None:

@@ -12,12 +12,15 @@ from cae_ray.cli.app import app
 from cae_ray.cli.output import (
     ConfigArgument,
     JsonOption,
+    RunDirOption,
     WaitOption,
     errors,
     exits_on_error,
+    fail,
     out,
     print_json,
     quiet_ray,
+    run_dir_for,
     run_dir_held,
 )
 from cae_ray.config import Config, load_config
@@ -61,13 +64,7 @@ def demo(
 @app.command()
 def run(
     config: ConfigArgument,
-    run_dir: Annotated[
-        str | None,
-        typer.Option(
-            "--run-dir",
-            help="Where this run's artifacts go: a path or a URI (default: runs/CONFIG).",
-        ),
-    ] = None,
+    run_dir: RunDirOption = None,
     as_json: JsonOption = False,
     wait: WaitOption = False,
 ) -> None:
@@ -78,7 +75,7 @@ def run(
     """
     with exits_on_error():
         cfg = load_config(config)
-    record = run_with_display(cfg, run_dir or str(Path("runs") / config.stem), as_json, wait)
+    record = run_with_display(cfg, run_dir_for(run_dir, config), as_json, wait)
     if as_json:
         print_json(record.as_json())
 
@@ -97,12 +94,10 @@ def run_with_display(
         try:
             with step_display(shown, cfg) as display:
                 record = run_all(cfg, run_dir, on_event=display)
-        except ValidationGateFailedError:  # the run dir works: show what was made
+        except ValidationGateFailedError as e:  # the run dir works: show what was made
             recorded = RunRecord.read(RunDir(run_dir))
             if recorded is not None:
                 shown.print(summary_table(recorded, run_dir, cfg))
-                if as_json:
-                    print_json(recorded.as_json())
-            raise
+            raise fail(e, recorded.as_json() if recorded is not None else None) from e
     shown.print(summary_table(record, run_dir, cfg))
     return record

@@ -16,17 +16,20 @@ from cae_ray.cli.feast import check_marks
 from cae_ray.cli.output import (
     ConfigArgument,
     JsonOption,
+    Problem,
     RunDirOption,
     WaitOption,
     errors,
     exits_on_error,
+    fail,
     out,
     print_json,
     quiet_ray,
+    run_dir_for,
     run_dir_held,
 )
 from cae_ray.config import Config, load_config
-from cae_ray.errors import EXIT_CONFIG, EXIT_GATE
+from cae_ray.errors import EXIT_CONFIG
 from cae_ray.storage import join
 
 if TYPE_CHECKING:
@@ -38,7 +41,7 @@ Result = TypeVar("Result", bound="StepResult")
 @app.command()
 def export(
     config: ConfigArgument,
-    run_dir: RunDirOption,
+    run_dir: RunDirOption = None,
     as_json: JsonOption = False,
     wait: WaitOption = False,
 ) -> None:
@@ -46,6 +49,7 @@ def export(
     point-in-time correct, one column per feature, plus _manifest.json)."""
     from cae_ray.pipeline import export as export_step
 
+    run_dir = run_dir_for(run_dir, config)
     with exits_on_error(), run_dir_held(run_dir, wait):
         manifest = export_step(load_config(config), run_dir)
     if as_json:
@@ -62,7 +66,7 @@ def export(
 @app.command()
 def select(
     config: ConfigArgument,
-    run_dir: RunDirOption,
+    run_dir: RunDirOption = None,
     as_json: JsonOption = False,
     wait: WaitOption = False,
 ) -> None:
@@ -73,6 +77,7 @@ def select(
     """
     from cae_ray.pipeline import select as select_step
 
+    run_dir = run_dir_for(run_dir, config)
     with exits_on_error(), run_dir_held(run_dir, wait):
         cfg = load_config(config)
         selection = with_progress(
@@ -88,31 +93,33 @@ def select(
 @app.command()
 def validate(
     config: ConfigArgument,
-    run_dir: RunDirOption,
+    run_dir: RunDirOption = None,
     as_json: JsonOption = False,
     wait: WaitOption = False,
 ) -> None:
     """Check that a model on the K selected features matches one on all features; writes
     RUN_DIR/validation.json. Exits with 5 when the gate fails, so a pipeline stops there."""
+    from cae_ray.gate.errors import ValidationGateFailedError
     from cae_ray.pipeline import validate as validate_step
 
+    run_dir = run_dir_for(run_dir, config)
     with exits_on_error(), run_dir_held(run_dir, wait):
         cfg = load_config(config)
         verdict = with_progress("validate", cfg, lambda _: validate_step(cfg, run_dir), as_json)
-    if as_json:
-        print_json(verdict.as_json())
-    else:
+    if not as_json:
         out.print(render.validation_table(verdict))
         for line in render.validation_lines(verdict, join(run_dir, "validation.json")):
             out.print(line, highlight=False)
-    if not verdict.passed:
-        raise typer.Exit(EXIT_GATE)
+    if not verdict.passed:  # the lines above said why
+        raise fail(ValidationGateFailedError(run_dir, verdict.reason), verdict.as_json(), say=False)
+    if as_json:
+        print_json(verdict.as_json())
 
 
 @app.command()
 def prune(
     config: ConfigArgument,
-    run_dir: RunDirOption,
+    run_dir: RunDirOption = None,
     apply: Annotated[
         bool, typer.Option("--apply", help="Write the marks (default: plan only).")
     ] = False,
@@ -137,8 +144,14 @@ def prune(
         check_marks(config, as_json)
         return
     if force and not reason:
-        errors.print('[bold red]error:[/] --force needs --reason "..." (it goes in the audit log).')
-        raise typer.Exit(EXIT_CONFIG)
+        needs = Problem(
+            "UsageError",
+            "--force needs --reason",
+            'pass --reason "..." (it goes in the audit log)',
+            EXIT_CONFIG,
+        )
+        raise fail(needs)
+    run_dir = run_dir_for(run_dir, config)
     with exits_on_error(), run_dir_held(run_dir, wait):
         cfg = load_config(config)
         plan = prune_step(cfg, run_dir, apply=apply, force_reason=reason if force else None)
@@ -156,12 +169,16 @@ def prune(
 @app.command()
 def retire(
     config: ConfigArgument,
-    run_dir: RunDirOption,
+    run_dir: RunDirOption = None,
     apply: Annotated[
         bool, typer.Option("--apply", help="Rewrite the definitions and `feast apply`.")
     ] = False,
+    allow_dirty: Annotated[
+        bool,
+        typer.Option("--allow-dirty", help="Rewrite files that have uncommitted git changes."),
+    ] = False,
     force: Annotated[
-        bool, typer.Option("--force", help="Rewrite files that have uncommitted git changes.")
+        bool, typer.Option("--force", hidden=True, help="Deprecated: --allow-dirty.")
     ] = False,
     as_json: JsonOption = False,
     wait: WaitOption = False,
@@ -171,9 +188,16 @@ def retire(
     with it, applies that reviewed plan (or a fresh one). Undo with `cae-ray restore`."""
     from cae_ray.pipeline import retire as retire_step
 
+    if force:  # --force means "without a passed gate" on prune: one name, one meaning
+        errors.print(
+            "[yellow]warning:[/] `retire --force` is deprecated and will be removed: it is "
+            "`--allow-dirty` now (`--force` is prune's, for a selection without a passed gate).",
+            highlight=False,
+        )
+    run_dir = run_dir_for(run_dir, config)
     with exits_on_error(), run_dir_held(run_dir, wait):
         cfg = load_config(config)
-        plan = retire_step(cfg, run_dir, apply=apply, force=force)
+        plan = retire_step(cfg, run_dir, apply=apply, force=allow_dirty or force)
     if as_json:
         print_json(plan.as_json())
         return
@@ -190,8 +214,21 @@ def retire(
 
 @app.command()
 def restore(
-    repo: Annotated[Path, typer.Option("--repo", help="The Feast repo (feature_store.yaml).")],
-    run_id: Annotated[str, typer.Option("--run-id", help="The run id a prune printed.")],
+    config: Annotated[
+        Path | None,
+        typer.Argument(
+            envvar="CAE_RAY_CONFIG",
+            show_default=False,
+            help="The run's YAML config file: its feast.repo is the repo (or pass --repo).",
+        ),
+    ] = None,
+    run_id: Annotated[
+        str, typer.Option("--run-id", help="The run id a prune or retirement printed.")
+    ] = "",
+    repo: Annotated[
+        Path | None,
+        typer.Option("--repo", show_default=False, help="The Feast repo (feature_store.yaml)."),
+    ] = None,
     as_json: JsonOption = False,
 ) -> None:
     """Undo the latest prune or retirement: the registry's marks and kept FeatureService (and
@@ -199,7 +236,11 @@ def restore(
     from cae_ray.pipeline import restore as restore_step
 
     with exits_on_error():
-        record = restore_step(str(repo), run_id)
+        where = _restore_repo(config, repo)
+    if not run_id:
+        raise fail(Problem("UsageError", "no --run-id", _RUN_ID_FIX, EXIT_CONFIG))
+    with exits_on_error():
+        record = restore_step(where, run_id)
     if as_json:
         print_json(record)
         return
@@ -207,6 +248,28 @@ def restore(
         out.print(f"Nothing to restore: run {run_id}'s {record['action']} was already undone.")
         return
     out.print(f"Restored run {run_id}: {render.restored(record)}.", highlight=False)
+
+
+_RUN_ID_FIX = (
+    "pass --run-id with the run id the prune or retirement printed (`cae-ray feast status "
+    "CONFIG` shows the runs that marked each feature)"
+)
+
+
+def _restore_repo(config: Path | None, repo: Path | None) -> str:
+    """The Feast repo to restore: --repo, else the config's feast.repo."""
+    if repo is not None:
+        return str(repo)
+    if config is None:
+        raise fail(
+            Problem("UsageError", "no CONFIG and no --repo", "pass CONFIG or --repo", EXIT_CONFIG)
+        )
+    cfg = load_config(config)
+    if cfg.feast is None:
+        from cae_ray.feast.errors import MissingFeastConfigError
+
+        raise MissingFeastConfigError(str(config), "feast: section")
+    return str(cfg.feast.repo)
 
 
 def with_progress(

@@ -1,6 +1,7 @@
 """The Feast integration's errors: one class per failure, each naming the bad value and the fix.
 Every one is a usage error (exit code 2) except entity rows that lack a column or any feature
-value (bad input, 3).
+value (bad input, 3) and a registry that disagrees with the repo overlay (a finding of
+`feast check`, 6).
 """
 
 from __future__ import annotations
@@ -8,7 +9,7 @@ from __future__ import annotations
 import difflib
 from collections.abc import Sequence
 
-from cae_ray.errors import EXIT_CONFIG, CaeRayError, InvalidInputError, preview
+from cae_ray.errors import EXIT_CONFIG, EXIT_DISAGREE, CaeRayError, InvalidInputError, preview
 from cae_ray.feast import restore_command
 
 
@@ -247,7 +248,7 @@ class DirtyWorkTreeError(FeastError):
         super().__init__(
             f"the definitions to rewrite have changes git does not hold ({preview(files)} in "
             f"{repo!r}): a retirement on top of them could not be told apart from them. Fix: "
-            "commit or stash them, or pass --force to rewrite anyway."
+            "commit or stash them, or pass --allow-dirty to rewrite anyway."
         )
 
 
@@ -275,4 +276,18 @@ class NotCaeRayServiceError(FeastError, ValueError):
             f"{name!r} is not a FeatureService of an older cae-ray version, so cae-ray will not "
             f"remove it. Removable: {preview(removable) or 'none'}. Fix: name only those (the "
             "kept service goes with `cae-ray restore`)."
+        )
+
+
+class RegistryDisagreesError(CaeRayError):
+    """`feast check` / `prune --check` found the registry and the repo overlay disagreeing."""
+
+    exit_code = EXIT_DISAGREE
+
+    def __init__(self, repo: str, disagreements: Sequence[str]) -> None:
+        self.repo, self.disagreements = repo, list(disagreements)
+        super().__init__(
+            f"the registry of {repo!r} and its repo overlay disagree in "
+            f"{len(self.disagreements)} place(s): {preview(self.disagreements, 3)}. Fix: run "
+            "`feast apply` in the repo (the repo is the source of truth), then check again."
         )

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from cae_ray.config import Config
-from cae_ray.gate.metrics import Interval, bootstrap, gate, higher_is_better
+from cae_ray.gate.metrics import Interval, bootstrap, figures, gate, higher_is_better
 from cae_ray.gate.models import Scores
 
 logger = logging.getLogger(__name__)
@@ -86,10 +86,11 @@ def _baseline_check(
     if not higher_is_better(metric):
         trails_by = -trails_by
     weak = bool(trails_by > v.baseline_slack)
+    base, stock, by, slack = figures(baseline, reference.estimate, trails_by, v.baseline_slack)
     reason = (
-        f"The baseline's {metric} {baseline:.4g} trails the stock reference "
-        f"(HistGradientBoosting with default parameters, on all features) {reference.estimate:.4g} "
-        f"by {trails_by:.4g}, more than validation.baseline_slack {v.baseline_slack:.4g}."
+        f"The baseline's {metric} {base} trails the stock reference (HistGradientBoosting with "
+        f"default parameters, on all features) {stock} by {by}, more than "
+        f"validation.baseline_slack {slack}."
     )
     if weak:
         logger.warning("validate: %s", reason)
