@@ -169,7 +169,7 @@ def test_ordinary_aliases_and_long_feature_lists_still_load(tmp_path: Path) -> N
 
 
 def test_a_config_file_over_the_size_limit_is_refused_unread(tmp_path: Path) -> None:
-    from cae_ray.config_file import MAX_CONFIG_BYTES
+    from cae_ray.config.file import MAX_CONFIG_BYTES
     from cae_ray.errors import ConfigTooLargeError
 
     path = write(tmp_path, "selector: {k: 3}\n")

@@ -44,7 +44,6 @@ ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = "cae_ray"
 LAYERS = (
     ("errors", "version"),
-    ("config_file",),
     ("config", "storage"),
     ("artifacts",),
     ("records",),

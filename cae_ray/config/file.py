@@ -26,7 +26,7 @@ def read_config_file(path: str | os.PathLike[str]) -> dict[str, Any]:
             raise ConfigTooLargeError(
                 source,
                 f"it is {size:,} bytes",
-                f"{MAX_CONFIG_BYTES:,} bytes, cae_ray.config_file.MAX_CONFIG_BYTES",
+                f"{MAX_CONFIG_BYTES:,} bytes, cae_ray.config.file.MAX_CONFIG_BYTES",
                 "a config names settings, not data: write long feature lists as a glob "
                 "('f_*') or {all_numeric_except: [...]}",
             )
@@ -85,8 +85,8 @@ def expand_env(text: str, source: str = "<string>") -> Any:
 
 
 MAX_CONFIG_BYTES = 16 << 20
-"""The largest config file read (:func:`read_config_file`). A config names settings, not data: a list of 100,000 feature
-names takes about 3 MB."""
+"""The largest config file read (:func:`read_config_file`). A config names settings, not data:
+a list of 100,000 feature names takes about 3 MB."""
 MAX_CONFIG_VALUES = 1_000_000
 """The most YAML values (mappings, lists and scalars) a config may hold once every alias
 (``*name``) is expanded: ten times an explicit list of 100,000 features, far below what an alias
@@ -125,7 +125,7 @@ def _too_many_values(source: str, count: str) -> ConfigTooLargeError:
     return ConfigTooLargeError(
         source,
         f"its anchors and aliases (&name, *name) expand to {count} YAML values",
-        f"{MAX_CONFIG_VALUES:,} values, cae_ray.config_file.MAX_CONFIG_VALUES",
+        f"{MAX_CONFIG_VALUES:,} values, cae_ray.config.file.MAX_CONFIG_VALUES",
         "write the values out, or alias whole sections rather than nesting aliases in "
         "aliases; a feature list is better written as a glob ('f_*') or "
         "{all_numeric_except: [...]}",
