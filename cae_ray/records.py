@@ -133,6 +133,45 @@ class Prepared(Record):
 # --- select ------------------------------------------------------------------------------------
 
 
+class CurvePoint(BaseModel):
+    """One K of the curve ``k: auto`` chooses from (:mod:`cae_ray.gate.auto_k`)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    k: int
+    score: float
+    """The first K picks' score on the inner held-out rows."""
+    difference: float
+    """score - baseline; its interval below."""
+    low: float
+    high: float
+    passed: bool
+    on_ladder: bool
+    """A rung of the geometric ladder (else a step of the bisection)."""
+
+
+class KCurve(BaseModel):
+    """Quality against K on the inner split, and the K chosen from it (``k: auto``)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    metric: str
+    baseline: float
+    baseline_source: str
+    tolerance: float
+    relative: bool
+    confidence: float
+    rows: int
+    """Inner held-out rows the curve is scored on."""
+    points: list[CurvePoint]
+    chosen: int
+    reason: str
+    """The chosen K in one sentence."""
+    passed: bool
+    """Whether any K passed (else the chosen K is ``k_max`` and the gate will say no)."""
+    kept_previous: bool = False
+
+
 class Selection(Record):
     """The K selected features, each candidate's score, and what decided them."""
 
@@ -146,7 +185,7 @@ class Selection(Record):
     dropped_constant: list[str]
     k: int
     """How many features were selected (``selector.k``, or the K ``k: auto`` chose)."""
-    k_curve: dict[str, Any] | None = None
+    k_curve: KCurve | None = None
     """``k: auto``: quality against K on an inner split of the training rows, and the chosen K
     in one sentence (:class:`cae_ray.gate.auto_k.KCurve`)."""
     method: str

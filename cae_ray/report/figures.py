@@ -78,23 +78,23 @@ def k_curve_figure(selection: Selection) -> Figure | None:
     if curve is None:
         return None
     fig, (ax,) = _figure(7.2, 3.2)
-    points, baseline = curve["points"], curve["baseline"]
-    allowed = curve["tolerance"] * (abs(baseline) if curve["relative"] else 1.0)
-    if not higher_is_better(curve["metric"]):
+    points, baseline = curve.points, curve.baseline
+    allowed = curve.tolerance * (abs(baseline) if curve.relative else 1.0)
+    if not higher_is_better(curve.metric):
         allowed = -allowed
-    ks = [p["k"] for p in points]
-    scores = [p["score"] for p in points]
-    below = [p["score"] - (baseline + p["low"]) for p in points]
-    above = [(baseline + p["high"]) - p["score"] for p in points]
-    colors = [GREEN if p["passed"] else RED for p in points]
+    ks = [p.k for p in points]
+    scores = [p.score for p in points]
+    below = [p.score - (baseline + p.low) for p in points]
+    above = [(baseline + p.high) - p.score for p in points]
+    colors = [GREEN if p.passed else RED for p in points]
     ax.axhspan(baseline - allowed, baseline, color=GREEN, alpha=0.08, label="within the tolerance")
-    ax.axhline(baseline, color=INK, lw=0.8, label=curve["baseline_source"])
+    ax.axhline(baseline, color=INK, lw=0.8, label=curve.baseline_source)
     ax.errorbar(ks, scores, yerr=[below, above], fmt="none", ecolor=GREY, capsize=3)
     ax.scatter(ks, scores, c=colors, zorder=3, s=22)
     ax.plot(ks, scores, color=BLUE, lw=1)
-    ax.axvline(curve["chosen"], color=BLUE, ls="--", label=f"K = {curve['chosen']}")
-    ax.set(xscale="log", xlabel="K (first K picks)", ylabel=curve["metric"])
-    rungs = [p["k"] for p in points if p["on_ladder"]]
+    ax.axvline(curve.chosen, color=BLUE, ls="--", label=f"K = {curve.chosen}")
+    ax.set(xscale="log", xlabel="K (first K picks)", ylabel=curve.metric)
+    rungs = [p.k for p in points if p.on_ladder]
     ax.set_xticks(rungs, [str(k) for k in rungs], fontsize=8)
     ax.minorticks_off()
     ax.set_title("quality against K, on held-out training rows", fontsize=10)

@@ -234,7 +234,7 @@ def render_html(
             gate=_gate(run.validation),
             cards=_cards(run),
             selected=_chips((run.selection.selected_features, "on")),
-            k_reason=run.selection.k_curve["reason"] if run.selection.k_curve else "",
+            k_reason=run.selection.k_curve.reason if run.selection.k_curve else "",
             images=images,
             validation=_validation(run.validation),
             prune=_prune(run.prune),

@@ -91,7 +91,7 @@ def select(
         candidate_features=candidates,
         dropped_constant=prepared.dropped_constant,
         k=len(chosen),
-        k_curve=curve.as_json() if curve is not None else None,
+        k_curve=curve,
         method=config.selector.method,
         task=target.task,
         chosen_by="search" if outcome else "f_statistic",
