@@ -91,7 +91,37 @@ class Search:
     """The search converged (its rows' mean max probability reached the threshold)."""
 
 
-class ConcreteFeatureSelector(SelectorMixin, BaseEstimator):
+class SelectedColumns(SelectorMixin, BaseEstimator):
+    """What a fitted selector of cae-ray does with its ``selected_indices_``: the support mask,
+    ``transform`` (a table of another width is refused, naming both widths) and the tags (no
+    target required, no NaN). Shared by :class:`ConcreteFeatureSelector` and
+    :class:`cae_ray.gate.selector_cv.ConcreteFeatureSelectorCV`."""
+
+    n_features_in_: int
+    selected_indices_: np.ndarray
+
+    def transform(self, X: Any) -> Any:
+        check_is_fitted(self)
+        X = as_table(X)
+        n_columns = X.shape[1] if X.ndim == 2 else None
+        if n_columns is not None and n_columns != self.n_features_in_:
+            raise FeatureMismatchError(self.n_features_in_, n_columns, type(self).__name__)
+        return super().transform(X)
+
+    def _get_support_mask(self) -> np.ndarray:
+        check_is_fitted(self)
+        mask = np.zeros(self.n_features_in_, dtype=bool)
+        mask[self.selected_indices_] = True
+        return mask
+
+    def __sklearn_tags__(self) -> Any:
+        tags = super().__sklearn_tags__()
+        tags.target_tags.required = False
+        tags.input_tags.allow_nan = False
+        return tags
+
+
+class ConcreteFeatureSelector(SelectedColumns):
     """Select ``k`` of the input features with a Concrete Autoencoder (CAE or IP-CAE).
 
     Without ``y`` (or with ``task="reconstruction"``) it selects the features from which all
@@ -271,26 +301,6 @@ class ConcreteFeatureSelector(SelectorMixin, BaseEstimator):
         self.collisions_ = choice.collisions
         # Converged: confident rows (mean max probability) that chose K distinct features.
         self.converged_ = converged(confident, self.collisions_)
-
-    def transform(self, X: Any) -> Any:
-        check_is_fitted(self)
-        X = as_table(X)
-        n_columns = X.shape[1] if X.ndim == 2 else None
-        if n_columns is not None and n_columns != self.n_features_in_:
-            raise FeatureMismatchError(self.n_features_in_, n_columns, type(self).__name__)
-        return super().transform(X)
-
-    def _get_support_mask(self) -> np.ndarray:
-        check_is_fitted(self)
-        mask = np.zeros(self.n_features_in_, dtype=bool)
-        mask[self.selected_indices_] = True
-        return mask
-
-    def __sklearn_tags__(self) -> Any:
-        tags = super().__sklearn_tags__()
-        tags.target_tags.required = False
-        tags.input_tags.allow_nan = False
-        return tags
 
     # --- input checks --------------------------------------------------------------------------
 
