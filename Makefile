@@ -8,14 +8,14 @@ TORCH  ?= torch==2.13.0
 CHROMIUM := /usr/bin/chromium
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test lint install bench clean
+.PHONY: demo test lint docs install bench clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	# torch first: a bare `torch` requirement would pull a multi-GB CUDA build.
 	$(BIN)/pip install --quiet "$(TORCH)"
-	$(BIN)/pip install --quiet -e ".[dev,bench,duckdb,dagster,cluster,xgboost,s3test,browser,airflow]"
+	$(BIN)/pip install --quiet -e ".[dev,docs,bench,duckdb,dagster,cluster,xgboost,s3test,browser,airflow]"
 	touch $@
 
 install: $(BIN)/.installed
@@ -28,11 +28,16 @@ demo: install
 	$(BIN)/cae-ray demo
 
 lint: install
-	$(BIN)/ruff check cae_ray tests benchmarks pipelines
-	$(BIN)/ruff format --check cae_ray tests benchmarks pipelines
+	$(BIN)/ruff check cae_ray tests benchmarks pipelines docs/hooks
+	$(BIN)/ruff format --check cae_ray tests benchmarks pipelines docs/hooks
 	$(BIN)/mypy
 
-test: lint $(CHROMIUM)
+# The documentation site (mkdocs.yml, docs/) into site/. Strict: a broken link or anchor, a
+# reference to code that moved, a page out of the navigation or any other warning fails it.
+docs: install
+	$(BIN)/mkdocs build --strict --site-dir site
+
+test: lint docs $(CHROMIUM)
 	$(BIN)/pytest
 
 bench: install
@@ -42,4 +47,4 @@ bench: install
 	$(BIN)/python benchmarks/throughput.py --parts a b c
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache site

@@ -111,7 +111,7 @@ def select(table: Path, run: Path, recipe: dict[str, Any], informative: list[str
     from cae_ray.pipeline import select as select_step
 
     selection = select_step(config(table, recipe, {}), run)
-    return len(set(selection["selected_features"]) & set(informative))
+    return len(set(selection.selected_features) & set(informative))
 
 
 def validate_row(table: Path, run: Path, recipe: dict[str, Any], model: str, head: str) -> str:
@@ -123,10 +123,10 @@ def validate_row(table: Path, run: Path, recipe: dict[str, Any], model: str, hea
     started = time.perf_counter()
     v = validate(config(table, recipe, {"model": model}), fresh)
     seconds = time.perf_counter() - started
-    reference = (v.get("reference") or {}).get("value", float("nan"))
+    reference = v.reference.value if v.reference is not None else float("nan")
     return (
-        f"{head} | {v['baseline']['value']:.4f} | {v['selected']['value']:.4f} | "
-        f"{reference:.4f} | {v['passed']} | {seconds:.0f} |"
+        f"{head} | {v.baseline.value:.4f} | {v.selected.value:.4f} | "
+        f"{reference:.4f} | {v.passed} | {seconds:.0f} |"
     )
 
 

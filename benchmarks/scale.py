@@ -426,7 +426,7 @@ def child_synthetic(raw: str) -> dict[str, Any]:
     from sklearn.feature_selection import f_classif
 
     from cae_ray.selector.estimator import ConcreteFeatureSelector
-    from cae_ray.selector.model import search_selection
+    from cae_ray.selector.ranking import search_selection
 
     job = json.loads(raw)
     torch.set_num_threads(job["threads"])

@@ -285,7 +285,7 @@ def child_select(job: dict[str, Any]) -> dict[str, Any]:
     prepared = RunDir(job["run_dir"]).read_json(PREPARED)
     assert prepared is not None
     n_train = int(prepared["rows"]["train"])
-    seconds = [h["seconds"] for h in selection["history"]]
+    seconds = [h["seconds"] for h in selection.history]
     per_epoch = median(seconds[1:] or seconds)
     return {
         "rows_per_s": n_train / per_epoch,

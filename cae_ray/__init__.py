@@ -17,6 +17,7 @@ if TYPE_CHECKING:
 __all__ = [
     "CaeRayError",
     "ConcreteFeatureSelector",
+    "ConcreteFeatureSelectorCV",
     "Config",
     "__version__",
     "export",
@@ -28,11 +29,20 @@ __all__ = [
 ]
 
 
+def __dir__() -> list[str]:
+    """The public names (the lazy ones included), not this module's own imports."""
+    return sorted(__all__)
+
+
 def __getattr__(name: str) -> Any:
     if name == "ConcreteFeatureSelector":
         from cae_ray.selector.estimator import ConcreteFeatureSelector
 
         return ConcreteFeatureSelector
+    if name == "ConcreteFeatureSelectorCV":
+        from cae_ray.gate.selector_cv import ConcreteFeatureSelectorCV
+
+        return ConcreteFeatureSelectorCV
     if name in ("export", "prepare", "run", "select", "validate"):
         from cae_ray import pipeline
 

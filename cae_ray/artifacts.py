@@ -24,17 +24,12 @@ import json
 import os
 import tempfile
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cae_ray import storage
-from cae_ray.errors import (
-    NoSelectionError,
-    RunDirError,
-    SelectionConfigMismatchError,
-    SelectionEditedError,
-)
+from cae_ray.errors import RunDirError
 
 if TYPE_CHECKING:
     from cae_ray.config import Config
@@ -66,7 +61,8 @@ STEP_ARTIFACTS = {
 """The file each step of ``cae-ray run`` leaves behind."""
 
 SELECTION_INPUTS = ("data", "selector", "training", "head")
-"""The config sections that decide a selection: change one and it is made again."""
+"""The config sections that decide a selection: change one and it is made again (with
+``k: auto`` the gate's section too: :func:`selection_inputs`)."""
 PREPARE_INPUTS = ("data", "head")
 EXPORT_INPUTS = ("feast",)
 VALIDATION_INPUTS = ("validation",)
@@ -78,6 +74,12 @@ VALIDATION_INPUTS = ("validation",)
 def digest(text: str) -> str:
     """A short, stable hash of a text (fingerprints and cache keys)."""
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def selection_inputs(config: Config) -> tuple[str, ...]:
+    """The config sections a selection is made from: ``k: auto`` chooses K with the gate's
+    model and tolerance, so ``validation`` decides it too."""
+    return (*SELECTION_INPUTS, "validation") if config.selector.auto else SELECTION_INPUTS
 
 
 def config_hash(config: Config, *sections: str) -> str:
@@ -205,6 +207,14 @@ class RunDir:
             raise RunDirError(self.root, f"cannot be written ({e.strerror or e})") from e
         return self
 
+    def locked(self, wait: bool = False) -> AbstractContextManager[None]:
+        """Hold this run dir for the calling thread's command (:mod:`cae_ray.storage.lock`):
+        refused with :class:`RunDirLockedError` while another command holds it, or (``wait``)
+        waiting for it."""
+        from cae_ray.storage.lock import locked
+
+        return locked(self.root, wait=wait)
+
     def exists(self, name: str) -> bool:
         return storage.exists(self.path(name))
 
@@ -251,30 +261,3 @@ class RunDir:
             if storage.size(self.path(file)) != size:
                 return None
         return done
-
-
-def checked_selection(
-    config: Config, run: RunDir, *, edited_ok: bool = False
-) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The run's selection and prepared data, refused when missing, edited (unless
-    ``edited_ok``: a forced prune), or made from another config or other data than ``config``
-    describes: what validation and pruning act on."""
-    selection, prepared = run.read_json(SELECTION), run.read_json(PREPARED)
-    if selection is None or prepared is None:
-        raise NoSelectionError(str(run))
-    where = run.path(SELECTION)
-    actual = selection_digest(selection)
-    if selection.get("selection_hash") != actual and not edited_ok:
-        raise SelectionEditedError(where, selection.get("selection_hash"), actual)
-    current = config_hash(config, *SELECTION_INPUTS)
-    if selection.get("config_hash") != current:
-        recorded = f"hash {selection.get('config_hash')}"
-        raise SelectionConfigMismatchError(where, "config", recorded, f"hash {current}")
-    if selection.get("data_fingerprint") != prepared.get("fingerprint"):
-        raise SelectionConfigMismatchError(
-            where,
-            "dataset",
-            f"fingerprint {selection.get('data_fingerprint')}",
-            f"fingerprint {prepared.get('fingerprint')}",
-        )
-    return selection, prepared

@@ -1,5 +1,11 @@
 """One exception class per failure; every message names the bad value and the fix.
 
+This module holds the base class, the exit-code table, and the errors of the configuration, of
+the input data and of the run dir. The other errors live beside their folder:
+:mod:`cae_ray.selector.errors` (training), :mod:`cae_ray.runtime.errors` (the Ray cluster),
+:mod:`cae_ray.gate.errors` (the validation gate), :mod:`cae_ray.feast.errors` and
+:mod:`cae_ray.storage.errors`.
+
 Errors about the user's data or parameters also subclass ``ValueError``, so code written for
 scikit-learn (which expects ``ValueError`` for bad input) keeps working.
 """
@@ -18,6 +24,9 @@ def preview(names: Sequence[object], limit: int = 8) -> str:
 
 EXIT_FAILURE, EXIT_CONFIG, EXIT_INPUT, EXIT_CLUSTER, EXIT_GATE = 1, 2, 3, 4, 5
 """Of `cae-ray` and the Ray Job entry point, so a scheduler tells failure kinds apart."""
+EXIT_DISAGREE = 6
+"""`feast check` / `prune --check` found a disagreement: not a failure of the command, a finding
+a CI job acts on, so it is told apart from 1 (a bug)."""
 EXIT_CODES = {
     0: "success",
     EXIT_FAILURE: "unexpected failure",
@@ -25,8 +34,9 @@ EXIT_CODES = {
     EXIT_INPUT: "bad input data",
     EXIT_CLUSTER: "Ray cluster unreachable, short of the resources asked for, or workers lost",
     EXIT_GATE: "the validation gate failed",
+    EXIT_DISAGREE: "the Feast registry and the repo overlay disagree (feast check, prune --check)",
 }
-"""What each exit code means: the one list that --help texts and the README show."""
+"""What each exit code means: the one list that --help texts and the docs (errors.md) show."""
 
 
 def exit_codes_help() -> str:
@@ -40,6 +50,12 @@ class CaeRayError(Exception):
     its class, message and attributes, whatever its ``__init__`` takes."""
 
     exit_code = EXIT_FAILURE
+
+    @property
+    def fix(self) -> str:
+        """What to do about it: the message's "Fix: ..." part ("" where it has none)."""
+        _, found, fix = str(self).partition("Fix: ")
+        return fix.strip().removesuffix(".") if found else ""
 
     def __reduce__(self) -> tuple[object, ...]:
         return (_rebuilt, (type(self), self.args, self.__dict__))
@@ -75,6 +91,15 @@ class UndefinedEnvVarError(ConfigFileError):
             f"line {line} uses ${{{name}}} but the environment variable {name} is not set",
             f"export {name}=..., or write ${{{name}:-default}} to give a default",
         )
+
+
+class ConfigTooLargeError(ConfigFileError):
+    """A config file is larger than cae-ray reads, its YAML aliases expand past the limit (an
+    alias bomb), or it nests deeper than a parser can follow."""
+
+    def __init__(self, path: str, problem: str, limit: str, fix: str) -> None:
+        self.limit = limit
+        super().__init__(path, f"{problem} (the limit: {limit})", fix)
 
 
 class ConfigValidationError(CaeRayError, ValueError):
@@ -152,25 +177,6 @@ class FeatureMismatchError(InvalidInputError):
         )
 
 
-# --- training ----------------------------------------------------------------------------------
-
-
-class DeviceUnavailableError(CaeRayError):
-    def __init__(self, device: str) -> None:
-        super().__init__(
-            f"device={device!r} was asked for but torch sees no such device here. Fix: set "
-            "device='cpu', or run on a machine with a CUDA build of torch and a GPU."
-        )
-
-
-class TrainingDivergedError(CaeRayError):
-    def __init__(self, epoch: int, loss: float) -> None:
-        super().__init__(
-            f"the training loss became {loss} in epoch {epoch}. Fix: lower the learning rate, "
-            "or scale the features (e.g. StandardScaler) so their values are of order 1."
-        )
-
-
 # --- datasets ------------------------------------------------------------------------------------
 
 
@@ -245,65 +251,23 @@ class InfiniteValuesError(InvalidInputError):
 class TooFewFeaturesError(InvalidInputError):
     """k is not below the number of usable candidate features: selecting all selects nothing."""
 
-    def __init__(self, k: int, usable: int, dropped: Sequence[str] = ()) -> None:
-        self.k, self.usable = k, usable
+    def __init__(
+        self, k: int, usable: int, dropped: Sequence[str] = (), setting: str = "selector.k"
+    ) -> None:
+        self.k, self.usable, self.setting = k, usable, setting
         extra = f" after dropping {len(dropped)} constant column(s) ({preview(dropped)})"
-        fix = f"set selector.k between 1 and {usable - 1}, or add features"
+        fix = f"set {setting} between 1 and {usable - 1}, or add features"
         if usable <= 1:
             fix = "add candidate features"
+        name = setting.rsplit(".", 1)[-1]
         super().__init__(
-            f"k={k} but only {usable} usable candidate features remain"
+            f"{name}={k} but only {usable} usable candidate features remain"
             f"{extra if dropped else ''}; selecting all of them (or more) selects nothing. "
             f"Fix: {fix}."
         )
 
 
-# --- Ray ----------------------------------------------------------------------------------------
-
-
-class RayUnreachableError(CaeRayError):
-    exit_code = EXIT_CLUSTER
-
-    def __init__(
-        self, address: str, reason: str, source: str = "scaling.address / RAY_ADDRESS"
-    ) -> None:
-        self.address, self.reason = address, reason
-        super().__init__(
-            f"cannot connect to the Ray cluster at {address!r} ({reason}). Fix: check "
-            f"{source}, or unset it to start a local cluster."
-        )
-
-
-class GpuUnavailableError(CaeRayError):
-    exit_code = EXIT_CLUSTER
-
-    def __init__(self, wanted: float, available: float) -> None:
-        super().__init__(
-            f"scaling.use_gpu asks for {wanted:g} GPU(s) but the Ray cluster has "
-            f"{available:g}. Fix: set scaling.use_gpu: false, lower scaling.num_workers, or "
-            "add GPU nodes."
-        )
-
-
-class WorkersLostError(CaeRayError):
-    """Training failed more often than ``scaling.max_failures`` allows (a node died and did not
-    come back, workers were killed for memory, ...)."""
-
-    exit_code = EXIT_CLUSTER
-
-    def __init__(self, training: str, max_failures: int, reason: str, checkpoint: str | None):
-        self.training, self.checkpoint = training, checkpoint
-        resume = (
-            f"the last checkpoint is {checkpoint}: run the same command with the same config and "
-            "run dir to resume from it"
-            if checkpoint
-            else "no checkpoint was written yet: running again starts from the first epoch"
-        )
-        super().__init__(
-            f"training {training} failed after {max_failures} retries "
-            f"(scaling.max_failures) ({reason}). Fix: bring the cluster's workers back (or "
-            f"raise scaling.max_failures); {resume}."
-        )
+# --- the run dir and what it holds ---------------------------------------------------------------
 
 
 class RunDirError(CaeRayError):
@@ -319,17 +283,17 @@ class RunDirError(CaeRayError):
         )
 
 
-class CheckpointRejectedError(CaeRayError):
-    """A checkpoint in the run dir holds more than tensors and plain data."""
+class RunDirLockedError(CaeRayError):
+    """Another command is writing the run dir (two schedulers, or a run started twice)."""
 
     exit_code = EXIT_CONFIG
 
-    def __init__(self, path: str, reason: str) -> None:
-        self.path = path
+    def __init__(self, path: str, holder: str) -> None:
+        self.path, self.holder = path, holder
         super().__init__(
-            f"refusing to load the checkpoint {path}: {reason}. cae-ray loads tensors and plain "
-            "data only (never code from a run dir). Fix: delete that checkpoint directory (the "
-            "step then trains from the start), and find out who wrote it."
+            f"the run dir {path} is in use by {holder}, and two commands writing one run dir "
+            "would overwrite each other's artifacts. Fix: wait for it to finish, pass --wait to "
+            "start when it does, or give this run another --run-dir."
         )
 
 
@@ -358,9 +322,6 @@ class NoExportError(CaeRayError):
         )
 
 
-# --- validation gate -----------------------------------------------------------------------------
-
-
 class LabelNotExportedError(CaeRayError):
     """``data.target`` names a Feast feature that the run dir's export did not fetch."""
 
@@ -376,62 +337,6 @@ class LabelNotExportedError(CaeRayError):
         )
 
 
-class MetricTaskMismatchError(InvalidInputError):
-    """A validation metric that cannot score this task (or is unknown, or the task is)."""
-
-    def __init__(
-        self, metric: str, task: str | None, allowed: Sequence[str], n_classes: int | None = None
-    ) -> None:
-        self.metric, self.task, self.allowed = metric, task, list(allowed)
-        if task is None:
-            problem = f"metric={metric!r} is not one of the metrics computed here"
-        else:
-            classes = f" with {n_classes} classes" if n_classes is not None else ""
-            problem = f"metric={metric!r} does not fit task={task!r}{classes}"
-        fix = (
-            f"use one of {preview(allowed)}"
-            if allowed
-            else "resolve the task to 'classification', 'regression' or 'reconstruction' first"
-        )
-        super().__init__(f"{problem}. Fix: {fix}.")
-
-
-class TooFewValidationRowsError(InvalidInputError):
-    def __init__(self, n_rows: int, minimum: int) -> None:
-        self.n_rows, self.minimum = n_rows, minimum
-        super().__init__(
-            f"the validation split has {n_rows} row(s), fewer than the {minimum} needed for a "
-            "meaningful confidence interval. Fix: raise data.validation_fraction, or use more "
-            "rows."
-        )
-
-
-class InvalidToleranceError(InvalidInputError):
-    def __init__(self, tolerance: float) -> None:
-        super().__init__(
-            f"tolerance={tolerance} but the gate's tolerance is how much worse than the baseline "
-            "the selected features may be, so it cannot be negative. Fix: set a tolerance >= 0 "
-            "(0 demands no loss at all)."
-        )
-
-
-class InvalidBootstrapError(InvalidInputError):
-    def __init__(self, setting: str, value: float, allowed: str) -> None:
-        super().__init__(
-            f"bootstrap {setting}={value} is out of range. Fix: set {setting} {allowed}."
-        )
-
-
-class ValidationModelError(CaeRayError):
-    """``validation.model`` cannot be made into a model for this task."""
-
-    exit_code = EXIT_CONFIG
-
-    def __init__(self, model: str, problem: str, fix: str) -> None:
-        self.model = model
-        super().__init__(f"validation.model {model!r}: {problem}. Fix: {fix}.")
-
-
 class MissingExtraError(CaeRayError):
     """A setting needs a Python package that is an extra of cae-ray, not installed here."""
 
@@ -442,32 +347,6 @@ class MissingExtraError(CaeRayError):
         super().__init__(
             f"{setting} needs the Python package {package!r}, which is not installed here. "
             f"Fix: pip install 'cae-ray[{extra}]'."
-        )
-
-
-class ModelFitError(CaeRayError):
-    """The validation model failed while fitting or predicting: the gate has no verdict."""
-
-    def __init__(self, model: str, which: str, reason: str) -> None:
-        self.model = model
-        super().__init__(
-            f"validation.model {model!r} failed on the {which}: {reason}. Nothing was pruned. "
-            "Fix: check validation.model_params, or choose another validation.model."
-        )
-
-
-class WeakBaselineError(CaeRayError):
-    """The gate's baseline trails a stock model on all features by more than the slack."""
-
-    exit_code = EXIT_GATE
-
-    def __init__(self, run_dir: str, reason: str) -> None:
-        self.run_dir, self.reason = run_dir, reason
-        super().__init__(
-            f"{reason} A selection that matches a weak baseline may be far from the best all "
-            "features can do, so nothing was pruned. Fix: choose a stronger validation.model "
-            "(gbdt), give it model_params, or set validation.require_fair_baseline: false to "
-            "accept this baseline."
         )
 
 
@@ -510,42 +389,6 @@ class SelectionConfigMismatchError(CaeRayError):
             f"{path} was made with a different {what} ({recorded}) than the current one "
             f"({current}). Fix: run `cae-ray select` with this config and run dir first, so the "
             "selection validated is the one this config describes."
-        )
-
-
-class ValidationGateFailedError(CaeRayError):
-    """The validation gate failed, so ``cae-ray run`` stops before touching the registry."""
-
-    exit_code = EXIT_GATE
-
-    def __init__(self, run_dir: str, reason: str) -> None:
-        self.run_dir, self.reason = run_dir, reason
-        super().__init__(
-            f"the validation gate failed ({reason}), so nothing was pruned. Fix: read "
-            f"{run_dir}/report/report.html; raise selector.k, train longer (training.epochs), or "
-            "loosen validation.tolerance if the loss is acceptable."
-        )
-
-
-class MemoryBudgetError(CaeRayError):
-    """Training would need more memory than the machine has free (or than allowed)."""
-
-    exit_code = EXIT_CONFIG
-
-    def __init__(
-        self, estimate: str, limit: str, source: str, setting: str, value: str, fixed: str
-    ) -> None:
-        self.estimate, self.limit, self.setting, self.value = estimate, limit, setting, value
-        if setting:
-            fix = (
-                f"set {setting}: {value} (estimated {fixed}), or raise training.memory_limit_gb "
-                "if more memory is free than the OS reports"
-            )
-        else:
-            fix = "lower selector.k, training.batch_size or the head's hidden widths"
-        super().__init__(
-            f"training needs an estimated {estimate}, more than the limit of {limit} "
-            f"({source}). Fix: {fix}."
         )
 
 

@@ -5,51 +5,104 @@
     export -> prepare -> select -> validate -> prune -> retire -> report
 
 Each step is also a function of its own, which the CLI's commands call; each takes the config
-and the run dir, and reuses its finished output when that is up to date for the config
+and the run dir, returns its typed record (:mod:`cae_ray.records`, or the Feast plans), and
+reuses its finished output when that is up to date for the config
 (:meth:`cae_ray.artifacts.RunDir.reusable`), so running again resumes at the first unfinished
 step (and an interrupted ``select`` at its last checkpoint). The step bodies live below this
-hub: :mod:`cae_ray.feast.export`, :mod:`cae_ray.runtime.prepare`, :mod:`cae_ray.runtime.select`,
-:mod:`cae_ray.gate.validate`, :mod:`cae_ray.feast.registry`, :mod:`cae_ray.feast.retire` and
-:mod:`cae_ray.report.page`. Only the
-CLI and the adapters in ``pipelines/`` import this module.
+hub: :mod:`cae_ray.feast.export`, :mod:`cae_ray.steps.prepare`, :mod:`cae_ray.steps.select`,
+:mod:`cae_ray.steps.validate`, :mod:`cae_ray.feast.registry`, :mod:`cae_ray.feast.retire` and
+:mod:`cae_ray.report.page`. Only the CLI and the adapters in ``pipelines/`` import this module.
 """
 
 from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable
-from dataclasses import asdict
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
-from cae_ray.artifacts import RUN_RECORD, STEP_ARTIFACTS, RunDir, config_hash
+from cae_ray.artifacts import STEP_ARTIFACTS, RunDir, config_hash
 from cae_ray.config import Config
-from cae_ray.errors import ValidationGateFailedError, WeakBaselineError
-from cae_ray.runtime.progress import OnProgress, StepEvent, step_summary
+from cae_ray.gate.errors import ValidationGateFailedError, WeakBaselineError
+from cae_ray.records import (
+    ExportManifest,
+    Prepared,
+    RunRecord,
+    Selection,
+    StepOutcome,
+    Verdict,
+)
+from cae_ray.runtime.progress import OnProgress
 from cae_ray.version import __version__
 
 if TYPE_CHECKING:
-    from cae_ray.feast.status import Findings
+    from cae_ray.feast.forget import ForgetPlan
+    from cae_ray.feast.registry import PrunePlan
+    from cae_ray.feast.retire import RetirePlan
+    from cae_ray.feast.status import Findings, RepoStatus
 
 RunDirLike = str | os.PathLike[str] | RunDir
+
+
+class StepResult(Protocol):
+    """What a step returns: a typed record with its JSON and its figures for ``run.json``."""
+
+    def as_json(self) -> dict[str, Any]: ...
+
+    def summary(self) -> dict[str, Any]: ...
+
+
+@dataclass(frozen=True)
+class StepEvent:
+    """What ``run`` tells its caller: a step ``started``, finished (``done``: it worked,
+    ``reused``: its output was up to date; ``result`` is its record), was ``skipped``
+    (``reason``) or ``failed``; or made ``progress``: ``progress`` is then an epoch record of
+    select's training, or ``{"rows": done, "total": total}`` of export's entity rows."""
+
+    step: str
+    status: Literal["started", "progress", "done", "reused", "skipped", "failed"]
+    result: StepResult | None = None
+    progress: dict[str, Any] = field(default_factory=dict)
+    reason: str = ""
+    """Why it was skipped, or the error it failed with."""
+    seconds: float | None = None
+    """How long it took (done, reused, failed)."""
+
+
 OnEvent = Callable[[StepEvent], None]
 
 
-def run(config: Config, run_dir: RunDirLike, on_event: OnEvent | None = None) -> dict[str, Any]:
+def run(config: Config, run_dir: RunDirLike, on_event: OnEvent | None = None) -> RunRecord:
     """Every step in order; returns (and writes) ``run.json``. When the validation gate fails,
     prune is skipped, the report is still written, and :class:`ValidationGateFailedError` is
     raised."""
+    with hold_run_dir(run_dir) as where:
+        steps = RunSteps(config, where, on_event)
+        export_rows = steps.rows("export")
+        steps.run("export", lambda: export(config, where, export_rows), _no_export(config))
+        steps.run("prepare", lambda: prepare(config, where))
+        steps.run("select", lambda: select(config, where, steps.epochs("select")))
+        verdict = steps.run("validate", lambda: validate(config, where))
+        assert verdict is None or isinstance(verdict, Verdict)
+        apply = config.feast is not None and config.feast.prune == "apply"
+        steps.run("prune", lambda: prune(config, where, apply=apply), _no_prune(config, verdict))
+        steps.run("retire", lambda: retire_in_run(config, where), _no_retire(config, verdict))
+        steps.run("report", lambda: report(config, where))
+        return steps.finish(verdict)
+
+
+@contextmanager
+def hold_run_dir(run_dir: RunDirLike, *, wait: bool = False) -> Iterator[RunDir]:
+    """The run dir, checked and held for this thread (:meth:`RunDir.locked`) while the block
+    runs: every step takes it, so two commands never write one run dir at once; another
+    command's hold is refused with :class:`~cae_ray.errors.RunDirLockedError`, or with
+    ``wait`` waited for. Re-entrant: ``run`` holds it through its steps."""
     where = _writable(run_dir)
-    steps = RunRecord(config, where, on_event)
-    steps.run("export", lambda: export(config, where, steps.rows("export")), _no_export(config))
-    steps.run("prepare", lambda: prepare(config, where))
-    steps.run("select", lambda: select(config, where, steps.epochs("select")))
-    gate = steps.run("validate", lambda: validate(config, where))
-    apply = config.feast is not None and config.feast.prune == "apply"
-    steps.run("prune", lambda: prune(config, where, apply=apply), _no_prune(config, gate))
-    steps.run("retire", lambda: retire_in_run(config, where), _no_retire(config, gate))
-    steps.run("report", lambda: report(config, where))
-    return steps.finish(gate)
+    with where.locked(wait=wait):
+        yield where
 
 
 # --- the steps ----------------------------------------------------------------------------------
@@ -57,62 +110,88 @@ def run(config: Config, run_dir: RunDirLike, on_event: OnEvent | None = None) ->
 
 def export(
     config: Config, run_dir: RunDirLike, on_rows: Callable[[int, int], None] | None = None
-) -> dict[str, Any]:
+) -> ExportManifest:
     """Training rows from a Feast feature store (:mod:`cae_ray.feast.export`)."""
     from cae_ray.feast.export import export as export_step
 
-    return export_step(config, _writable(run_dir), on_rows)
+    with hold_run_dir(run_dir) as where:
+        return export_step(config, where, on_rows)
 
 
-def prepare(config: Config, run_dir: RunDirLike) -> dict[str, Any]:
+def prepare(config: Config, run_dir: RunDirLike) -> Prepared:
     """The packed train and validation splits and their statistics
-    (:mod:`cae_ray.runtime.prepare`)."""
-    from cae_ray.runtime.prepare import prepare as prepare_step
+    (:mod:`cae_ray.steps.prepare`)."""
+    from cae_ray.steps.prepare import prepare as prepare_step
 
-    return prepare_step(config, _writable(run_dir))
+    with hold_run_dir(run_dir) as where:
+        return prepare_step(config, where)
 
 
-def select(
-    config: Config, run_dir: RunDirLike, on_epoch: OnProgress | None = None
-) -> dict[str, Any]:
-    """Prepare if needed, then train the selector with Ray Train (:mod:`cae_ray.runtime.select`).
+def select(config: Config, run_dir: RunDirLike, on_epoch: OnProgress | None = None) -> Selection:
+    """Prepare if needed, then train the selector with Ray Train (:mod:`cae_ray.steps.select`).
     ``on_epoch(record)`` is called on the driver as epochs finish (for progress bars)."""
-    from cae_ray.runtime.select import select as select_step
+    from cae_ray.steps.select import select as select_step
 
-    prepare(config, run_dir)
-    return select_step(config, _writable(run_dir), on_epoch)
+    with hold_run_dir(run_dir) as where:
+        prepare(config, where)
+        return select_step(config, where, on_epoch, previous_k=_applied_k(config))
 
 
-def validate(config: Config, run_dir: RunDirLike) -> dict[str, Any]:
-    """The validation gate on the selection in the run dir (:mod:`cae_ray.gate.validate`)."""
-    from cae_ray.gate.validate import validate as validate_step
+def _applied_k(config: Config) -> int | None:
+    """``k: auto`` keeps the K of the model's latest applied prune while it still passes, so a
+    weekly run's K does not wander by one or two (:mod:`cae_ray.gate.auto_k`)."""
+    if not config.selector.auto or config.feast is None:
+        return None
+    from cae_ray.feast.overlay import applied_k
 
-    return validate_step(config, _writable(run_dir))
+    return applied_k(Path(config.feast.repo), config.feast.kept_service)
+
+
+def validate(config: Config, run_dir: RunDirLike) -> Verdict:
+    """The validation gate on the selection in the run dir (:mod:`cae_ray.steps.validate`)."""
+    from cae_ray.steps.validate import validate as validate_step
+
+    with hold_run_dir(run_dir) as where:
+        return validate_step(config, where)
 
 
 def prune(
     config: Config, run_dir: RunDirLike, *, apply: bool = False, force_reason: str | None = None
-) -> dict[str, Any]:
+) -> PrunePlan:
     """Plan, and with ``apply`` write, the deprecation marks (:mod:`cae_ray.feast.registry`)."""
     from cae_ray.feast.registry import prune as prune_step
 
-    plan = prune_step(config, _writable(run_dir), apply=apply, force_reason=force_reason)
-    return asdict(plan)
+    with hold_run_dir(run_dir) as where:
+        return prune_step(config, where, apply=apply, force_reason=force_reason)
 
 
 def retire(
     config: Config, run_dir: RunDirLike, *, apply: bool = False, force: bool = False
-) -> dict[str, Any]:
+) -> RetirePlan:
     """Plan, and with ``apply`` carry out, the retirement of features deprecated for longer
     than ``feast.grace_period`` (:mod:`cae_ray.feast.retire`)."""
     from cae_ray.feast.retire import retire as retire_step
 
-    return retire_step(config, _writable(run_dir), apply=apply, force=force).record()
+    with hold_run_dir(run_dir) as where:
+        return retire_step(config, where, apply=apply, force=force)
 
 
-def retire_in_run(config: Config, run_dir: RunDirLike) -> dict[str, Any]:
-    """``retire`` as a step of ``run`` (``feast.retire``). In ``plan`` mode a repo that cannot
-    retire yet (no prune applied, no overlay hook) is a reason recorded, not a failure."""
+@dataclass(frozen=True)
+class RetireNotPossible:
+    """``retire`` in a run's plan mode on a repo that cannot retire yet (no prune applied, no
+    overlay hook): a reason recorded, not a failure."""
+
+    reason: str
+
+    def as_json(self) -> dict[str, Any]:
+        return {"count": 0, "applied": False, "not_possible": self.reason}
+
+    def summary(self) -> dict[str, Any]:
+        return self.as_json()
+
+
+def retire_in_run(config: Config, run_dir: RunDirLike) -> RetirePlan | RetireNotPossible:
+    """``retire`` as a step of ``run`` (``feast.retire``)."""
     from cae_ray.feast.errors import NoPruneYetError, RetireNeedsHookError
 
     assert config.feast is not None
@@ -122,7 +201,7 @@ def retire_in_run(config: Config, run_dir: RunDirLike) -> dict[str, Any]:
     except (NoPruneYetError, RetireNeedsHookError) as e:
         if apply:
             raise
-        return {"count": 0, "applied": False, "not_possible": str(e)}
+        return RetireNotPossible(str(e))
 
 
 def restore(repo: str, run_id: str) -> dict[str, Any]:
@@ -140,28 +219,21 @@ def check_marks(config: Config) -> Findings:
     return check(config)
 
 
-def feature_status(config: Config, model: str | None = None) -> dict[str, Any]:
-    """The feature lifecycle in the Feast repo: the models sharing it (``models``), per view
-    how many features are kept, deprecated, due to retire (``views``), and each feature's
-    state, the models that keep it and the services that read it (``features``); with
-    ``model``, only that model's candidates."""
-    from cae_ray.feast.status import feature_status as status
-    from cae_ray.feast.status import models_summary, view_summaries
+def feature_status(config: Config, model: str | None = None) -> RepoStatus:
+    """The feature lifecycle in the Feast repo: the models sharing it, per view how many
+    features are kept, deprecated, due to retire, and each feature's state, the models that
+    keep it and the services that read it; with ``model``, only that model's candidates."""
+    from cae_ray.feast.status import repo_status
 
-    states = status(config, model)
-    return {
-        "models": models_summary(config),
-        "views": [asdict(summary) for summary in view_summaries(states)],
-        "features": [{**asdict(state), "due": state.due} for state in states],
-    }
+    return repo_status(config, model)
 
 
-def forget_model(config: Config, name: str, *, apply: bool = False) -> dict[str, Any]:
+def forget_model(config: Config, name: str, *, apply: bool = False) -> ForgetPlan:
     """Plan, and with ``apply`` carry out, forgetting model ``name`` (a kept service): its
     service leaves the registry and the marks are recomputed (:mod:`cae_ray.feast.forget`)."""
     from cae_ray.feast.forget import forget_model as forget
 
-    return asdict(forget(config, name, apply=apply))
+    return forget(config, name, apply=apply)
 
 
 def remove_services(config: Config, names: list[str]) -> list[str]:
@@ -171,12 +243,26 @@ def remove_services(config: Config, names: list[str]) -> list[str]:
     return remove(config, names)
 
 
-def report(config: Config, run_dir: RunDirLike) -> dict[str, Any]:
+@dataclass(frozen=True)
+class ReportWritten:
+    """Where the report step wrote the page."""
+
+    path: str
+
+    def as_json(self) -> dict[str, Any]:
+        return {"path": self.path}
+
+    def summary(self) -> dict[str, Any]:
+        return self.as_json()
+
+
+def report(config: Config, run_dir: RunDirLike) -> ReportWritten:
     """The run's report: ``RUN_DIR/report/report.html`` and its PNGs
     (:mod:`cae_ray.report.page`)."""
     from cae_ray.report.page import write_report
 
-    return {"path": str(write_report(_writable(run_dir), config))}
+    with hold_run_dir(run_dir) as where:
+        return ReportWritten(str(write_report(where, config)))
 
 
 def _writable(run_dir: RunDirLike) -> RunDir:
@@ -196,22 +282,22 @@ def _no_export(config: Config) -> str | None:
     return None
 
 
-def _no_retire(config: Config, gate: dict[str, Any] | None) -> str | None:
+def _no_prune(config: Config, verdict: Verdict | None) -> str | None:
+    """Why ``run`` skips prune, if it does."""
+    if config.feast is None:
+        return "no feast section"
+    if verdict is not None and not verdict.passed:
+        return "the validation gate failed"
+    return None
+
+
+def _no_retire(config: Config, verdict: Verdict | None) -> str | None:
     """Why ``run`` skips retire, if it does."""
     if config.feast is None:
         return "no feast section"
     if config.feast.retire == "off":
         return "feast.retire is off"
-    if gate is not None and not gate["passed"]:
-        return "the validation gate failed"
-    return None
-
-
-def _no_prune(config: Config, gate: dict[str, Any] | None) -> str | None:
-    """Why ``run`` skips prune, if it does."""
-    if config.feast is None:
-        return "no feast section"
-    if gate is not None and not gate["passed"]:
+    if verdict is not None and not verdict.passed:
         return "the validation gate failed"
     return None
 
@@ -219,69 +305,67 @@ def _no_prune(config: Config, gate: dict[str, Any] | None) -> str | None:
 # --- the record of a run ------------------------------------------------------------------------
 
 
-class RunRecord:
-    """``run.json``: each step's status, seconds and figures, rewritten as each step ends, and
-    the :class:`StepEvent` s that tell ``on_event`` (the CLI's display) what happens."""
+class RunSteps:
+    """Runs the steps and keeps ``run.json`` (:class:`cae_ray.records.RunRecord`), rewritten as
+    each step ends, and tells ``on_event`` (the CLI's display) what happens."""
 
     def __init__(self, config: Config, run_dir: RunDir, on_event: OnEvent | None) -> None:
         self.run_dir, self.emit = run_dir, on_event or (lambda event: None)
-        self.record: dict[str, Any] = {
-            "config_hash": config_hash(config),
-            "run_dir": str(run_dir),
-            "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "status": "running",
-            "steps": {},
-            "cae_ray_version": __version__,
-        }
+        self.record = RunRecord(
+            config_hash=config_hash(config),
+            run_dir=str(run_dir),
+            started_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            cae_ray_version=__version__,
+        )
 
     def epochs(self, step: str) -> OnProgress:
         """``on_epoch`` of a training step: each epoch record becomes a progress event."""
-        return lambda record: self.emit(StepEvent(step, "progress", record))
+        return lambda record: self.emit(StepEvent(step, "progress", progress=record))
 
     def rows(self, step: str) -> Callable[[int, int], None]:
         """``on_rows`` of export: rows retrieved so far become progress events."""
         return lambda done, total: self.emit(
-            StepEvent(step, "progress", {"rows": done, "total": total})
+            StepEvent(step, "progress", progress={"rows": done, "total": total})
         )
 
     def run(
-        self, name: str, work: Callable[[], dict[str, Any]], skip: str | None = None
-    ) -> dict[str, Any] | None:
+        self, name: str, work: Callable[[], StepResult], skip: str | None = None
+    ) -> StepResult | None:
         """Do one step (or record why it was skipped); its outcome, recorded whatever happens."""
         if skip is not None:
-            self._ended(name, {"status": "skipped", "reason": skip})
+            self._ended(name, StepOutcome(status="skipped", reason=skip))
+            self.emit(StepEvent(name, "skipped", reason=skip))
             return None
-        self.emit(StepEvent(name, "started", {}))
+        self.emit(StepEvent(name, "started"))
         artifact = STEP_ARTIFACTS[name]
         before = self.run_dir.modified(artifact)
         started = time.perf_counter()
         try:
-            outcome = work()
+            result = work()
         except Exception as e:
-            self.record["status"] = "failed"
             error = f"{type(e).__name__}: {e}"
             seconds = time.perf_counter() - started
-            self._ended(name, {"status": "failed", "error": error, "seconds": seconds})
+            self.record = self.record.with_status("failed")
+            self._ended(name, StepOutcome(status="failed", error=error, seconds=seconds))
+            self.emit(StepEvent(name, "failed", reason=error, seconds=seconds))
             raise
         reused = before is not None and self.run_dir.modified(artifact) == before
-        status = "reused" if reused else "done"
+        status: Literal["done", "reused"] = "reused" if reused else "done"
         seconds = time.perf_counter() - started
-        self._ended(name, {"status": status, "seconds": seconds, **step_summary(name, outcome)})
-        return outcome
+        self._ended(name, StepOutcome(status=status, seconds=seconds, **result.summary()))
+        self.emit(StepEvent(name, status, result=result, seconds=seconds))
+        return result
 
-    def finish(self, gate: dict[str, Any] | None) -> dict[str, Any]:
-        passed = gate is None or bool(gate["passed"])
-        self.record["status"] = "succeeded" if passed else "gate_failed"
-        self.run_dir.write_json(RUN_RECORD, self.record)
-        if gate is not None and not passed:
-            check = gate.get("baseline_check") or {}
-            if check.get("weak") and check.get("required"):
-                raise WeakBaselineError(str(self.run_dir), gate["reason"])
-            raise ValidationGateFailedError(str(self.run_dir), gate["reason"])
+    def finish(self, verdict: Verdict | None) -> RunRecord:
+        passed = verdict is None or verdict.passed
+        self.record = self.record.with_status("succeeded" if passed else "gate_failed")
+        self.record.write(self.run_dir)
+        if verdict is not None and not passed:
+            failure = WeakBaselineError if verdict.failed_for_weak_baseline else None
+            raise (failure or ValidationGateFailedError)(str(self.run_dir), verdict.reason)
         return self.record
 
-    def _ended(self, name: str, step: dict[str, Any]) -> None:
-        self.record["steps"][name] = step
-        if step["status"] != "skipped":
-            self.run_dir.write_json(RUN_RECORD, self.record)
-        self.emit(StepEvent(name, step["status"], step))
+    def _ended(self, name: str, outcome: StepOutcome) -> None:
+        self.record = self.record.with_step(name, outcome)
+        if outcome.status != "skipped":
+            self.record.write(self.run_dir)

@@ -32,6 +32,7 @@ from typing import Any
 import dagster as dg
 
 from cae_ray.errors import EXIT_CLUSTER, EXIT_CONFIG, EXIT_GATE, EXIT_INPUT, exit_code
+from cae_ray.records import Verdict  # at import: Dagster reads the annotations at run time
 from cae_ray.storage import join
 
 WEEKLY = "0 3 * * 1"  # Mondays 03:00 (execution_timezone below)
@@ -95,10 +96,14 @@ RETRY = dg.RetryPolicy(max_retries=2, delay=300, backoff=dg.Backoff.EXPONENTIAL)
 def _log_event(context: dg.OpExecutionContext, event: Any) -> None:
     """A step's start and end, and every tenth of the epochs, in the Dagster run's log."""
     if event.status == "progress":
-        epoch = event.detail.get("epoch")
+        epoch = event.progress.get("epoch")
         if epoch is None or (int(epoch) + 1) % 10:
             return
-    details = {k: v for k, v in event.detail.items() if not isinstance(v, (list, dict))}
+        figures = event.progress
+    else:
+        figures = event.result.summary() if event.result is not None else {}
+        figures |= {"reason": event.reason} if event.reason else {}
+    details = {k: v for k, v in figures.items() if not isinstance(v, (list, dict))}
     context.log.info(f"cae-ray {event.step} {event.status} {details}")
 
 
@@ -111,9 +116,10 @@ def _run_here(context: dg.OpExecutionContext, cae_ray: CaeRay, run_dir: str) -> 
     context.log.info(f"cae-ray run: config {cae_ray.config_path}, run dir {run_dir}")
     try:
         config_ = load_config(cae_ray.config_path)
-        return run(config_, run_dir, on_event=lambda event: _log_event(context, event))
+        record = run(config_, run_dir, on_event=lambda event: _log_event(context, event))
     except CaeRayError as e:
         raise _failure(e, run_dir) from e
+    return record.as_json()
 
 
 @dg.op(
@@ -147,7 +153,8 @@ GATE = dg.AssetCheckSpec(
 def cae_ray_selection(
     context: dg.AssetExecutionContext, cae_ray: CaeRay, config: RunSettings
 ) -> dg.MaterializeResult:
-    from cae_ray.artifacts import SELECTION, VALIDATION, RunDir
+    from cae_ray.artifacts import RunDir
+    from cae_ray.records import Selection
 
     run_dir = cae_ray.run_dir(_run_name(context.op_execution_context, config))
     try:
@@ -157,33 +164,40 @@ def cae_ray_selection(
         if not failure.metadata["gate_failed"].value:
             raise
     where = RunDir(run_dir)
-    selection, verdict = where.read_json(SELECTION) or {}, where.read_json(VALIDATION) or {}
+    selection, verdict = Selection.read(where), Verdict.read(where)
+    selected = selection.selected_features if selection is not None else []
     return dg.MaterializeResult(
         metadata={
             "run_dir": run_dir,
-            "k": len(selection.get("selected_features", [])),
-            "selected_features": dg.MetadataValue.json(selection.get("selected_features", [])),
-            "run_id": str(selection.get("selection_hash", "")),
+            "k": len(selected),
+            "selected_features": dg.MetadataValue.json(selected),
+            "run_id": selection.selection_hash if selection is not None else "",
         },
         check_results=[_gate_result(verdict)],
     )
 
 
-def _gate_result(verdict: dict[str, Any]) -> dg.AssetCheckResult:
+def _gate_result(verdict: Verdict | None) -> dg.AssetCheckResult:
     """The gate's verdict as the check's result, its figures as the check's metadata."""
-    baseline, selected = verdict.get("baseline") or {}, verdict.get("selected") or {}
+    if verdict is None:
+        return dg.AssetCheckResult(
+            check_name=GATE.name,
+            passed=False,
+            severity=dg.AssetCheckSeverity.ERROR,
+            description="no validation.json in the run dir",
+        )
     return dg.AssetCheckResult(
         check_name=GATE.name,
-        passed=bool(verdict.get("passed")),
+        passed=verdict.passed,
         severity=dg.AssetCheckSeverity.ERROR,
-        description=str(verdict.get("reason") or "no validation.json in the run dir"),
+        description=verdict.reason,
         metadata={
-            "metric": str(verdict.get("metric", "")),
-            "baseline": float(baseline.get("value", float("nan"))),
-            "baseline_source": str(baseline.get("source", "")),
-            "selected": float(selected.get("value", float("nan"))),
-            "difference": float(verdict.get("difference", float("nan"))),
-            "allowed_loss": float(verdict.get("allowed_loss", float("nan"))),
+            "metric": verdict.metric,
+            "baseline": verdict.baseline.value,
+            "baseline_source": verdict.baseline.source,
+            "selected": verdict.selected.value,
+            "difference": verdict.difference,
+            "allowed_loss": verdict.allowed_loss,
         },
     )
 

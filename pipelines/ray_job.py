@@ -72,13 +72,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def recorded_run(run_dir: str) -> dict[str, Any] | None:
     """``run_dir/run.json`` (what ``run`` records step by step), if there is one."""
-    from cae_ray.artifacts import RUN_RECORD, RunDir
+    from cae_ray.artifacts import RunDir
     from cae_ray.errors import CaeRayError
+    from cae_ray.records import RunRecord
 
     try:
-        return RunDir(run_dir).read_json(RUN_RECORD)
+        record = RunRecord.read(RunDir(run_dir))
     except (OSError, ValueError, CaeRayError):
         return None
+    return None if record is None else record.as_json()
 
 
 def progress(verbose: bool) -> Callable[[Any], None]:
@@ -86,16 +88,15 @@ def progress(verbose: bool) -> Callable[[Any], None]:
     job's logs say where it is), and one per epoch (or export chunk) with ``verbose``."""
 
     def on_event(event: Any) -> None:
-        detail = dict(event.detail or {})
         if event.status == "progress":
             if verbose:
-                print(f"[cae-ray] {event.step} {json.dumps(detail)}", file=sys.stderr)
+                print(f"[cae-ray] {event.step} {json.dumps(event.progress)}", file=sys.stderr)
             return
         line = f"[cae-ray] {event.step}: {event.status}"
-        if "seconds" in detail:
-            line += f" in {detail['seconds']:.1f} s"
-        if "reason" in detail:
-            line += f" ({detail['reason']})"
+        if event.seconds is not None:
+            line += f" in {event.seconds:.1f} s"
+        if event.reason:
+            line += f" ({event.reason})"
         print(line, file=sys.stderr, flush=True)
 
     return on_event
@@ -131,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
             summary.update(status=status, error=type(error).__name__, message=str(error))
             summary["result"] = recorded_run(args.run_dir)
         else:
-            summary.update(status="succeeded", result=result)
+            summary.update(status="succeeded", result=result.as_json())
     except Exception as error:  # the job's log must still end with its summary
         traceback.print_exc()
         code = 1  # cae_ray.errors.EXIT_FAILURE (cae_ray itself may have failed to import)

@@ -44,7 +44,7 @@ def digits() -> tuple:
     return (X / 16.0).astype("float32"), y
 
 
-# Ray reads these at start-up; set them before any test starts a cluster (see notes in README).
+# Ray reads these at start-up; set them before any test starts a cluster (docs/development.md).
 RAY_TEST_ENV = {
     "RAY_USAGE_STATS_ENABLED": "0",
     "RAY_AUTH_MODE": "disabled",

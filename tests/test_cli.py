@@ -58,8 +58,8 @@ def test_importing_feast_keeps_the_cli_quiet_about_other_libraries_deprecations(
     printed Ray Data's own deprecation warnings in every `cae-ray run` that used Feast."""
     code = (
         "import warnings\n"
-        "from cae_ray.cli import _quiet_ray\n"
-        "_quiet_ray()\n"
+        "from cae_ray.cli.output import quiet_ray\n"
+        "quiet_ray()\n"
         "import torch  # feast imports it; torch adds filters of its own, not at issue here\n"
         "before = list(warnings.filters)\n"
         "from cae_ray.feast.store import open_store\n"
@@ -84,13 +84,13 @@ def test_config_check_json_is_pure_json_on_stdout() -> None:
     assert document["selector"]["k"] == 50 and "valid" not in result.stdout.split("{")[0]
 
 
-def test_exit_codes_are_listed_in_help_and_readme() -> None:
+def test_exit_codes_are_listed_in_help_and_the_docs() -> None:
     from cae_ray.errors import EXIT_CODES
 
     result = CliRunner().invoke(app, ["--help"], terminal_width=200)
     assert result.exit_code == 0
     shown = " ".join(result.output.replace("│", " ").split())
-    readme = (ROOT / "README.md").read_text()
+    documented = (ROOT / "docs" / "errors.md").read_text()
     for code, meaning in EXIT_CODES.items():
         assert f"{code} {meaning}" in shown, (code, shown[-600:])
-        assert f"| {code} | {meaning} |" in readme, code
+        assert f"| {code} | {meaning} |" in documented, code

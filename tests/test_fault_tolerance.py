@@ -83,9 +83,9 @@ def test_sigkilled_worker_resumes_from_its_last_checkpoint(
 
     assert "error" not in outcome, outcome.get("error")
     selection = outcome["selection"]
-    assert selection["resumed_from_epoch"] >= 1  # resumed, not restarted
-    assert [h["epoch"] for h in selection["history"]] == list(range(8))
-    assert len(set(selection["selected_features"])) == K
+    assert selection.resumed_from_epoch >= 1  # resumed, not restarted
+    assert [h["epoch"] for h in selection.history] == list(range(8))
+    assert len(set(selection.selected_features)) == K
 
 
 def test_killed_driver_resumes_with_the_same_command(wide_dataset, tmp_path) -> None:

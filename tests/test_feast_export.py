@@ -77,16 +77,16 @@ def test_export_is_point_in_time_correct_and_keeps_the_entity_order(store_repo, 
 
     table = pq.read_table(tmp_path / EXPORT_DIR)
     columns = [f"driver_stats__{s}" for s in STATS] + ["driver_extra__trips"]
-    assert manifest["columns"] == {
+    assert manifest.columns == {
         **{f"driver_stats__{s}": f"driver_stats:{s}" for s in STATS},
         "driver_extra__trips": "driver_extra:trips",
     }
     assert table.schema.names == ["driver_id", "event_timestamp", "label", ROW_ID, *columns]
     assert table.schema.field("driver_stats__s_00").type == pa.float32()
     assert table.schema.field("driver_extra__trips").type == pa.int64()
-    assert manifest["rows"] == table.num_rows == 2 * feast_repo.n_drivers
-    assert manifest["parts"] == 3  # 120 rows in chunks of 50
-    assert manifest["offline_store"] == feast_repo.offline_store
+    assert manifest.rows == table.num_rows == 2 * feast_repo.n_drivers
+    assert manifest.parts == 3  # 120 rows in chunks of 50
+    assert manifest.offline_store == feast_repo.offline_store
 
     rows = table.to_pandas()
     assert rows[ROW_ID].tolist() == list(range(len(rows)))
@@ -111,7 +111,7 @@ def test_entity_rows_repeating_keys_and_time_each_get_their_features(store_repo,
 
     manifest = export(config, tmp_path / "run")
     rows = pq.read_table(tmp_path / "run" / EXPORT_DIR).to_pandas()
-    assert manifest["rows"] == len(rows) == rows_in.num_rows
+    assert manifest.rows == len(rows) == rows_in.num_rows
     assert rows["label"].tolist() == list(range(len(rows)))  # each row once, in the given order
     assert rows[ROW_ID].tolist() == list(range(len(rows)))
     assert_point_in_time_values(rows)
@@ -131,9 +131,9 @@ def test_export_of_a_feature_service(store_repo, tmp_path) -> None:
     manifest = export(feast_config(store_repo, feature_service="driver_model"), tmp_path)
 
     expected = [f"driver_stats:{s}" for s in STATS[:3]] + [f"driver_extra:{e}" for e in EXTRA]
-    assert list(manifest["columns"].values()) == expected
+    assert list(manifest.columns.values()) == expected
     saved = json.loads((tmp_path / EXPORT_MANIFEST).read_text())
-    assert saved == manifest
+    assert saved == manifest.as_json()
 
 
 @pytest.mark.parametrize(
@@ -201,8 +201,8 @@ def test_the_cli_export_feeds_prepare(ray_cluster, feast_repo, tmp_path) -> None
         }
     )
     prepared = prepare(selecting, tmp_path / "run")
-    assert prepared["features"] == [f"driver_stats__{s}" for s in STATS]
-    assert sum(prepared["rows"].values()) == 120
+    assert prepared.features == [f"driver_stats__{s}" for s in STATS]
+    assert prepared.rows.train + prepared.rows.validation == 120
 
 
 def test_the_cli_names_an_unknown_view(feast_repo, tmp_path) -> None:
@@ -325,11 +325,11 @@ def test_the_ray_store_answers_every_row_on_the_cluster(ray_cluster, ray_repo, t
     out = tmp_path / "run" / EXPORT_DIR
     assert sorted(p.name for p in out.iterdir()) == [
         Path(EXPORT_MANIFEST).name,
-        *(f"part-{i:05d}.parquet" for i in range(manifest["parts"])),
+        *(f"part-{i:05d}.parquet" for i in range(manifest.parts)),
     ]
     table = pq.read_table(out)
-    assert manifest["offline_store"] == "ray"
-    assert manifest["rows"] == table.num_rows == rows_in.num_rows
+    assert manifest.offline_store == "ray"
+    assert manifest.rows == table.num_rows == rows_in.num_rows
     assert table.schema.field("driver_stats__s_00").type == pa.float32()  # Feast gave float64
     assert table.schema.field("driver_extra__trips").type == pa.int64()
     rows = table.to_pandas().sort_values(ROW_ID).reset_index(drop=True)
@@ -415,8 +415,8 @@ def test_a_time_range_exports_each_feature_row_as_of_its_time(store_repo, tmp_pa
 
     rows = pq.read_table(tmp_path / EXPORT_DIR).to_pandas()
     # driver_stats has a row at T0 and at T1 per driver, driver_extra one at T0: 2 times each.
-    assert manifest["rows"] == len(rows) == 2 * store_repo.n_drivers
-    assert manifest["entity_columns"] == ["driver_id", "event_timestamp"]
+    assert manifest.rows == len(rows) == 2 * store_repo.n_drivers
+    assert manifest.entity_columns == ["driver_id", "event_timestamp"]
     assert rows["event_timestamp"].is_monotonic_increasing  # in time order
     assert not rows.duplicated(["driver_id", "event_timestamp"]).any()
     late = rows["event_timestamp"] >= T1  # each row sees the feature row of its own time
@@ -491,3 +491,37 @@ def test_a_relative_sqlite_registry_is_read_from_the_repo_wherever_cae_ray_runs(
     store = open_store(str(repo.path))
     assert {v.name for v in store.list_feature_views()} == {"driver_stats", "driver_extra"}
     assert list(elsewhere.iterdir()) == []  # no empty registry made where it ran
+
+
+def test_entity_rows_with_no_feature_value_in_the_ttl_are_named(feast_repo, tmp_path) -> None:
+    """Rows dated in 2099, before the views' history, or a day before the first feature row: the
+    file store leaves them out of its answer. The export names how many and shows two, with
+    their timestamps and the TTL (it said "report it with the Feast version")."""
+    import subprocess
+    import sys
+    from datetime import datetime, timezone
+
+    import pandas as pd
+
+    rows = pd.read_parquet(feast_repo.entities)
+    rows.loc[3, "event_timestamp"] = datetime(2099, 1, 1, tzinfo=timezone.utc)
+    rows.loc[8, "event_timestamp"] = T0 - timedelta(days=400)
+    rows.loc[9, "event_timestamp"] = T0 - timedelta(days=1)
+    entities = tmp_path / "entities.parquet"
+    rows.to_parquet(entities)
+    config = feast_config(feast_repo, features=["driver_stats"], entities=str(entities))
+    path = tmp_path / "config.json"
+    path.write_text(config.model_dump_json())
+    run_dir = tmp_path / "run"
+
+    command = [sys.executable, "-m", "cae_ray.cli", "export", str(path), "--run-dir", str(run_dir)]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False)
+    message = " ".join(done.stderr.split())
+    assert done.returncode == 3, done.stderr[-3000:]  # bad input, not "report it to Feast"
+    assert "3 of the 120 entity rows have no feature value within the views' TTL" in message
+    assert "driver_stats: 365 days" in message
+    assert "driver_id=1 at 2099-01-01 00:00:00+00:00" in message
+    assert "driver_id=4 at 2024-11-27 00:00:00+00:00" in message
+    assert "Traceback" not in done.stderr and "report it" not in message
+    assert not (run_dir / EXPORT_MANIFEST).exists()
+    assert not list((run_dir / EXPORT_DIR).glob("part-*.parquet"))  # the export was refused

@@ -24,7 +24,12 @@ CANDIDATES = {"v": ["a", "b", "c", "d"]}
 
 
 def model(
-    run: str, at: str, keep: list[str], before: dict[str, Any] | None = None, label: str = "y"
+    run: str,
+    at: str,
+    keep: list[str],
+    before: dict[str, Any] | None = None,
+    label: str = "y",
+    order: int = 1,
 ) -> dict[str, Any]:
     """A model's state after a run over view ``v`` that keeps ``keep``."""
     unselected = [f for f in CANDIDATES["v"] if f not in keep]
@@ -36,6 +41,7 @@ def model(
         keep={"v": keep},
         unselected={"v": unselected},
         description="",
+        order=order,
     )
 
 
@@ -70,6 +76,10 @@ def test_retired_features_carry_no_mark_and_last_runs_follow_the_latest_model() 
     models = {"churn": churn, "upsell": upsell}
     assert set(derive_marks(models, {"v": {"d": {}}})["v"]) == {"b", "c"}
     assert last_runs(models) == {"v": "r2"}
+    # Two runs stamped in the same second: the one applied later is the view's last run.
+    same = "2026-02-01T00:00:00Z"
+    first, second = model("r9", same, ["a"], order=1), model("r1", same, ["a"], order=2)
+    assert last_runs({"churn": first, "upsell": second}) == {"v": "r1"}
     added, removed = mark_changes(derive_marks({"churn": churn}), derive_marks(models))
     assert (added, removed) == ({}, {})
     kept = model("r3", "2026-03-01T00:00:00Z", ["a", "b"], before=upsell)

@@ -59,7 +59,7 @@ def validated_run(request, ray_cluster, tmp_path_factory) -> tuple[Config, Path,
     config = run_config(repo, run)
     export(config, run)
     select(config, run)
-    assert validate(config, run)["passed"]
+    assert validate(config, run).passed
     return config, run, repo
 
 

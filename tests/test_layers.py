@@ -1,15 +1,24 @@
 """The package's layering rules, checked by parsing the source with :mod:`ast` (no imports).
 
+The folders are the layers, bottom to top (:data:`LAYERS`): the base (``errors``, ``version``,
+``config``, ``storage``, ``artifacts``, ``records``), ``selector/`` (torch only), ``gate/`` (the
+gate's models and decision, no Ray), ``runtime/`` (Ray), ``steps/`` and ``feast/`` side by side
+(the steps of a run over its run dir), ``report/``, the ``pipeline`` hub and the ``demo``, and
+``cli/`` on top.
+
 * **No import cycles** between ``cae_ray`` modules. A cycle makes import order matter and
   hides real dependencies; function-level imports count (they run when the function does),
   imports under ``if TYPE_CHECKING:`` do not (they never run).
-* **The core stays free of Ray and Feast**: ``selectors``, ``heads``, ``loop``, ``estimator``,
-  ``targets``, ``artifacts`` and the gate's in-memory models (``gate_models``, ``gate_mlp``)
-  import neither, at any level of the module, directly or through
-  the ``cae_ray`` modules they import, so the estimator works (and is tested) without a cluster.
-* **Only the CLI and the adapters import the pipeline hub** (``cae_ray.pipeline``): it wires every
-  step together, so a module below it that imports it pulls the whole pipeline in and invites
-  cycles. The adapters live in ``pipelines/`` at the repo root, outside the package, and are
+* **Imports go down the layers**: a module imports its own folder and the layers below it,
+  never a layer above nor a sibling of its own layer (``gate/`` and ``feast/`` know nothing of
+  each other). So nothing below imports ``cli/`` or the pipeline.
+* **``selector/`` and ``gate/`` stay free of Ray and Feast**: they import neither, at any level
+  of a module, directly or through the ``cae_ray`` modules they import, so the estimator and the
+  gate's models work (and are tested) without a cluster; the gate's gradient-boosted trees on
+  Ray live in ``runtime/`` (:mod:`cae_ray.runtime.xgboost`), and the flow that chooses between
+  them in ``steps/``.
+* **Only the CLI imports the pipeline hub** (``cae_ray.pipeline``): it wires every step
+  together. The adapters live in ``pipelines/`` at the repo root, outside the package, and are
   not parsed here. The package's own ``__init__`` is the one other importer: its lazy
   ``__getattr__`` hands the steps on as the public API (``cae_ray.run``, ...).
 * ``import cae_ray`` and ``import cae_ray.cli`` load none of torch, Ray, Feast or scikit-learn,
@@ -27,13 +36,28 @@ import ast
 import subprocess
 import sys
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = "cae_ray"
-CORE = ("selector", "artifacts", "gate.models", "gate.mlp", "gate.metrics")
+LAYERS = (
+    ("errors", "version"),
+    ("config", "storage"),
+    ("artifacts",),
+    ("records",),
+    ("selector",),
+    ("gate",),
+    ("runtime",),
+    ("steps", "feast"),
+    ("report",),
+    ("pipeline", "demo"),
+    ("cli",),
+)
+"""Each layer's folders or top-level modules, bottom first."""
+CORE = ("selector", "gate")
+"""Folders that import neither Ray nor Feast (:data:`BANNED_IN_CORE`)."""
 BANNED_IN_CORE = ("ray", "feast")
 HUB = "pipeline"
 HUB_IMPORTERS = ("cli",)
@@ -215,6 +239,38 @@ def core_report(
     return checked, [chain for chain in chains if chain is not None]
 
 
+# --- rule (b'): imports go down the layers ----------------------------------------------------
+
+
+def unit_of(module: str, package: str) -> str | None:
+    """The folder or top-level module of ``package`` that ``module`` belongs to (None: the
+    package's face)."""
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 and parts[0] == package else None
+
+
+def layer_report(root: Path, package: str, layers: Sequence[Sequence[str]]) -> list[str]:
+    """Every import that goes up the layers or sideways to another unit of the same layer, and
+    every unit (folder or top-level module) that no layer names."""
+    modules, imports = parse_imports(root, package)
+    level = {unit: i for i, units in enumerate(layers) for unit in units}
+    units = {unit for unit in (unit_of(m, package) for m in modules) if unit is not None}
+    problems = [f"{unit} is in no layer: add it to LAYERS" for unit in sorted(units - set(level))]
+    for imp in imports:
+        if top_level(imp.target) != package:
+            continue
+        source, target = unit_of(imp.source, package), unit_of(imp.target, package)
+        if source is None or target is None or source == target:
+            continue
+        if source in level and target in level and level[target] >= level[source]:
+            where = "up" if level[target] > level[source] else "sideways"
+            problems.append(
+                f"{imp.source} imports {imp.target} (line {imp.line}): {where} from "
+                f"{source} to {target}"
+            )
+    return problems
+
+
 # --- rule (c): only the CLI imports the pipeline hub -----------------------------------------
 
 
@@ -253,12 +309,15 @@ def test_no_import_cycles() -> None:
 
 def test_core_imports_neither_ray_nor_feast() -> None:
     checked, chains = core_report(ROOT, PACKAGE, CORE, BANNED_IN_CORE)
-    modules = find_modules(ROOT, PACKAGE)
-    present = {f"{PACKAGE}.{name}" for name in CORE} & set(modules)
-    assert present, "none of the core modules exist: the rule would pass without checking"
-    assert present <= set(checked)
+    for folder in CORE:
+        assert any(m.startswith(f"{PACKAGE}.{folder}.") for m in checked), f"no {folder}/ found"
     message = "the core reaches Ray/Feast (module:line imports the next):\n" + "\n".join(chains)
     assert not chains, message
+
+
+def test_imports_go_down_the_layers() -> None:
+    problems = layer_report(ROOT, PACKAGE, LAYERS)
+    assert not problems, "imports against the layers:\n" + "\n".join(problems)
 
 
 def test_only_the_cli_imports_the_pipeline() -> None:
@@ -333,3 +392,25 @@ def test_an_import_of_the_hub_is_reported(tmp_path: Path) -> None:
         },
     )
     assert hub_report(tmp_path, "fake", "hub", ["cli"]) == ["fake.step imports fake.hub (line 2)"]
+
+
+def test_an_import_up_or_sideways_and_an_unplaced_folder_are_reported(tmp_path: Path) -> None:
+    write_package(
+        tmp_path,
+        {
+            "fake/base.py": "def f():\n    from fake.top import x\n",
+            "fake/left/__init__.py": "",
+            "fake/left/a.py": "import fake.right.b\nimport fake.left.c\nimport fake.base\n",
+            "fake/left/c.py": "",
+            "fake/right/__init__.py": "",
+            "fake/right/b.py": "",
+            "fake/top.py": "import fake.left.a\n",
+            "fake/stray.py": "",
+        },
+    )
+    layers = [("base",), ("left", "right"), ("top",)]
+    assert layer_report(tmp_path, "fake", layers) == [
+        "stray is in no layer: add it to LAYERS",
+        "fake.base imports fake.top (line 2): up from base to top",
+        "fake.left.a imports fake.right.b (line 1): sideways from left to right",
+    ]

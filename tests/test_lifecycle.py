@@ -55,7 +55,7 @@ def selected(ray_cluster, tmp_path_factory) -> tuple[Config, Path, FeastRepo]:
     config = run_config(data, run)
     export(config, run)
     select(config, run)
-    assert validate(config, run)["passed"]
+    assert validate(config, run).passed
     return config, run, data
 
 
@@ -127,7 +127,7 @@ def test_three_runs_in_a_row_marks_follow_the_latest_and_restore_steps_back(
         plans.append(plan)
         if i == 0:  # the next run's export still reads the deprecated features
             manifest = export(config, tmp_path / "next")
-            assert len(manifest["columns"]) == len(STATS) + 2
+            assert len(manifest.columns) == len(STATS) + 2
             assert (tmp_path / "next" / EXPORT_MANIFEST).exists()
 
     # Deprecated by runs 1 and 2: the mark keeps run 1's id and first date.
@@ -382,3 +382,23 @@ def test_the_kept_service_cannot_be_the_export_source() -> None:
 
     with pytest.raises(ConfigValidationError, match="would shrink the candidates"):
         validate_config({"feast": {"repo": "r", "feature_service": "cae_ray_selected"}})
+
+
+def test_k_auto_reads_the_k_of_the_models_latest_applied_prune(selected, tmp_path) -> None:
+    """A weekly `k: auto` run keeps the registry's K while it passes (gate/auto_k.py): the K is
+    the size of the model's kept service after its latest applied prune, and no other model's."""
+    from cae_ray.feast.overlay import applied_k
+    from cae_ray.pipeline import _applied_k
+
+    config, run, data = selected
+    repo = make_definitions_repo(tmp_path, data)
+    auto = validate_config(
+        {**in_repo(config, repo).model_dump(mode="json"), "selector": {"k": "auto"}}
+    )
+    assert _applied_k(auto) is None  # nothing applied yet: the curve alone decides
+    kept = choosing(run, tmp_path / "run0", SELECTIONS[0])
+    prune(in_repo(config, repo), kept, apply=True, force_reason="t")
+    assert applied_k(repo, "cae_ray_selected") == len(SELECTIONS[0]) == _applied_k(auto)
+    assert applied_k(repo, "upsell_selected") is None
+    fixed = in_repo(config, repo)
+    assert fixed.selector.k != "auto" and _applied_k(fixed) is None

@@ -53,3 +53,17 @@ def test_readme_images_render_on_a_package_index() -> None:
         assert url.startswith(base), url
         assert (ROOT / url.removeprefix(base)).is_file(), url
     assert PROJECT["project"]["urls"]["Homepage"] == "https://github.com/cae-ray/cae-ray"
+
+
+def test_readme_links_into_the_docs_name_pages_that_are_there() -> None:
+    """The README is the front door on a package index too: its links into the documentation
+    are absolute URLs of pages that exist in docs/ and are in the site's navigation."""
+    readme = (ROOT / "README.md").read_text()
+    base = "https://github.com/cae-ray/cae-ray/blob/main/docs/"
+    pages = re.findall(r"\]\((" + re.escape(base) + r"[^)\s#]+)", readme)
+    assert len(set(pages)) >= 8, pages
+    navigation = (ROOT / "mkdocs.yml").read_text()
+    for url in pages:
+        page = url.removeprefix(base)
+        assert (ROOT / "docs" / page).is_file(), url
+        assert f": {page}\n" in navigation, f"{page} is not in mkdocs.yml's nav"

@@ -57,7 +57,7 @@ def test_select_matches_the_in_memory_estimator(
     path, informative = wide_dataset
     selection = select(make_config(path, scaling={"num_workers": workers}), tmp_path)
 
-    names = selection["selected_features"]
+    names = selection.selected_features
     assert len(names) == K and len(set(names)) == K
     # The estimator finds 7-9 of 10 depending on its seed; 10 random picks find 0.5 on average.
     assert found(names, informative) >= min(estimator_found, K) - 2, (names, estimator_found)
@@ -87,7 +87,7 @@ def test_select_refines_a_supervised_search_on_request(
     config = make_config(path, selector={"refine": True}, scaling={"num_workers": 0})
     with caplog.at_level(logging.INFO, logger="cae_ray.selector.refine"):
         selection = select(config, tmp_path)
-    names = selection["selected_features"]
+    names = selection.selected_features
     assert len(names) == K and len(set(names)) == K
     assert found(names, informative) >= 7
     # The search's 10 and 10 screened-in features (as many as its 10 spare rows).
@@ -101,8 +101,8 @@ def test_same_inputs_give_the_same_selection(ray_cluster, wide_dataset, tmp_path
     cached = make_config(path, training={"epochs": 3}, scaling={"cache_train_split": "always"})
     streamed = make_config(path, training={"epochs": 3}, scaling={"cache_train_split": "never"})
     first, second = select(cached, tmp_path / "a"), select(streamed, tmp_path / "b")
-    assert first["selected_features"] == second["selected_features"]
-    assert [h["loss"] for h in first["history"]] == [h["loss"] for h in second["history"]]
+    assert first.selected_features == second.selected_features
+    assert [h["loss"] for h in first.history] == [h["loss"] for h in second.history]
 
 
 def test_rerun_reuses_finished_work(ray_cluster, wide_dataset, tmp_path) -> None:
@@ -121,15 +121,15 @@ def test_prepare_standardises_and_splits_by_key(ray_cluster, wide_dataset, tmp_p
 
     path, _ = wide_dataset
     prepared = prepare(make_config(path), tmp_path)
-    assert prepared["rows"]["train"] + prepared["rows"]["validation"] == 3000
-    assert 0.15 < prepared["rows"]["validation"] / 3000 < 0.25
+    assert prepared.rows.train + prepared.rows.validation == 3000
+    assert 0.15 < prepared.rows.validation / 3000 < 0.25
     train = ray_cluster.data.read_parquet(str(tmp_path / "data" / "train"))
     packed = train.take_batch(batch_size=5000, batch_format="pyarrow")["features"]
     features = unpack(packed, 200)
     assert features.shape[1] == 200
     assert np.allclose(features.mean(axis=0), 0, atol=0.15)
     again = prepare(make_config(path), tmp_path / "other")
-    assert again["rows"] == prepared["rows"]  # the same rows land on the same side
+    assert again.rows == prepared.rows  # the same rows land on the same side
 
 
 def test_a_few_columns_are_prepared_as_from_the_whole_table(

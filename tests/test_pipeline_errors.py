@@ -20,8 +20,6 @@ from cae_ray.errors import (
     CaeRayError,
     DatasetNotFoundError,
     EmptyDatasetError,
-    GpuUnavailableError,
-    MemoryBudgetError,
     MissingColumnError,
     MissingDataConfigError,
     NoFeaturesMatchedError,
@@ -32,6 +30,8 @@ from cae_ray.errors import (
     exit_code,
 )
 from cae_ray.pipeline import select
+from cae_ray.runtime.errors import GpuUnavailableError
+from cae_ray.selector.errors import MemoryBudgetError
 from tests.conftest import RAY_TEST_ENV
 
 

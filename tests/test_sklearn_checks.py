@@ -8,7 +8,7 @@ from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from cae_ray.selector.estimator import ConcreteFeatureSelector
 
-# Checks we fail on purpose, and why (also listed in the README).
+# Checks we fail on purpose, and why (also listed in docs/estimator.md).
 EXPECTED_FAILURES: dict[str, str] = {
     "check_dtype_object": (
         "a column of arbitrary Python objects gets our NonNumericColumnsError (a ValueError "

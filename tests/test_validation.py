@@ -15,16 +15,23 @@ import pytest
 from typer.testing import CliRunner
 
 from cae_ray.artifacts import VALIDATION, selection_digest
-from cae_ray.cli import EXIT_CONFIG, EXIT_GATE, app
+from cae_ray.cli import app
 from cae_ray.config import Config, validate_config
 from cae_ray.errors import (
+    EXIT_CONFIG,
+    EXIT_GATE,
     ConfigValidationError,
-    MetricTaskMismatchError,
+    MissingExtraError,
     NoSelectionError,
     SelectionConfigMismatchError,
     SelectionEditedError,
-    TooFewValidationRowsError,
     exit_code,
+)
+from cae_ray.gate.errors import (
+    MetricTaskMismatchError,
+    ModelFitError,
+    TooFewValidationRowsError,
+    ValidationModelError,
 )
 from cae_ray.pipeline import select, validate
 from tests.wide_data import write_wide_parquet
@@ -98,17 +105,19 @@ def test_gate_passes_for_the_selection_and_fails_for_random_features(synthetic, 
     config, run, informative = synthetic
     result = validate(config, run)
 
-    assert result["metric"] == "accuracy" and result["k"] == 20
-    assert result["baseline"]["source"] == "gbdt on all features"
-    assert result["model"] == {"name": "gbdt", "params": {}}
-    assert result["passed"], result["reason"]
+    assert result.metric == "accuracy" and result.k == 20
+    assert result.baseline.source == "gbdt on all features"
+    assert result.model.model_dump() == {"name": "gbdt", "params": {}}
+    assert result.passed, result.reason
     # The reference is this very model (stock gbdt): the baseline cannot be weak against it.
-    assert result["reference"]["value"] == result["baseline"]["value"]
-    assert result["baseline_check"]["weak"] is False
+    assert result.reference is not None and result.baseline_check is not None
+    assert result.reference.value == result.baseline.value
+    assert result.baseline_check.weak is False
     for value in ("baseline", "selected", "reference"):
-        assert result[value]["low"] <= result[value]["value"] <= result[value]["high"]
+        score = getattr(result, value)
+        assert score.low <= score.value <= score.high
     saved = json.loads((run / VALIDATION).read_text())
-    assert saved["passed"] and saved["selection_hash"] == result["selection_hash"]
+    assert saved["passed"] and saved["selection_hash"] == result.selection_hash
     assert saved["interval"]["low"] <= saved["difference"] <= saved["interval"]["high"]
 
     random_run = copy_run(run, tmp_path / "random")
@@ -120,7 +129,7 @@ def test_gate_passes_for_the_selection_and_fails_for_random_features(synthetic, 
     assert "FAILED" in cli.output
     refused = json.loads((random_run / VALIDATION).read_text())
     assert not refused["passed"], refused["reason"]
-    assert refused["selected"]["value"] < result["selected"]["value"] - 0.1
+    assert refused["selected"]["value"] < result.selected.value - 0.1
 
 
 def test_two_workers_give_the_same_verdict(synthetic, tmp_path) -> None:
@@ -134,10 +143,10 @@ def test_two_workers_give_the_same_verdict(synthetic, tmp_path) -> None:
     two = validate(two_workers, copy_run(run, tmp_path / "two"))
 
     # gbdt with two workers is XGBoost trained by Ray Train, one histogram over both shards.
-    assert two["model"]["name"] == "gbdt"
+    assert two.model.name == "gbdt"
     assert any((tmp_path / "two" / "ray").glob("validate-xgboost-*"))
-    assert two["passed"] == one["passed"]
-    assert abs(two["selected"]["value"] - one["selected"]["value"]) < 0.05
+    assert two.passed == one.passed
+    assert abs(two.selected.value - one.selected.value) < 0.05
 
 
 def test_a_given_baseline_skips_the_baseline_training(synthetic, tmp_path) -> None:
@@ -145,9 +154,9 @@ def test_a_given_baseline_skips_the_baseline_training(synthetic, tmp_path) -> No
     given = changed(config, validation={"baseline": 0.5})
     result = validate(given, copy_run(run, tmp_path / "given"))
 
-    assert (result["baseline"]["source"], result["baseline"]["value"]) == ("given", 0.5)
-    assert result["values_per_repeat"]["baseline"] == [0.5]
-    assert result["passed"]  # 20 informative columns beat a coin by far
+    assert (result.baseline.source, result.baseline.value) == ("given", 0.5)
+    assert result.values_per_repeat["baseline"] == [0.5]
+    assert result.passed  # 20 informative columns beat a coin by far
 
 
 def test_an_edited_selection_is_refused(synthetic, tmp_path) -> None:
@@ -241,12 +250,12 @@ def test_reconstruction_is_compared_with_principal_components(
     select(config, tmp_path)
     result = validate(config, tmp_path)
 
-    assert result["metric"] == "explained_variance"
-    assert result["baseline"]["source"] == "top-10 principal components"
-    baseline, selected = result["baseline"]["value"], result["selected"]["value"]
+    assert result.metric == "explained_variance"
+    assert result.baseline.source == "top-10 principal components"
+    baseline, selected = result.baseline.value, result.selected.value
     # Principal components are the best K-dimensional linear summary on the training rows.
     assert 0 < selected < baseline + 0.01 < 1
-    assert result["passed"]  # a loss of at most 1.0 always passes
+    assert result.passed  # a loss of at most 1.0 always passes
 
 
 # --- MNIST, supervised, K=50 ---------------------------------------------------------------------
@@ -273,12 +282,12 @@ def test_mnist_selection_passes_and_random_pixels_fail(ray_cluster, tmp_path) ->
     )
     select(config, tmp_path / "run")
     result = validate(config, tmp_path / "run")
-    assert result["passed"], result["reason"]
+    assert result.passed, result.reason
 
     random_run = copy_run(tmp_path / "run", tmp_path / "random")
     replace_selection(random_run, random_features(random_run, 50, avoid=[]))
     refused = validate(config, random_run)
-    assert not refused["passed"], refused["reason"]
+    assert not refused.passed, refused.reason
 
 
 WEAK_RECIPE = {
@@ -298,7 +307,7 @@ def two_recipes(ray_cluster, wide_dataset, tmp_path_factory) -> dict[str, Any]:
     found = {}
     for label, config in configs.items():
         selection = select(config, directory / label)
-        found[label] = len(set(selection["selected_features"]) & set(informative))
+        found[label] = len(set(selection.selected_features) & set(informative))
     return {"configs": configs, "runs": directory, "found": found}
 
 
@@ -313,10 +322,11 @@ def test_the_default_selection_passes_and_a_weak_recipe_fails(two_recipes, model
         strict = changed(config, validation={"model": model, "require_fair_baseline": True})
         verdicts[label] = validate(strict, run)
 
-    assert verdicts["default"]["passed"], verdicts["default"]["reason"]
-    assert not verdicts["weak"]["passed"], verdicts["weak"]["reason"]
+    assert verdicts["default"].passed, verdicts["default"].reason
+    assert not verdicts["weak"].passed, verdicts["weak"].reason
     for verdict in verdicts.values():  # both baselines are fair: the weak one fails on merit
-        assert not verdict["baseline_check"]["weak"], verdict["baseline_check"]["reason"]
+        assert verdict.baseline_check is not None
+        assert not verdict.baseline_check.weak, verdict.baseline_check.reason
 
 
 def half_right(run: Path, informative: list[str]) -> list[str]:
@@ -333,33 +343,35 @@ def test_a_half_right_selection_fails_the_gate(synthetic, tmp_path, model: str) 
 
     result = validate(strict, weak)
 
-    assert not result["passed"], result["reason"]
-    assert result["model"]["name"] == model
-    assert result["reference"] is not None and result["baseline_check"] is not None
-    assert not result["baseline_check"]["weak"], result["baseline_check"]["reason"]
+    assert not result.passed, result.reason
+    assert result.model.name == model
+    assert result.reference is not None and result.baseline_check is not None
+    assert not result.baseline_check.weak, result.baseline_check.reason
+    assert result.fits is not None
     if model == "gbdt":  # on 2,400 rows HistGradientBoosting stops at max_iter, with no curve
-        assert result["fits"]["all features"][0]["chosen"] == {"iterations": 100}
+        assert result.fits["all features"][0]["chosen"] == {"iterations": 100}
     if model == "mlp":
-        for fits in (result["fits"]["all features"], result["fits"]["selected features"]):
+        for fits in (result.fits["all features"], result.fits["selected features"]):
             (fit,) = fits  # one repeat
             assert fit["held_out_curve"], "each model keeps its curve on held-out rows"
             assert all(point["held_out_loss"] > 0 for point in fit["held_out_curve"])
-        chosen = result["fits"]["all features"][0]["chosen"]
+        chosen = result.fits["all features"][0]["chosen"]
         # The decay path switched noise columns off: the baseline does not use all 2,000.
         assert chosen["decay"] > 0 and chosen["inputs_used"] < 2000
-        assert result["model"]["params"]["max_epochs"] == config.validation.epochs
+        assert result.model.params["max_epochs"] == config.validation.epochs
 
 
 def test_a_weak_baseline_is_said_and_fails_the_run_when_required(synthetic, tmp_path) -> None:
-    from cae_ray.errors import WeakBaselineError
+    from cae_ray.gate.errors import WeakBaselineError
     from cae_ray.pipeline import run as run_all
 
     config, run, _ = synthetic
     # A model that ignores its inputs is the weakest baseline there is.
     starved = changed(config, validation={"model": "sklearn.dummy.DummyClassifier"})
     told = validate(starved, copy_run(run, tmp_path / "told"))
-    assert told["baseline_check"]["weak"] and told["baseline_check"]["required"] is False
-    assert told["passed"] == (told["worst_loss"] <= told["allowed_loss"])  # only said
+    assert told.baseline_check is not None
+    assert told.baseline_check.weak and told.baseline_check.required is False
+    assert told.passed == (told.worst_loss <= told.allowed_loss)  # only said
 
     required = changed(starved, validation={"require_fair_baseline": True})
     with pytest.raises(WeakBaselineError, match=r"trails the stock reference .* by") as info:
@@ -373,28 +385,28 @@ def test_a_weak_baseline_is_said_and_fails_the_run_when_required(synthetic, tmp_
 @pytest.mark.parametrize(
     ("validation", "error", "match"),
     [
-        ({"model": "sklearn.linear_model.NoSuchModel"}, "ValidationModelError", "no class"),
-        ({"model": "nosuchpackage.Model"}, "ValidationModelError", "no module 'nosuchpackage'"),
-        ({"model": "sklearn.linear_model.Ridge"}, "ValidationModelError", "not a classifier"),
+        ({"model": "sklearn.linear_model.NoSuchModel"}, ValidationModelError, "no class"),
+        ({"model": "nosuchpackage.Model"}, ValidationModelError, "no module 'nosuchpackage'"),
+        ({"model": "sklearn.linear_model.Ridge"}, ValidationModelError, "not a classifier"),
         (
             {"model": "gbdt", "model_params": {"max_iterz": 3}},
-            "ValidationModelError",
+            ValidationModelError,
             "max_iterz.*use only its parameters: .*max_iter",
         ),
-        ({"model": "lightgbm.LGBMClassifier"}, "MissingExtraError", "cae-ray\\[lightgbm\\]"),
+        ({"model": "lightgbm.LGBMClassifier"}, MissingExtraError, "cae-ray\\[lightgbm\\]"),
         (
             {"model": "mlp", "model_params": {"width": 3}},
-            "ValidationModelError",
+            ValidationModelError,
             "width.*use only its parameters: hidden, max_epochs",
         ),
         (
             {"model": "mlp", "model_params": {"max_epochs": 0}},
-            "ModelFitError",
+            ModelFitError,
             "mlp.*max_epochs",
         ),
         (
             {"model": "sklearn.linear_model.LogisticRegression", "model_params": {"C": -1.0}},
-            "ModelFitError",
+            ModelFitError,
             "LogisticRegression.*failed on the selected features",
         ),
     ],
@@ -402,24 +414,27 @@ def test_a_weak_baseline_is_said_and_fails_the_run_when_required(synthetic, tmp_
 def test_a_model_that_cannot_be_made_or_fitted_is_named_and_writes_nothing(
     synthetic, tmp_path, validation, error, match
 ) -> None:
-    from cae_ray import errors
-
-    if error == "MissingExtraError" and importlib.util.find_spec("lightgbm") is not None:
+    if error is MissingExtraError and importlib.util.find_spec("lightgbm") is not None:
         pytest.skip("lightgbm is installed here: the missing extra cannot be shown")
     config, run, _ = synthetic
     target = copy_run(run, tmp_path / "bad")
-    with pytest.raises(getattr(errors, error), match=match):
+    with pytest.raises(error, match=match):
         validate(changed(config, validation=validation), target)
     assert not (target / VALIDATION).exists()
 
 
 def test_gbdt_is_not_for_reconstruction_and_slack_is_not_negative(synthetic) -> None:
-    from cae_ray.errors import ConfigValidationError, ValidationModelError
-    from cae_ray.gate.models import gate_model
+    from cae_ray.artifacts import RunDir
+    from cae_ray.errors import ConfigValidationError
+    from cae_ray.gate.errors import ValidationModelError
+    from cae_ray.selector.targets import TargetInfo
+    from cae_ray.steps.validate import gate_model_for
 
-    config, _, _ = synthetic
+    config, run, _ = synthetic
+    gbdt = changed(config, validation={"model": "gbdt"})
+    reconstruction = TargetInfo("reconstruction")
     with pytest.raises(ValidationModelError, match=r"leave validation\.model at auto"):
-        gate_model(changed(config, validation={"model": "gbdt"}).validation, "reconstruction")
+        gate_model_for(gbdt, RunDir(run), reconstruction, "explained_variance")
     with pytest.raises(ConfigValidationError, match=r"validation\.baseline_slack"):
         changed(config, validation={"baseline_slack": -0.1})
 

@@ -25,7 +25,8 @@ from cae_ray.runtime.data import open_parquet
 
 ROW_ID = "cae_ray_row"
 """Added to every exported row: its position in the entity rows (a stable row key)."""
-_FEAST_TIMESTAMP = "event_timestamp"
+FEAST_TIMESTAMP = "event_timestamp"
+"""The entity rows' timestamp column in what Feast is asked (the name it looks for first)."""
 
 
 def read_entities(path: str) -> pa.Table:
@@ -106,6 +107,6 @@ def distinct_entity_rows(
     first_rows = np.unique(distinct_of_row.to_numpy(), return_index=True)[1]
     distinct = entity_df.iloc[first_rows].reset_index(drop=True)
     distinct[ROW_ID] = np.arange(len(distinct), dtype=np.int64)
-    if timestamp != _FEAST_TIMESTAMP:  # the name Feast looks for first
-        distinct = distinct.rename(columns={timestamp: _FEAST_TIMESTAMP})
+    if timestamp != FEAST_TIMESTAMP:  # the name Feast looks for first
+        distinct = distinct.rename(columns={timestamp: FEAST_TIMESTAMP})
     return distinct, distinct_of_row.to_numpy()

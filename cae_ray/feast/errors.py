@@ -1,5 +1,7 @@
 """The Feast integration's errors: one class per failure, each naming the bad value and the fix.
-Every one is a usage error (exit code 2) except entity rows that lack a column (bad input, 3).
+Every one is a usage error (exit code 2) except entity rows that lack a column or any feature
+value (bad input, 3) and a registry that disagrees with the repo overlay (a finding of
+`feast check`, 6).
 """
 
 from __future__ import annotations
@@ -7,7 +9,7 @@ from __future__ import annotations
 import difflib
 from collections.abc import Sequence
 
-from cae_ray.errors import EXIT_CONFIG, CaeRayError, InvalidInputError, preview
+from cae_ray.errors import EXIT_CONFIG, EXIT_DISAGREE, CaeRayError, InvalidInputError, preview
 from cae_ray.feast import restore_command
 
 
@@ -141,6 +143,24 @@ class FeastRetrievalError(FeastError):
         )
 
 
+class EntityRowsWithoutFeaturesError(InvalidInputError):
+    """Entity rows for which the offline store has no feature value within the views' TTL (a
+    timestamp before the views' history, or in the future): the file store leaves them out."""
+
+    def __init__(
+        self, count: int, total: int, examples: Sequence[str], ttls: dict[str, str]
+    ) -> None:
+        self.count, self.total, self.examples = count, total, list(examples)
+        windows = ", ".join(f"{view}: {ttl}" for view, ttl in ttls.items())
+        super().__init__(
+            f"{count:,} of the {total:,} entity rows have no feature value within the views' "
+            f"TTL ({windows}) before their event timestamp, so the offline store returned no "
+            f"row for them; for example {' and '.join(self.examples)}. Fix: drop those rows or "
+            "give them event timestamps inside the views' history (a feature row at most one "
+            "TTL earlier), or lengthen the views' ttl."
+        )
+
+
 class RegistryNotWritableError(FeastError):
     """A prune or restore would fail part way: something it writes cannot be written."""
 
@@ -212,7 +232,7 @@ class DirtyWorkTreeError(FeastError):
         super().__init__(
             f"the definitions to rewrite have changes git does not hold ({preview(files)} in "
             f"{repo!r}): a retirement on top of them could not be told apart from them. Fix: "
-            "commit or stash them, or pass --force to rewrite anyway."
+            "commit or stash them, or pass --allow-dirty to rewrite anyway."
         )
 
 
@@ -312,4 +332,18 @@ class NonNumericLabelError(FeastError, ValueError):
             f"data.target {label!r} is of type {dtype}, not a number or a boolean, so no model "
             "can be trained on it. Fix: store the label as an integer class, a boolean or a "
             "number (a categorical label as Int64 codes), or choose another field."
+        )
+
+
+class RegistryDisagreesError(CaeRayError):
+    """`feast check` / `prune --check` found the registry and the repo overlay disagreeing."""
+
+    exit_code = EXIT_DISAGREE
+
+    def __init__(self, repo: str, disagreements: Sequence[str]) -> None:
+        self.repo, self.disagreements = repo, list(disagreements)
+        super().__init__(
+            f"the registry of {repo!r} and its repo overlay disagree in "
+            f"{len(self.disagreements)} place(s): {preview(self.disagreements, 3)}. Fix: run "
+            "`feast apply` in the repo (the repo is the source of truth), then check again."
         )

@@ -21,10 +21,12 @@ import logging
 import time
 import warnings
 from collections.abc import Callable
+from datetime import timedelta
 from importlib.metadata import version
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -32,13 +34,13 @@ from cae_ray import storage
 from cae_ray.artifacts import (
     EXPORT_DIR,
     EXPORT_INPUTS,
-    EXPORT_MANIFEST,
     RunDir,
     config_hash,
     digest,
 )
 from cae_ray.config import Config, FeastConfig
 from cae_ray.feast.entities import (
+    FEAST_TIMESTAMP,
     ROW_ID,
     check_entity_columns,
     check_label_keys,
@@ -47,17 +49,22 @@ from cae_ray.feast.entities import (
     join_keys,
     read_entities,
 )
-from cae_ray.feast.errors import FeastRetrievalError, MissingFeastConfigError
+from cae_ray.feast.errors import (
+    EntityRowsWithoutFeaturesError,
+    FeastRetrievalError,
+    MissingFeastConfigError,
+)
 from cae_ray.feast.ray_export import export_on_ray, prepare_ray_store
 from cae_ray.feast.refs import FeatureRef, resolve_label, resolve_refs
 from cae_ray.feast.store import is_ray_store, open_store
+from cae_ray.records import ExportLabel, ExportManifest
 
 logger = logging.getLogger(__name__)
 
 
 def export(
     config: Config, run: RunDir, on_rows: Callable[[int, int], None] | None = None
-) -> dict[str, Any]:
+) -> ExportManifest:
     """Retrieve the configured features for the entity rows; write Parquet and a manifest.
     ``on_rows(done, total)`` is called after each chunk (for progress bars)."""
     settings = _settings(config)
@@ -78,10 +85,10 @@ def export(
     made_from = {
         "config_hash": config_hash(config, *EXPORT_INPUTS),
         "entities_fingerprint": digest(repr(entities.schema) + str(entities.num_rows)),
+        # ``asked`` holds the label too: another label is another export
         "registry": digest(repr(sorted((r.ref, str(r.dtype)) for r in asked))),
-        **({"label": label.ref} if label is not None else {}),
     }
-    done = run.reusable(EXPORT_MANIFEST, made_from)
+    done = ExportManifest.reusable(run, made_from)
     if done is not None:
         logger.info("export: reusing %s", out)
         return done
@@ -98,22 +105,22 @@ def export(
             on_rows(numbered.num_rows, numbered.num_rows)
     else:
         parts = _export_in_chunks(store, numbered, asked, keys, settings, schema, out, on_rows)
-    manifest = {
+    manifest = ExportManifest(
         **made_from,
-        "repo": settings.repo,
-        "project": store.project,
-        "offline_store": store.config.offline_store.type,
-        "columns": {r.column: r.ref for r in refs},  # the candidates: the label is not one
-        "label": None if label is None else {"ref": label.ref, "column": label.column},
-        "entity_columns": entities.schema.names,
-        "row_key": ROW_ID,
-        "rows": numbered.num_rows,
-        "parts": parts,
-        "feast_version": version("feast"),
-        "seconds": time.perf_counter() - started,
-        "files": run.files(EXPORT_DIR),
-    }
-    run.write_json(EXPORT_MANIFEST, manifest)  # last: a manifest means a whole export
+        repo=settings.repo,
+        project=store.project,
+        offline_store=store.config.offline_store.type,
+        columns={r.column: r.ref for r in refs},  # the candidates: the label is not one
+        label=None if label is None else ExportLabel(ref=label.ref, column=label.column),
+        entity_columns=entities.schema.names,
+        row_key=ROW_ID,
+        rows=numbered.num_rows,
+        parts=parts,
+        feast_version=version("feast"),
+        seconds=time.perf_counter() - started,
+        files=run.files(EXPORT_DIR),
+    )
+    manifest.write(run)  # last: a manifest means a whole export
     return manifest
 
 
@@ -128,15 +135,24 @@ def _export_in_chunks(
     on_rows: Callable[[int, int], None] | None,
 ) -> int:
     """Retrieve ``settings.chunk_rows`` entity rows at a time in the driver; one part each."""
-    parts = 0
+    parts, unanswered = 0, []
     for start in range(0, rows.num_rows, settings.chunk_rows):
         chunk = rows.slice(start, settings.chunk_rows)
-        table = retrieve(store, chunk, refs, keys, settings.timestamp_column).cast(schema)
-        _write_part(table, storage.join(out, f"part-{parts:05d}.parquet"))
+        try:
+            table = retrieve(store, chunk, refs, keys, settings.timestamp_column).cast(schema)
+        except EntityRowsWithoutFeaturesError as e:
+            unanswered.append(e)  # go on: the error counts every such row, not one chunk's
+            continue
+        if not unanswered:  # the export is refused: no part after the first such chunk
+            _write_part(table, storage.join(out, f"part-{parts:05d}.parquet"))
         parts += 1
         logger.info("export: %d of %d entity rows", start + chunk.num_rows, rows.num_rows)
         if on_rows is not None:
             on_rows(start + chunk.num_rows, rows.num_rows)
+    if unanswered:
+        count = sum(e.count for e in unanswered)
+        examples = [example for e in unanswered for example in e.examples][:2]
+        raise EntityRowsWithoutFeaturesError(count, rows.num_rows, examples, _ttls(store, refs))
     return parts
 
 
@@ -169,19 +185,56 @@ def retrieve(
             entity_df=distinct, features=[r.ref for r in refs], full_feature_names=True
         )
         answers = job.to_arrow().sort_by(ROW_ID)
-    _check_one_answer_each(store, answers, len(distinct))
+    _check_one_answer_each(store, answers, distinct, distinct_of_row, refs)
     features = answers.select([r.column for r in refs]).take(distinct_of_row)
     return pa.Table.from_arrays(
         [*chunk.columns, *features.columns], names=[*chunk.schema.names, *features.schema.names]
     )
 
 
-def _check_one_answer_each(store: Any, answers: pa.Table, asked: int) -> None:
-    """A store that dropped or repeated a row would shift every later row's features."""
-    got = answers.column(ROW_ID).to_numpy()
-    if not np.array_equal(got, np.arange(asked)):
-        store_type = store.config.offline_store.type
-        raise FeastRetrievalError(store_type, asked, len(got), len(np.unique(got)))
+def _check_one_answer_each(
+    store: Any,
+    answers: pa.Table,
+    distinct: pd.DataFrame,
+    distinct_of_row: np.ndarray,
+    refs: list[FeatureRef],
+) -> None:
+    """A store that dropped or repeated a row would shift every later row's features. The file
+    store leaves out the rows it has no feature value for within the views' TTL: those are
+    named (:class:`EntityRowsWithoutFeaturesError`); anything else is the store's fault."""
+    got, asked = answers.column(ROW_ID).to_numpy(), len(distinct)
+    if np.array_equal(got, np.arange(asked)):
+        return
+    if len(np.unique(got)) == len(got) and np.isin(got, np.arange(asked)).all():
+        missing = np.setdiff1d(np.arange(asked), got)
+        count = int(np.isin(distinct_of_row, missing).sum())
+        examples = [_describe_row(distinct.iloc[i]) for i in missing[:2]]
+        raise EntityRowsWithoutFeaturesError(
+            count, len(distinct_of_row), examples, _ttls(store, refs)
+        )
+    store_type = store.config.offline_store.type
+    raise FeastRetrievalError(store_type, asked, len(got), len(np.unique(got)))
+
+
+def _describe_row(row: pd.Series) -> str:
+    """An entity row as the user wrote it: its join keys and its event timestamp."""
+    keys = [
+        f"{name}={value}" for name, value in row.items() if name not in (FEAST_TIMESTAMP, ROW_ID)
+    ]
+    return f"{', '.join(keys)} at {row[FEAST_TIMESTAMP]}"
+
+
+def _ttls(store: Any, refs: list[FeatureRef]) -> dict[str, str]:
+    """Each view's TTL in words (Feast's 0 means no limit)."""
+    views = (store.get_feature_view(name) for name in dict.fromkeys(r.view for r in refs))
+    return {view.name: _duration(view.ttl) for view in views}
+
+
+def _duration(ttl: timedelta | None) -> str:
+    if not ttl:
+        return "no limit"
+    days, rest = divmod(ttl, timedelta(days=1))
+    return f"{days} days" if not rest else str(ttl)
 
 
 def _write_part(table: pa.Table, where: str) -> None:

@@ -45,6 +45,9 @@ class ForgetPlan:
     previous: dict[str, Any] = field(default_factory=dict)
     """Filled on apply: the model's state (restore puts it back)."""
 
+    def as_json(self) -> dict[str, Any]:
+        return asdict(self)
+
 
 def forget_model(config: Config, name: str, *, apply: bool = False) -> ForgetPlan:
     """Plan (and with ``apply``, carry out) forgetting model ``name`` (a kept service).

@@ -50,9 +50,12 @@ def after_prune(
     keep: dict[str, list[str]],
     unselected: dict[str, list[str]],
     description: str,
+    order: int,
 ) -> State:
     """The model's state after an applied run: its selection now; a feature it left out
-    before and still leaves out keeps the mark of the run that first left it out."""
+    before and still leaves out keeps the mark of the run that first left it out. ``order``
+    counts the applied runs in the repo (:func:`next_order`): stamps are to the second, and two
+    models' runs often land in the same one."""
     before = (state or {}).get("dropped") or {}
     dropped = {
         view: {f: before.get(view, {}).get(f) or {"run": run_id, "since": at} for f in features}
@@ -63,6 +66,7 @@ def after_prune(
         "label": label,
         "run": run_id,
         "at": at,
+        "order": order,
         "description": description,
         "kept": {view: list(features) for view, features in keep.items() if features},
         "dropped": dropped,
@@ -101,16 +105,22 @@ def _later(mark: Mark, than: Mark) -> bool:
     return (mark.get("since") or "", mark["run"]) > (than.get("since") or "", than["run"])
 
 
+def next_order(models: dict[str, State]) -> int:
+    """The order of the next applied run: after every model's latest."""
+    return 1 + max((int(state.get("order") or 0) for state in models.values()), default=0)
+
+
 def last_runs(models: dict[str, State]) -> dict[str, str]:
     """Per view: the run of the model applied last among those whose candidates include it."""
-    latest: dict[str, tuple[str, str, str]] = {}
+    latest: dict[str, tuple[int, str, str, str]] = {}
     for state in models.values():
         for view in candidates(state):
             run = str((state.get("view_runs") or {}).get(view, state["run"]))
-            key = (str(state.get("at") or ""), str(state["run"]), run)
+            order = int(state.get("order") or 0)  # 0: a state of an earlier version
+            key = (order, str(state.get("at") or ""), str(state["run"]), run)
             if view not in latest or key > latest[view]:
                 latest[view] = key
-    return {view: key[2] for view, key in latest.items()}
+    return {view: key[3] for view, key in latest.items()}
 
 
 def mark_changes(before: Marks, after: Marks) -> tuple[dict[str, list[str]], dict[str, list[str]]]:

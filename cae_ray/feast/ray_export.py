@@ -26,11 +26,11 @@ import pyarrow as pa
 
 from cae_ray import storage
 from cae_ray.config import Config, ray_address
-from cae_ray.errors import RayUnreachableError
 from cae_ray.feast.entities import ROW_ID, distinct_entity_rows
 from cae_ray.feast.errors import FeastRetrievalError, RayStoreStoragePathError
 from cae_ray.feast.store import feast_side_effects_undone
 from cae_ray.runtime.cluster import connect
+from cae_ray.runtime.errors import RayUnreachableError
 
 _STAGING = ".ray-staging"
 

@@ -10,8 +10,8 @@ in the repo's overlay (:mod:`cae_ray.feast.overlay`) to this run's selection and
 FeatureService to the selected features; the marks are then derived from every model's state
 (:func:`cae_ray.feast.models.derive_marks`): a feature is marked only when every model whose
 candidates include it leaves it unselected, so one model's run never marks a feature another
-model keeps. Marks are view-level tags (no new view version, no online-table switch; see
-README): ``cae-ray/deprecated.<feature>`` = ``<run id>@<UTC time the last model stopped
+model keeps. Marks are view-level tags (no new view version, no online-table switch,
+docs/lifecycle.md): ``cae-ray/deprecated.<feature>`` = ``<run id>@<UTC time the last model stopped
 keeping it>``, ``cae-ray/read-by.<feature>`` naming the team's FeatureServices that still read
 a marked feature, and ``cae-ray/last-run``.
 
@@ -29,18 +29,11 @@ from __future__ import annotations
 import copy
 import logging
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from cae_ray.artifacts import (
-    EXPORT_MANIFEST,
-    PRUNE_PLAN,
-    VALIDATION,
-    RunDir,
-    checked_selection,
-    selection_digest,
-)
+from cae_ray.artifacts import PRUNE_PLAN, RunDir
 from cae_ray.config import Config
 from cae_ray.feast import retire
 from cae_ray.feast.errors import (
@@ -49,7 +42,7 @@ from cae_ray.feast.errors import (
     NotLatestRunError,
     PruneRefusedError,
 )
-from cae_ray.feast.models import after_prune, candidates, keepers, mark_changes
+from cae_ray.feast.models import after_prune, candidates, keepers, mark_changes, next_order
 from cae_ray.feast.overlay import HOOK, has_hook, marks, pack, read_overlay, services, unpack
 from cae_ray.feast.refs import column_refs
 from cae_ray.feast.repo import (
@@ -63,6 +56,7 @@ from cae_ray.feast.repo import (
 )
 from cae_ray.feast.store import open_store
 from cae_ray.feast.sync import Change, Written, marked_readers, write_state
+from cae_ray.records import ExportManifest, Selection, Verdict, checked_selection
 
 logger = logging.getLogger(__name__)
 
@@ -114,6 +108,35 @@ class PrunePlan:
     def views(self) -> list[str]:
         return sorted({*self.deprecate, *self.keep})
 
+    def as_json(self) -> dict[str, Any]:
+        """As ``prune.json`` (and the audit log) hold it."""
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, saved: dict[str, Any]) -> PrunePlan:
+        """A plan as ``prune.json`` holds it (keys of other versions ignored)."""
+        return cls(**{f.name: saved[f.name] for f in fields(cls) if f.name in saved})
+
+    @classmethod
+    def read(cls, run: RunDir) -> PrunePlan | None:
+        """The run's ``prune.json``, if the prune step wrote one."""
+        saved = run.read_json(PRUNE_PLAN)
+        return None if saved is None else cls.from_json(saved)
+
+    def summary(self) -> dict[str, Any]:
+        """The figures ``run.json`` keeps."""
+        kept_by_others = sum(map(len, self.kept_by_others.values()))
+        return {
+            "run_id": self.run_id,
+            "applied": self.applied,
+            "feature_service": self.feature_service,
+            "hook_missing": self.hook_missing,
+            # left out here and kept by no other model; the others' keep theirs
+            "deprecated": sum(map(len, self.deprecate.values())) - kept_by_others,
+            "kept_by_others": kept_by_others,
+            "undeprecated": sum(len(back) for back in self.removed.values()),
+        }
+
 
 # --- the plan -------------------------------------------------------------------------------
 
@@ -125,19 +148,19 @@ def plan_prune(config: Config, run: RunDir, force_reason: str | None = None) -> 
         raise MissingFeastConfigError("the config", "`feast:` section")
     # Made by this very config from this data, whatever --force says; edited only if forced.
     selection, _ = checked_selection(config, run, edited_ok=force_reason is not None)
-    validation = _checked_validation(run, selection, selection_digest(selection), force_reason)
+    validation = _checked_validation(run, selection, force_reason)
     store = open_store(config.feast.repo)
-    manifest = run.read_json(EXPORT_MANIFEST)
-    exported = manifest["columns"] if manifest is not None else None
-    refs = column_refs(selection["candidate_features"], store, exported)
-    chosen = set(selection["selected_features"])
+    manifest = ExportManifest.read(run)
+    exported = manifest.columns if manifest is not None else None
+    refs = column_refs(selection.candidate_features, store, exported)
+    chosen = set(selection.selected_features)
     deprecate: dict[str, list[str]] = {}
     keep: dict[str, list[str]] = {}
-    for column in selection["candidate_features"]:
+    for column in selection.candidate_features:
         view, feature = refs[column]
         (keep if column in chosen else deprecate).setdefault(view, []).append(feature)
     plan = PrunePlan(
-        run_id=selection_digest(selection),  # the recorded hash, unless the file was edited
+        run_id=selection.digest(),  # the recorded hash, unless the file was edited
         project=store.project,
         deprecate=deprecate,
         keep=keep,
@@ -153,23 +176,24 @@ def plan_prune(config: Config, run: RunDir, force_reason: str | None = None) -> 
 
 
 def _checked_validation(
-    run: RunDir, selection: dict[str, Any], digest: str, force_reason: str | None
+    run: RunDir, selection: Selection, force_reason: str | None
 ) -> dict[str, Any]:
     """The passed validation of this very selection, or why there is none (an error, unless
     ``force_reason`` says why to prune anyway)."""
-    if selection.get("selection_hash") != digest:
+    if selection.edited:
         problem = "selection.json was edited after it was made"
     else:
-        validation = run.read_json(VALIDATION)
-        if validation is None:
+        verdict = Verdict.read(run)
+        if verdict is None:
             problem = "no validation.json: the selection was never validated"
-        elif validation.get("selection_hash") != digest:
+        elif verdict.selection_hash != selection.selection_hash:
             problem = "validation.json is for another selection"
-        elif not validation.get("passed"):
-            problem = f"the validation gate failed: {validation.get('reason')}"
+        elif not verdict.passed:
+            problem = f"the validation gate failed: {verdict.reason}"
         else:
+            figures = verdict.as_json()
             keys = ("metric", "baseline", "selected", "difference", "interval", "tolerance")
-            return {key: validation[key] for key in keys}
+            return {key: figures[key] for key in keys}
     if force_reason is None:
         raise PruneRefusedError(str(run), problem)
     logger.warning("prune: forced despite: %s (reason: %s)", problem, force_reason)
@@ -192,6 +216,7 @@ def marked(overlay: dict[str, Any], plan: PrunePlan) -> dict[str, Any]:
         keep=plan.keep,
         unselected=plan.deprecate,
         description=_service_description(plan),
+        order=next_order(overlay["models"]),
     )
     after["legacy_services"].pop(plan.model, None)
     plan.added, plan.removed = mark_changes(marks(overlay), marks(after))
@@ -260,7 +285,7 @@ def prune(
                 _apply(repo, store, plan, on_view_written)
     saved = run.read_json(PRUNE_PLAN)
     if not (plan.already_applied and saved and saved.get("applied")):
-        run.write_json(PRUNE_PLAN, asdict(plan))
+        run.write_json(PRUNE_PLAN, plan.as_json())
     return plan
 
 

@@ -24,7 +24,7 @@ import base64
 import hashlib
 import json
 import subprocess
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -83,9 +83,25 @@ class RetirePlan:
     def count(self) -> int:
         return sum(map(len, self.due.values()))
 
-    def record(self) -> dict[str, Any]:
-        """As ``retire.json`` and ``run.json`` hold it."""
+    def as_json(self) -> dict[str, Any]:
+        """As ``retire.json`` (and the audit log) hold it."""
         return {**asdict(self), "count": self.count}
+
+    @classmethod
+    def from_json(cls, saved: dict[str, Any]) -> RetirePlan:
+        """A plan as ``retire.json`` holds it (``count`` and keys of other versions ignored)."""
+        return cls(**{f.name: saved[f.name] for f in fields(cls) if f.name in saved})
+
+    @classmethod
+    def read(cls, run: RunDir) -> RetirePlan | None:
+        """The run's ``retire.json``, if the retire step wrote one."""
+        saved = run.read_json(RETIRE_PLAN)
+        return None if saved is None else cls.from_json(saved)
+
+    def summary(self) -> dict[str, Any]:
+        """The figures ``run.json`` keeps."""
+        keys = ("run_id", "applied", "count", "grace_period")
+        return {key: self.as_json()[key] for key in keys}
 
 
 def plan_retire(config: Config) -> RetirePlan:
@@ -189,7 +205,7 @@ def retire(config: Config, run: RunDir, *, apply: bool = False, force: bool = Fa
             plan.recovered = recover(repo, store)
             _check_files(plan, str(run.path(RETIRE_PLAN)))
             _apply(repo, store, plan, edits)
-    run.write_json(RETIRE_PLAN, plan.record())
+    run.write_json(RETIRE_PLAN, plan.as_json())
     return plan
 
 

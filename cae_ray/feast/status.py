@@ -4,6 +4,7 @@ of older cae-ray versions.
     feature_status(config, model)    -> per feature: state, the models that keep it, the team's
                                         services that read it, since when, due to retire
     view_summaries(states)           -> per view: kept / deprecated / due / retired / active
+    repo_status(config, model)       -> the models sharing the repo, the views, the features
     check(config)                    -> where the registry and the overlay disagree; notes
                                         (migrated models, deprecated features still read)
     remove_services(config, names)   -> FeatureServices of older versions, gone (audited)
@@ -15,7 +16,7 @@ Each reads the registry only after finishing or rolling back a transaction a kil
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -178,22 +179,57 @@ def view_summaries(states: list[FeatureState]) -> list[ViewSummary]:
 _KINDS = ("kept", "deprecated", "retired", "active")
 
 
-def models_summary(config: Config) -> dict[str, dict[str, Any]]:
+@dataclass(frozen=True)
+class ModelSummary:
+    """A model sharing the repo (its kept FeatureService), as ``feast status`` shows it."""
+
+    label: str | None
+    label_known: bool
+    """False for a model migrated from an older overlay format, which did not record it."""
+    run: str
+    at: str | None
+    kept: int
+    candidates: int
+
+
+def models_summary(config: Config) -> dict[str, ModelSummary]:
     """Per model sharing the repo: its label, latest run and date, and how many it keeps."""
     if config.feast is None:
         raise MissingFeastConfigError("the config", "`feast:` section")
     overlay = read_overlay(Path(config.feast.repo))
     return {
-        name: {
-            "label": state["label"],
-            "label_known": not state.get("migrated"),
-            "run": state["run"],
-            "at": state.get("at"),
-            "kept": sum(map(len, state["kept"].values())),
-            "candidates": sum(map(len, candidates(state).values())),
-        }
+        name: ModelSummary(
+            label=state["label"],
+            label_known=not state.get("migrated"),
+            run=state["run"],
+            at=state.get("at"),
+            kept=sum(map(len, state["kept"].values())),
+            candidates=sum(map(len, candidates(state).values())),
+        )
         for name, state in sorted(overlay["models"].items())
     }
+
+
+@dataclass(frozen=True)
+class RepoStatus:
+    """``cae-ray feast status``: the models, each view's counts, each feature's state."""
+
+    models: dict[str, ModelSummary]
+    views: list[ViewSummary]
+    features: list[FeatureState]
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "models": {name: asdict(model) for name, model in self.models.items()},
+            "views": [asdict(view) for view in self.views],
+            "features": [{**asdict(state), "due": state.due} for state in self.features],
+        }
+
+
+def repo_status(config: Config, model: str | None = None) -> RepoStatus:
+    """The models sharing the repo, and the features (only ``model``'s candidates, if given)."""
+    states = feature_status(config, model)
+    return RepoStatus(models_summary(config), view_summaries(states), states)
 
 
 # --- check --------------------------------------------------------------------------------------

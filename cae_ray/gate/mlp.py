@@ -23,6 +23,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Iterator
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
@@ -31,8 +32,9 @@ from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 from torch import Tensor, nn
 
 from cae_ray.config import HeadConfig
-from cae_ray.selector.loop import CPU, Batch, HeldOutObjective, HeldOutRecord, fit
-from cae_ray.selector.model import build_head
+from cae_ray.selector.errors import TrainingDivergedError
+from cae_ray.selector.loop import CPU, Batch, fit
+from cae_ray.selector.model import build_head, task_loss
 from cae_ray.selector.targets import ResolvedTask
 
 logger = logging.getLogger(__name__)
@@ -52,6 +54,59 @@ def decay_path(width: int) -> list[float]:
     ``learning_rate * sqrt(width)``: a decay of sqrt(width) switches off every column."""
     top = math.sqrt(width)
     return [0.0] + [top * 2 ** (i / 2) / 8 for i in range(7)]
+
+
+@dataclass(frozen=True)
+class HeldOutRecord:
+    """One finished epoch of a model trained with early stopping on held-out rows."""
+
+    epoch: int
+    step: int
+    loss: float
+    """Mean training loss over the epoch's rows."""
+    held_out_loss: float
+    """The loss on the held-out rows after the epoch."""
+    seconds: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class HeldOutObjective:
+    """The task's loss, watched on held-out rows after each epoch: stops once ``patience``
+    epochs in a row bring no new best, and keeps the best epoch's weights (``best_state``)."""
+
+    early_stop = True
+
+    def __init__(
+        self, task: ResolvedTask, epochs: int, held_out: tuple[Tensor, Tensor], patience: int
+    ) -> None:
+        self.task, self.epochs, self.held_out, self.patience = task, epochs, held_out, patience
+        self.best_loss, self.best_epoch = math.inf, -1
+        self.best_state: dict[str, Tensor] = {}
+        self.history: list[HeldOutRecord] = []
+
+    def loss_at(self, model: nn.Module, x: Tensor, y: Tensor | None, step: int) -> Tensor:
+        return task_loss(self.task, model(x), x, y)
+
+    @torch.no_grad()
+    def epoch_done(
+        self, model: nn.Module, epoch: int, step: int, loss: Tensor, seconds: float
+    ) -> HeldOutRecord:
+        x, y = self.held_out
+        model.eval()
+        held_out = float(task_loss(self.task, model(x), x, y))
+        if not math.isfinite(held_out):
+            raise TrainingDivergedError(epoch, held_out)
+        if held_out < self.best_loss - 1e-4 * abs(self.best_loss) or self.best_epoch < 0:
+            self.best_loss, self.best_epoch = held_out, epoch
+            self.best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        record = HeldOutRecord(epoch, step, float(loss), held_out, seconds)
+        self.history.append(record)
+        return record
+
+    def converged(self, record: HeldOutRecord) -> bool:
+        return record.epoch - self.best_epoch >= self.patience
 
 
 class ProximalAdam(torch.optim.Adam):

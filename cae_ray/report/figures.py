@@ -6,8 +6,8 @@
     validation_figure both models' metric, and the difference's interval against the allowed loss
     gate_figure       the gate models' held-out and training loss as they were fitted
 
-Each takes plain JSON (what the steps wrote) and returns a Figure, or None when the run has
-nothing to draw for it.
+Each takes the run's records (:mod:`cae_ray.records`) or the page's feature rows and returns a
+Figure, or None when the run has nothing to draw for it.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import re
 from typing import TYPE_CHECKING, Any
 
 from cae_ray.gate.metrics import higher_is_better
+from cae_ray.records import Prepared, Selection, Verdict
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -39,11 +40,11 @@ def _figure(width: float, height: float, ncols: int = 1) -> tuple[Figure, list[A
     return fig, list(axes)
 
 
-def training_figures(selection: Json) -> dict[str, Figure]:
+def training_figures(selection: Selection) -> dict[str, Figure]:
     """The selector's training by epoch, one small figure per quantity so that a narrow
     screen shows them one below the other at a readable size: ``training`` (its loss),
     ``temperature`` and ``confidence`` (the rows' largest selection probability)."""
-    history = selection.get("history") or []
+    history = selection.history
     if not history:
         return {}
     epochs = [r["epoch"] + 1 for r in history]
@@ -70,20 +71,51 @@ def training_figures(selection: Json) -> dict[str, Figure]:
     return {name: fig for name, (fig, _) in drawn.items()}
 
 
+def k_curve_figure(selection: Selection) -> Figure | None:
+    """``k: auto``: quality against K on the inner split, the baseline and its tolerance band,
+    each K's interval, and the K chosen; None for a fixed K."""
+    curve = selection.k_curve
+    if curve is None:
+        return None
+    fig, (ax,) = _figure(7.2, 3.2)
+    points, baseline = curve.points, curve.baseline
+    allowed = curve.tolerance * (abs(baseline) if curve.relative else 1.0)
+    if not higher_is_better(curve.metric):
+        allowed = -allowed
+    ks = [p.k for p in points]
+    scores = [p.score for p in points]
+    below = [p.score - (baseline + p.low) for p in points]
+    above = [(baseline + p.high) - p.score for p in points]
+    colors = [GREEN if p.passed else RED for p in points]
+    ax.axhspan(baseline - allowed, baseline, color=GREEN, alpha=0.08, label="within the tolerance")
+    ax.axhline(baseline, color=INK, lw=0.8, label=curve.baseline_source)
+    ax.errorbar(ks, scores, yerr=[below, above], fmt="none", ecolor=GREY, capsize=3)
+    ax.scatter(ks, scores, c=colors, zorder=3, s=22)
+    ax.plot(ks, scores, color=BLUE, lw=1)
+    ax.axvline(curve.chosen, color=BLUE, ls="--", label=f"K = {curve.chosen}")
+    ax.set(xscale="log", xlabel="K (first K picks)", ylabel=curve.metric)
+    rungs = [p.k for p in points if p.on_ladder]
+    ax.set_xticks(rungs, [str(k) for k in rungs], fontsize=8)
+    ax.minorticks_off()
+    ax.set_title("quality against K, on held-out training rows", fontsize=10)
+    ax.legend(frameon=False, loc="lower right", fontsize=8)
+    return fig
+
+
 def _integer_ticks() -> Any:
     from matplotlib.ticker import MaxNLocator
 
     return MaxNLocator(integer=True)
 
 
-def gate_figure(validation: Json) -> Figure | None:
+def gate_figure(validation: Verdict) -> Figure | None:
     """The gate models' loss while they were fitted (the first repeat): on the held-out training
     rows that stopped them (solid) and on the rows they were fitted on (dashed). Epochs along the
     decay path for ``mlp``, boosting iterations for the trees; None for a model without a curve
     (a fixed number of rounds, a given estimator)."""
     fits = {
         which: runs[0]["held_out_curve"]
-        for which, runs in (validation.get("fits") or {}).items()
+        for which, runs in (validation.fits or {}).items()
         if which != "reference" and runs and runs[0].get("held_out_curve")
     }
     if not fits:
@@ -152,26 +184,26 @@ def pixel_grid(names: list[str]) -> tuple[int, int, list[tuple[int, int]]] | Non
     return side, side, [divmod(i - start, side) for i in indices]
 
 
-def selection_figure(selection: Json, prepared: Json | None) -> Figure | None:
+def selection_figure(selection: Selection, prepared: Prepared | None) -> Figure | None:
     """The selected pixels on the mean image, and every pixel's score (features are pixels)."""
     import numpy as np
     from matplotlib import colormaps
 
-    names = selection["candidate_features"]
+    names = selection.candidate_features
     grid = pixel_grid(names)
     if grid is None:
         return None
     rows, cols, cells = grid
     where = dict(zip(names, cells, strict=True))
     mean, score = np.full((rows, cols), np.nan), np.full((rows, cols), np.nan)
-    stats = (prepared or {}).get("stats") or {}
+    stats = prepared.stats if prepared is not None else {}
     for name, value in zip(stats.get("names", []), stats.get("mean", []), strict=False):
         if name in where:
             mean[where[name]] = value
-    dropped = set(selection.get("dropped_constant") or [])
-    for name, value in zip(names, selection["scores"], strict=True):
+    dropped = set(selection.dropped_constant)
+    for name, value in zip(names, selection.scores, strict=True):
         score[where[name]] = np.nan if name in dropped else value
-    picked = np.array([where[n] for n in selection["selected_features"]]).reshape(-1, 2)
+    picked = np.array([where[n] for n in selection.selected_features]).reshape(-1, 2)
     fig, axes = _figure(6.2, 3.4, 2)
     panels = [(mean, "Greys", "on the mean image", RED), (score, "viridis", "scores", "none")]
     for ax, (image, cmap, title, face) in zip(axes, panels, strict=True):
@@ -187,17 +219,17 @@ def selection_figure(selection: Json, prepared: Json | None) -> Figure | None:
     return fig
 
 
-def validation_figure(v: Json) -> Figure:
+def validation_figure(v: Verdict) -> Figure:
     """Both models' metric, and the difference's interval against the allowed loss."""
-    metric, interval = v["metric"], v["interval"]
-    baseline, selected = v["baseline"]["value"], v["selected"]["value"]
-    low, high, estimate = interval["low"], interval["high"], v["difference"]
-    allowed = float(v["allowed_loss"])
+    metric, interval = v.metric, v.interval
+    baseline, selected = v.baseline.value, v.selected.value
+    low, high, estimate = interval.low, interval.high, v.difference
+    allowed = v.allowed_loss
     limit = -allowed if higher_is_better(metric) else allowed  # the difference may not cross it
     fig, (left, right) = _figure(9, 2.2, 2)
     bars = left.barh([0, 1], [baseline, selected], color=["#cbd5e1", BLUE], height=0.6)
     left.bar_label(bars, fmt="%.4g", padding=3)
-    left.set_yticks([0, 1], [f"baseline\n({v['baseline']['source']})", "selected features"])
+    left.set_yticks([0, 1], [f"baseline\n({v.baseline.source})", "selected features"])
     lo, hi = min(0.0, baseline, selected), max(0.0, baseline, selected)
     pad = 0.25 * (hi - lo) or 1.0  # room for the value labels
     left.set(title=metric, xlim=(lo - pad * (lo < 0), hi + pad), ylim=(1.6, -0.6))
@@ -205,8 +237,8 @@ def validation_figure(v: Json) -> Figure:
     right.axvspan(*sorted((limit, math.copysign(span, limit))), color=RED, alpha=0.08)
     right.axvline(limit, color=RED, ls="--", label=f"allowed loss ({allowed:.3g})")
     right.axvline(0, color=INK, lw=0.8)
-    color = GREEN if v.get("passed") else RED
-    label = f"difference, {100 * interval['confidence']:.3g}% interval"
+    color = GREEN if v.passed else RED
+    label = f"difference, {100 * interval.confidence:.3g}% interval"
     error = [[estimate - low], [high - estimate]]
     right.errorbar([estimate], [0], xerr=error, fmt="o", capsize=6, color=color, label=label)
     right.set(xlim=(-span, span), ylim=(-1, 1), yticks=[], title="selected − baseline")

@@ -21,7 +21,6 @@ import io
 import re
 import time
 from dataclasses import dataclass
-from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from cae_ray.artifacts import (
@@ -38,7 +37,12 @@ from cae_ray.artifacts import (
 )
 from cae_ray.errors import NoSelectionError
 from cae_ray.feast import restore_command
+from cae_ray.feast.registry import PrunePlan
+from cae_ray.feast.retire import RetirePlan
+from cae_ray.records import Prepared, RunRecord, Score, Selection, Verdict
 from cae_ray.report import figures
+from cae_ray.report.prune_section import column_refs, feature_status, mark_changes, prune_section
+from cae_ray.report.shown import chips, utc
 
 if TYPE_CHECKING:
     import jinja2
@@ -47,8 +51,6 @@ if TYPE_CHECKING:
     from cae_ray.config import Config
 
 Json = dict[str, Any]
-OPEN_LIST_UP_TO = 64
-"""Longer feature lists start collapsed, so the page stays one screen at the top."""
 SCORE_MEANING = (
     "the largest probability with which one of the selector's K rows picks the feature at the "
     "end of training (1: surely picked)"
@@ -58,22 +60,31 @@ CSV_COLUMNS = ("rank", "name", "view", "status", "score", "change")
 
 @dataclass(frozen=True)
 class Run:
+    """Everything the page shows: the run dir's records."""
+
     dir: RunDir
-    selection: Json
-    validation: Json | None
-    prune: Json | None
-    retire: Json | None
-    prepared: Json | None
-    steps: Json | None
+    selection: Selection
+    validation: Verdict | None
+    prune: PrunePlan | None
+    retire: RetirePlan | None
+    prepared: Prepared | None
+    steps: RunRecord | None
     """``run.json`` of ``cae-ray run``: each step's status and seconds."""
 
 
 def load_run(run_dir: RunDir) -> Run:
-    selection = run_dir.read_json(SELECTION)
+    selection = Selection.read(run_dir)
     if selection is None:
         raise NoSelectionError(str(run_dir))
-    names = (VALIDATION, PRUNE_PLAN, RETIRE_PLAN, PREPARED, RUN_RECORD)
-    return Run(run_dir, selection, *(run_dir.read_json(name) for name in names))
+    return Run(
+        run_dir,
+        selection,
+        Verdict.read(run_dir),
+        PrunePlan.read(run_dir),
+        RetirePlan.read(run_dir),
+        Prepared.read(run_dir),
+        RunRecord.read(run_dir),
+    )
 
 
 def write_report(run_dir: RunDir, config: Config | None = None) -> str:
@@ -89,6 +100,7 @@ def write_report(run_dir: RunDir, config: Config | None = None) -> str:
         "temperature": None,
         "confidence": None,
         **figures.training_figures(run.selection),
+        "k_curve": figures.k_curve_figure(run.selection),
         "scores": figures.scores_figure(features),
         "selection": figures.selection_figure(run.selection, run.prepared),
         "validation": figures.validation_figure(run.validation) if run.validation else None,
@@ -121,9 +133,9 @@ def feature_rows(run: Run) -> list[Json]:
     others by score, constant features last; ties by name. The score alone does not order the
     picks: a polish or a refinement may keep a feature the search's rows did not favour."""
     s = run.selection
-    names, scores = s["candidate_features"], s["scores"]
-    chosen, constant = set(s["selected_features"]), set(s.get("dropped_constant") or [])
-    refs, changes = _refs(run.prune), _changes(run.prune)
+    names, scores = s.candidate_features, s.scores
+    chosen, constant = set(s.selected_features), set(s.dropped_constant)
+    refs, changes = column_refs(run.prune), mark_changes(run.prune)
     order = sorted(
         range(len(names)),
         key=lambda i: (names[i] not in chosen, names[i] in constant, -scores[i], names[i]),
@@ -137,7 +149,7 @@ def feature_rows(run: Run) -> list[Json]:
                 "rank": rank,
                 "name": name,
                 "view": view,
-                "status": _status(name in chosen, run.prune, (view, feature)),
+                "status": feature_status(name in chosen, run.prune, (view, feature)),
                 "score": round(float(scores[i]), 4),
                 "score_text": "constant" if name in constant else _score(scores[i]),
                 "change": changes.get((view, feature), ""),
@@ -150,48 +162,6 @@ def feature_rows(run: Run) -> list[Json]:
 def _score(value: float) -> str:
     # Below 0.001 a float32 softmax gives digits of no meaning (1e-12 and the like).
     return f"{value:.3f}" if value >= 0.0005 else "<0.001"
-
-
-def _status(selected: bool, prune: Json | None, ref: tuple[str, str]) -> str:
-    if prune is None:
-        return "selected" if selected else "not selected"
-    if selected:
-        return "kept"
-    view, feature = ref
-    if feature in ((prune.get("kept_by_others") or {}).get(view) or {}):
-        return "kept by another model"
-    return "deprecated" if prune.get("applied") else "to deprecate"
-
-
-def _refs(prune: Json | None) -> dict[str, tuple[str, str]]:
-    """Column name -> (view, feature), from the prune plan: an exported column is named
-    ``view__feature``; a table's own column is the feature's name."""
-    refs = {}
-    for key in ("keep", "deprecate"):
-        for view, features in ((prune or {}).get(key) or {}).items():
-            for feature in features:
-                refs[f"{view}__{feature}"] = refs[feature] = (view, feature)
-    return refs
-
-
-def _changes(prune: Json | None) -> dict[tuple[str, str], str]:
-    """(view, feature) -> how its mark changed against the registry the prune found (what the
-    previous applied run left there)."""
-    if prune is None:
-        return {}
-    added, removed = prune.get("added") or {}, prune.get("removed") or {}
-    changes = {}
-    for view, features in (prune.get("keep") or {}).items():
-        for f in features:
-            changes[view, f] = "mark removed" if f in removed.get(view, []) else "unchanged"
-    others = prune.get("kept_by_others") or {}
-    for view, features in (prune.get("deprecate") or {}).items():
-        for f in features:
-            new = f in added.get(view, [])
-            changes[view, f] = "newly deprecated" if new else "deprecated before"
-            if f in others.get(view, {}):
-                changes[view, f] = f"kept by {', '.join(others[view][f])}"
-    return changes
 
 
 def features_csv(rows: list[Json]) -> str:
@@ -226,10 +196,11 @@ def render_html(
             dates=_dates(run),
             gate=_gate(run.validation),
             cards=_cards(run),
-            selected=_chips((run.selection["selected_features"], "on")),
+            selected=chips((run.selection.selected_features, "on")),
+            k_reason=run.selection.k_curve.reason if run.selection.k_curve else "",
             images=images,
             validation=_validation(run.validation),
-            prune=_prune(run.prune),
+            prune=prune_section(run.prune),
             restore=_restore_commands(run, config),
             features=[{k: row[k] for k in (*CSV_COLUMNS, "score_text")} for row in features],
             score_meaning=SCORE_MEANING,
@@ -258,128 +229,101 @@ def _num(value: Any, spec: str = ",") -> str:
     return format(value, spec) if isinstance(value, (int, float)) else "?"
 
 
-def _utc(when: int | str | None) -> str:
-    """A time (nanoseconds since the epoch, or an ISO 8601 text with its zone) as the page
-    shows every time: UTC, to the minute."""
-    if isinstance(when, str):
-        try:
-            seconds = datetime.fromisoformat(when).timestamp()
-        except ValueError:
-            return when
-    elif when:
-        seconds = when / 1e9
-    else:
-        return ""
-    return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(seconds))
-
-
 def _header(run: Run) -> Json:
     v = run.validation
-    kind = "none" if v is None else "pass" if v.get("passed") else "fail"
-    run_id = run.selection.get("selection_hash", "?")
-    return {"kind": kind, "label": BADGES[kind], "run_id": run_id}
+    kind = "none" if v is None else "pass" if v.passed else "fail"
+    return {"kind": kind, "label": BADGES[kind], "run_id": run.selection.selection_hash}
 
 
 def _dates(run: Run) -> list[tuple[str, str]]:
     """When each part of the run happened, in UTC."""
     dates = [
-        ("run started", _utc((run.steps or {}).get("started_at"))),
-        ("selection made", _utc(run.dir.modified(SELECTION))),
-        ("validated", _utc(run.dir.modified(VALIDATION))),
-        ("marks applied", _utc((run.prune or {}).get("at"))),
-        ("report written", _utc(time.time_ns())),
+        ("run started", utc(run.steps.started_at if run.steps else None)),
+        ("selection made", utc(run.dir.modified(SELECTION))),
+        ("validated", utc(run.dir.modified(VALIDATION))),
+        ("marks applied", utc(run.prune.at if run.prune else None)),
+        ("report written", utc(time.time_ns())),
     ]
     return [(label, when) for label, when in dates if when]
 
 
-def _gate(v: Json | None) -> Json:
+def _gate(v: Verdict | None) -> Json:
     """The gate's sentence (why it passed or failed), and the weak-baseline warning if any."""
     if v is None:
         return {"kind": "none", "sentence": "", "weak": ""}
-    check = v.get("baseline_check") or {}
+    check = v.baseline_check
     weak = ""
-    if check.get("weak"):
-        weak = str(check.get("reason") or "The baseline trails the stock reference.")
-        if not check.get("required"):
+    if check is not None and check.weak:
+        weak = check.reason or "The baseline trails the stock reference."
+        if not check.required:
             weak += (
                 " The gate compared the selection with this weak baseline, so its pass says "
                 "less than it seems; set validation.require_fair_baseline to fail such runs."
             )
-    kind = "pass" if v.get("passed") else "fail"
-    return {"kind": kind, "sentence": str(v.get("reason") or ""), "weak": weak}
+    return {"kind": "pass" if v.passed else "fail", "sentence": v.reason, "weak": weak}
 
 
 def _cards(run: Run) -> list[tuple[str, str, str]]:
     s, v = run.selection, run.validation
-    kept, n = s["k"], len(s["candidate_features"])
-    dropped, epochs = len(s.get("dropped_constant") or []), len(s.get("history") or [])
-    state = "converged" if s.get("converged") else "not converged"
+    kept, n = s.k, len(s.candidate_features)
+    dropped, epochs = len(s.dropped_constant), len(s.history)
+    state = "converged" if s.converged else "not converged"
     cards = [
         ("features kept", f"{kept:,} of {n:,}", f"{dropped:,} constant dropped"),
-        ("selector", str(s["method"]), f"{s['task']} · {state}"),
-        ("time", _duration(run), f"{_how_chosen(s, epochs)} · {_workers(s.get('num_workers'))}"),
+        ("selector", s.method, f"{s.task} · {state}"),
+        ("time", _duration(run), f"{_how_chosen(s, epochs)} · {_workers(s.num_workers)}"),
     ]
     if v is not None:
-        value, baseline = v["selected"]["value"], v["baseline"]["value"]
-        cards.insert(2, (str(v["metric"]), f"{value:.4g}", f"baseline {baseline:.4g}"))
-    if run.prepared:
-        rows, target = run.prepared.get("rows") or {}, run.prepared.get("target") or {}
-        counts = f"{_num(rows.get('train'))} / {_num(rows.get('validation'))}"
-        cards.append(("rows", counts, f"train / validation · target {target.get('column')}"))
+        value, baseline = v.selected.value, v.baseline.value
+        cards.insert(2, (v.metric, f"{value:.4g}", f"baseline {baseline:.4g}"))
+    if run.prepared is not None:
+        rows, column = run.prepared.rows, run.prepared.target.get("column")
+        counts = f"{rows.train:,} / {rows.validation:,}"
+        cards.append(("rows", counts, f"train / validation · target {column}"))
     return cards
 
 
-def _how_chosen(selection: Json, epochs: int) -> str:
+def _how_chosen(selection: Selection, epochs: int) -> str:
     """The search's epochs, or the screen that chose without a search (few rows)."""
-    if selection.get("chosen_by") == "f_statistic":
-        return "F statistic, no search"
-    return f"{epochs} epochs"
+    return f"{epochs} epochs" if selection.searched else "F statistic, no search"
 
 
-def _workers(n: Any) -> str:
-    return "Train local mode" if n == 0 else f"{_num(n)} Ray worker(s)"
+def _workers(n: int) -> str:
+    return "Train local mode" if n == 0 else f"{n:,} Ray worker(s)"
 
 
 def _duration(run: Run) -> str:
-    steps = (run.steps or {}).get("steps") or {}
-    seconds = sum(float(st.get("seconds") or 0) for st in steps.values() if isinstance(st, dict))
+    steps = run.steps.steps if run.steps is not None else {}
+    seconds = sum(step.seconds or 0.0 for step in steps.values())
     if not seconds:  # no run.json: the steps' own timings
-        seconds = sum(float((a or {}).get("seconds") or 0) for a in (run.selection, run.validation))
+        seconds = run.selection.seconds + (run.validation.seconds if run.validation else 0.0)
     return f"{seconds / 60:.1f} min" if seconds >= 120 else f"{seconds:.1f} s"
 
 
-def _chips(*groups: tuple[list[str], str]) -> Json:
-    """Names and their chip kind ("on": kept, "off": deprecated); long lists start closed."""
-    names = [(str(name), kind) for group, kind in groups for name in group]
-    return {"names": names, "open": len(names) <= OPEN_LIST_UP_TO}
-
-
-def _validation(v: Json | None) -> Json | None:
+def _validation(v: Verdict | None) -> Json | None:
     """The metric and the table beside the validation figure, or None when not validated."""
     if v is None:
         return None
-    i, allowed = v["interval"], float(v["allowed_loss"])
-    model = v.get("model") or {}
-    baseline = v["baseline"]
+    i, baseline = v.interval, v.baseline
     rows = [
-        ("model", f"{model.get('name', '?')} {model.get('params') or ''}".strip()),
-        ("baseline", f"{baseline['value']:.4g}{_ends(baseline)} ({baseline['source']})"),
-        ("selected", f"{v['selected']['value']:.4g}{_ends(v['selected'])}"),
-        ("difference", f"{v['difference']:+.4g}"),
-        (f"{100 * i['confidence']:.3g}% interval", f"{i['low']:+.4g} to {i['high']:+.4g}"),
-        ("allowed loss", f"{allowed:.4g}"),
-        ("rows", f"{_num(v.get('validation_rows'))} validation, {v.get('repeats', 1)} repeat(s)"),
+        ("model", f"{v.model.name} {v.model.params or ''}".strip()),
+        ("baseline", f"{baseline.value:.4g}{_ends(baseline)} ({baseline.source})"),
+        ("selected", f"{v.selected.value:.4g}{_ends(v.selected)}"),
+        ("difference", f"{v.difference:+.4g}"),
+        (f"{100 * i.confidence:.3g}% interval", f"{i.low:+.4g} to {i.high:+.4g}"),
+        ("allowed loss", f"{v.allowed_loss:.4g}"),
+        ("rows", f"{v.validation_rows:,} validation, {v.repeats} repeat(s)"),
     ]
-    chosen = _chosen(v.get("fits") or {})
+    chosen = _chosen(v.fits or {})
     if chosen:
         rows.insert(1, ("chosen on held-out rows", chosen))
-    reference, check = v.get("reference"), v.get("baseline_check")
-    if reference and check:
-        strength = "WEAK: " if check["weak"] else ""
-        trails = f"trails the reference by {check['trails_by']:+.4g} (slack {check['slack']:.4g})"
-        rows.insert(3, ("reference", f"{reference['value']:.4g}{_ends(reference)} (stock gbdt)"))
+    reference, check = v.reference, v.baseline_check
+    if reference is not None and check is not None:
+        strength = "WEAK: " if check.weak else ""
+        trails = f"trails the reference by {check.trails_by:+.4g} (slack {check.slack:.4g})"
+        rows.insert(3, ("reference", f"{reference.value:.4g}{_ends(reference)} (stock gbdt)"))
         rows.insert(4, ("baseline strength", strength + trails))
-    return {"metric": str(v["metric"]), "rows": rows}
+    return {"metric": v.metric, "rows": rows}
 
 
 def _chosen(fits: Json) -> str:
@@ -396,72 +340,21 @@ def _chosen(fits: Json) -> str:
     return "; ".join(parts)
 
 
-def _ends(value: Json) -> str:
-    """`` [low, high]`` of a recorded value's interval, when it has one."""
-    if "low" not in value:
-        return ""
-    return f" [{value['low']:.4g}, {value['high']:.4g}]"
-
-
-def _prune(p: Json | None) -> Json | None:
-    """What ``prune.json`` planned or applied, view by view, or None when there is none."""
-    if p is None:
-        return None
-    views = sorted(set(p.get("deprecate") or {}) | set(p.get("keep") or {}))
-    return {
-        "project": str(p.get("project", "?")),
-        "state": "marks applied to the registry" if p.get("applied") else "planned, not applied",
-        "feature_service": str(p.get("feature_service") or ""),
-        "forced_reason": str(p.get("forced_reason") or ""),
-        "hook_missing": bool(p.get("hook_missing")),
-        "views": [_view(view, p) for view in views],
-        "others": [_other(name, o) for name, o in (p.get("others") or {}).items()],
-        "readers": [
-            f"{view}:{feature} (deprecated) is still read by FeatureService {', '.join(names)}"
-            for view, features in sorted((p.get("readers") or {}).items())
-            for feature, names in sorted(features.items())
-        ],
-    }
-
-
-def _view(view: str, p: Json) -> Json:
-    gone, kept = (p.get("deprecate") or {}).get(view, []), (p.get("keep") or {}).get(view, [])
-    by_others = ((p.get("kept_by_others") or {}).get(view)) or {}
-    marked = [f for f in gone if f not in by_others]
-    chips = _chips((kept, "on"), (list(by_others), "other"), (marked, "off"))
-    return {
-        "name": view,
-        "gone": len(marked),
-        "kept": len(kept),
-        "by_others": len(by_others),
-        "chips": chips,
-    }
-
-
-def _other(name: str, other: Json) -> Json:
-    """Another model sharing the run's views, as the prune found it: what it keeps there."""
-    keep = other.get("keep") or {}
-    names = [f"{view}:{f}" for view, features in sorted(keep.items()) for f in features]
-    return {
-        "name": name,
-        "label": str(other.get("label") or "none"),
-        "run": str(other.get("run") or "?"),
-        "at": _utc(other.get("at")),
-        "kept": len(names),
-        "chips": _chips((names, "on")),
-    }
+def _ends(score: Score) -> str:
+    """`` [low, high]`` of a score's interval."""
+    return f" [{score.low:.4g}, {score.high:.4g}]"
 
 
 def _restore_commands(run: Run, config: Config | None) -> list[tuple[str, str]]:
     """(what it undoes, the command) for each change this run applied, latest first: restore
     takes the latest change first (an earlier one raises NotLatestRunError)."""
     repo = config.feast.repo if config is not None and config.feast is not None else "REPO"
-    applied: list[tuple[str, Json]] = []
-    if run.retire and run.retire.get("applied"):
-        applied.append(("the retirement", run.retire))
-    if run.prune and run.prune.get("applied"):
-        applied.append(("the deprecation marks", run.prune))
-    return [(what, restore_command(repo, p["run_id"])) for what, p in applied]
+    applied: list[tuple[str, str]] = []
+    if run.retire is not None and run.retire.applied:
+        applied.append(("the retirement", run.retire.run_id))
+    if run.prune is not None and run.prune.applied:
+        applied.append(("the deprecation marks", run.prune.run_id))
+    return [(what, restore_command(repo, run_id)) for what, run_id in applied]
 
 
 def _config_yaml(config: Config | None) -> str:
@@ -474,18 +367,14 @@ def _config_yaml(config: Config | None) -> str:
     return re.sub(r"(://[^/\s:@]*):[^/\s@]+@", r"\1:***@", text)
 
 
-def _steps(info: Json | None) -> list[tuple[str, str, str, str]]:
+def _steps(record: RunRecord | None) -> list[tuple[str, str, str, str]]:
     """The rows of ``run.json``'s step table (``cae-ray run``): name, status, seconds, and why
     a step failed or was skipped."""
-    steps = {k: v for k, v in ((info or {}).get("steps") or {}).items() if isinstance(v, dict)}
+    steps = record.steps if record is not None else {}
     return [
-        (name, str(st.get("status", "?")), _num(st.get("seconds"), ".1f"), _why(st))
-        for name, st in steps.items()
+        (name, step.status, _num(step.seconds, ".1f"), step.error or step.reason or "")
+        for name, step in steps.items()
     ]
-
-
-def _why(step: Json) -> str:
-    return str(step.get("error") or step.get("reason") or "")
 
 
 def _artifacts(run: Run) -> list[str]:

@@ -9,8 +9,8 @@ import os
 from typing import Any
 
 from cae_ray.config import Config, ray_address
-from cae_ray.errors import GpuUnavailableError, RayUnreachableError
 from cae_ray.runtime.data import split_files
+from cae_ray.runtime.errors import GpuUnavailableError, RayUnreachableError
 
 logger = logging.getLogger(__name__)
 
@@ -21,6 +21,14 @@ def worker_threads(config: Config) -> int:
     if config.scaling.num_workers == 0:
         cpus = float(os.cpu_count() or 1)
     return max(1, int(cpus))
+
+
+def ray_log_level() -> int:
+    """Ray's own log level, from cae-ray's: Ray's lines show from INFO on (``-v``); at
+    cae-ray's default, WARNING, only Ray's errors do. Ray warns about itself (its token
+    authentication, its own deprecations) in every run, which says nothing about the run."""
+    ours = logging.getLogger("cae_ray").getEffectiveLevel()
+    return ours if ours <= logging.INFO else max(ours, logging.ERROR)
 
 
 def connect(config: Config) -> None:
@@ -34,13 +42,13 @@ def connect(config: Config) -> None:
             _probe(address)
         # Worker output (Ray Data's and Train's own chatter included) reaches the driver only
         # when our logging is verbose (`cae-ray -v`); the CLI shows its own progress.
-        verbose = logging.getLogger("cae_ray").isEnabledFor(logging.INFO)
+        level = ray_log_level()
         try:
             ray.init(
                 address=address,
                 include_dashboard=False if not address else None,
-                log_to_driver=verbose,
-                logging_level=logging.INFO if verbose else logging.WARNING,
+                log_to_driver=level <= logging.INFO,
+                logging_level=level,
             )
         except (ConnectionError, RuntimeError, ValueError) as e:
             raise RayUnreachableError(str(address), str(e).splitlines()[0]) from e

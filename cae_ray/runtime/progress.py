@@ -1,5 +1,4 @@
-"""What a run tells its caller as it goes: step events, the figures each step reports, and the
-small progress file through which Ray workers reach the driver's display.
+"""The small progress file through which Ray workers reach the driver's display.
 
 Ray Train's reports go to its controller, not to the driver, and only every poll; so rank 0
 writes its last epoch record to a file (:func:`write_progress`) and the driver watches it
@@ -13,7 +12,6 @@ import logging
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import Any
 
 from cae_ray import storage
@@ -21,51 +19,6 @@ from cae_ray import storage
 logger = logging.getLogger(__name__)
 
 OnProgress = Callable[[dict[str, Any]], None]
-
-
-@dataclass(frozen=True)
-class StepEvent:
-    """What ``run`` tells its caller: a step ``started``, finished (``done``: it worked,
-    ``reused``: its output was up to date), was ``skipped`` or ``failed``; or made
-    ``progress``: ``detail`` is then an epoch record of select's or validate's training, or
-    ``{"rows": done, "total": total}`` of export's entity rows."""
-
-    step: str
-    status: str
-    detail: dict[str, Any]
-
-
-_SUMMARY_KEYS = {
-    "select": ("k", "selected_features", "converged", "resumed_from_epoch", "selection_hash"),
-    "validate": ("passed", "metric", "difference", "interval", "reason"),
-    "prune": ("run_id", "applied", "feature_service", "hook_missing"),
-    "report": ("path",),
-}
-
-
-def step_summary(name: str, outcome: dict[str, Any]) -> dict[str, Any]:
-    """The few figures of a step's outcome that ``run.json`` and the CLI show."""
-    figures = {key: outcome[key] for key in _SUMMARY_KEYS.get(name, ())}
-    if name == "export":
-        figures |= {"rows": outcome["rows"], "features": len(outcome["columns"])}
-    elif name == "prepare":
-        figures |= {"rows": outcome["rows"], "features": len(outcome["features"])}
-    elif name == "select":
-        figures["epochs"] = len(outcome["history"])
-    elif name == "validate":
-        figures["baseline"] = outcome["baseline"]["value"]
-        figures["baseline_source"] = outcome["baseline"]["source"]
-        figures["selected"] = outcome["selected"]["value"]
-    elif name == "prune":
-        others = sum(len(kept) for kept in (outcome.get("kept_by_others") or {}).values())
-        unselected = sum(len(marked) for marked in outcome["deprecate"].values())
-        figures["deprecated"] = unselected - others  # left out here, kept by no other model
-        figures["kept_by_others"] = others
-        figures["undeprecated"] = sum(len(back) for back in outcome["removed"].values())
-    elif name == "retire":
-        keys = ("run_id", "applied", "count", "grace_period", "not_possible")
-        figures |= {key: outcome[key] for key in keys if key in outcome}
-    return figures
 
 
 REMOTE_PROGRESS_EVERY_S = 1.0

@@ -25,8 +25,9 @@ from torch import nn
 
 from cae_ray import storage
 from cae_ray.config import Config
-from cae_ray.errors import CaeRayError, CheckpointRejectedError, WorkersLostError
+from cae_ray.errors import CaeRayError
 from cae_ray.runtime.batches import ShuffledWindows
+from cae_ray.runtime.errors import CheckpointRejectedError, WorkersLostError
 from cae_ray.runtime.progress import OnProgress, progress_every_s, watching_progress, write_progress
 from cae_ray.selector.loop import Batch, SelectionObjective, fit
 from cae_ray.selector.model import SelectorModel, build_model, build_optimizer

@@ -9,8 +9,12 @@ attributes ending in ``_``, :class:`~sklearn.feature_selection.SelectorMixin` fo
 
 from __future__ import annotations
 
+import copy
+import re
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -21,30 +25,103 @@ from scipy import sparse
 from sklearn.base import BaseEstimator
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.feature_selection import SelectorMixin
+from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from cae_ray.config import Config, validate_config
 from cae_ray.errors import (
-    DeviceUnavailableError,
+    CaeRayError,
+    ConfigValidationError,
     EmptyInputError,
     FeatureMismatchError,
     NonFiniteInputError,
     NonNumericColumnsError,
 )
+from cae_ray.selector.choose import SAMPLE_ROWS, FinalChoice, choose_k, searches
 from cae_ray.selector.concrete import converged, feature_scores
+from cae_ray.selector.errors import DeviceUnavailableError
 from cae_ray.selector.loop import EpochRecord, fit_in_memory
 from cae_ray.selector.memory import check_memory
 from cae_ray.selector.model import SelectorModel, build_model
-from cae_ray.selector.refine import final_selection, screened_selection, screens_only
 from cae_ray.selector.targets import ResolvedTask, Target, prepare_target
 
 EpochCallback = Callable[[EpochRecord], None]
 
-SAMPLE_ROWS = 20_000
-"""Training rows held in memory after the search: to rank its rows, refine or polish it."""
+CONFIG_KEYS: dict[str, tuple[str, str]] = {
+    "k": ("selector", "k"),
+    "method": ("selector", "method"),
+    "task": ("head", "task"),
+    "dim_ip": ("selector", "dim_ip"),
+    "hidden": ("head", "hidden"),
+    "dropout": ("head", "dropout"),
+    "head_weight_decay": ("head", "weight_decay"),
+    "search_factor": ("selector", "search_factor"),
+    "selector_learning_rate_ratio": ("selector", "learning_rate_ratio"),
+    "refine": ("selector", "refine"),
+    "polish": ("selector", "polish"),
+    "epochs": ("training", "epochs"),
+    "batch_size": ("training", "batch_size"),
+    "learning_rate": ("training", "learning_rate"),
+    "start_temperature": ("selector", "start_temperature"),
+    "end_temperature": ("selector", "end_temperature"),
+    "sampling": ("selector", "sampling"),
+    "early_stop": ("selector", "early_stop"),
+    "convergence_threshold": ("selector", "convergence_threshold"),
+    "device": ("training", "device"),
+    "random_state": ("training", "seed"),
+}
+"""Each parameter (but ``n_jobs`` and ``verbose``) -> its config section and key: the one place
+the estimator and the config are mapped onto each other (:meth:`from_config`, :meth:`to_config`,
+and errors, which name the parameter, not the key: :func:`in_estimator_terms`)."""
+
+PARAMETERS = {f"{section}.{key}": param for param, (section, key) in CONFIG_KEYS.items()}
+_CONFIG_KEY = re.compile(r"\b(?:" + "|".join(re.escape(k) for k in PARAMETERS) + r")\b")
 
 
-class ConcreteFeatureSelector(SelectorMixin, BaseEstimator):
+@dataclass(frozen=True)
+class Search:
+    """A trained search (or none, with few rows per feature) and the sample it is judged on."""
+
+    config: Config
+    task: ResolvedTask
+    model: SelectorModel | None
+    x: torch.Tensor
+    y: torch.Tensor | None
+    confident: bool
+    """The search converged (its rows' mean max probability reached the threshold)."""
+
+
+class SelectedColumns(SelectorMixin, BaseEstimator):
+    """What a fitted selector of cae-ray does with its ``selected_indices_``: the support mask,
+    ``transform`` (a table of another width is refused, naming both widths) and the tags (no
+    target required, no NaN). Shared by :class:`ConcreteFeatureSelector` and
+    :class:`cae_ray.gate.selector_cv.ConcreteFeatureSelectorCV`."""
+
+    n_features_in_: int
+    selected_indices_: np.ndarray
+
+    def transform(self, X: Any) -> Any:
+        check_is_fitted(self)
+        X = as_table(X)
+        n_columns = X.shape[1] if X.ndim == 2 else None
+        if n_columns is not None and n_columns != self.n_features_in_:
+            raise FeatureMismatchError(self.n_features_in_, n_columns, type(self).__name__)
+        return super().transform(X)
+
+    def _get_support_mask(self) -> np.ndarray:
+        check_is_fitted(self)
+        mask = np.zeros(self.n_features_in_, dtype=bool)
+        mask[self.selected_indices_] = True
+        return mask
+
+    def __sklearn_tags__(self) -> Any:
+        tags = super().__sklearn_tags__()
+        tags.target_tags.required = False
+        tags.input_tags.allow_nan = False
+        return tags
+
+
+class ConcreteFeatureSelector(SelectedColumns):
     """Select ``k`` of the input features with a Concrete Autoencoder (CAE or IP-CAE).
 
     Without ``y`` (or with ``task="reconstruction"``) it selects the features from which all
@@ -59,6 +136,18 @@ class ConcreteFeatureSelector(SelectorMixin, BaseEstimator):
     mirror the ``selector``, ``training`` and ``head`` config sections (``head_weight_decay`` is
     ``head.weight_decay``, ``selector_learning_rate_ratio`` is ``selector.learning_rate_ratio``,
     ``random_state`` is ``training.seed``).
+
+    ``random_state`` follows scikit-learn: an int gives the same selection on every fit; None
+    (the default) draws each fit's seed from numpy's global random state (so
+    ``np.random.seed`` makes it repeatable); a ``RandomState`` draws it from that state. The
+    CLI's runs keep ``training.seed`` (0 by default): a weekly job must not move by chance.
+
+    ``n_jobs`` is torch's thread count for the fit, with scikit-learn's meaning: None is 1
+    unless inside a ``joblib.parallel_backend`` context that says more, -1 all CPUs this
+    process may use, -2 all but one. One thread by default because torch's threads spin-wait
+    for each other: on a machine shared with other work (a grid search with ``n_jobs``, a Ray
+    node) a fit with every core's threads is slower than a one-thread fit. The caller's own
+    thread count is restored after the fit.
 
     ``verbose`` prints progress to stdout the scikit-learn way: 1 about ten epochs of a fit, 2
     every epoch.
@@ -94,7 +183,8 @@ class ConcreteFeatureSelector(SelectorMixin, BaseEstimator):
         early_stop: bool = True,
         convergence_threshold: float = 0.998,
         device: str = "cpu",
-        random_state: int = 0,
+        random_state: int | np.random.RandomState | None = None,
+        n_jobs: int | None = None,
         verbose: int = 0,
     ) -> None:
         self.k = k
@@ -118,71 +208,31 @@ class ConcreteFeatureSelector(SelectorMixin, BaseEstimator):
         self.convergence_threshold = convergence_threshold
         self.device = device
         self.random_state = random_state
+        self.n_jobs = n_jobs
         self.verbose = verbose
 
     # --- configuration -------------------------------------------------------------------------
 
     @classmethod
     def from_config(cls, config: Config) -> ConcreteFeatureSelector:
-        s, t, h = config.selector, config.training, config.head
-        return cls(
-            k=s.k,
-            method=s.method,
-            task=h.task,
-            dim_ip=s.dim_ip,
-            hidden=tuple(h.hidden),
-            dropout=h.dropout,
-            head_weight_decay=h.weight_decay,
-            search_factor=s.search_factor,
-            selector_learning_rate_ratio=s.learning_rate_ratio,
-            refine=s.refine,
-            polish=s.polish,
-            epochs=t.epochs,
-            batch_size=t.batch_size,
-            learning_rate=t.learning_rate,
-            start_temperature=s.start_temperature,
-            end_temperature=s.end_temperature,
-            sampling=s.sampling,
-            early_stop=s.early_stop,
-            convergence_threshold=s.convergence_threshold,
-            device=t.device,
-            random_state=t.seed,
-        )
+        """The estimator with the selector, training and head settings of ``config``."""
+        dumped = config.model_dump()
+        params = {p: dumped[section][key] for p, (section, key) in CONFIG_KEYS.items()}
+        return cls(**{**params, "hidden": tuple(params["hidden"])})
 
     def to_config(self) -> Config:
-        """The parameters as a validated :class:`~cae_ray.config.Config` (bad values raise)."""
-        return validate_config(
-            {
-                "selector": {
-                    "method": self.method,
-                    "k": int(self.k) if isinstance(self.k, np.integer) else self.k,
-                    "dim_ip": self.dim_ip,
-                    "start_temperature": self.start_temperature,
-                    "end_temperature": self.end_temperature,
-                    "sampling": self.sampling,
-                    "early_stop": self.early_stop,
-                    "convergence_threshold": self.convergence_threshold,
-                    "search_factor": self.search_factor,
-                    "learning_rate_ratio": self.selector_learning_rate_ratio,
-                    "refine": self.refine,
-                    "polish": self.polish,
-                },
-                "training": {
-                    "epochs": self.epochs,
-                    "batch_size": self.batch_size,
-                    "learning_rate": self.learning_rate,
-                    "seed": self.random_state,
-                    "device": self.device,
-                },
-                "head": {
-                    "task": self.task,
-                    "hidden": list(self.hidden),
-                    "dropout": self.dropout,
-                    "weight_decay": self.head_weight_decay,
-                },
-            },
-            source=type(self).__name__,
-        )
+        """The parameters as a validated :class:`~cae_ray.config.Config` (bad values raise,
+        naming the parameter). ``random_state=None`` or a ``RandomState`` draws the seed."""
+        sections: dict[str, dict[str, Any]] = {}
+        for param, (section, key) in CONFIG_KEYS.items():
+            value = getattr(self, param)
+            if isinstance(value, np.generic):  # a numpy scalar from a parameter grid
+                value = value.item()
+            if param == "random_state" and not isinstance(value, int):
+                value = int(check_random_state(value).randint(np.iinfo(np.int32).max))
+            sections.setdefault(section, {})[key] = list(value) if param == "hidden" else value
+        with in_estimator_terms():
+            return validate_config(sections, source=type(self).__name__)
 
     # --- scikit-learn API ----------------------------------------------------------------------
 
@@ -190,18 +240,47 @@ class ConcreteFeatureSelector(SelectorMixin, BaseEstimator):
         self, X: Any, y: Any = None, *, on_epoch_end: EpochCallback | None = None
     ) -> ConcreteFeatureSelector:
         """Train the selector; ``on_epoch_end(record)`` is called after every epoch."""
+        search = self.search(X, y, on_epoch_end=on_epoch_end)
+        choice = choose_k(search.model, search.config, search.task, search.x, search.y)
+        self._selected(choice, confident=search.confident)
+        if not self.converged_:
+            warnings.warn(
+                f"the selection did not converge in {search.config.training.epochs} epochs "
+                f"(mean max probability {self.history_[-1]['mean_max']:.3f}, threshold "
+                f"{search.config.selector.convergence_threshold}); "
+                f"{self.collisions_} duplicate pick(s) were resolved. Fix: raise epochs.",
+                ConvergenceWarning,
+                stacklevel=2,
+            )
+        return self
+
+    def search(self, X: Any, y: Any = None, *, on_epoch_end: EpochCallback | None = None) -> Search:
+        """The first half of :meth:`fit`: check the input and train the search (none with
+        fewer than one row per 20 features); sets ``task_``, ``model_``, ``history_`` and the
+        input attributes. :class:`cae_ray.gate.selector_cv.ConcreteFeatureSelectorCV` chooses
+        its K from the search this returns."""
         config = self.to_config()
+        if config.selector.auto:
+            raise ConfigValidationError(
+                type(self).__name__,
+                ["k: 'auto' chooses K with the gate's model: use ConcreteFeatureSelectorCV"],
+            )
         features = self._check_X(X, reset=True)
+        with in_estimator_terms(), torch_threads(self.n_jobs):
+            return self._fit(config, features, y, on_epoch_end)
+
+    def _fit(
+        self, config: Config, features: np.ndarray, y: Any, on_epoch_end: EpochCallback | None
+    ) -> Search:
         n_rows, n_features = features.shape
         config.selector.check_fits(n_features)
         target = prepare_target(config.head.task, y, n_rows)
         self.task_: ResolvedTask = target.task
         self.model_: SelectorModel | None = None
         self.history_: list[dict[str, Any]] = []
-        if screens_only(config, target.task, min(n_rows, SAMPLE_ROWS), n_features):
-            indices, probs, self.collisions_ = _final_selection(None, config, features, target)
-            self._selected(indices, probs, confident=True)
-            return self
+        x, y_sample = _sample(config, features, target)
+        if not searches(config, target.task, n_rows, n_features):
+            return Search(config, target.task, None, x, y_sample, confident=True)
 
         device = _resolve_device(config.training.device)
         check_memory(config, n_features, target.task, target.n_outputs)  # refuse before allocating
@@ -212,52 +291,21 @@ class ConcreteFeatureSelector(SelectorMixin, BaseEstimator):
             result = fit_in_memory(
                 model, config, target.task, *_tensors(features, target), device, report
             )
-
         self.model_ = model.cpu().eval()
         self.history_ = [record.as_dict() for record in result.history]
-        indices, probs, self.collisions_ = _final_selection(self.model_, config, features, target)
-        self._selected(indices, probs, confident=result.converged)
-        if not self.converged_:
-            warnings.warn(
-                f"the selection did not converge in {config.training.epochs} epochs (mean max "
-                f"probability {result.history[-1].mean_max:.3f}, threshold "
-                f"{config.selector.convergence_threshold}); "
-                f"{self.collisions_} duplicate pick(s) were resolved. Fix: raise epochs.",
-                ConvergenceWarning,
-                stacklevel=2,
-            )
-        return self
+        return Search(config, target.task, self.model_, x, y_sample, result.converged)
 
-    def _selected(self, indices: torch.Tensor, probs: torch.Tensor, *, confident: bool) -> None:
-        self.selected_indices_ = np.sort(indices.numpy())
-        self.scores_ = feature_scores(probs).numpy()
+    def _selected(self, choice: FinalChoice, *, confident: bool) -> None:
+        self.selected_indices_ = np.sort(choice.indices.numpy())
+        self.scores_ = feature_scores(choice.probabilities).numpy()
+        self.collisions_ = choice.collisions
         # Converged: confident rows (mean max probability) that chose K distinct features.
         self.converged_ = converged(confident, self.collisions_)
-
-    def transform(self, X: Any) -> Any:
-        check_is_fitted(self)
-        X = _as_table(X)
-        n_columns = X.shape[1] if X.ndim == 2 else None
-        if n_columns is not None and n_columns != self.n_features_in_:
-            raise FeatureMismatchError(self.n_features_in_, n_columns, type(self).__name__)
-        return super().transform(X)
-
-    def _get_support_mask(self) -> np.ndarray:
-        check_is_fitted(self)
-        mask = np.zeros(self.n_features_in_, dtype=bool)
-        mask[self.selected_indices_] = True
-        return mask
-
-    def __sklearn_tags__(self) -> Any:
-        tags = super().__sklearn_tags__()
-        tags.target_tags.required = False
-        tags.input_tags.allow_nan = False
-        return tags
 
     # --- input checks --------------------------------------------------------------------------
 
     def _check_X(self, X: Any, *, reset: bool) -> np.ndarray:
-        X = _as_table(X)
+        X = as_table(X)
         _reject_non_numeric(X)
         if X.ndim == 2 and (X.shape[0] < 2 or X.shape[1] < 2):
             raise EmptyInputError(X.shape[0], X.shape[1])
@@ -271,7 +319,41 @@ class ConcreteFeatureSelector(SelectorMixin, BaseEstimator):
 # --- helpers -----------------------------------------------------------------------------------
 
 
-def _as_table(X: Any) -> Any:
+@contextmanager
+def in_estimator_terms() -> Iterator[None]:
+    """A cae-ray error raised inside names the estimator's parameters, not the config keys they
+    map to (``k``, not ``selector.k``): the same class, exit code and attributes."""
+    try:
+        yield
+    except CaeRayError as e:
+        message = _CONFIG_KEY.sub(lambda m: PARAMETERS[m.group(0)], str(e))
+        if message == str(e):
+            raise
+        renamed = copy.copy(e)
+        renamed.args = (message,)
+        raise renamed.with_traceback(e.__traceback__) from None
+
+
+def torch_threads_for(n_jobs: int | None) -> int:
+    """torch threads for ``n_jobs``, read as scikit-learn reads it (joblib's rules)."""
+    from joblib import effective_n_jobs
+
+    return max(1, int(effective_n_jobs(n_jobs)))
+
+
+@contextmanager
+def torch_threads(n_jobs: int | None) -> Iterator[None]:
+    """torch's intra-op thread count set from ``n_jobs`` for the block, then set back: the
+    setting is the process's, and the caller's must not change."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(torch_threads_for(n_jobs))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def as_table(X: Any) -> Any:
     """A pandas DataFrame (keeps column names; pyarrow tables become one) or a numpy array."""
     if isinstance(X, pa.RecordBatch):
         X = pa.Table.from_batches([X])
@@ -346,17 +428,14 @@ def _resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
-def _final_selection(
-    model: SelectorModel | None, config: Config, features: np.ndarray, target: Target
-) -> tuple[torch.Tensor, torch.Tensor, int]:
-    """The K from a trained search (``model``), or from the screen alone when none was trained
-    (:func:`~cae_ray.selector.refine.screens_only`), on a sample of up to SAMPLE_ROWS rows."""
+def _sample(
+    config: Config, features: np.ndarray, target: Target
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """A random sample of up to SAMPLE_ROWS rows, for the final choice
+    (:func:`~cae_ray.selector.choose.choose_k`)."""
     rows = np.random.default_rng(config.training.seed).permutation(len(features))[:SAMPLE_ROWS]
     y = None if target.values is None else torch.from_numpy(target.values[rows])
-    x = torch.from_numpy(features[rows])
-    if model is None:
-        return screened_selection(target.task, config.selector.k, x, y, features.shape[1])
-    return final_selection(model, config, target.task, x, y)
+    return torch.from_numpy(features[rows]), y
 
 
 def _tensors(features: np.ndarray, target: Target) -> tuple[torch.Tensor, torch.Tensor | None]:

@@ -1,11 +1,11 @@
 """THE training loop, pure PyTorch over any iterable of (x, y) batches.
 
 :func:`fit` runs epochs of :func:`train_epoch` for an *objective*: the selector's
-(:class:`SelectionObjective`: annealed temperature, stop at convergence) or a model's with
-early stopping on held-out rows (:class:`HeldOutObjective`: the validation gate's ``mlp``,
-:mod:`cae_ray.gate.mlp`). The in-memory estimator and cae_ray.selector.refine feed it tensors
-through :func:`fit_in_memory`; the Ray worker (:mod:`cae_ray.runtime.train`) feeds it its dataset
-shard and adds checkpoints and reporting through ``on_epoch_end``. There is no second copy.
+(:class:`SelectionObjective`: annealed temperature, stop at convergence, here) or a model's with
+early stopping on held-out rows (the validation gate's ``mlp``, :mod:`cae_ray.gate.mlp`). The
+in-memory estimator and :mod:`cae_ray.selector.refine` feed it tensors through
+:func:`fit_in_memory`; the Ray worker (:mod:`cae_ray.runtime.train`) feeds it its dataset shard
+and adds checkpoints and reporting through ``on_epoch_end``. There is no second copy.
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ import torch
 from torch import Tensor, nn
 
 from cae_ray.config import Config
-from cae_ray.errors import TrainingDivergedError
 from cae_ray.selector.concrete import BaseConcreteSelector, TemperatureSchedule
+from cae_ray.selector.errors import TrainingDivergedError
 from cae_ray.selector.model import SelectorModel, build_optimizer, task_loss
 from cae_ray.selector.targets import ResolvedTask
 
@@ -52,23 +52,8 @@ class EpochRecord:
         return asdict(self)
 
 
-@dataclass(frozen=True)
-class HeldOutRecord:
-    """One finished epoch of a model trained with early stopping on held-out rows."""
-
-    epoch: int
-    step: int
-    loss: float
-    """Mean training loss over the epoch's rows."""
-    held_out_loss: float
-    """The loss on the held-out rows after the epoch."""
-    seconds: float
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-R = TypeVar("R", EpochRecord, HeldOutRecord)
+R = TypeVar("R")
+"""An epoch's record: :class:`EpochRecord` here, the gate mlp's own in :mod:`cae_ray.gate.mlp`."""
 
 
 class Objective(Protocol[R]):
@@ -227,43 +212,6 @@ class SelectionObjective:
 
     def converged(self, record: EpochRecord) -> bool:
         return record.mean_max >= self.threshold
-
-
-class HeldOutObjective:
-    """The task's loss, watched on held-out rows after each epoch: stops once ``patience``
-    epochs in a row bring no new best, and keeps the best epoch's weights (``best_state``)."""
-
-    early_stop = True
-
-    def __init__(
-        self, task: ResolvedTask, epochs: int, held_out: tuple[Tensor, Tensor], patience: int
-    ) -> None:
-        self.task, self.epochs, self.held_out, self.patience = task, epochs, held_out, patience
-        self.best_loss, self.best_epoch = math.inf, -1
-        self.best_state: dict[str, Tensor] = {}
-        self.history: list[HeldOutRecord] = []
-
-    def loss_at(self, model: nn.Module, x: Tensor, y: Tensor | None, step: int) -> Tensor:
-        return task_loss(self.task, model(x), x, y)
-
-    @torch.no_grad()
-    def epoch_done(
-        self, model: nn.Module, epoch: int, step: int, loss: Tensor, seconds: float
-    ) -> HeldOutRecord:
-        x, y = self.held_out
-        model.eval()
-        held_out = float(task_loss(self.task, model(x), x, y))
-        if not math.isfinite(held_out):
-            raise TrainingDivergedError(epoch, held_out)
-        if held_out < self.best_loss - 1e-4 * abs(self.best_loss) or self.best_epoch < 0:
-            self.best_loss, self.best_epoch = held_out, epoch
-            self.best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        record = HeldOutRecord(epoch, step, float(loss), held_out, seconds)
-        self.history.append(record)
-        return record
-
-    def converged(self, record: HeldOutRecord) -> bool:
-        return record.epoch - self.best_epoch >= self.patience
 
 
 def fit_in_memory(

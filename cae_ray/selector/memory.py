@@ -21,8 +21,8 @@ from pathlib import Path
 import torch
 
 from cae_ray.config import Config, ray_address
-from cae_ray.errors import MemoryBudgetError
 from cae_ray.selector.concrete import auto_dim_ip, chunk_rows
+from cae_ray.selector.errors import MemoryBudgetError
 from cae_ray.selector.model import build_model
 from cae_ray.selector.targets import ResolvedTask
 
@@ -73,7 +73,8 @@ def estimate_memory(
     """The memory ``workers`` training processes on one machine need for this config.
 
     With several workers each holds a model replica, and DDP one more copy of the gradients
-    (its all-reduce buckets)."""
+    (its all-reduce buckets). For ``k: auto``, the search's model (``k_max`` rows)."""
+    config = config.model_copy(update={"selector": config.selector.for_search(n_features)})
     with torch.device("meta"):
         model = build_model(config, n_features, task, n_outputs)
     params = sum(p.numel() for p in model.parameters()) * FLOAT

@@ -5,9 +5,8 @@ LeakyReLU(0.2), Dropout; then a Linear to the outputs. Only the output size and 
 The validation gate's ``mlp`` fits the same head without a selector (:mod:`cae_ray.gate.mlp`).
 
 ``k`` is always the user's K. A supervised search trains more selector rows than that
-(:func:`search_rows`, decided here and nowhere else) and keeps the k the head relies on most
-(:func:`search_selection`; :func:`cae_ray.selector.refine.final_selection` is the one that returns
-the final K).
+(:func:`search_rows`, decided here and nowhere else); :mod:`cae_ray.selector.ranking` keeps the k
+the head relies on most, and :func:`cae_ray.selector.choose.choose_k` returns the final K.
 """
 
 from __future__ import annotations
@@ -18,12 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from cae_ray.config import Config, HeadConfig
-from cae_ray.selector.concrete import (
-    FULL_RANK_MAX_FEATURES,
-    BaseConcreteSelector,
-    build_selector,
-    distinct_selection,
-)
+from cae_ray.selector.concrete import FULL_RANK_MAX_FEATURES, BaseConcreteSelector, build_selector
 from cae_ray.selector.targets import ResolvedTask
 
 
@@ -68,9 +62,10 @@ def search_rows(config: Config, n_features: int, task: ResolvedTask) -> int:
     """Selector rows to train: k for reconstruction, ceil(search_factor * k) when supervised.
 
     Spare rows let a supervised selector find features that only help in combination with
-    others; :func:`rows_by_importance` then keeps the k the head relies on most.
+    others; :func:`cae_ray.selector.ranking.rows_by_importance` then keeps the k the head relies
+    on most.
     """
-    k = config.selector.k
+    k = config.selector.fixed_k
     if task == "reconstruction":
         return k
     factor = config.selector.search_factor or auto_search_factor(n_features)
@@ -80,7 +75,7 @@ def search_rows(config: Config, n_features: int, task: ResolvedTask) -> int:
 def auto_search_factor(n_features: int) -> float:
     """``search_factor`` when null: 2 up to 2,048 features, 4 above. With 20 informative of
     20,000 columns (9 of them with no signal on their own) 4 found 13-15 where 2 found 11-12
-    (benchmarks/scale.py); on MNIST's 784 pixels 2 is better (see the README)."""
+    (benchmarks/scale.py); on MNIST's 784 pixels 2 is better (see docs/how-it-works.md)."""
     return 2.0 if n_features <= FULL_RANK_MAX_FEATURES else 4.0
 
 
@@ -119,47 +114,3 @@ def build_optimizer(
         lr=rate,
         foreach=True,
     )
-
-
-def rows_by_importance(
-    model: SelectorModel, task: ResolvedTask, x: Tensor, y: Tensor | None, indices: Tensor
-) -> Tensor:
-    """Selector rows, most important first (see :func:`importance`)."""
-    rises = importance(model, task, x, y, indices)
-    return torch.argsort(rises, descending=True, stable=True)
-
-
-@torch.no_grad()
-def importance(
-    model: SelectorModel, task: ResolvedTask, x: Tensor, y: Tensor | None, indices: Tensor
-) -> Tensor:
-    """Per selector row, how much the head's loss rises when the row's feature (``indices``,
-    one per row) is replaced by its mean."""
-    head = model.head.eval()
-    picked = x[:, indices.to(x.device)]
-    base = task_loss(task, head(picked), picked, y)
-    rises = torch.empty(picked.shape[1])
-    for row in range(picked.shape[1]):
-        column = picked[:, row].clone()
-        picked[:, row] = column.mean()
-        rises[row] = task_loss(task, head(picked), picked, y) - base
-        picked[:, row] = column
-    return rises
-
-
-@torch.no_grad()
-def search_selection(
-    model: SelectorModel, task: ResolvedTask, k: int, x: Tensor, y: Tensor | None
-) -> tuple[Tensor, Tensor, int]:
-    """The search's own k: (k distinct feature indices, the kept rows' probabilities, collisions
-    resolved).
-
-    After a supervised search over spare rows, keeps the k features the head relies on most,
-    measured on the sample ``x``, ``y`` (unused when the selector has exactly k rows).
-    """
-    probs = model.selector.probabilities().cpu()
-    selection = distinct_selection(probs)
-    if probs.shape[0] == k:
-        return selection.indices, probs, selection.collisions
-    keep = rows_by_importance(model.cpu(), task, x, y, selection.indices)[:k]
-    return selection.indices[keep], probs[keep], selection.collisions

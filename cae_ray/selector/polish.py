@@ -62,6 +62,31 @@ def polish_reconstruction(x: Tensor, picks: Tensor, max_swaps: int | None = None
     return torch.tensor(chosen, dtype=picks.dtype)
 
 
+@torch.no_grad()
+def linear_order(x: Tensor, picks: Tensor) -> Tensor:
+    """``picks`` in greedy forward order: first the pick from which all columns of ``x`` are
+    best reconstructed linearly, then the one that adds most beside it, and so on."""
+    centred = x.double() - x.double().mean(dim=0)
+    C = centred.T @ centred
+    G = C @ C
+    floor = 1e-9 * float(C.diagonal().max())
+    order: list[int] = []
+    left = picks.tolist()
+    while left:
+        gains = _addition_gains(C, G, order, floor) if order else _first_gains(C, G, floor)
+        best = max(left, key=lambda j: float(gains[j]))
+        order.append(best)
+        left.remove(best)
+    return torch.tensor(order, dtype=picks.dtype)
+
+
+def _first_gains(C: Tensor, G: Tensor, floor: float) -> Tensor:
+    """How much each feature alone lowers the error: ||C_j||^2 / C_jj."""
+    gains = G.diagonal() / C.diagonal().clamp_min(floor)
+    gains[C.diagonal() <= floor] = -torch.inf
+    return gains
+
+
 def _explained(C: Tensor, G: Tensor, S: list[int]) -> Tensor:
     P = torch.linalg.pinv(C[S][:, S], hermitian=True)
     return (P * G[S][:, S]).sum()

@@ -22,8 +22,8 @@ from torch import Tensor, nn
 from cae_ray.config import Config
 from cae_ray.selector.concrete import distinct_selection
 from cae_ray.selector.loop import fit_in_memory
-from cae_ray.selector.model import SelectorModel, build_model, importance, search_selection
-from cae_ray.selector.polish import polish_reconstruction, polishes
+from cae_ray.selector.model import SelectorModel, build_model
+from cae_ray.selector.ranking import importance
 from cae_ray.selector.targets import ResolvedTask
 
 logger = logging.getLogger(__name__)
@@ -42,46 +42,31 @@ REFINE_ABOVE_FEATURES = 1_000
 columns it finds 20 where the search alone finds 17 (4,000 rows, benchmarks/quality.py) and 15
 (20,000 rows, benchmarks/gate.py), and 19-20 of 20,000 where it finds 11-15; on the 500-column
 Madelon table it found 18 where the search alone finds 19 (interchangeable redundant columns)."""
-FEW_ROWS_PER_FEATURE = 1 / 20
-"""With fewer sample rows than this per feature (the gene-expression shape: ~100 rows x 12,000
-columns) the search's head memorises its rows: its residual and its importance ratings carry no
-signal, and on 100 x 12,000 with 30 informative columns the search's K scored like random
-columns (5-fold accuracy 0.55 where 50 random columns score 0.53, benchmarks/quality.py). There
-the K are the features with the best F statistic against the target alone, and no search is
-trained (:func:`screens_only`)."""
 SCREEN_TERMS = 1024
 """At most this many (multiplier, output) terms: with many classes fewer picks are screened,
 so the term matrix (sample rows x terms) stays small."""
 
 
 def refines(config: Config, n_features: int, task: ResolvedTask) -> bool:
-    """Whether ``final_selection`` adds the interaction screen and second search."""
+    """Whether the final choice adds the interaction screen and second search (:func:`refined`)."""
     if task == "reconstruction":
         return False
     refine = config.selector.refine
     return refine if refine is not None else n_features > REFINE_ABOVE_FEATURES
 
 
-def final_selection(
-    model: SelectorModel, config: Config, task: ResolvedTask, x: Tensor, y: Tensor | None
-) -> tuple[Tensor, Tensor, int]:
-    """(k distinct feature indices, their rows' probabilities over all features, collisions).
-
-    The search's own choice (:func:`cae_ray.selector.model.search_selection`); for reconstruction
-    polished by :mod:`cae_ray.selector.polish` when :func:`cae_ray.selector.polish.polishes` says
-    so; when supervised, refined by an interaction screen and second searches over a few dozen
-    features when :func:`refines` says so. ``x``, ``y`` are an in-memory sample of the training rows
-    (``x`` may be empty for a reconstruction that is not polished). Where
-    :func:`screens_only` says so, no search is trained and :func:`screened_selection` chooses
-    instead.
-    """
-    k, model = config.selector.k, model.cpu()
-    kept, probs, collisions = search_selection(model, task, k, x, y)
-    n_features = probs.shape[1]
-    if polishes(config.selector.polish, n_features, task):
-        return polish_reconstruction(x, kept), probs, collisions
-    if not refines(config, n_features, task):
-        return kept, probs, collisions
+def refined(
+    model: SelectorModel,
+    config: Config,
+    task: ResolvedTask,
+    x: Tensor,
+    y: Tensor | None,
+    kept: Tensor,
+) -> tuple[Tensor, Tensor]:
+    """(k distinct feature indices, their rows' probabilities over all features): the search's
+    picks ``kept`` reconsidered beside the features an interaction screen scores best, by
+    second searches over the pool. ``x``, ``y`` are the in-memory sample of the training rows."""
+    k, n_features = config.selector.fixed_k, x.shape[1]
     searched = distinct_selection(model.selector.probabilities().cpu()).indices
     residual = head_residual(model, task, x[:, searched], y)
     screened = min(MAX_PICKS_SCREENED, max(SCREEN_TERMS // residual.shape[1] - 1, 1))
@@ -95,43 +80,7 @@ def final_selection(
     probs[:, pool] = pool_probs
     added = len(set(pool[chosen].tolist()) - set(kept.tolist()))
     logger.info("select: the second searches changed %d of the %d features", added, k)
-    return pool[chosen], probs, collisions
-
-
-def screens_only(config: Config, task: ResolvedTask, n_rows: int, n_features: int) -> bool:
-    """Whether the K are chosen by :func:`screened_selection` alone, with no search trained: a
-    selection that :func:`refines`, on a sample of fewer than FEW_ROWS_PER_FEATURE rows per
-    feature. Decided before training, since the search's head would memorise so few rows and
-    its choice be overridden anyway (on 100 x 12,000 it was 13-21 s of a fit)."""
-    return refines(config, n_features, task) and n_rows < n_features * FEW_ROWS_PER_FEATURE
-
-
-@torch.no_grad()
-def screened_selection(
-    task: ResolvedTask, k: int, x: Tensor, y: Tensor | None, n_features: int
-) -> tuple[Tensor, Tensor, int]:
-    """The k features with the largest univariate F statistic against the target (ANOVA F for
-    classes, the regression F summed over outputs), each with a one-hot row of
-    "probabilities" (it was chosen outright). On so few rows it did at least as well as the
-    robust score test in 10 of 12 generated tables (README, Benchmarks)."""
-    from sklearn.feature_selection import f_classif, f_regression
-
-    assert y is not None, "supervised tasks need a target"
-    features = x.float().numpy()  # float32: no copy of the sample
-    if task == "classification":
-        f_values, _ = f_classif(features, y.numpy())
-    else:
-        targets = y.reshape(len(y), -1).double().numpy()
-        f_values = sum(f_regression(features, t)[0] for t in targets.T)
-    scores = torch.nan_to_num(torch.as_tensor(f_values), nan=-torch.inf)  # constant columns
-    chosen = torch.topk(scores, k).indices
-    logger.info(
-        "select: %d rows for %d features: the K are the best by the F statistic against the "
-        "target; no search is trained (its head would memorise so few rows)",
-        x.shape[0],
-        n_features,
-    )
-    return chosen, nn.functional.one_hot(chosen, n_features).float(), 0
+    return pool[chosen], probs
 
 
 @torch.no_grad()
@@ -173,12 +122,12 @@ def second_searches(
 
     SECOND_SEARCHES supervised searches (seeds ``training.seed`` + 0, 1, ...; ``len(pool) / 2``
     selector rows each) over the pool, trained on the sample in memory. Each rates its rows'
-    features by :func:`cae_ray.selector.model.importance`; the k with the largest total are kept.
+    features by :func:`cae_ray.selector.ranking.importance`; the k with the largest total are kept.
     One search's ranking is noisy here: the head has seen the very rows it is rated on, and the
     last few informative features add little each. Noise features it over-fits differ from
     seed to seed; informative ones rate high in every search.
     """
-    k, width = config.selector.k, x.shape[1]
+    k, width = config.selector.fixed_k, x.shape[1]
     rows_each = min(max(math.ceil(width / 2), k), width)
     selector = config.selector.model_copy(update={"dim_ip": None})  # full rank over the pool
     total = torch.zeros(width)

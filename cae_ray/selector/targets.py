@@ -97,6 +97,13 @@ class TargetInfo:
     def n_outputs(self) -> int:
         return len(self.classes) if self.classes is not None else 1
 
+    def to_units(self, values: np.ndarray) -> np.ndarray:
+        """Standardised regression values (targets or predictions) back in the target's own
+        units; class codes and probabilities as they are."""
+        if self.task != "regression":
+            return values
+        return values.astype(np.float64) * self.std + self.mean
+
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 

@@ -1,12 +1,12 @@
 """What `cae-ray run` and `cae-ray demo` show: a live line per step (a bar for training epochs)
-and a summary table at the end. Fed by :class:`cae_ray.runtime.progress.StepEvent` s; holds no
-logic."""
+and a summary table at the end. Fed by :class:`cae_ray.pipeline.StepEvent` s and the run dir's
+records; holds no logic."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console, RenderableType
 from rich.progress import (
@@ -21,9 +21,15 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
+from cae_ray.artifacts import REPORT, RunDir
+from cae_ray.cli.render import verdict_figures
 from cae_ray.config import Config
 from cae_ray.feast import restore_command
-from cae_ray.runtime.progress import StepEvent
+from cae_ray.pipeline import ReportWritten, RetireNotPossible, StepEvent, StepResult
+from cae_ray.records import ExportManifest, Prepared, RunRecord, Selection, Verdict
+
+if TYPE_CHECKING:
+    pass
 
 
 class MarkColumn(SpinnerColumn):
@@ -81,20 +87,20 @@ class RunDisplay:
         self.progress.stop()
 
     def __call__(self, event: StepEvent) -> None:
-        step, status, detail = event.step, event.status, event.detail
+        step, status = event.step, event.status
         if status == "started":
             self.rows[step] = self.progress.add_task(
                 step, total=self.epochs.get(step), step=step, status="[dim]working...[/]", mark=""
             )
         elif status == "progress":
-            self._epoch(step, detail)
+            self._epoch(step, event.progress)
         elif status == "skipped":
             row = self.progress.add_task(step, total=1, step=step, status="", mark=MARKS[status])
-            self.progress.update(row, completed=1, status=f"[dim]skipped: {detail['reason']}[/]")
+            self.progress.update(row, completed=1, status=f"[dim]skipped: {event.reason}[/]")
             self.progress.stop_task(row)
         else:  # done, reused or failed
             row = self.rows[step]
-            text = describe(step, detail) if status != "failed" else "[red]failed[/]"
+            text = describe(event.result) if status != "failed" else "[red]failed[/]"
             if status == "reused":
                 text += " [dim](reused)[/]"
             total = self.progress.tasks[row].total or 1
@@ -126,78 +132,88 @@ def baseline_name(source: str) -> str:
     return "PCA" if "principal components" in source else "all"
 
 
-def describe(step: str, figures: dict[str, Any]) -> str:
-    """A few words on what a finished step did, from its ``run.json`` figures."""
-    if step in ("export", "prepare"):
-        rows = figures["rows"]
-        if isinstance(rows, dict):  # prepare: the two splits
-            return f"{rows['train']:,} + {rows['validation']:,} rows x {figures['features']:,}"
-        return f"{rows:,} rows x {figures['features']:,} features"
-    if step == "select":
-        state = "converged" if figures["converged"] else "[yellow]not converged[/]"
-        return f"k={figures['k']}, {figures['epochs']} epochs, {state}"
-    if step == "validate":
-        verdict = "[green]passed[/]" if figures["passed"] else "[red]FAILED[/]"
-        source = baseline_name(figures.get("baseline_source", "all features"))
-        return f"{verdict}: {figures['selected']:.3f} vs {figures['baseline']:.3f} ({source})"
-    if step == "prune":
-        action = "marked deprecated" if figures["applied"] else "to deprecate (plan)"
-        back, others = figures.get("undeprecated"), figures.get("kept_by_others")
+def describe(result: StepResult | None) -> str:
+    """A few words on what a finished step did, from its record."""
+    from cae_ray.feast.registry import PrunePlan
+    from cae_ray.feast.retire import RetirePlan
+
+    if isinstance(result, ExportManifest):
+        return f"{result.rows:,} rows x {len(result.columns):,} features"
+    if isinstance(result, Prepared):
+        rows = result.rows
+        return f"{rows.train:,} + {rows.validation:,} rows x {len(result.features):,}"
+    if isinstance(result, Selection):
+        state = "converged" if result.converged else "[yellow]not converged[/]"
+        return f"k={result.k}, {len(result.history)} epochs, {state}"
+    if isinstance(result, Verdict):
+        verdict = "[green]passed[/]" if result.passed else "[red]FAILED[/]"
+        source = baseline_name(result.baseline.source)
+        shown = verdict_figures(result)
+        return f"{verdict}: {shown['selected']} vs {shown['baseline']} ({source})"
+    if isinstance(result, PrunePlan):
+        action = "marked deprecated" if result.applied else "to deprecate (plan)"
+        figures = result.summary()
+        back, others = figures["undeprecated"], figures["kept_by_others"]
         said = f"{figures['deprecated']:,} {action}"
         said += f", {others:,} kept by other models" if others else ""
         return said + (f", {back:,} back in use" if back else "")
-    if step == "retire":
-        if figures.get("not_possible"):
-            return "[dim]nothing can retire yet[/]"
-        action = "retired" if figures["applied"] else f"due after {figures['grace_period']} (plan)"
-        return f"{figures['count']:,} {action}"
-    if step == "report":
-        return Path(figures["path"]).name
+    if isinstance(result, RetireNotPossible):
+        return "[dim]nothing can retire yet[/]"
+    if isinstance(result, RetirePlan):
+        action = "retired" if result.applied else f"due after {result.grace_period} (plan)"
+        return f"{result.count:,} {action}"
+    if isinstance(result, ReportWritten):
+        return Path(result.path).name
     return ""
 
 
-def summary_table(record: dict[str, Any], run_dir: str, config: Config) -> Table:
-    """The end of a run: features kept and deprecated, the gate's figures, where to look."""
-    steps = record["steps"]
-    table = Table(title=f"cae-ray run: {record['status']}", show_header=False, min_width=60)
+def summary_table(record: RunRecord, run_dir: str, config: Config) -> Table:
+    """The end of a run: features kept and deprecated, the gate's figures, where to look. The
+    figures are the run dir's records (its artifacts), read afresh."""
+    from cae_ray.feast.registry import PrunePlan
+    from cae_ray.feast.retire import RetirePlan
+
+    run = RunDir(run_dir)
+    steps = record.steps
+    table = Table(title=f"cae-ray run: {record.status}", show_header=False, min_width=60)
     table.add_column(style="bold")
     table.add_column()
-    select = steps.get("select", {})
-    if "k" in select:
-        kept = select["selected_features"]
+    selection = Selection.read(run) if "select" in steps else None
+    if selection is not None:
+        kept = selection.selected_features
         preview = ", ".join(kept[:8]) + (" ..." if len(kept) > 8 else "")
-        table.add_row("kept", f"{select['k']} features: {preview}")
-    validate = steps.get("validate", {})
-    if "passed" in validate:
-        low, high = validate["interval"]["low"], validate["interval"]["high"]
+        table.add_row("kept", f"{selection.k} features: {preview}")
+    verdict = Verdict.read(run) if "validate" in steps else None
+    if verdict is not None:
+        shown = verdict_figures(verdict)
         table.add_row(
             "validation",
-            f"{validate['metric']}: selected {validate['selected']:.4f}, "
-            f"{validate.get('baseline_source', 'all features')} "
-            f"{validate['baseline']:.4f}; difference {validate['difference']:+.4f} "
-            f"[{low:+.4f}, {high:+.4f}] -> {'passed' if validate['passed'] else 'FAILED'}",
+            f"{verdict.metric}: selected {shown['selected']}, {verdict.baseline.source} "
+            f"{shown['baseline']}; difference {shown['difference']} [{shown['low']}, "
+            f"{shown['high']}] -> {'passed' if verdict.passed else 'FAILED'}",
         )
-    prune = steps.get("prune", {})
-    if "deprecated" in prune:
-        state = "marked deprecated in the registry" if prune["applied"] else "planned only"
-        table.add_row("deprecated", f"{prune['deprecated']:,} features, {state}")
-        if prune.get("kept_by_others"):
-            table.add_row("kept by other models", f"{prune['kept_by_others']:,} features")
-        table.add_row("feature service", prune["feature_service"])
-        if prune["applied"]:
-            repo = config.feast.repo if config.feast else "REPO"
-            table.add_row("undo", restore_command(repo, prune["run_id"]))
-    elif "reason" in prune:
-        table.add_row("deprecated", f"none ({prune['reason']})")
-    retire = steps.get("retire", {})
-    if retire.get("count"):
-        state = "retired from the definitions" if retire["applied"] else "due (plan only)"
-        table.add_row("retire", f"{retire['count']:,} features {state}")
-        if retire["applied"]:
-            repo = config.feast.repo if config.feast else "REPO"
-            table.add_row("undo retire", restore_command(repo, retire["run_id"]))
-    if "path" in steps.get("report", {}):
-        table.add_row("report", steps["report"]["path"])
+    repo = config.feast.repo if config.feast else "REPO"
+    prune = steps.get("prune")
+    plan = PrunePlan.read(run) if prune is not None and prune.status != "skipped" else None
+    if plan is not None:
+        state = "marked deprecated in the registry" if plan.applied else "planned only"
+        figures = plan.summary()
+        table.add_row("deprecated", f"{figures['deprecated']:,} features, {state}")
+        if figures["kept_by_others"]:
+            table.add_row("kept by other models", f"{figures['kept_by_others']:,} features")
+        table.add_row("feature service", plan.feature_service)
+        if plan.applied:
+            table.add_row("undo", restore_command(repo, plan.run_id))
+    elif prune is not None and prune.reason:
+        table.add_row("deprecated", f"none ({prune.reason})")
+    retirement = RetirePlan.read(run) if "retire" in steps else None
+    if retirement is not None and retirement.count:
+        state = "retired from the definitions" if retirement.applied else "due (plan only)"
+        table.add_row("retire", f"{retirement.count:,} features {state}")
+        if retirement.applied:
+            table.add_row("undo retire", restore_command(repo, retirement.run_id))
+    if "report" in steps and run.exists(REPORT):
+        table.add_row("report", run.path(REPORT))
     table.add_row("run dir", str(run_dir))
     return table
 
@@ -221,13 +237,13 @@ class LogLines:
         return None
 
     def __call__(self, event: StepEvent) -> None:
-        step, status, detail = event.step, event.status, event.detail
+        step, status = event.step, event.status
         if status == "progress":
-            line = self._progress(step, detail)
+            line = self._progress(step, event.progress)
         elif status == "skipped":
-            line = f"skipped: {detail['reason']}"
+            line = f"skipped: {event.reason}"
         elif status in ("done", "reused"):
-            line = f"{status}: {Text.from_markup(describe(step, detail)).plain}"
+            line = f"{status}: {Text.from_markup(describe(event.result)).plain}"
         else:  # started, failed
             line = status
         if line:

@@ -16,9 +16,7 @@ from typing import Any
 from cae_ray import storage
 from cae_ray.artifacts import (
     EXPORT_DIR,
-    EXPORT_MANIFEST,
     PREPARE_INPUTS,
-    PREPARED,
     TRAIN_SPLIT,
     VALIDATION_SPLIT,
     RunDir,
@@ -26,6 +24,7 @@ from cae_ray.artifacts import (
 )
 from cae_ray.config import AllNumericExcept, Config, DataConfig
 from cae_ray.errors import LabelNotExportedError, MissingDataConfigError, NoExportError
+from cae_ray.records import ExportManifest, Prepared, SplitRows
 from cae_ray.runtime.cluster import connect
 from cae_ray.runtime.data import (
     check_values,
@@ -39,13 +38,13 @@ from cae_ray.runtime.data import (
 logger = logging.getLogger(__name__)
 
 
-def prepare(config: Config, run: RunDir) -> dict[str, Any]:
+def prepare(config: Config, run: RunDir) -> Prepared:
     """Check the dataset, compute per-feature statistics, and write the packed splits."""
     data = source_data(config, run)
     info = inspect_dataset(data)
     config.selector.check_fits(len(info.features))  # before Ray starts: the schema says it
     made_from = {"config": config_hash(config, *PREPARE_INPUTS), "fingerprint": info.fingerprint}
-    done = run.reusable(PREPARED, made_from)
+    done = Prepared.reusable(run, made_from)
     if done is not None:
         logger.info("prepare: reusing %s", run.path("data"))
         return done
@@ -67,18 +66,18 @@ def prepare(config: Config, run: RunDir) -> dict[str, Any]:
     target = resolve_dataset_target(source, data.target, config.head.task)
     splits = {"train": run.path(TRAIN_SPLIT), "validation": run.path(VALIDATION_SPLIT)}
     counts = write_packed(source, data, stats, keep, target, splits)
-    prepared = {
+    prepared = Prepared(
         **made_from,
-        "path": data.path,
-        "candidate_features": info.features,
-        "features": keep,
-        "dropped_constant": constant,
-        "target": {"column": data.target, **target.as_dict()},
-        "rows": counts,
-        "stats": stats.as_dict(),
-        "files": run.files(TRAIN_SPLIT, VALIDATION_SPLIT),
-    }
-    run.write_json(PREPARED, prepared)
+        path=str(data.path),
+        candidate_features=info.features,
+        features=keep,
+        dropped_constant=constant,
+        target={"column": data.target, **target.as_dict()},
+        rows=SplitRows(**counts),
+        stats=stats.as_dict(),
+        files=run.files(TRAIN_SPLIT, VALIDATION_SPLIT),
+    )
+    prepared.write(run)
     return prepared
 
 
@@ -95,14 +94,14 @@ def source_data(config: Config, run: RunDir) -> DataConfig:
         return data.model_copy(update=update)
     if config.feast is None or not config.feast.has_entity_rows:
         raise MissingDataConfigError("the config")
-    manifest = run.read_json(EXPORT_MANIFEST)
+    manifest = ExportManifest.read(run)
     if manifest is None:
         raise NoExportError(str(run))
     data = data or DataConfig()
     update = {"path": run.path(EXPORT_DIR)}
-    update["row_key"] = data.row_key or manifest["row_key"]
+    update["row_key"] = data.row_key or manifest.row_key
     if data.features == AllNumericExcept():
-        update["features"] = list(manifest["columns"])
+        update["features"] = list(manifest.columns)
     if config.feast_label is not None:
         update["target"] = _label_column(config.feast_label, run)
     return data.model_copy(update=update)
@@ -110,8 +109,8 @@ def source_data(config: Config, run: RunDir) -> DataConfig:
 
 def _label_column(label: str, run: RunDir) -> str:
     """The export's column of the Feast feature ``label`` (the manifest names it)."""
-    manifest = run.read_json(EXPORT_MANIFEST)
-    exported = (manifest or {}).get("label") or {}
-    if exported.get("ref") != label:
-        raise LabelNotExportedError(str(run), label, exported.get("ref"))
-    return str(exported["column"])
+    manifest = ExportManifest.read(run)
+    exported = manifest.label if manifest is not None else None
+    if exported is None or exported.ref != label:
+        raise LabelNotExportedError(str(run), label, exported.ref if exported else None)
+    return exported.column

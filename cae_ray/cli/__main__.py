@@ -1,0 +1,5 @@
+"""``python -m cae_ray.cli``."""
+
+from cae_ray.cli import main
+
+main()
