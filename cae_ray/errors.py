@@ -322,6 +322,21 @@ class NoExportError(CaeRayError):
         )
 
 
+class LabelNotExportedError(CaeRayError):
+    """``data.target`` names a Feast feature that the run dir's export did not fetch."""
+
+    exit_code = EXIT_CONFIG
+
+    def __init__(self, run_dir: str, label: str, exported: str | None) -> None:
+        held = f"the label {exported!r}" if exported else "no label"
+        super().__init__(
+            f"data.target {label!r} names a Feast feature, which the export fetches beside the "
+            f"features, but the export in {run_dir} holds {held}. Fix: run `cae-ray export "
+            f"CONFIG --run-dir {run_dir}` with this config (or `cae-ray run`, which does every "
+            "step)."
+        )
+
+
 class MissingExtraError(CaeRayError):
     """A setting needs a Python package that is an extra of cae-ray, not installed here."""
 

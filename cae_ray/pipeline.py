@@ -39,9 +39,10 @@ from cae_ray.runtime.progress import OnProgress
 from cae_ray.version import __version__
 
 if TYPE_CHECKING:
+    from cae_ray.feast.forget import ForgetPlan
     from cae_ray.feast.registry import PrunePlan
     from cae_ray.feast.retire import RetirePlan
-    from cae_ray.feast.status import FeatureState, Findings
+    from cae_ray.feast.status import Findings, RepoStatus
 
 RunDirLike = str | os.PathLike[str] | RunDir
 
@@ -218,11 +219,21 @@ def check_marks(config: Config) -> Findings:
     return check(config)
 
 
-def feature_status(config: Config) -> list[FeatureState]:
-    """Each feature's lifecycle state in the Feast repo: kept, deprecated, retired, active."""
-    from cae_ray.feast.status import feature_status as status
+def feature_status(config: Config, model: str | None = None) -> RepoStatus:
+    """The feature lifecycle in the Feast repo: the models sharing it, per view how many
+    features are kept, deprecated, due to retire, and each feature's state, the models that
+    keep it and the services that read it; with ``model``, only that model's candidates."""
+    from cae_ray.feast.status import repo_status
 
-    return status(config)
+    return repo_status(config, model)
+
+
+def forget_model(config: Config, name: str, *, apply: bool = False) -> ForgetPlan:
+    """Plan, and with ``apply`` carry out, forgetting model ``name`` (a kept service): its
+    service leaves the registry and the marks are recomputed (:mod:`cae_ray.feast.forget`)."""
+    from cae_ray.feast.forget import forget_model as forget
+
+    return forget(config, name, apply=apply)
 
 
 def remove_services(config: Config, names: list[str]) -> list[str]:

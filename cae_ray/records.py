@@ -77,6 +77,16 @@ class Record(BaseModel):
 # --- export and prepare -----------------------------------------------------------------------
 
 
+class ExportLabel(BaseModel):
+    """The label fetched beside the features (``data.target`` naming ``view:field``)."""
+
+    model_config = ConfigDict(frozen=True)
+    ref: str
+    """Its feature reference, ``view:field``."""
+    column: str
+    """The column that holds it in the export."""
+
+
 class ExportManifest(Record):
     """The Feast export: written last, so a manifest means a whole export."""
 
@@ -89,6 +99,8 @@ class ExportManifest(Record):
     offline_store: str
     columns: dict[str, str]
     """Each exported column -> its feature reference (``view:feature``)."""
+    label: ExportLabel | None = None
+    """The label fetched beside the features (not a candidate), if the config names one."""
     entity_columns: list[str]
     row_key: str
     rows: int

@@ -393,7 +393,8 @@ def test_restore_says_what_it_changed_and_a_second_restore_has_nothing_to_do(
     config, run, repo = validated_run
     before = registry_state(repo)
     plan = prune(config, RunDir(fresh_run(run, tmp_path / "run")), apply=True)
-    marks = sum(len(f) for f in plan.deprecate.values()) + len(plan.views)  # + last-run
+    read = sum(len(f) for f in plan.readers.values())  # driver_model reads some: read-by tags
+    marks = sum(len(f) for f in plan.deprecate.values()) + len(plan.views) + read  # + last-run
     args = ["restore", "--repo", str(repo.path), "--run-id", plan.run_id]
 
     first = CliRunner().invoke(app, args)
@@ -416,9 +417,9 @@ def test_restore_says_what_it_changed_and_a_second_restore_has_nothing_to_do(
 
 KILL_AFTER = {
     "journal": ("cae_ray.feast.journal", "begin"),
-    "registry": ("cae_ray.feast.registry", "_write_marks"),
-    "overlay": ("cae_ray.feast.registry", "_record_in_repo"),
-    "audit": ("cae_ray.feast.registry", "append_audit"),
+    "registry": ("cae_ray.feast.sync", "_write_registry"),
+    "overlay": ("cae_ray.feast.sync", "_record_in_repo"),
+    "audit": ("cae_ray.feast.sync", "append_audit"),
 }
 """Each boundary of the prune's transaction: the process dies right after that step."""
 

@@ -21,7 +21,6 @@ from cae_ray.feast.errors import (
     NoPruneYetError,
     NotLatestRunError,
     PlanOutdatedError,
-    RetireRefusedError,
 )
 from cae_ray.feast.journal import JOURNAL
 from cae_ray.feast.overlay import TAG_PREFIX, mark_value
@@ -239,12 +238,13 @@ def test_retirement_plans_a_diff_applies_refuses_and_restores_byte_for_byte(
         plan_retire(config)
     prune(config, choosing(run, tmp_path / "run", KEEP), apply=True, force_reason="t")
 
-    # Read by the user's FeatureService and on-demand view: refused, naming them.
-    with pytest.raises(RetireRefusedError) as refused:
-        retire(config, RunDir(tmp_path / "refused"), apply=True)
-    said = str(refused.value)
-    assert "driver_stats:s_02 (read by FeatureService driver_model)" in said
-    assert "driver_extra:rating (read by on-demand feature view rating_x2)" in said
+    # Read by the user's FeatureService and on-demand view: skipped and named; the rest is due.
+    read = plan_retire(config)
+    assert read.skipped == {
+        "driver_stats:s_02": ["FeatureService driver_model"],
+        "driver_extra:rating": ["on-demand feature view rating_x2"],
+    }
+    assert {v: sorted(due) for v, due in read.due.items()} == {"driver_stats": STATS[3:]}
     (repo / "users.py").unlink()  # the user moves their readers off them
     feast_apply(repo)
     pruned, files = registry_state(defined), python_files(repo)

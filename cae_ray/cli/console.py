@@ -153,8 +153,10 @@ def describe(result: StepResult | None) -> str:
     if isinstance(result, PrunePlan):
         action = "marked deprecated" if result.applied else "to deprecate (plan)"
         figures = result.summary()
-        back = figures["undeprecated"]
-        return f"{figures['deprecated']:,} {action}" + (f", {back:,} back in use" if back else "")
+        back, others = figures["undeprecated"], figures["kept_by_others"]
+        said = f"{figures['deprecated']:,} {action}"
+        said += f", {others:,} kept by other models" if others else ""
+        return said + (f", {back:,} back in use" if back else "")
     if isinstance(result, RetireNotPossible):
         return "[dim]nothing can retire yet[/]"
     if isinstance(result, RetirePlan):
@@ -195,8 +197,10 @@ def summary_table(record: RunRecord, run_dir: str, config: Config) -> Table:
     plan = PrunePlan.read(run) if prune is not None and prune.status != "skipped" else None
     if plan is not None:
         state = "marked deprecated in the registry" if plan.applied else "planned only"
-        deprecated = sum(map(len, plan.deprecate.values()))
-        table.add_row("deprecated", f"{deprecated:,} features, {state}")
+        figures = plan.summary()
+        table.add_row("deprecated", f"{figures['deprecated']:,} features, {state}")
+        if figures["kept_by_others"]:
+            table.add_row("kept by other models", f"{figures['kept_by_others']:,} features")
         table.add_row("feature service", plan.feature_service)
         if plan.applied:
             table.add_row("undo", restore_command(repo, plan.run_id))

@@ -135,9 +135,9 @@ def prune(
     as_json: JsonOption = False,
     wait: WaitOption = False,
 ) -> None:
-    """Set the Feast registry's deprecation marks (view tags) to this run's unselected features
-    (kept features lose earlier marks) and the kept FeatureService (`feast.kept_service`) to its
-    selected ones. Without --apply, only prints and saves the plan."""
+    """Record this run's selection as its model's (`feast.kept_service`, set to the selected
+    features) and mark deprecated (view tags) the features that no model sharing the repo keeps
+    (features kept again lose their marks). Without --apply, only prints and saves the plan."""
     from cae_ray.pipeline import prune as prune_step
 
     if check:
@@ -162,6 +162,8 @@ def prune(
     out.print(render.prune_table(plan))
     for line in render.prune_lines(plan, cfg.feast.repo, join(run_dir, "prune.json")):
         out.print(line, highlight=False)
+    for line in render.still_read(plan):
+        errors.print(line, highlight=False)
     if plan.hook_missing:
         errors.print(render.HOOK_MISSING, highlight=False)
 

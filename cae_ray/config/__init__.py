@@ -103,6 +103,15 @@ class Config(Section):
         return data
 
     @property
+    def feast_label(self) -> str | None:
+        """``data.target`` when it names a Feast feature (``view:field``, with a `feast:`
+        section): the export fetches it beside the features."""
+        target = self.data.target if self.data is not None else None
+        if self.feast is None or target is None or ":" not in target:
+            return None
+        return target
+
+    @property
     def fair_baseline_required(self) -> bool:
         """Whether a weak baseline fails the gate (``validation.require_fair_baseline``)."""
         required = self.validation.require_fair_baseline

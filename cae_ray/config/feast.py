@@ -60,12 +60,14 @@ class FeastConfig(Section):
 
     prune: Literal["plan", "apply"] = "plan"
     """What `cae-ray run` does after a passed validation: `plan` saves the prune plan only (like
-    `cae-ray prune` without --apply); `apply` sets the deprecation marks in the registry to
-    exactly this run's unselected features (features it keeps lose earlier marks)."""
+    `cae-ray prune` without --apply); `apply` records this run's selection as its model's
+    (`kept_service`) and marks deprecated the features that no model keeps."""
 
     kept_service: str = Field("cae_ray_selected", min_length=1)
-    """The one FeatureService cae-ray keeps: each applied prune sets it to the run's selected
-    features (tagged with the run id and date). Models read their features from it."""
+    """The model this config trains for, and its FeatureService: each applied prune sets it to
+    the run's selected features (tagged with the run id and date); the model reads its features
+    from it. Configs of different models (labels) sharing a repo need different names: a
+    feature is marked deprecated only when no model keeps it."""
 
     grace_period: str = "30d"
     """How long a feature stays deprecated before `cae-ray retire` removes it from the repo's

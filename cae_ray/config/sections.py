@@ -245,7 +245,10 @@ class DataConfig(Section):
     `{all_numeric_except: [id, ts]}` (the default: every numeric column)."""
 
     target: str | None = None
-    """The column the selected features must predict; `null` selects for reconstruction."""
+    """The column the selected features must predict; `null` selects for reconstruction. With a
+    `feast:` section it may name a feature view field instead, `view:field` (e.g.
+    `customer_labels:churned`): the export fetches it point in time with the features and
+    leaves it out of the candidates (its view may not be one of the candidate views)."""
 
     row_key: str | None = None
     """A column that identifies rows (e.g. an entity id). The train/validation split hashes it,

@@ -88,6 +88,15 @@ def check_entity_columns(settings: FeastConfig, keys: list[str], entities: pa.Ta
         raise EntityColumnsMissingError(settings.entities, missing, entities.schema.names)
 
 
+def check_label_keys(keys: list[str], entities: pa.Table, label: FeatureRef | None) -> None:
+    """Entity rows made from a time range hold the candidate views' join keys only: a label
+    view that joins on others cannot be read for them."""
+    missing = [k for k in keys if k not in entities.schema.names]
+    if label is not None and missing:
+        present = [k for k in keys if k not in missing]
+        raise TimeRangeJoinKeysError({"the candidate views": present, label.view: keys})
+
+
 def distinct_entity_rows(
     rows: pa.Table, keys: list[str], timestamp: str
 ) -> tuple[pd.DataFrame, np.ndarray]:

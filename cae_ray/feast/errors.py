@@ -218,22 +218,6 @@ class RetireNeedsHookError(FeastError):
         )
 
 
-class RetireRefusedError(FeastError):
-    """Features that are due to retire but still read by something the user defined."""
-
-    def __init__(self, users: dict[str, list[str]]) -> None:
-        self.users = users
-        items = [f"{feature} (read by {', '.join(by)})" for feature, by in users.items()]
-        more = f" and {len(items) - 8} more" if len(items) > 8 else ""
-        super().__init__(
-            f"refusing to retire {len(users)} feature(s) still in use: {'; '.join(items[:8])}"
-            f"{more}. Nothing was changed. "
-            "Fix: take them out of those objects (or remove FeatureServices of older cae-ray "
-            "versions with `cae-ray feast remove-services`), then run again; or lengthen "
-            "feast.grace_period."
-        )
-
-
 class PlanOutdatedError(FeastError):
     def __init__(self, plan: str, what: str) -> None:
         super().__init__(
@@ -276,6 +260,78 @@ class NotCaeRayServiceError(FeastError, ValueError):
             f"{name!r} is not a FeatureService of an older cae-ray version, so cae-ray will not "
             f"remove it. Removable: {preview(removable) or 'none'}. Fix: name only those (the "
             "kept service goes with `cae-ray restore`)."
+        )
+
+
+class ModelLabelConflictError(FeastError):
+    """Two configs claim one kept service (one model) for different labels."""
+
+    def __init__(self, model: str, recorded: str | None, run: str, label: str | None) -> None:
+        self.model = model
+
+        def said(label: str | None) -> str:
+            return repr(label) if label is not None else "none (reconstruction)"
+
+        super().__init__(
+            f"the kept service {model!r} is the model of label {said(recorded)} (its run "
+            f"{run}), and this config's label (data.target) is {said(label)}: two models "
+            "would overwrite each other's selection. Nothing was changed. Fix: give this config "
+            "its own feast.kept_service (one per model), or, if the model's label really "
+            f"changed, `cae-ray feast forget-model CONFIG {model} --apply` first."
+        )
+
+
+class UnknownModelError(FeastError, ValueError):
+    def __init__(self, model: str, known: Sequence[str]) -> None:
+        self.model = model
+        close = difflib.get_close_matches(model, list(known), n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        fix = (
+            "name one of those (`cae-ray feast status CONFIG` lists them)"
+            if known
+            else "a model appears once a run of its config applies a prune (`cae-ray prune "
+            "CONFIG --run-dir RUN --apply`, or feast.prune: apply)"
+        )
+        super().__init__(
+            f"no model {model!r} has applied a prune in this repo.{hint} Known models (their "
+            f"kept services): {preview(sorted(known)) or 'none'}. Nothing was changed. Fix: "
+            f"{fix}."
+        )
+
+
+class LabelLeakError(FeastError):
+    """The label's feature view is also a source of candidate features."""
+
+    def __init__(self, label: str, view: str) -> None:
+        super().__init__(
+            f"data.target {label!r} comes from feature view {view!r}, which is also among the "
+            "candidate features (feast.features or feast.feature_service): its other fields "
+            "are typically made from the same outcome, so a selection would leak the label. "
+            "Nothing was exported. Fix: take the label's view out of the candidates, or keep "
+            "the label in a view of its own."
+        )
+
+
+class UnknownLabelError(FeastError, ValueError):
+    """``data.target`` names a Feast feature that the registry does not have."""
+
+    def __init__(self, label: str, problem: str, known: Sequence[str]) -> None:
+        self.label = label
+        close = difflib.get_close_matches(label, list(known), n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        super().__init__(
+            f"data.target {label!r}: {problem}.{hint} Fix: name a field of a feature view as "
+            f"view:field (known: {preview(sorted(known)) or 'none'}), or a column of the "
+            "entity rows."
+        )
+
+
+class NonNumericLabelError(FeastError, ValueError):
+    def __init__(self, label: str, dtype: str) -> None:
+        super().__init__(
+            f"data.target {label!r} is of type {dtype}, not a number or a boolean, so no model "
+            "can be trained on it. Fix: store the label as an integer class, a boolean or a "
+            "number (a categorical label as Int64 codes), or choose another field."
         )
 
 

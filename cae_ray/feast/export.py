@@ -5,7 +5,8 @@
 The flow: open the repo's FeatureStore; resolve the views, ``view:feature`` refs or feature
 service into feature references (naming any unknown one); fix the output schema once from
 Feast's own types, so every part has the same schema even where a chunk's feature is all null;
-number the entity rows and retrieve their features chunk by chunk (``full_feature_names``, so
+number the entity rows and retrieve their features (and a label that ``data.target`` names as
+``view:field``, point in time like them) chunk by chunk (``full_feature_names``, so
 columns are ``view__feature`` and never collide); write each chunk as one part; write
 ``_manifest.json`` (each column's feature reference) last, so a manifest means a whole export.
 
@@ -42,6 +43,7 @@ from cae_ray.feast.entities import (
     FEAST_TIMESTAMP,
     ROW_ID,
     check_entity_columns,
+    check_label_keys,
     distinct_entity_rows,
     entity_rows_in_range,
     join_keys,
@@ -53,9 +55,9 @@ from cae_ray.feast.errors import (
     MissingFeastConfigError,
 )
 from cae_ray.feast.ray_export import export_on_ray, prepare_ray_store
-from cae_ray.feast.refs import FeatureRef, resolve_refs
+from cae_ray.feast.refs import FeatureRef, resolve_label, resolve_refs
 from cae_ray.feast.store import is_ray_store, open_store
-from cae_ray.records import ExportManifest
+from cae_ray.records import ExportLabel, ExportManifest
 
 logger = logging.getLogger(__name__)
 
@@ -71,16 +73,20 @@ def export(
     if is_ray_store(store):
         prepare_ray_store(config, store)
     refs = resolve_refs(store, settings)
-    keys = join_keys(store, refs)
+    label = None if config.feast_label is None else resolve_label(store, config.feast_label, refs)
+    asked = [*refs, label] if label is not None else refs
+    keys = join_keys(store, asked)
     if settings.entities is not None:
         entities = read_entities(settings.entities)
         check_entity_columns(settings, keys, entities)
     else:
         entities = entity_rows_in_range(store, refs, settings)
+        check_label_keys(keys, entities, label)
     made_from = {
         "config_hash": config_hash(config, *EXPORT_INPUTS),
         "entities_fingerprint": digest(repr(entities.schema) + str(entities.num_rows)),
-        "registry": digest(repr(sorted((r.ref, str(r.dtype)) for r in refs))),
+        # ``asked`` holds the label too: another label is another export
+        "registry": digest(repr(sorted((r.ref, str(r.dtype)) for r in asked))),
     }
     done = ExportManifest.reusable(run, made_from)
     if done is not None:
@@ -89,22 +95,23 @@ def export(
 
     started = time.perf_counter()
     numbered = entities.append_column(ROW_ID, pa.array(range(entities.num_rows), pa.int64()))
-    schema = pa.schema([*numbered.schema, *(pa.field(r.column, r.dtype) for r in refs)])
+    schema = pa.schema([*numbered.schema, *(pa.field(r.column, r.dtype) for r in asked)])
     run.remove(EXPORT_DIR)  # parts of an earlier export, whole or killed half way
     if is_ray_store(store):
         parts = export_on_ray(
-            config, store, numbered, refs, keys, settings.timestamp_column, schema, out
+            config, store, numbered, asked, keys, settings.timestamp_column, schema, out
         )
         if on_rows is not None:
             on_rows(numbered.num_rows, numbered.num_rows)
     else:
-        parts = _export_in_chunks(store, numbered, refs, keys, settings, schema, out, on_rows)
+        parts = _export_in_chunks(store, numbered, asked, keys, settings, schema, out, on_rows)
     manifest = ExportManifest(
         **made_from,
         repo=settings.repo,
         project=store.project,
         offline_store=store.config.offline_store.type,
-        columns={r.column: r.ref for r in refs},
+        columns={r.column: r.ref for r in refs},  # the candidates: the label is not one
+        label=None if label is None else ExportLabel(ref=label.ref, column=label.column),
         entity_columns=entities.schema.names,
         row_key=ROW_ID,
         rows=numbered.num_rows,

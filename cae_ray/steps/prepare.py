@@ -23,7 +23,7 @@ from cae_ray.artifacts import (
     config_hash,
 )
 from cae_ray.config import AllNumericExcept, Config, DataConfig
-from cae_ray.errors import MissingDataConfigError, NoExportError
+from cae_ray.errors import LabelNotExportedError, MissingDataConfigError, NoExportError
 from cae_ray.records import ExportManifest, Prepared, SplitRows
 from cae_ray.runtime.cluster import connect
 from cae_ray.runtime.data import (
@@ -83,19 +83,34 @@ def prepare(config: Config, run: RunDir) -> Prepared:
 
 def source_data(config: Config, run: RunDir) -> DataConfig:
     """The dataset to select from: ``data.path``, or else the Feast export in the run dir, whose
-    exported feature columns are the candidates (unless ``data.features`` names others)."""
+    exported feature columns are the candidates (unless ``data.features`` names others). A
+    target that names a Feast feature (``view:field``) is the export's column for it."""
     data = config.data
     if data is not None and data.path is not None:
         # Relative to the driver's working directory, which Ray workers do not share.
-        return data.model_copy(update={"path": storage.location(data.path)})
+        update: dict[str, Any] = {"path": storage.location(data.path)}
+        if config.feast_label is not None:
+            update["target"] = _label_column(config.feast_label, run)
+        return data.model_copy(update=update)
     if config.feast is None or not config.feast.has_entity_rows:
         raise MissingDataConfigError("the config")
     manifest = ExportManifest.read(run)
     if manifest is None:
         raise NoExportError(str(run))
     data = data or DataConfig()
-    update: dict[str, Any] = {"path": run.path(EXPORT_DIR)}
+    update = {"path": run.path(EXPORT_DIR)}
     update["row_key"] = data.row_key or manifest.row_key
     if data.features == AllNumericExcept():
         update["features"] = list(manifest.columns)
+    if config.feast_label is not None:
+        update["target"] = _label_column(config.feast_label, run)
     return data.model_copy(update=update)
+
+
+def _label_column(label: str, run: RunDir) -> str:
+    """The export's column of the Feast feature ``label`` (the manifest names it)."""
+    manifest = ExportManifest.read(run)
+    exported = manifest.label if manifest is not None else None
+    if exported is None or exported.ref != label:
+        raise LabelNotExportedError(str(run), label, exported.ref if exported else None)
+    return exported.column
