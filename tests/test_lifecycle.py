@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -370,11 +371,22 @@ def test_a_retirement_killed_part_way_is_rolled_back(selected, tmp_path, point: 
 def test_bad_grace_periods_are_config_errors() -> None:
     from cae_ray.errors import ConfigValidationError
 
-    for bad in ("thirty days", "30", "-1d", "1.5d", "d"):
-        with pytest.raises(ConfigValidationError, match="is not a duration"):
-            validate_config({"feast": {"repo": "r", "features": ["v"], "grace_period": bad}})
-    ok = validate_config({"feast": {"repo": "r", "features": ["v"], "grace_period": "0d"}})
-    assert ok.feast is not None and ok.feast.grace.total_seconds() == 0
+    def grace(period: object) -> timedelta:
+        config = validate_config(
+            {"feast": {"repo": "r", "features": ["v"], "grace_period": period}}
+        )
+        assert config.feast is not None
+        return config.feast.grace
+
+    for bad in ("thirty days", "30", "-1d", "1.5d", "d", "-P1D", "P"):
+        with pytest.raises(ConfigValidationError, match=r"is not a duration.*P30D"):
+            grace(bad)
+    assert grace("0d").total_seconds() == 0
+    # As Feast users write a view's ttl: ISO 8601, the clock form, or a timedelta from Python.
+    assert grace("P30D") == grace("30d") == timedelta(days=30)
+    assert grace("PT12H") == grace("12h") == grace("12:00:00") == timedelta(hours=12)
+    assert grace("P1DT6H") == timedelta(days=1, hours=6)
+    assert grace(timedelta(weeks=2)) == grace("2w")
 
 
 def test_the_kept_service_cannot_be_the_export_source() -> None:

@@ -4,10 +4,12 @@ retire."""
 from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import (
     Field,
+    TypeAdapter,
+    ValidationError,
     field_validator,
     model_validator,
 )
@@ -17,15 +19,35 @@ from cae_ray.config.sections import Section
 _UNITS = {"d": "days", "h": "hours", "w": "weeks"}
 
 
+_ISO_OR_CLOCK: TypeAdapter[timedelta] = TypeAdapter(timedelta)
+
+
 def parse_duration(text: str) -> timedelta:
-    """``30d``, ``12h``, ``2w``, ``0d``: a duration, or ValueError saying how to write one."""
-    number, unit = text.strip()[:-1], text.strip()[-1:]
-    if not number.isdigit() or unit not in _UNITS:
+    """A duration as Feast users write one (for a view's ``ttl``, say): ``30d``, ``12h``,
+    ``2w``, ISO 8601 (``P30D``, ``PT12H``, ``P1DT6H``) or ``[D days, ]HH:MM:SS``; ValueError
+    saying how to write one otherwise. ISO 8601 and the clock form are pydantic's parsing."""
+    text = text.strip()
+    number, unit = text[:-1], text[-1:]
+    if number.isdigit() and unit in _UNITS:
+        return timedelta(**{_UNITS[unit]: int(number)})
+    try:  # a bare number would read as seconds: say the unit instead
+        duration = None if _is_number(text) else _ISO_OR_CLOCK.validate_python(text)
+    except ValidationError:
+        duration = None
+    if duration is None or duration < timedelta(0):
         raise ValueError(
             f"{text!r} is not a duration: write a whole number and a unit, d (days), h (hours) "
-            "or w (weeks), e.g. 30d, 12h or 0d"
+            "or w (weeks), e.g. 30d, 12h or 0d, or ISO 8601, e.g. P30D or PT12H"
         )
-    return timedelta(**{_UNITS[unit]: int(number)})
+    return duration
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 class FeastConfig(Section):
@@ -71,13 +93,22 @@ class FeastConfig(Section):
 
     grace_period: str = "30d"
     """How long a feature stays deprecated before `cae-ray retire` removes it from the repo's
-    definitions: a number and a unit, `d` (days), `h` (hours) or `w` (weeks); `0d` retires every
-    deprecated feature."""
+    definitions: a number and a unit, `d` (days), `h` (hours) or `w` (weeks), or ISO 8601
+    (`P30D`, `PT12H`), as Feast users write a view's `ttl`; `0d` retires every deprecated
+    feature."""
 
     retire: Literal["off", "plan", "apply"] = "plan"
     """What `cae-ray run` does after the prune: `plan` saves what would retire (RUN_DIR/
     retire.json, with the diff) without doing it; `apply` retires (like `cae-ray retire
     --apply`); `off` skips it."""
+
+    @field_validator("grace_period", mode="before")
+    @classmethod
+    def _a_timedelta_as_text(cls, value: Any) -> Any:
+        """A ``timedelta`` (from Python, as a view's ``ttl`` is) is kept as its ISO 8601 text."""
+        if isinstance(value, timedelta):
+            return _ISO_OR_CLOCK.dump_python(value, mode="json")
+        return value
 
     @field_validator("grace_period")
     @classmethod
