@@ -99,6 +99,9 @@ class ExportManifest(Record):
     offline_store: str
     columns: dict[str, str]
     """Each exported column -> its feature reference (``view:feature``)."""
+    value_bytes: dict[str, int] = {}
+    """Each exported column of a fixed-width type -> the bytes of one value (the report's
+    estimate of what a pruned feature costs per entity row)."""
     label: ExportLabel | None = None
     """The label fetched beside the features (not a candidate), if the config names one."""
     entity_columns: list[str]

@@ -111,6 +111,7 @@ def export(
         project=store.project,
         offline_store=store.config.offline_store.type,
         columns={r.column: r.ref for r in refs},  # the candidates: the label is not one
+        value_bytes={r.column: _value_bytes(r.dtype) for r in refs if _value_bytes(r.dtype)},
         label=None if label is None else ExportLabel(ref=label.ref, column=label.column),
         entity_columns=entities.schema.names,
         row_key=ROW_ID,
@@ -122,6 +123,14 @@ def export(
     )
     manifest.write(run)  # last: a manifest means a whole export
     return manifest
+
+
+def _value_bytes(dtype: pa.DataType) -> int:
+    """The bytes of one value of a fixed-width type (0: variable width, strings say)."""
+    try:
+        return max(int(dtype.bit_width) // 8, 1)
+    except ValueError:  # pyarrow: "Non-fixed width type"
+        return 0
 
 
 def _export_in_chunks(

@@ -21,6 +21,7 @@ import io
 import re
 import time
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from cae_ray.artifacts import (
@@ -39,7 +40,7 @@ from cae_ray.errors import NoSelectionError
 from cae_ray.feast import restore_command
 from cae_ray.feast.registry import PrunePlan
 from cae_ray.feast.retire import RetirePlan
-from cae_ray.records import Prepared, RunRecord, Score, Selection, Verdict
+from cae_ray.records import ExportManifest, Prepared, RunRecord, Score, Selection, Verdict
 from cae_ray.report import figures
 from cae_ray.report.prune_section import column_refs, feature_status, mark_changes, prune_section
 from cae_ray.report.shown import chips, utc
@@ -200,7 +201,7 @@ def render_html(
             k_reason=run.selection.k_curve.reason if run.selection.k_curve else "",
             images=images,
             validation=_validation(run.validation),
-            prune=prune_section(run.prune),
+            prune=prune_section(run.prune, _grace(config), _value_bytes(run.dir)),
             restore=_restore_commands(run, config),
             features=[{k: row[k] for k in (*CSV_COLUMNS, "score_text")} for row in features],
             score_meaning=SCORE_MEANING,
@@ -355,6 +356,16 @@ def _restore_commands(run: Run, config: Config | None) -> list[tuple[str, str]]:
     if run.prune is not None and run.prune.applied:
         applied.append(("the deprecation marks", run.prune.run_id))
     return [(what, restore_command(repo, run_id)) for what, run_id in applied]
+
+
+def _grace(config: Config | None) -> timedelta | None:
+    return config.feast.grace if config is not None and config.feast is not None else None
+
+
+def _value_bytes(run_dir: RunDir) -> dict[str, int]:
+    """Each exported column's bytes per value, from the export's manifest (if the run has one)."""
+    manifest = ExportManifest.read(run_dir)
+    return manifest.value_bytes if manifest is not None else {}
 
 
 def _config_yaml(config: Config | None) -> str:

@@ -3,6 +3,7 @@ view's kept and deprecated features, and the other models sharing those views.""
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
 from typing import Any
 
 from cae_ray.feast.registry import PrunePlan
@@ -55,11 +56,15 @@ def mark_changes(prune: PrunePlan | None) -> dict[tuple[str, str], str]:
     return changes
 
 
-def prune_section(p: PrunePlan | None) -> Json | None:
-    """What ``prune.json`` planned or applied, view by view, or None when there is none."""
+def prune_section(
+    p: PrunePlan | None, grace: timedelta | None = None, value_bytes: dict[str, int] | None = None
+) -> Json | None:
+    """What ``prune.json`` planned or applied, view by view, or None when there is none; first
+    the owner's summary (:func:`owner_lines`)."""
     if p is None:
         return None
     return {
+        "summary": owner_lines(p, grace, value_bytes or {}),
         "project": p.project,
         "state": "marks applied to the registry" if p.applied else "planned, not applied",
         "feature_service": p.feature_service,
@@ -101,3 +106,42 @@ def _other(name: str, other: Json) -> Json:
         "kept": len(names),
         "chips": chips((names, "on")),
     }
+
+
+def owner_lines(p: PrunePlan, grace: timedelta | None, value_bytes: dict[str, int]) -> list[str]:
+    """What the registry's owner needs first: what leaves production and what it weighs per
+    entity row, what changed against the marks the prune found, when the new marks become due
+    to retire, and who still reads a deprecated feature."""
+    leaving = [
+        f"{view}__{feature}"
+        for view, features in p.deprecate.items()
+        for feature in features
+        if feature not in p.kept_by_others.get(view, {})
+    ]
+    verb = "leave" if p.applied else "would leave"
+    said = f"{len(leaving):,} feature(s) {verb} production (deprecated: no model keeps them)"
+    sized = [value_bytes[column] for column in leaving if column in value_bytes]
+    if sized:
+        some = "" if len(sized) == len(leaving) else f" for the {len(sized):,} of fixed width"
+        said += f", {sum(sized):,} bytes per entity row{some}"
+    lines = [said + "."]
+    added, back = sum(map(len, p.added.values())), sum(map(len, p.removed.values()))
+    lines.append(
+        f"Against the marks the registry held before: {added:,} newly deprecated, {back:,} back "
+        "in use."
+    )
+    if p.applied and p.at and grace is not None and added:
+        due = datetime.fromisoformat(p.at.replace("Z", "+00:00")) + grace
+        lines.append(
+            f"The newly deprecated become due to retire on {due:%Y-%m-%d} (grace period "
+            f"{_days(grace)}); `cae-ray retire` then removes them from the definitions."
+        )
+    read = sum(map(len, p.readers.values()))
+    if read:
+        lines.append(f"{read:,} deprecated feature(s) are still read by FeatureServices: below.")
+    return lines
+
+
+def _days(grace: timedelta) -> str:
+    days = grace.total_seconds() / 86400
+    return f"{days:g} day(s)" if days >= 1 else f"{grace.total_seconds() / 3600:g} hour(s)"
