@@ -283,6 +283,9 @@ def _delete_quietly(fs: pafs.FileSystem, path: str) -> None:
 
 
 def _missing(error: OSError) -> bool:
+    # Typed where the filesystem says it (local, fsspec); pyarrow's S3 errors are plain OSError.
+    if isinstance(error, FileNotFoundError):
+        return True
     return "NO_SUCH_KEY" in str(error) or "Path does not exist" in str(error)
 
 
@@ -295,7 +298,7 @@ def _translated(where: str, error: OSError) -> Exception:
     if "NO_SUCH_BUCKET" in text or "bucket does not exist" in text or _no_bucket(text, bucket):
         return BucketNotFoundError(where, bucket)
     denied = ("ACCESS_DENIED", "INVALID_ACCESS_KEY", "SIGNATURE_DOES_NOT_MATCH", "HTTP 403")
-    if any(marker in text for marker in denied) or "403" in text:
+    if isinstance(error, PermissionError) or any(m in text for m in denied) or "403" in text:
         return StorageAccessDeniedError(where, _last_clause(text))
     if "NETWORK_CONNECTION" in text or "curlCode" in text or "Could not connect" in text:
         return StorageUnreachableError(where, _last_clause(text))
