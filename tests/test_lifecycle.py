@@ -322,6 +322,42 @@ def test_retire_in_the_cli_names_a_read_only_file_and_changes_nothing(selected, 
     assert not (repo / JOURNAL).exists()
 
 
+def test_retire_refuses_when_feast_apply_would_delete_what_the_definitions_lack(
+    selected, tmp_path
+) -> None:
+    """A view applied with the Python SDK is not in the definitions: the `feast apply` of a
+    retirement would delete it. Refused, naming it, and nothing changes."""
+    import copy
+
+    from feast import FeatureStore
+    from typer.testing import CliRunner
+
+    from cae_ray.cli import app
+
+    config, run, data = selected
+    repo = make_two_module_repo(tmp_path, data)
+    defined = FeastRepo(repo, data.entities, data.n_drivers)
+    config = in_repo(config, repo, grace_period="0d")
+    prune(config, choosing(run, tmp_path / "run", KEEP), apply=True, force_reason="t")
+    store = FeatureStore(repo_path=str(repo))
+    sdk_view = copy.deepcopy(store.get_feature_view("driver_extra"))
+    sdk_view.name = sdk_view.projection.name = "made_with_the_sdk"
+    store.apply([sdk_view])
+    pruned, files = registry_state(defined), python_files(repo)
+    path = tmp_path / "config.json"
+    path.write_text(config.model_dump_json())
+
+    args = ["retire", str(path), "--run-dir", str(tmp_path / "r"), "--apply"]
+    done = CliRunner().invoke(app, args)
+    said = " ".join(done.output.split())
+    assert done.exit_code == EXIT_CONFIG, done.output
+    assert "delete feature view 'made_with_the_sdk'" in said and "Nothing was changed" in said
+    assert python_files(repo) == files
+    assert registry_state(defined) == pruned
+    assert "made_with_the_sdk" in pruned["views"]
+    assert not (repo / JOURNAL).exists()
+
+
 RETIRE_THEN_DIE = """
 import importlib, json, os, signal, sys
 from cae_ray.artifacts import RunDir

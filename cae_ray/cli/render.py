@@ -215,6 +215,8 @@ def restored(record: dict[str, Any]) -> str:
     service = record["feature_service"]
     state = "removed" if record["service_removed"] else "set back as it was"
     said.append(f"FeatureService {service} {state}")
+    for view in record.get("gone") or []:
+        said.append(f"feature view {view} is no longer in the registry, so it was left alone")
     return ", ".join(said)
 
 

@@ -335,6 +335,37 @@ class NonNumericLabelError(FeastError, ValueError):
         )
 
 
+class RetireBeyondItsFeaturesError(FeastError):
+    """`feast apply` after the retirement would change registry objects other than the views
+    that lose the retired fields (objects the definitions do not hold)."""
+
+    def __init__(self, repo: str, changes: Sequence[str]) -> None:
+        """``changes``: what `feast apply` would also do, e.g. "delete feature view 'x'"."""
+        self.repo, self.changes = repo, list(changes)
+        super().__init__(
+            f"retiring in {repo} runs `feast apply`, which would also {preview(changes, 5)}: "
+            "objects the repo's definitions do not hold as the registry does (applied with the "
+            "Python SDK, edited since the last `feast apply`, or hidden by .feastignore). "
+            "Nothing was changed. Fix: bring the definitions in line with the registry (add "
+            "those objects, or remove them on purpose with `feast apply`; `feast plan` shows "
+            "the difference), then retire again."
+        )
+
+
+class RegistryDiskFullError(FeastError):
+    """The disk of the Feast registry (or of the repo, for the registry's copy) cannot hold
+    the write: refused before it, or found cut short after it and put back."""
+
+    def __init__(self, path: str, needed: int, free: int) -> None:
+        self.path, self.needed, self.free = path, needed, free
+        super().__init__(
+            f"the disk holding {path} has {free:,} bytes free and writing it safely needs "
+            f"{needed:,}: nothing was changed (the registry is as it was; a write that was "
+            "cut short is put back from cae-ray's copy). Fix: free space on that disk (or move "
+            "the registry), then run the command again."
+        )
+
+
 class RegistryDisagreesError(CaeRayError):
     """`feast check` / `prune --check` found the registry and the repo overlay disagreeing."""
 

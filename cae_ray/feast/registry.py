@@ -373,6 +373,7 @@ def _restore_model(repo: Path, store: Any, record: dict[str, Any]) -> dict[str, 
             "feature_service": model,
             "changed": written.changed,
             "service_removed": model in written.services_removed,
+            "gone": written.gone,
         }
 
     change = Change("restore", record["run_id"], record["project"], overlay, after, done)

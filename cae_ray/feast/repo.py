@@ -19,7 +19,7 @@ from typing import Any
 
 from filelock import FileLock
 
-from cae_ray.feast import journal
+from cae_ray.feast import backup, journal
 from cae_ray.feast.errors import RegistryNotWritableError, UnknownRunIdError
 from cae_ray.feast.journal import JOURNAL
 from cae_ray.feast.overlay import OVERLAY
@@ -56,10 +56,8 @@ def _registry_files(repo: Path, store: Any) -> list[Path]:
             return []
         database = Path(path.removeprefix("sqlite:///"))  # absolute: see store.registry_in_repo
         return [database, database.parent]
-    if "://" in path:
-        return []
-    local = Path(path)
-    return [local if local.is_absolute() else repo / local]
+    local = backup.registry_file(repo, config)
+    return [] if local is None else [local]
 
 
 def _probe_file(path: Path) -> None:

@@ -39,6 +39,7 @@ from cae_ray.feast.errors import (
     MissingFeastConfigError,
     NoPruneYetError,
     PlanOutdatedError,
+    RetireBeyondItsFeaturesError,
     RetireNeedsHookError,
 )
 from cae_ray.feast.overlay import has_hook, marks, read_overlay, services, write_overlay
@@ -52,7 +53,7 @@ from cae_ray.feast.repo import (
     repo_lock,
     utc_stamp,
 )
-from cae_ray.feast.store import feast_apply, open_store
+from cae_ray.feast.store import feast_apply, feast_plan_changes, open_store
 
 
 @dataclass
@@ -264,10 +265,26 @@ def _apply(repo: Path, store: Any, plan: RetirePlan, edits: SourceEdits) -> None
             retired = {**mark, "retired": plan.planned_at, "by": plan.run_id}
             overlay["retired"].setdefault(view, {})[feature] = retired
     write_overlay(repo, overlay)  # the models' states keep them: the marks derive the rest
+    beyond = _beyond_retirement(repo, plan)
+    if beyond:
+        journal.roll_back(store, entry)
+        journal.end(repo)
+        said = [f"{transition.lower()} {kind} {name!r}" for kind, name, transition in beyond]
+        raise RetireBeyondItsFeaturesError(str(repo), said)
     _feast_apply(repo, store, entry)
     plan.applied = True
     append_audit(repo, "retire", asdict(plan), entry.id)
     journal.end(repo)
+
+
+def _beyond_retirement(repo: Path, plan: RetirePlan) -> list[tuple[str, str, str]]:
+    """What `feast apply` would change besides the views losing their retired fields: a view
+    applied with the SDK and absent from the definitions would be deleted, for one."""
+    return [
+        (kind, name, transition)
+        for kind, name, transition in feast_plan_changes(repo)
+        if not (kind == "feature view" and name in plan.due and transition == "UPDATE")
+    ]
 
 
 def _feast_apply(repo: Path, store: Any, entry: journal.Entry) -> None:

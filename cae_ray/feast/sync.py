@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cae_ray.feast import import_feast, journal
+from cae_ray.feast import backup, import_feast, journal
 from cae_ray.feast.overlay import (
     TAG_PREFIX,
     all_view_tags,
@@ -40,6 +40,9 @@ class Written:
     """Per view written: cae-ray tags removed, added and set to another value."""
     services_set: list[str]
     services_removed: list[str]
+    gone: list[str] = field(default_factory=list)
+    """Views the change would touch that are no longer in the registry (a colleague deleted
+    them): left alone, and left out of the kept services set here."""
 
 
 @dataclass
@@ -74,24 +77,32 @@ def write_state(repo: Path, store: Any, change: Change) -> Written:
     tags_before, tags_after = all_view_tags(change.before), all_view_tags(change.after)
     existing = {fv.name for fv in registry.list_feature_views(project)}
     wanted = {v for v in {*tags_before, *tags_after} if tags_before.get(v) != tags_after.get(v)}
-    missing = sorted((wanted | set(change.views)) - existing)
-    if missing:
-        logger.warning("not in the registry of %s, left alone: %s", repo, ", ".join(missing))
     views = sorted((wanted | set(change.views)) & existing)
     kept_before, kept_after = services(change.before), services(change.after)
     to_set = [n for n, s in kept_after.items() if kept_before.get(n) != s or n not in present]
     to_remove = [n for n in kept_before if n not in kept_after and n in present]
+    served = {v for n in to_set for v in kept_after[n]["features"]}
+    gone = sorted((wanted | set(change.views) | served) - existing)
+    if gone:
+        logger.warning("not in the registry of %s, left alone: %s", repo, ", ".join(gone))
     entry = journal.snapshot(
         store, change.action, change.run_id, project, views, [*to_set, *to_remove]
     )
     originals = {v: registry.get_any_feature_view(v, project) for v in views}
-    needed = {v for n in to_set for v in kept_after[n]["features"]} - set(originals)
-    readable = {v: registry.get_any_feature_view(v, project) for v in needed}
+    readable = {v: registry.get_any_feature_view(v, project) for v in served & existing}
     changed = {v: _tag_changes(ours(originals[v].tags), tags_after.get(v, {})) for v in views}
-    written = Written({v: c for v, c in changed.items() if any(c.values())}, to_set, to_remove)
+    written = Written(
+        {v: c for v, c in changed.items() if any(c.values())}, to_set, to_remove, gone
+    )
     record = change.record(written)
     journal.begin(repo, entry)
-    _write_registry(store, change, originals, readable, [kept_after[n] for n in to_set], to_remove)
+    services_set = [_without(kept_after[n], gone) for n in to_set]
+    try:
+        _write_registry(repo, store, change, originals, readable, services_set, to_remove)
+    except BaseException:
+        if backup.as_copied(repo, backup.registry_file(repo, store.config.registry)):
+            journal.end(repo)  # nothing of it stayed: the registry is back, byte for byte
+        raise
     _record_in_repo(repo, change.after)
     append_audit(repo, change.action, record, entry.id)
     journal.end(repo)
@@ -99,6 +110,7 @@ def write_state(repo: Path, store: Any, change: Change) -> Written:
 
 
 def _write_registry(
+    repo: Path,
     store: Any,
     change: Change,
     originals: dict[str, Any],
@@ -121,13 +133,46 @@ def _write_registry(
             set_service(registry, project, record, {**readable, **originals})
         for name in to_remove:
             registry.delete_feature_service(name, project, commit=False)
-        registry.commit()
+        _commit(repo, store)
     except BaseException:
         # A registry that writes eagerly (SQL) already holds part of it: put the views back.
         for fv in written:
             registry.apply_feature_view(fv, project, commit=False)
-        registry.refresh(project)  # a file registry drops the uncommitted changes
+        _drop_uncommitted(repo, store, project)
         raise
+
+
+def _commit(repo: Path, store: Any) -> None:
+    """Commit the registry; a file registry only when its disk can hold it, and checked whole
+    after (Feast rewrites the file in place: a full disk cuts the write short silently)."""
+    registry = store.registry
+    path = backup.registry_file(repo, store.config.registry)
+    proto = getattr(registry, "cached_registry_proto", None)
+    if path is None or proto is None:
+        registry.commit()
+        return
+    backup.check_room(path, proto.ByteSize())
+    registry.commit()
+    backup.check_written(path, proto.ByteSize())  # the bytes Feast wrote, as it stamped them
+
+
+def _drop_uncommitted(repo: Path, store: Any, project: str) -> None:
+    """After a failure: a file registry back as copied (a commit may have been cut short),
+    the registry's cache as the store holds it. What cannot be done now (the disk still
+    full) the next command does: the journal stays."""
+    path = backup.registry_file(repo, store.config.registry)
+    try:
+        if path is not None:
+            backup.put_back(repo, path)
+        store.registry.refresh(project)  # a file registry drops the uncommitted changes
+    except Exception as e:  # keep the failure that brought us here
+        logger.warning("%s: left for the next command to roll back: %s", repo, e)
+
+
+def _without(service: dict[str, Any], gone: list[str]) -> dict[str, Any]:
+    """A kept service's record without the views that are gone from the registry."""
+    features = {v: f for v, f in service["features"].items() if v not in gone}
+    return {**service, "features": features}
 
 
 def _record_in_repo(repo: Path, overlay: dict[str, Any]) -> None:
