@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -29,6 +30,7 @@ from cae_ray.errors import CaeRayError
 from cae_ray.runtime.batches import ShuffledWindows
 from cae_ray.runtime.errors import CheckpointRejectedError, WorkersLostError
 from cae_ray.runtime.progress import OnProgress, progress_every_s, watching_progress, write_progress
+from cae_ray.runtime.signals import fit_interruptibly
 from cae_ray.selector.loop import Batch, SelectionObjective, fit
 from cae_ray.selector.model import SelectorModel, build_model, build_optimizer
 from cae_ray.selector.targets import ResolvedTask
@@ -74,13 +76,15 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     reporter = EpochReporter(
         rank, inner, optimizer, history, start_epoch, local_dir, run, loop_config["progress"]
     )
-    # Each rank (and each restart) draws its own Gumbel noise and batch order.
-    torch.manual_seed(config.training.seed + 7919 * (rank + 1) + start_epoch)
     shard = ray.train.get_dataset_shard("train")
     windows = shuffled_windows(config, spec.n_features, spec.task)
 
     def epoch_batches(epoch: int) -> Iterator[Batch]:
-        return shard_batches(shard, windows, config.training.seed + epoch)
+        # Everything random in an epoch is a function of (seed, rank, epoch): a training
+        # resumed at any epoch goes on exactly as the uninterrupted one did (the checkpoint
+        # holds the weights, the optimizer's state and the step, which sets the temperature).
+        torch.manual_seed(epoch_seed(config.training.seed, rank, epoch))  # the Gumbel noise
+        return shard_batches(shard, windows, config.training.seed + epoch)  # the row order
 
     fit(
         model,
@@ -95,6 +99,11 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         autocast_bf16=config.scaling.bf16 and config.scaling.use_gpu,
     )
     reporter.finish()
+
+
+def epoch_seed(seed: int, rank: int, epoch: int) -> int:
+    """The torch seed of ``rank``'s Gumbel noise in ``epoch``: each rank and epoch its own."""
+    return int(np.random.SeedSequence([seed, rank, epoch]).generate_state(1)[0])
 
 
 def _selector(
@@ -368,7 +377,7 @@ def run_on_ray(
     )
     with watching_progress(progress, on_progress):
         try:
-            result = trainer.fit()
+            result = fit_interruptibly(trainer.fit)
         except TrainingFailedError as e:
             ours = _our_error(e)
             if ours is None:
