@@ -20,7 +20,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -72,19 +71,20 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     model = ray.train.torch.prepare_model(inner)
     optimizer = build_optimizer(inner, config, spec.task)
     local_dir, run = loop_config.get("local_checkpoint_dir"), loop_config["run"]
-    start_epoch, step, history = restore(inner, optimizer, local_dir, run)
+    start_epoch, step, history, noise = restore(inner, optimizer, local_dir, run)
     reporter = EpochReporter(
         rank, inner, optimizer, history, start_epoch, local_dir, run, loop_config["progress"]
     )
+    # Each rank draws its own Gumbel noise. A resumed training takes up each rank's generator
+    # where the checkpoint left it (the row order is a function of the epoch), so it goes on
+    # exactly as the uninterrupted one would have: same losses, same selection.
+    torch.manual_seed(config.training.seed + 7919 * (rank + 1) + start_epoch)
+    resume_noise(noise, rank, world)
     shard = ray.train.get_dataset_shard("train")
     windows = shuffled_windows(config, spec.n_features, spec.task)
 
     def epoch_batches(epoch: int) -> Iterator[Batch]:
-        # Everything random in an epoch is a function of (seed, rank, epoch): a training
-        # resumed at any epoch goes on exactly as the uninterrupted one did (the checkpoint
-        # holds the weights, the optimizer's state and the step, which sets the temperature).
-        torch.manual_seed(epoch_seed(config.training.seed, rank, epoch))  # the Gumbel noise
-        return shard_batches(shard, windows, config.training.seed + epoch)  # the row order
+        return shard_batches(shard, windows, config.training.seed + epoch)
 
     fit(
         model,
@@ -101,9 +101,27 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     reporter.finish()
 
 
-def epoch_seed(seed: int, rank: int, epoch: int) -> int:
-    """The torch seed of ``rank``'s Gumbel noise in ``epoch``: each rank and epoch its own."""
-    return int(np.random.SeedSequence([seed, rank, epoch]).generate_state(1)[0])
+def noise_states() -> list[dict[str, torch.Tensor]]:
+    """Every rank's random generators (CPU, and CUDA where training on a GPU), in rank order:
+    what a checkpoint needs for a resume to draw the noise an uninterrupted run would."""
+    state = {"cpu": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state()
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return [state]
+    states: list[Any] = [None] * torch.distributed.get_world_size()
+    torch.distributed.all_gather_object(states, state)
+    return states
+
+
+def resume_noise(states: list[dict[str, torch.Tensor]] | None, rank: int, world: int) -> None:
+    """Put back this rank's generators from a checkpoint's :func:`noise_states` (one of as
+    many workers: with another count the shards differ too, and the resume starts new noise)."""
+    if not states or len(states) != world:
+        return
+    torch.set_rng_state(states[rank]["cpu"])
+    if "cuda" in states[rank] and torch.cuda.is_available():
+        torch.cuda.set_rng_state(states[rank]["cuda"])
 
 
 def _selector(
@@ -141,9 +159,10 @@ def shard_batches(shard: Any, windows: ShuffledWindows, seed: int) -> Iterator[B
 
 def restore(
     model: nn.Module, optimizer: torch.optim.Optimizer, local_dir: str | None, run: str
-) -> tuple[int, int, list[dict[str, Any]]]:
+) -> tuple[int, int, list[dict[str, Any]], list[dict[str, torch.Tensor]] | None]:
     """Load the latest checkpoint of training ``run`` if there is one: (next epoch, global
-    step, history). One made by another training (another config) is not resumed.
+    step, history, each rank's generators). One made by another training (another config) is
+    not resumed.
 
     Ray keeps checkpoints for worker groups; Train local mode (no workers) keeps none across
     driver restarts, so there we read our own copy in ``local_dir``.
@@ -157,14 +176,14 @@ def restore(
     elif local_dir is not None and storage.exists(join(local_dir, STATE_FILE)):
         state = _load_state(join(local_dir, STATE_FILE))
     else:
-        return 0, 0, []
+        return 0, 0, [], None
     if state.get("run") != run:
         logger.warning("not resuming a checkpoint of %s: this is %s", state.get("run"), run)
-        return 0, 0, []
+        return 0, 0, [], None
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
     logger.info("resuming after epoch %d (step %d)", state["epoch"], state["step"])
-    return state["epoch"] + 1, state["step"], state["history"]
+    return state["epoch"] + 1, state["step"], state["history"], state.get("noise")
 
 
 def _load_state(where: str) -> dict[str, Any]:
@@ -244,6 +263,7 @@ class EpochReporter:
             "epoch": record["epoch"],
             "step": record["step"],
             "history": self.history,
+            "noise": noise_states(),  # gathered from every rank: a report is a barrier
             "run": self.run,  # what it may resume: this training, not one of another config
         }
         self._last, self._reported = time.monotonic(), record["epoch"]
