@@ -27,6 +27,8 @@ EXIT_FAILURE, EXIT_CONFIG, EXIT_INPUT, EXIT_CLUSTER, EXIT_GATE = 1, 2, 3, 4, 5
 EXIT_DISAGREE = 6
 """`feast check` / `prune --check` found a disagreement: not a failure of the command, a finding
 a CI job acts on, so it is told apart from 1 (a bug)."""
+EXIT_SIGINT, EXIT_SIGTERM = 130, 143
+"""A run stopped by a signal ends as shells and schedulers expect: 128 + the signal's number."""
 EXIT_CODES = {
     0: "success",
     EXIT_FAILURE: "unexpected failure",
@@ -35,6 +37,8 @@ EXIT_CODES = {
     EXIT_CLUSTER: "Ray cluster unreachable, short of the resources asked for, or workers lost",
     EXIT_GATE: "the validation gate failed",
     EXIT_DISAGREE: "the Feast registry and the repo overlay disagree (feast check, prune --check)",
+    EXIT_SIGINT: "stopped by SIGINT (Ctrl-C); the same command resumes it",
+    EXIT_SIGTERM: "stopped by SIGTERM (a scheduler); the same command resumes it",
 }
 """What each exit code means: the one list that --help texts and the docs (errors.md) show."""
 
@@ -389,6 +393,27 @@ class SelectionConfigMismatchError(CaeRayError):
             f"{path} was made with a different {what} ({recorded}) than the current one "
             f"({current}). Fix: run `cae-ray select` with this config and run dir first, so the "
             "selection validated is the one this config describes."
+        )
+
+
+# --- signals -------------------------------------------------------------------------------------
+
+
+class RunInterruptedError(CaeRayError):
+    """SIGTERM (a scheduler: Kubernetes, Airflow, Dagster) or SIGINT stopped the command; it
+    stopped cleanly and the same command resumes it."""
+
+    exit_code = EXIT_SIGTERM
+
+    def __init__(self, signal_name: str) -> None:
+        self.signal_name = signal_name
+        if signal_name == "SIGINT":
+            self.exit_code = EXIT_SIGINT
+        super().__init__(
+            f"stopped by {signal_name}: Ray was shut down and no artifact was left half "
+            "written (run.json says which step was interrupted). Fix: run the same command "
+            "with the same run dir to go on: finished steps are reused and the training resumes "
+            "from its last checkpoint, to the same selection as an uninterrupted run."
         )
 
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol
@@ -35,6 +35,7 @@ from cae_ray.records import (
     StepOutcome,
     Verdict,
 )
+from cae_ray.runtime import signals
 from cae_ray.runtime.progress import OnProgress
 from cae_ray.version import __version__
 
@@ -92,6 +93,14 @@ def run(config: Config, run_dir: RunDirLike, on_event: OnEvent | None = None) ->
         steps.run("retire", lambda: retire_in_run(config, where), _no_retire(config, verdict))
         steps.run("report", lambda: report(config, where))
         return steps.finish(verdict)
+
+
+def stopping_on_signals() -> AbstractContextManager[None]:
+    """SIGTERM and SIGINT stop the block cleanly (:mod:`cae_ray.runtime.signals`): Ray shut
+    down, ``run.json`` saying which step was interrupted, and
+    :class:`~cae_ray.errors.RunInterruptedError` (exit 143 or 130). For the CLI and the Ray
+    Job entry point, which own their process and its signals."""
+    return signals.stopping_on_signals()
 
 
 @contextmanager
@@ -342,18 +351,21 @@ class RunSteps:
         started = time.perf_counter()
         try:
             result = work()
-        except Exception as e:
-            error = f"{type(e).__name__}: {e}"
+        except (Exception, KeyboardInterrupt) as e:
+            # KeyboardInterrupt: SIGTERM or SIGINT (runtime/signals.py), recorded as such.
+            stopped = isinstance(e, KeyboardInterrupt)
+            error = signals.interrupted_by() if stopped else f"{type(e).__name__}: {e}"
             seconds = time.perf_counter() - started
-            self.record = self.record.with_status("failed")
-            self._ended(name, StepOutcome(status="failed", error=error, seconds=seconds))
+            status: Literal["failed", "interrupted"] = "interrupted" if stopped else "failed"
+            self.record = self.record.with_status(status)
+            self._ended(name, StepOutcome(status=status, error=error, seconds=seconds))
             self.emit(StepEvent(name, "failed", reason=error, seconds=seconds))
             raise
         reused = before is not None and self.run_dir.modified(artifact) == before
-        status: Literal["done", "reused"] = "reused" if reused else "done"
+        finished: Literal["done", "reused"] = "reused" if reused else "done"
         seconds = time.perf_counter() - started
-        self._ended(name, StepOutcome(status=status, seconds=seconds, **result.summary()))
-        self.emit(StepEvent(name, status, result=result, seconds=seconds))
+        self._ended(name, StepOutcome(status=finished, seconds=seconds, **result.summary()))
+        self.emit(StepEvent(name, finished, result=result, seconds=seconds))
         return result
 
     def finish(self, verdict: Verdict | None) -> RunRecord:

@@ -187,6 +187,16 @@ class KCurve(BaseModel):
     kept_previous: bool = False
 
 
+class LeakingFeature(BaseModel):
+    """A candidate that alone predicts the target (almost) perfectly on rows it was not fitted
+    on: a copy of the label or computed from it (:mod:`cae_ray.selector.leakage`)."""
+
+    name: str
+    score: float
+    test: str
+    """What scored it, in words."""
+
+
 class Selection(Record):
     """The K selected features, each candidate's score, and what decided them."""
 
@@ -211,6 +221,8 @@ class Selection(Record):
     history: list[dict[str, Any]]
     """The search's epoch records (empty when no search was trained)."""
     resumed_from_epoch: int = 0
+    leaking_features: list[LeakingFeature] = Field(default_factory=list)
+    """Candidates that alone predict the target: the gate fails while one is a candidate."""
     num_workers: int
     config_hash: str
     data_fingerprint: str
@@ -231,6 +243,13 @@ class Selection(Record):
     @property
     def edited(self) -> bool:
         return self.selection_hash != self.digest()
+
+    @property
+    def leaks(self) -> tuple[list[str], list[str]]:
+        """The candidates that give the target away (:attr:`leaking_features`), and those of
+        them selected."""
+        names = [leak.name for leak in self.leaking_features]
+        return names, [name for name in names if name in self.selected_features]
 
     @property
     def searched(self) -> bool:
@@ -340,6 +359,10 @@ class Verdict(Record):
     allowed_loss: float
     worst_loss: float
     fits: dict[str, list[dict[str, Any]]] | None = None
+    leaking_features: list[str] = Field(default_factory=list)
+    """Candidates that alone predict the target: the gate fails on them."""
+    perfect: bool = False
+    """Both models scored the metric's best value: something may give the target away."""
     model: GateModelUsed
     task: str
     k: int
@@ -357,6 +380,17 @@ class Verdict(Record):
         """The gate failed because its baseline is weak and a fair one is required."""
         check = self.baseline_check
         return not self.passed and check is not None and check.weak and check.required
+
+    @property
+    def perfect_warning(self) -> str | None:
+        """What to tell the user when both models score perfectly."""
+        if not self.perfect:
+            return None
+        return (
+            f"Both models score a perfect {self.metric}: a feature may give the target away "
+            "(a copy of the label or computed from it), and a gate between two perfect models "
+            "says nothing. Check the features that predict it alone."
+        )
 
     @property
     def weak_baseline_warning(self) -> str | None:
@@ -385,7 +419,7 @@ class Verdict(Record):
 # --- the run -------------------------------------------------------------------------------------
 
 
-StepStatus = Literal["done", "reused", "skipped", "failed"]
+StepStatus = Literal["done", "reused", "skipped", "failed", "interrupted"]
 
 
 class StepOutcome(BaseModel):
@@ -398,10 +432,10 @@ class StepOutcome(BaseModel):
     reason: str | None = None
     """Why it was skipped."""
     error: str | None = None
-    """How it failed: the error's class and message."""
+    """How it failed (the error's class and message), or what interrupted it."""
 
 
-RunStatus = Literal["running", "succeeded", "failed", "gate_failed"]
+RunStatus = Literal["running", "succeeded", "failed", "gate_failed", "interrupted"]
 
 
 class RunRecord(Record):

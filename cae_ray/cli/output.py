@@ -16,7 +16,7 @@ import logging
 import os
 import sys
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -80,15 +80,13 @@ WaitOption = Annotated[
 
 
 @contextmanager
-def run_dir_held(run_dir: str, wait: bool) -> Iterator[None]:
-    """With --wait, hold the run dir (waiting for it) through the command. Without, each step
-    takes it itself and another command's hold is refused."""
-    if not wait:
-        yield
-        return
-    from cae_ray.pipeline import hold_run_dir
+def writing_run_dir(run_dir: str, wait: bool) -> Iterator[None]:
+    """Around every command that writes the run dir: SIGTERM and SIGINT stop it cleanly (Ray
+    shut down, exit 143 or 130), and with --wait it holds the run dir (waiting for it) from
+    the start; without, each step takes it and another command's hold is refused."""
+    from cae_ray.pipeline import hold_run_dir, stopping_on_signals
 
-    with hold_run_dir(run_dir, wait=True):
+    with stopping_on_signals(), hold_run_dir(run_dir, wait=True) if wait else nullcontext():
         yield
 
 

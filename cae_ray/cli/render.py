@@ -101,9 +101,9 @@ def validation_lines(verdict: Verdict, where: str) -> list[str]:
         f"selected - baseline: {shown['difference']}, "
         f"{100 * verdict.interval.confidence:.0f}% interval [{shown['low']}, {shown['high']}]"
     ]
-    warning = verdict.weak_baseline_warning
-    if warning is not None:
-        lines.append(f"[yellow]Warning:[/] {warning}")
+    for warning in (verdict.perfect_warning, verdict.weak_baseline_warning):
+        if warning is not None:
+            lines.append(f"[yellow]Warning:[/] {warning}")
     mark = "[bold green]PASSED[/]" if verdict.passed else "[bold red]FAILED[/]"
     lines.append(f"{mark}: {verdict.reason} Written: {where}")
     return lines

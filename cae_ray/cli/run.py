@@ -21,7 +21,7 @@ from cae_ray.cli.output import (
     print_json,
     quiet_ray,
     run_dir_for,
-    run_dir_held,
+    writing_run_dir,
 )
 from cae_ray.config import Config, load_config
 from cae_ray.gate.errors import ValidationGateFailedError
@@ -90,7 +90,7 @@ def run_with_display(
 
     shown = errors if as_json else out
     quiet_ray()
-    with exits_on_error(), run_dir_held(run_dir, wait):
+    with exits_on_error(), writing_run_dir(run_dir, wait):
         try:
             with step_display(shown, cfg) as display:
                 record = run_all(cfg, run_dir, on_event=display)

@@ -26,7 +26,7 @@ from cae_ray.cli.output import (
     print_json,
     quiet_ray,
     run_dir_for,
-    run_dir_held,
+    writing_run_dir,
 )
 from cae_ray.config import Config, load_config
 from cae_ray.errors import EXIT_CONFIG
@@ -50,7 +50,7 @@ def export(
     from cae_ray.pipeline import export as export_step
 
     run_dir = run_dir_for(run_dir, config)
-    with exits_on_error(), run_dir_held(run_dir, wait):
+    with exits_on_error(), writing_run_dir(run_dir, wait):
         manifest = export_step(load_config(config), run_dir)
     if as_json:
         print_json(manifest.as_json())
@@ -78,7 +78,7 @@ def select(
     from cae_ray.pipeline import select as select_step
 
     run_dir = run_dir_for(run_dir, config)
-    with exits_on_error(), run_dir_held(run_dir, wait):
+    with exits_on_error(), writing_run_dir(run_dir, wait):
         cfg = load_config(config)
         selection = with_progress(
             "select", cfg, lambda on_epoch: select_step(cfg, run_dir, on_epoch), as_json
@@ -103,7 +103,7 @@ def validate(
     from cae_ray.pipeline import validate as validate_step
 
     run_dir = run_dir_for(run_dir, config)
-    with exits_on_error(), run_dir_held(run_dir, wait):
+    with exits_on_error(), writing_run_dir(run_dir, wait):
         cfg = load_config(config)
         verdict = with_progress("validate", cfg, lambda _: validate_step(cfg, run_dir), as_json)
     if not as_json:
@@ -152,7 +152,7 @@ def prune(
         )
         raise fail(needs)
     run_dir = run_dir_for(run_dir, config)
-    with exits_on_error(), run_dir_held(run_dir, wait):
+    with exits_on_error(), writing_run_dir(run_dir, wait):
         cfg = load_config(config)
         plan = prune_step(cfg, run_dir, apply=apply, force_reason=reason if force else None)
     if as_json:
@@ -197,7 +197,7 @@ def retire(
             highlight=False,
         )
     run_dir = run_dir_for(run_dir, config)
-    with exits_on_error(), run_dir_held(run_dir, wait):
+    with exits_on_error(), writing_run_dir(run_dir, wait):
         cfg = load_config(config)
         plan = retire_step(cfg, run_dir, apply=apply, force=allow_dirty or force)
     if as_json:

@@ -249,9 +249,10 @@ def _dates(run: Run) -> list[tuple[str, str]]:
 
 
 def _gate(v: Verdict | None) -> Json:
-    """The gate's sentence (why it passed or failed), and the weak-baseline warning if any."""
+    """The gate's sentence (why it passed or failed), and the weak-baseline and perfect-score
+    warnings if any."""
     if v is None:
-        return {"kind": "none", "sentence": "", "weak": ""}
+        return {"kind": "none", "sentence": "", "weak": "", "perfect": ""}
     check = v.baseline_check
     weak = ""
     if check is not None and check.weak:
@@ -261,7 +262,8 @@ def _gate(v: Verdict | None) -> Json:
                 " The gate compared the selection with this weak baseline, so its pass says "
                 "less than it seems; set validation.require_fair_baseline to fail such runs."
             )
-    return {"kind": "pass" if v.passed else "fail", "sentence": v.reason, "weak": weak}
+    kind = "pass" if v.passed else "fail"
+    return {"kind": kind, "sentence": v.reason, "weak": weak, "perfect": v.perfect_warning or ""}
 
 
 def _cards(run: Run) -> list[tuple[str, str, str]]:

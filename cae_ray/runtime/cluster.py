@@ -9,6 +9,7 @@ import os
 from typing import Any
 
 from cae_ray.config import Config, ray_address
+from cae_ray.runtime import signals
 from cae_ray.runtime.data import split_files
 from cae_ray.runtime.errors import GpuUnavailableError, RayUnreachableError
 
@@ -52,6 +53,7 @@ def connect(config: Config) -> None:
             )
         except (ConnectionError, RuntimeError, ValueError) as e:
             raise RayUnreachableError(str(address), str(e).splitlines()[0]) from e
+        signals.reinstall()  # ray.init installed Ray's SIGTERM handler, which aborts
     _check_gpus(config)
 
 
