@@ -113,12 +113,18 @@ def selection_digest(selection: Mapping[str, Any]) -> str:
 @contextmanager
 def replacing(path: Path) -> Iterator[Path]:
     """Write to the path this yields; on success it replaces ``path`` in one rename, so readers
-    see the old file or the new one, never half of one. On failure ``path`` is left as it was."""
+    see the old file or the new one, never half of one. On failure ``path`` is left as it was
+    (a full disk: :class:`~cae_ray.storage.DiskFullError`, the partial file removed)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(f".{path.name}.partial")  # hidden from Parquet readers too
     try:
         yield partial
         os.replace(partial, path)
+    except OSError as e:
+        if not storage.is_disk_full(e):
+            raise
+        partial.unlink(missing_ok=True)  # before the free bytes are measured
+        raise storage.DiskFullError(str(path), None, storage.free_bytes(str(path))) from e
     finally:
         partial.unlink(missing_ok=True)
 

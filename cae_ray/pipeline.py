@@ -16,6 +16,7 @@ hub: :mod:`cae_ray.feast.export`, :mod:`cae_ray.steps.prepare`, :mod:`cae_ray.st
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -37,6 +38,7 @@ from cae_ray.records import (
 )
 from cae_ray.runtime import signals
 from cae_ray.runtime.progress import OnProgress
+from cae_ray.storage import DiskFullError
 from cae_ray.version import __version__
 
 if TYPE_CHECKING:
@@ -44,6 +46,8 @@ if TYPE_CHECKING:
     from cae_ray.feast.registry import PrunePlan
     from cae_ray.feast.retire import RetirePlan
     from cae_ray.feast.status import Findings, RepoStatus
+
+logger = logging.getLogger(__name__)
 
 RunDirLike = str | os.PathLike[str] | RunDir
 
@@ -358,7 +362,10 @@ class RunSteps:
             seconds = time.perf_counter() - started
             status: Literal["failed", "interrupted"] = "interrupted" if stopped else "failed"
             self.record = self.record.with_status(status)
-            self._ended(name, StepOutcome(status=status, error=error, seconds=seconds))
+            try:
+                self._ended(name, StepOutcome(status=status, error=error, seconds=seconds))
+            except DiskFullError as full:  # the step's own error is the one to report
+                logger.warning("could not record the failure in run.json: %s", full)
             self.emit(StepEvent(name, "failed", reason=error, seconds=seconds))
             raise
         reused = before is not None and self.run_dir.modified(artifact) == before

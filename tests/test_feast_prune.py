@@ -549,31 +549,6 @@ def test_a_restore_killed_half_way_is_rolled_back_to_the_pruned_state(
 # journal, and puts the copy back when a write was cut short.
 
 
-@pytest.fixture
-def small_disk(tmp_path) -> Any:
-    """A 16 MiB tmpfs (a real file system that fills up), and a function that fills it."""
-    mount = tmp_path / "disk"
-    mount.mkdir()
-    mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(mount)], capture_output=True
-    )
-    if mounted.returncode != 0:
-        pytest.skip(f"mounting a tmpfs needs root: {mounted.stderr.decode().strip()}")
-
-    def fill() -> Path:
-        filler = mount / "filler"
-        try:
-            with filler.open("wb", buffering=0) as handle:
-                while True:
-                    handle.write(b"\0" * 65536)
-        except OSError:
-            pass  # ENOSPC: full
-        return filler
-
-    yield mount, fill
-    subprocess.run(["umount", "-l", str(mount)], check=False)
-
-
 def prune_cli(config: Config, run_dir: Path, tmp_path: Path) -> Any:
     from typer.testing import CliRunner
 

@@ -9,6 +9,8 @@ number the entity rows and retrieve their features (and a label that ``data.targ
 ``view:field``, point in time like them) chunk by chunk (``full_feature_names``, so
 columns are ``view__feature`` and never collide); write each chunk as one part; write
 ``_manifest.json`` (each column's feature reference) last, so a manifest means a whole export.
+A full disk removes the parts written so far and says how much room the export needs
+(:class:`~cae_ray.storage.DiskFullError`).
 
 Works on the ``file`` (dask) and ``duckdb`` offline stores, chunk by chunk in the driver
 (``duckdb`` needs the ``duckdb`` extra), and on Feast's ``ray`` store, where the features go
@@ -97,32 +99,49 @@ def export(
     numbered = entities.append_column(ROW_ID, pa.array(range(entities.num_rows), pa.int64()))
     schema = pa.schema([*numbered.schema, *(pa.field(r.column, r.dtype) for r in asked)])
     run.remove(EXPORT_DIR)  # parts of an earlier export, whole or killed half way
-    if is_ray_store(store):
-        parts = export_on_ray(
-            config, store, numbered, asked, keys, settings.timestamp_column, schema, out
+    try:
+        if is_ray_store(store):
+            parts = export_on_ray(
+                config, store, numbered, asked, keys, settings.timestamp_column, schema, out
+            )
+            if on_rows is not None:
+                on_rows(numbered.num_rows, numbered.num_rows)
+        else:
+            parts = _export_in_chunks(store, numbered, asked, keys, settings, schema, out, on_rows)
+        manifest = ExportManifest(
+            **made_from,
+            repo=settings.repo,
+            project=store.project,
+            offline_store=store.config.offline_store.type,
+            columns={r.column: r.ref for r in refs},  # the candidates: the label is not one
+            value_bytes={r.column: _value_bytes(r.dtype) for r in refs if _value_bytes(r.dtype)},
+            label=None if label is None else ExportLabel(ref=label.ref, column=label.column),
+            entity_columns=entities.schema.names,
+            row_key=ROW_ID,
+            rows=numbered.num_rows,
+            parts=parts,
+            feast_version=version("feast"),
+            seconds=time.perf_counter() - started,
+            files=run.files(EXPORT_DIR),
         )
-        if on_rows is not None:
-            on_rows(numbered.num_rows, numbered.num_rows)
-    else:
-        parts = _export_in_chunks(store, numbered, asked, keys, settings, schema, out, on_rows)
-    manifest = ExportManifest(
-        **made_from,
-        repo=settings.repo,
-        project=store.project,
-        offline_store=store.config.offline_store.type,
-        columns={r.column: r.ref for r in refs},  # the candidates: the label is not one
-        value_bytes={r.column: _value_bytes(r.dtype) for r in refs if _value_bytes(r.dtype)},
-        label=None if label is None else ExportLabel(ref=label.ref, column=label.column),
-        entity_columns=entities.schema.names,
-        row_key=ROW_ID,
-        rows=numbered.num_rows,
-        parts=parts,
-        feast_version=version("feast"),
-        seconds=time.perf_counter() - started,
-        files=run.files(EXPORT_DIR),
-    )
-    manifest.write(run)  # last: a manifest means a whole export
+        manifest.write(run)  # last: a manifest means a whole export
+    except Exception as e:
+        if not storage.is_disk_full(e):
+            raise
+        run.remove(EXPORT_DIR)  # parts without a manifest are no export; the room goes back
+        raise storage.disk_full(e, out, _export_bytes(numbered, asked), "writing the export") from e
     return manifest
+
+
+def _export_bytes(rows: pa.Table, refs: list[FeatureRef]) -> int:
+    """At most the bytes of the whole export: its values uncompressed (8 bytes for a value of
+    variable width), and a little for the files' own structure."""
+    width = sum(_value_bytes(r.dtype) or 8 for r in refs)
+    return int(rows.nbytes) + rows.num_rows * width + _PARQUET_SLACK
+
+
+_PARQUET_SLACK = 64 * 1024
+"""The footers, page headers and file-system blocks of a few Parquet files."""
 
 
 def _value_bytes(dtype: pa.DataType) -> int:

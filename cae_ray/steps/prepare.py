@@ -5,7 +5,8 @@ train and validation splits that select and validate read.
 
 The dataset is ``data.path``, or else the Feast export in the run dir (:func:`source_data`).
 Finished work is reused when the config's data and head sections, the files' fingerprint and
-the written splits are as they were.
+the written splits are as they were. A full disk (raised in a Ray worker) removes the splits
+written so far and says how much room they need (:class:`~cae_ray.storage.DiskFullError`).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from cae_ray.runtime.data import (
     check_values,
     compute_stats,
     inspect_dataset,
+    packed_bytes,
     read_ordered,
     resolve_dataset_target,
     write_packed,
@@ -65,19 +67,27 @@ def prepare(config: Config, run: RunDir) -> Prepared:
     config.selector.check_fits(len(keep), constant)
     target = resolve_dataset_target(source, data.target, config.head.task)
     splits = {"train": run.path(TRAIN_SPLIT), "validation": run.path(VALIDATION_SPLIT)}
-    counts = write_packed(source, data, stats, keep, target, splits)
-    prepared = Prepared(
-        **made_from,
-        path=str(data.path),
-        candidate_features=info.features,
-        features=keep,
-        dropped_constant=constant,
-        target={"column": data.target, **target.as_dict()},
-        rows=SplitRows(**counts),
-        stats=stats.as_dict(),
-        files=run.files(TRAIN_SPLIT, VALIDATION_SPLIT),
-    )
-    prepared.write(run)
+    try:
+        counts = write_packed(source, data, stats, keep, target, splits)
+        prepared = Prepared(
+            **made_from,
+            path=str(data.path),
+            candidate_features=info.features,
+            features=keep,
+            dropped_constant=constant,
+            target={"column": data.target, **target.as_dict()},
+            rows=SplitRows(**counts),
+            stats=stats.as_dict(),
+            files=run.files(TRAIN_SPLIT, VALIDATION_SPLIT),
+        )
+        prepared.write(run)
+    except Exception as e:  # a full disk, raised in a Ray worker: Ray wraps it
+        if not storage.is_disk_full(e):
+            raise
+        for directory in splits.values():  # splits without prepared.json are not reused
+            storage.remove(directory)
+        needed = packed_bytes(info.n_rows, len(keep))
+        raise storage.disk_full(e, run.path("data"), needed, "writing the packed splits") from e
     return prepared
 
 

@@ -42,6 +42,8 @@ from typing import Any
 
 from cae_ray.errors import RunDirError, RunDirLockedError
 from cae_ray.storage import is_remote, join, location, read_text, remove, write_bytes
+from cae_ray.storage.errors import DiskFullError
+from cae_ray.storage.space import free_bytes, is_disk_full
 
 logger = logging.getLogger(__name__)
 
@@ -146,7 +148,7 @@ class _LocalLock:
         except FileNotFoundError:
             return "a command that is letting go of it"  # it removed the dir just now
         except OSError as e:
-            raise RunDirError(str(self.root), f"cannot be locked ({e.strerror or e})") from e
+            raise self._unlockable(e) from e
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -157,10 +159,20 @@ class _LocalLock:
             os.close(fd)
             return self._try()
         payload = json.dumps({"holder": asdict(Holder.this_process())}).encode()
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, payload, 0)
         self.fd = fd
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, payload, 0)
+        except OSError as e:
+            self.release()  # no lock file left, nor a run dir made for it
+            raise self._unlockable(e) from e
         return None
+
+    def _unlockable(self, error: OSError) -> Exception:
+        if is_disk_full(error):  # the holder's few bytes take a file-system block
+            free = free_bytes(str(self.root))
+            return DiskFullError(str(self.path), 4096, free, "the run dir's lock file")
+        return RunDirError(str(self.root), f"cannot be locked ({error.strerror or error})")
 
     def release(self) -> None:
         assert self.fd is not None
