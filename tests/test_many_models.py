@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import shutil
 from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -269,7 +270,11 @@ def test_retirement_takes_what_every_model_left_out_and_skips_what_a_service_rea
     pruned, files = state(repo), (repo / "definitions.py").read_bytes()
 
     # Not due for an hour: the grace period counts from the last model's run.
-    assert plan_retire(config_in(models, "A", repo, grace_period="1h")).due == {}
+    waiting = plan_retire(config_in(models, "A", repo, grace_period="1h"))
+    assert waiting.due == {}
+    in_an_hour = datetime.now(timezone.utc) + timedelta(hours=1)
+    assert waiting.next_due in {f"{in_an_hour:%Y-%m-%d}", f"{in_an_hour + timedelta(1):%Y-%m-%d}"}
+    assert waiting.headline == f"none due yet; the first on {waiting.next_due} (grace 1h)"
     plan = plan_retire(config_a)
     # s_01 and trips (kept by A, left out by B) and s_03 (kept by B) are not due; of what
     # neither keeps, s_00 and s_04 are read by the team's driver_model: skipped, named.

@@ -160,8 +160,7 @@ def describe(result: StepResult | None) -> str:
     if isinstance(result, RetireNotPossible):
         return "[dim]nothing can retire yet[/]"
     if isinstance(result, RetirePlan):
-        action = "retired" if result.applied else f"due after {result.grace_period} (plan)"
-        return f"{result.count:,} {action}"
+        return result.headline
     if isinstance(result, ReportWritten):
         return Path(result.path).name
     return ""

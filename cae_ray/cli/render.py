@@ -191,6 +191,8 @@ def retire_lines(plan: RetirePlan, repo: str, where: str) -> list[str]:
             "hook drops them when Feast imports the repo."
         )
     undo = restore_command(repo, plan.run_id)
+    if not plan.count:
+        lines.append(f"Nothing to retire: {plan.headline}.")
     if plan.applied:
         lines.append(f"[green]Retired {plan.count} features.[/] Undo with: {undo}")
     else:

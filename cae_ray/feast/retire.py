@@ -75,6 +75,8 @@ class RetirePlan:
     planned_at: str
     skipped: dict[str, list[str]] = field(default_factory=dict)
     """Each feature due but still read (``view:feature``): what reads it. These stay."""
+    next_due: str | None = None
+    """The day (UTC) the first mark not yet due becomes due; None when every mark is due."""
     applied: bool = False
     recovered: str | None = None
     previous: dict[str, Any] = field(default_factory=dict)
@@ -83,6 +85,17 @@ class RetirePlan:
     @property
     def count(self) -> int:
         return sum(map(len, self.due.values()))
+
+    @property
+    def headline(self) -> str:
+        """The plan in a few words, with the next date when nothing is due yet."""
+        if self.applied:
+            return f"{self.count:,} retired"
+        if self.count:
+            return f"{self.count:,} due after {self.grace_period} (plan)"
+        if self.next_due:
+            return f"none due yet; the first on {self.next_due} (grace {self.grace_period})"
+        return "none due: no feature is marked deprecated"
 
     def as_json(self) -> dict[str, Any]:
         """As ``retire.json`` (and the audit log) hold it."""
@@ -101,7 +114,7 @@ class RetirePlan:
 
     def summary(self) -> dict[str, Any]:
         """The figures ``run.json`` keeps."""
-        keys = ("run_id", "applied", "count", "grace_period")
+        keys = ("run_id", "applied", "count", "grace_period", "next_due")
         return {key: self.as_json()[key] for key in keys}
 
 
@@ -122,10 +135,13 @@ def _planned(config: Config) -> tuple[RetirePlan, SourceEdits]:
         raise NoPruneYetError(str(repo))
     overlay, now = read_overlay(repo), datetime.now(timezone.utc)
     due: dict[str, dict[str, Any]] = {}
+    waiting: list[datetime] = []
     for view, features in marks(overlay).items():
         for feature, mark in features.items():
             if _older(mark, now, config.feast.grace):
                 due.setdefault(view, {})[feature] = mark
+            else:
+                waiting.append(_since(mark) + config.feast.grace)
     skipped = _users(store, due, set(services(overlay)))
     for ref in skipped:
         view, _, feature = ref.partition(":")
@@ -145,13 +161,18 @@ def _planned(config: Config) -> tuple[RetirePlan, SourceEdits]:
         diff=edits.diff(repo),
         planned_at=utc_stamp(),
         skipped=skipped,
+        next_due=f"{min(waiting):%Y-%m-%d}" if waiting else None,
     )
     return plan, edits
 
 
 def _older(mark: dict[str, Any], now: datetime, grace: timedelta) -> bool:
+    return now - _since(mark) >= grace
+
+
+def _since(mark: dict[str, Any]) -> datetime:
     # A mark of cae-ray before 0.2 has no date: it counts from the epoch (long deprecated).
-    return now - parse_stamp(mark.get("since") or "1970-01-01T00:00:00Z") >= grace
+    return parse_stamp(mark.get("since") or "1970-01-01T00:00:00Z")
 
 
 def _users(store: Any, due: dict[str, dict[str, Any]], ours: set[str]) -> dict[str, list[str]]:

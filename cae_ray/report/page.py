@@ -206,7 +206,7 @@ def render_html(
             features=[{k: row[k] for k in (*CSV_COLUMNS, "score_text")} for row in features],
             score_meaning=SCORE_MEANING,
             config_yaml=_config_yaml(config),
-            steps=_steps(run.steps),
+            steps=_steps(run),
             artifacts=_artifacts(run),
         )
     )
@@ -380,12 +380,18 @@ def _config_yaml(config: Config | None) -> str:
     return re.sub(r"(://[^/\s:@]*):[^/\s@]+@", r"\1:***@", text)
 
 
-def _steps(record: RunRecord | None) -> list[tuple[str, str, str, str]]:
+def _steps(run: Run) -> list[tuple[str, str, str, str]]:
     """The rows of ``run.json``'s step table (``cae-ray run``): name, status, seconds, and why
-    a step failed or was skipped."""
-    steps = record.steps if record is not None else {}
+    a step failed or was skipped (the retirement: what is due, or when the first will be)."""
+    steps = run.steps.steps if run.steps is not None else {}
+    retired = run.retire.headline if run.retire is not None else ""
     return [
-        (name, step.status, _num(step.seconds, ".1f"), step.error or step.reason or "")
+        (
+            name,
+            step.status,
+            _num(step.seconds, ".1f"),
+            step.error or step.reason or (retired if name == "retire" else ""),
+        )
         for name, step in steps.items()
     ]
 
