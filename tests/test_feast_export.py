@@ -552,6 +552,18 @@ def files_beside(mount: Path, filler: Path) -> list[Path]:
     return [p for p in mount.rglob("*") if p.is_file() and p != filler]
 
 
+def refused_for_a_full_disk(result: Any, where: str, needs: str) -> None:
+    """``result`` is the one-line DiskFullError (exit 2) naming ``where`` and up to how many
+    bytes ``needs`` (what was being written), with its fix and no traceback of Ray's."""
+    from cae_ray.errors import EXIT_CONFIG
+
+    said = " ".join(result.output.split())
+    assert result.exit_code == EXIT_CONFIG, result.output
+    assert f"no space left on the disk holding {where}" in said, said
+    assert f"{needs} needs up to" in said and "Fix: free" in said, said
+    assert "Traceback" not in said and "RayTaskError" not in said, result.output
+
+
 @pytest.mark.parametrize(
     ("leave", "cut_short"),
     [(0, ".cae_ray.lock"), (64 << 10, "export/part-0000")],
@@ -589,8 +601,6 @@ def test_a_full_disk_stops_the_ray_store_export_and_leaves_no_part(
     ray_cluster, tmp_path_factory, small_disk, tmp_path
 ) -> None:
     """Feast's ray store: Ray Data writes the parts on the cluster, and Ray wraps the error."""
-    from cae_ray.errors import EXIT_CONFIG
-
     repo = make_feast_repo(tmp_path_factory.mktemp("feast-ray-big"), 2000, offline_store="ray")
     mount, fill = small_disk
     path = tmp_path / "config.json"
@@ -599,11 +609,7 @@ def test_a_full_disk_stops_the_ray_store_export_and_leaves_no_part(
     filler = fill(64 << 10)
 
     full = cli("export", str(path), "--run-dir", str(run))
-    said = " ".join(full.output.split())
-    assert full.exit_code == EXIT_CONFIG, full.output
-    assert f"no space left on the disk holding {run}/export" in said, said
-    assert "writing the export needs up to" in said and "Fix: free" in said, said
-    assert "Traceback" not in said and "RayTaskError" not in said, full.output
+    refused_for_a_full_disk(full, f"{run}/export", "writing the export")
     assert files_beside(mount, filler) == []  # no part, no staged part, no manifest
 
     filler.unlink()
@@ -617,7 +623,6 @@ def test_a_full_disk_stops_prepare_naming_the_split_and_leaves_no_part(
     ray_cluster, big_repo, small_disk, tmp_path
 ) -> None:
     from cae_ray.artifacts import PREPARED, SELECTION
-    from cae_ray.errors import EXIT_CONFIG
 
     mount, fill = small_disk
     config = validate_config(
@@ -637,11 +642,7 @@ def test_a_full_disk_stops_prepare_naming_the_split_and_leaves_no_part(
     filler = fill(64 << 10)  # the packed splits need about 130 kB
 
     full = cli("select", str(path), "--run-dir", str(run))
-    said = " ".join(full.output.split())
-    assert full.exit_code == EXIT_CONFIG, full.output
-    assert f"no space left on the disk holding {run}/data/" in said, said
-    assert "writing the packed splits needs up to" in said and "Fix: free" in said, said
-    assert "Traceback" not in said and "RayTaskError" not in said, full.output
+    refused_for_a_full_disk(full, f"{run}/data/", "writing the packed splits")
     assert sorted(files_beside(mount, filler)) == exported  # no split part, whole or cut short
     assert not (run / PREPARED).exists()
 
