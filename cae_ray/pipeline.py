@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from cae_ray.artifacts import STEP_ARTIFACTS, RunDir, config_hash
 from cae_ray.config import Config
-from cae_ray.gate.errors import ValidationGateFailedError, WeakBaselineError
+from cae_ray.gate.errors import gate_failure
 from cae_ray.records import (
     ExportManifest,
     Prepared,
@@ -380,8 +380,7 @@ class RunSteps:
         self.record = self.record.with_status("succeeded" if passed else "gate_failed")
         self.record.write(self.run_dir)
         if verdict is not None and not passed:
-            failure = WeakBaselineError if verdict.failed_for_weak_baseline else None
-            raise (failure or ValidationGateFailedError)(str(self.run_dir), verdict.reason)
+            raise gate_failure(str(self.run_dir), verdict)
         return self.record
 
     def _ended(self, name: str, outcome: StepOutcome) -> None:

@@ -99,7 +99,7 @@ def validate(
 ) -> None:
     """Check that a model on the K selected features matches one on all features; writes
     RUN_DIR/validation.json. Exits with 5 when the gate fails, so a pipeline stops there."""
-    from cae_ray.gate.errors import ValidationGateFailedError
+    from cae_ray.gate.errors import gate_failure
     from cae_ray.pipeline import validate as validate_step
 
     run_dir = run_dir_for(run_dir, config)
@@ -111,7 +111,7 @@ def validate(
         for line in render.validation_lines(verdict, join(run_dir, "validation.json")):
             out.print(line, highlight=False)
     if not verdict.passed:  # the lines above said why
-        raise fail(ValidationGateFailedError(run_dir, verdict.reason), verdict.as_json(), say=False)
+        raise fail(gate_failure(run_dir, verdict), verdict.as_json(), say=False)
     if as_json:
         print_json(verdict.as_json())
 

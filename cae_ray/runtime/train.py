@@ -30,7 +30,7 @@ from cae_ray.runtime.batches import ShuffledWindows
 from cae_ray.runtime.errors import CheckpointRejectedError, WorkersLostError
 from cae_ray.runtime.progress import OnProgress, progress_every_s, watching_progress, write_progress
 from cae_ray.runtime.signals import fit_interruptibly
-from cae_ray.selector.loop import Batch, SelectionObjective, fit
+from cae_ray.selector.loop import Batch, EpochRecord, SelectionObjective, fit
 from cae_ray.selector.model import SelectorModel, build_model, build_optimizer
 from cae_ray.selector.targets import ResolvedTask
 from cae_ray.storage import join, ray_storage
@@ -95,7 +95,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         start_epoch=start_epoch,
         start_step=step,
         all_agree=_all_agree,
-        on_epoch_end=lambda record: reporter.epoch_done(averaged_over_ranks(record.as_dict())),
+        on_epoch_end=lambda record: reporter.epoch_done(epoch_record(record)),
         autocast_bf16=config.scaling.bf16 and config.scaling.use_gpu,
     )
     reporter.finish()
@@ -133,6 +133,12 @@ def _selector(
     rows_per_worker = max(spec.n_train_rows // max(world, 1), 1)
     steps_per_epoch = math.ceil(rows_per_worker / config.training.batch_size)
     return model, SelectionObjective(config, spec.task, steps_per_epoch)
+
+
+def epoch_record(record: EpochRecord) -> dict[str, Any]:
+    """What the history keeps of an epoch: its record, the loss averaged over ranks, and the
+    torch threads this worker trained with (its CPU share: never more, on a shared node)."""
+    return {**averaged_over_ranks(record.as_dict()), "threads": torch.get_num_threads()}
 
 
 def averaged_over_ranks(record: dict[str, Any]) -> dict[str, Any]:
