@@ -118,7 +118,7 @@ def test_a_leaked_label_is_named_and_fails_the_gate(ray_cluster, tiny_table, tmp
     lines = render.validation_lines(verdict, run.path("validation.json"))
     assert any("FAILED" in line and "f_leak" in line for line in lines)
     assert any("Both models score a perfect accuracy" in line for line in lines) == selected
-    failure = gate_failure(str(tmp_path / "run"), verdict)  # what `cae-ray run` and `validate` raise
+    failure = gate_failure(str(tmp_path / "run"), verdict)  # what `run` and `validate` raise
     assert isinstance(failure, LeakingFeaturesError) and exit_code(failure) == 5
     assert "leave them out of the candidates" in str(failure)
     assert "selector.k" not in str(failure)  # training longer would not help
