@@ -30,6 +30,11 @@ __all__ = [
 ]
 
 
+def __dir__() -> list[str]:
+    """The public names (the lazy ones included), not this module's own imports."""
+    return sorted(__all__)
+
+
 def __getattr__(name: str) -> Any:
     if name == "ConcreteFeatureSelector":
         from cae_ray.extras import require_train

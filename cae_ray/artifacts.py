@@ -24,7 +24,7 @@ import json
 import os
 import tempfile
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -113,12 +113,18 @@ def selection_digest(selection: Mapping[str, Any]) -> str:
 @contextmanager
 def replacing(path: Path) -> Iterator[Path]:
     """Write to the path this yields; on success it replaces ``path`` in one rename, so readers
-    see the old file or the new one, never half of one. On failure ``path`` is left as it was."""
+    see the old file or the new one, never half of one. On failure ``path`` is left as it was
+    (a full disk: :class:`~cae_ray.storage.DiskFullError`, the partial file removed)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(f".{path.name}.partial")  # hidden from Parquet readers too
     try:
         yield partial
         os.replace(partial, path)
+    except OSError as e:
+        if not storage.is_disk_full(e):
+            raise
+        partial.unlink(missing_ok=True)  # before the free bytes are measured
+        raise storage.DiskFullError(str(path), None, storage.free_bytes(str(path))) from e
     finally:
         partial.unlink(missing_ok=True)
 
@@ -206,6 +212,14 @@ class RunDir:
         except OSError as e:
             raise RunDirError(self.root, f"cannot be written ({e.strerror or e})") from e
         return self
+
+    def locked(self, wait: bool = False) -> AbstractContextManager[None]:
+        """Hold this run dir for the calling thread's command (:mod:`cae_ray.storage.lock`):
+        refused with :class:`RunDirLockedError` while another command holds it, or (``wait``)
+        waiting for it."""
+        from cae_ray.storage.lock import locked
+
+        return locked(self.root, wait=wait)
 
     def exists(self, name: str) -> bool:
         return storage.exists(self.path(name))

@@ -24,6 +24,11 @@ def preview(names: Sequence[object], limit: int = 8) -> str:
 
 EXIT_FAILURE, EXIT_CONFIG, EXIT_INPUT, EXIT_CLUSTER, EXIT_GATE = 1, 2, 3, 4, 5
 """Of `cae-ray` and the Ray Job entry point, so a scheduler tells failure kinds apart."""
+EXIT_DISAGREE = 6
+"""`feast check` / `prune --check` found a disagreement: not a failure of the command, a finding
+a CI job acts on, so it is told apart from 1 (a bug)."""
+EXIT_SIGINT, EXIT_SIGTERM = 130, 143
+"""A run stopped by a signal ends as shells and schedulers expect: 128 + the signal's number."""
 EXIT_CODES = {
     0: "success",
     EXIT_FAILURE: "unexpected failure",
@@ -32,6 +37,9 @@ EXIT_CODES = {
     EXIT_INPUT: "bad input data",
     EXIT_CLUSTER: "Ray cluster unreachable, short of the resources asked for, or workers lost",
     EXIT_GATE: "the validation gate failed",
+    EXIT_DISAGREE: "the Feast registry and the repo overlay disagree (feast check, prune --check)",
+    EXIT_SIGINT: "stopped by SIGINT (Ctrl-C); the same command resumes it",
+    EXIT_SIGTERM: "stopped by SIGTERM (a scheduler); the same command resumes it",
 }
 """What each exit code means: the one list that --help texts and the docs (errors.md) show."""
 
@@ -47,6 +55,12 @@ class CaeRayError(Exception):
     its class, message and attributes, whatever its ``__init__`` takes."""
 
     exit_code = EXIT_FAILURE
+
+    @property
+    def fix(self) -> str:
+        """What to do about it: the message's "Fix: ..." part ("" where it has none)."""
+        _, found, fix = str(self).partition("Fix: ")
+        return fix.strip().removesuffix(".") if found else ""
 
     def __reduce__(self) -> tuple[object, ...]:
         return (_rebuilt, (type(self), self.args, self.__dict__))
@@ -82,6 +96,15 @@ class UndefinedEnvVarError(ConfigFileError):
             f"line {line} uses ${{{name}}} but the environment variable {name} is not set",
             f"export {name}=..., or write ${{{name}:-default}} to give a default",
         )
+
+
+class ConfigTooLargeError(ConfigFileError):
+    """A config file is larger than cae-ray reads, its YAML aliases expand past the limit (an
+    alias bomb), or it nests deeper than a parser can follow."""
+
+    def __init__(self, path: str, problem: str, limit: str, fix: str) -> None:
+        self.limit = limit
+        super().__init__(path, f"{problem} (the limit: {limit})", fix)
 
 
 class ConfigValidationError(CaeRayError, ValueError):
@@ -265,6 +288,20 @@ class RunDirError(CaeRayError):
         )
 
 
+class RunDirLockedError(CaeRayError):
+    """Another command is writing the run dir (two schedulers, or a run started twice)."""
+
+    exit_code = EXIT_CONFIG
+
+    def __init__(self, path: str, holder: str) -> None:
+        self.path, self.holder = path, holder
+        super().__init__(
+            f"the run dir {path} is in use by {holder}, and two commands writing one run dir "
+            "would overwrite each other's artifacts. Fix: wait for it to finish, pass --wait to "
+            "start when it does, or give this run another --run-dir."
+        )
+
+
 class MissingDataConfigError(CaeRayError):
     exit_code = EXIT_CONFIG
 
@@ -287,6 +324,21 @@ class NoExportError(CaeRayError):
             f"{run_dir} has no Feast export, and data.path is not set, so the config selects "
             f"from it. Fix: run `cae-ray export CONFIG --run-dir {run_dir}` first (or `cae-ray "
             "run`, which does every step), or set data.path."
+        )
+
+
+class LabelNotExportedError(CaeRayError):
+    """``data.target`` names a Feast feature that the run dir's export did not fetch."""
+
+    exit_code = EXIT_CONFIG
+
+    def __init__(self, run_dir: str, label: str, exported: str | None) -> None:
+        held = f"the label {exported!r}" if exported else "no label"
+        super().__init__(
+            f"data.target {label!r} names a Feast feature, which the export fetches beside the "
+            f"features, but the export in {run_dir} holds {held}. Fix: run `cae-ray export "
+            f"CONFIG --run-dir {run_dir}` with this config (or `cae-ray run`, which does every "
+            "step)."
         )
 
 
@@ -342,6 +394,27 @@ class SelectionConfigMismatchError(CaeRayError):
             f"{path} was made with a different {what} ({recorded}) than the current one "
             f"({current}). Fix: run `cae-ray select` with this config and run dir first, so the "
             "selection validated is the one this config describes."
+        )
+
+
+# --- signals -------------------------------------------------------------------------------------
+
+
+class RunInterruptedError(CaeRayError):
+    """SIGTERM (a scheduler: Kubernetes, Airflow, Dagster) or SIGINT stopped the command; it
+    stopped cleanly and the same command resumes it."""
+
+    exit_code = EXIT_SIGTERM
+
+    def __init__(self, signal_name: str) -> None:
+        self.signal_name = signal_name
+        if signal_name == "SIGINT":
+            self.exit_code = EXIT_SIGINT
+        super().__init__(
+            f"stopped by {signal_name}: Ray was shut down and no artifact was left half "
+            "written (run.json says which step was interrupted). Fix: run the same command "
+            "with the same run dir to go on: finished steps are reused and the training resumes "
+            "from its last checkpoint, to the same selection as an uninterrupted run."
         )
 
 

@@ -16,9 +16,11 @@ hub: :mod:`cae_ray.feast.export`, :mod:`cae_ray.steps.prepare`, :mod:`cae_ray.st
 
 from __future__ import annotations
 
+import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol
@@ -26,7 +28,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 from cae_ray.artifacts import STEP_ARTIFACTS, RunDir, config_hash
 from cae_ray.config import Config
 from cae_ray.extras import require_train
-from cae_ray.gate.errors import ValidationGateFailedError, WeakBaselineError
+from cae_ray.gate.errors import gate_failure
 from cae_ray.records import (
     ExportManifest,
     Prepared,
@@ -35,13 +37,18 @@ from cae_ray.records import (
     StepOutcome,
     Verdict,
 )
+from cae_ray.runtime import signals
 from cae_ray.runtime.progress import OnProgress
+from cae_ray.storage import DiskFullError
 from cae_ray.version import __version__
 
 if TYPE_CHECKING:
+    from cae_ray.feast.forget import ForgetPlan
     from cae_ray.feast.registry import PrunePlan
     from cae_ray.feast.retire import RetirePlan
-    from cae_ray.feast.status import FeatureState, Findings
+    from cae_ray.feast.status import Findings, RepoStatus
+
+logger = logging.getLogger(__name__)
 
 RunDirLike = str | os.PathLike[str] | RunDir
 
@@ -79,18 +86,38 @@ def run(config: Config, run_dir: RunDirLike, on_event: OnEvent | None = None) ->
     prune is skipped, the report is still written, and :class:`ValidationGateFailedError` is
     raised."""
     require_train("a run")
+    with hold_run_dir(run_dir) as where:
+        steps = RunSteps(config, where, on_event)
+        export_rows = steps.rows("export")
+        steps.run("export", lambda: export(config, where, export_rows), _no_export(config))
+        steps.run("prepare", lambda: prepare(config, where))
+        steps.run("select", lambda: select(config, where, steps.epochs("select")))
+        verdict = steps.run("validate", lambda: validate(config, where))
+        assert verdict is None or isinstance(verdict, Verdict)
+        apply = config.feast is not None and config.feast.prune == "apply"
+        steps.run("prune", lambda: prune(config, where, apply=apply), _no_prune(config, verdict))
+        steps.run("retire", lambda: retire_in_run(config, where), _no_retire(config, verdict))
+        steps.run("report", lambda: report(config, where))
+        return steps.finish(verdict)
+
+
+def stopping_on_signals() -> AbstractContextManager[None]:
+    """SIGTERM and SIGINT stop the block cleanly (:mod:`cae_ray.runtime.signals`): Ray shut
+    down, ``run.json`` saying which step was interrupted, and
+    :class:`~cae_ray.errors.RunInterruptedError` (exit 143 or 130). For the CLI and the Ray
+    Job entry point, which own their process and its signals."""
+    return signals.stopping_on_signals()
+
+
+@contextmanager
+def hold_run_dir(run_dir: RunDirLike, *, wait: bool = False) -> Iterator[RunDir]:
+    """The run dir, checked and held for this thread (:meth:`RunDir.locked`) while the block
+    runs: every step takes it, so two commands never write one run dir at once; another
+    command's hold is refused with :class:`~cae_ray.errors.RunDirLockedError`, or with
+    ``wait`` waited for. Re-entrant: ``run`` holds it through its steps."""
     where = _writable(run_dir)
-    steps = RunSteps(config, where, on_event)
-    steps.run("export", lambda: export(config, where, steps.rows("export")), _no_export(config))
-    steps.run("prepare", lambda: prepare(config, where))
-    steps.run("select", lambda: select(config, where, steps.epochs("select")))
-    verdict = steps.run("validate", lambda: validate(config, where))
-    assert verdict is None or isinstance(verdict, Verdict)
-    apply = config.feast is not None and config.feast.prune == "apply"
-    steps.run("prune", lambda: prune(config, where, apply=apply), _no_prune(config, verdict))
-    steps.run("retire", lambda: retire_in_run(config, where), _no_retire(config, verdict))
-    steps.run("report", lambda: report(config, where))
-    return steps.finish(verdict)
+    with where.locked(wait=wait):
+        yield where
 
 
 # --- the steps ----------------------------------------------------------------------------------
@@ -103,7 +130,8 @@ def export(
     require_train("the export step")
     from cae_ray.feast.export import export as export_step
 
-    return export_step(config, _writable(run_dir), on_rows)
+    with hold_run_dir(run_dir) as where:
+        return export_step(config, where, on_rows)
 
 
 def prepare(config: Config, run_dir: RunDirLike) -> Prepared:
@@ -112,7 +140,8 @@ def prepare(config: Config, run_dir: RunDirLike) -> Prepared:
     require_train("the prepare step")
     from cae_ray.steps.prepare import prepare as prepare_step
 
-    return prepare_step(config, _writable(run_dir))
+    with hold_run_dir(run_dir) as where:
+        return prepare_step(config, where)
 
 
 def select(config: Config, run_dir: RunDirLike, on_epoch: OnProgress | None = None) -> Selection:
@@ -121,8 +150,9 @@ def select(config: Config, run_dir: RunDirLike, on_epoch: OnProgress | None = No
     require_train("the select step")
     from cae_ray.steps.select import select as select_step
 
-    prepare(config, run_dir)
-    return select_step(config, _writable(run_dir), on_epoch, previous_k=_applied_k(config))
+    with hold_run_dir(run_dir) as where:
+        prepare(config, where)
+        return select_step(config, where, on_epoch, previous_k=_applied_k(config))
 
 
 def _applied_k(config: Config) -> int | None:
@@ -140,7 +170,8 @@ def validate(config: Config, run_dir: RunDirLike) -> Verdict:
     require_train("the validate step")
     from cae_ray.steps.validate import validate as validate_step
 
-    return validate_step(config, _writable(run_dir))
+    with hold_run_dir(run_dir) as where:
+        return validate_step(config, where)
 
 
 def prune(
@@ -149,7 +180,8 @@ def prune(
     """Plan, and with ``apply`` write, the deprecation marks (:mod:`cae_ray.feast.registry`)."""
     from cae_ray.feast.registry import prune as prune_step
 
-    return prune_step(config, _writable(run_dir), apply=apply, force_reason=force_reason)
+    with hold_run_dir(run_dir) as where:
+        return prune_step(config, where, apply=apply, force_reason=force_reason)
 
 
 def retire(
@@ -159,7 +191,8 @@ def retire(
     than ``feast.grace_period`` (:mod:`cae_ray.feast.retire`)."""
     from cae_ray.feast.retire import retire as retire_step
 
-    return retire_step(config, _writable(run_dir), apply=apply, force=force)
+    with hold_run_dir(run_dir) as where:
+        return retire_step(config, where, apply=apply, force=force)
 
 
 @dataclass(frozen=True)
@@ -205,11 +238,21 @@ def check_marks(config: Config) -> Findings:
     return check(config)
 
 
-def feature_status(config: Config) -> list[FeatureState]:
-    """Each feature's lifecycle state in the Feast repo: kept, deprecated, retired, active."""
-    from cae_ray.feast.status import feature_status as status
+def feature_status(config: Config, model: str | None = None) -> RepoStatus:
+    """The feature lifecycle in the Feast repo: the models sharing it, per view how many
+    features are kept, deprecated, due to retire, and each feature's state, the models that
+    keep it and the services that read it; with ``model``, only that model's candidates."""
+    from cae_ray.feast.status import repo_status
 
-    return status(config)
+    return repo_status(config, model)
+
+
+def forget_model(config: Config, name: str, *, apply: bool = False) -> ForgetPlan:
+    """Plan, and with ``apply`` carry out, forgetting model ``name`` (a kept service): its
+    service leaves the registry and the marks are recomputed (:mod:`cae_ray.feast.forget`)."""
+    from cae_ray.feast.forget import forget_model as forget
+
+    return forget(config, name, apply=apply)
 
 
 def remove_services(config: Config, names: list[str]) -> list[str]:
@@ -238,7 +281,8 @@ def report(config: Config, run_dir: RunDirLike) -> ReportWritten:
     require_train("the report step")
     from cae_ray.report.page import write_report
 
-    return ReportWritten(str(write_report(_writable(run_dir), config)))
+    with hold_run_dir(run_dir) as where:
+        return ReportWritten(str(write_report(where, config)))
 
 
 def _writable(run_dir: RunDirLike) -> RunDir:
@@ -318,18 +362,24 @@ class RunSteps:
         started = time.perf_counter()
         try:
             result = work()
-        except Exception as e:
-            error = f"{type(e).__name__}: {e}"
+        except (Exception, KeyboardInterrupt) as e:
+            # KeyboardInterrupt: SIGTERM or SIGINT (runtime/signals.py), recorded as such.
+            stopped = isinstance(e, KeyboardInterrupt)
+            error = signals.interrupted_by() if stopped else f"{type(e).__name__}: {e}"
             seconds = time.perf_counter() - started
-            self.record = self.record.with_status("failed")
-            self._ended(name, StepOutcome(status="failed", error=error, seconds=seconds))
+            status: Literal["failed", "interrupted"] = "interrupted" if stopped else "failed"
+            self.record = self.record.with_status(status)
+            try:
+                self._ended(name, StepOutcome(status=status, error=error, seconds=seconds))
+            except DiskFullError as full:  # the step's own error is the one to report
+                logger.warning("could not record the failure in run.json: %s", full)
             self.emit(StepEvent(name, "failed", reason=error, seconds=seconds))
             raise
         reused = before is not None and self.run_dir.modified(artifact) == before
-        status: Literal["done", "reused"] = "reused" if reused else "done"
+        finished: Literal["done", "reused"] = "reused" if reused else "done"
         seconds = time.perf_counter() - started
-        self._ended(name, StepOutcome(status=status, seconds=seconds, **result.summary()))
-        self.emit(StepEvent(name, status, result=result, seconds=seconds))
+        self._ended(name, StepOutcome(status=finished, seconds=seconds, **result.summary()))
+        self.emit(StepEvent(name, finished, result=result, seconds=seconds))
         return result
 
     def finish(self, verdict: Verdict | None) -> RunRecord:
@@ -337,8 +387,7 @@ class RunSteps:
         self.record = self.record.with_status("succeeded" if passed else "gate_failed")
         self.record.write(self.run_dir)
         if verdict is not None and not passed:
-            failure = WeakBaselineError if verdict.failed_for_weak_baseline else None
-            raise (failure or ValidationGateFailedError)(str(self.run_dir), verdict.reason)
+            raise gate_failure(str(self.run_dir), verdict)
         return self.record
 
     def _ended(self, name: str, outcome: StepOutcome) -> None:

@@ -77,6 +77,16 @@ class Record(BaseModel):
 # --- export and prepare -----------------------------------------------------------------------
 
 
+class ExportLabel(BaseModel):
+    """The label fetched beside the features (``data.target`` naming ``view:field``)."""
+
+    model_config = ConfigDict(frozen=True)
+    ref: str
+    """Its feature reference, ``view:field``."""
+    column: str
+    """The column that holds it in the export."""
+
+
 class ExportManifest(Record):
     """The Feast export: written last, so a manifest means a whole export."""
 
@@ -89,6 +99,11 @@ class ExportManifest(Record):
     offline_store: str
     columns: dict[str, str]
     """Each exported column -> its feature reference (``view:feature``)."""
+    value_bytes: dict[str, int] = {}
+    """Each exported column of a fixed-width type -> the bytes of one value (the report's
+    estimate of what a pruned feature costs per entity row)."""
+    label: ExportLabel | None = None
+    """The label fetched beside the features (not a candidate), if the config names one."""
     entity_columns: list[str]
     row_key: str
     rows: int
@@ -133,6 +148,55 @@ class Prepared(Record):
 # --- select ------------------------------------------------------------------------------------
 
 
+class CurvePoint(BaseModel):
+    """One K of the curve ``k: auto`` chooses from (:mod:`cae_ray.gate.auto_k`)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    k: int
+    score: float
+    """The first K picks' score on the inner held-out rows."""
+    difference: float
+    """score - baseline; its interval below."""
+    low: float
+    high: float
+    passed: bool
+    on_ladder: bool
+    """A rung of the geometric ladder (else a step of the bisection)."""
+
+
+class KCurve(BaseModel):
+    """Quality against K on the inner split, and the K chosen from it (``k: auto``)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    metric: str
+    baseline: float
+    baseline_source: str
+    tolerance: float
+    relative: bool
+    confidence: float
+    rows: int
+    """Inner held-out rows the curve is scored on."""
+    points: list[CurvePoint]
+    chosen: int
+    reason: str
+    """The chosen K in one sentence."""
+    passed: bool
+    """Whether any K passed (else the chosen K is ``k_max`` and the gate will say no)."""
+    kept_previous: bool = False
+
+
+class LeakingFeature(BaseModel):
+    """A candidate that alone predicts the target (almost) perfectly on rows it was not fitted
+    on: a copy of the label or computed from it (:mod:`cae_ray.selector.leakage`)."""
+
+    name: str
+    score: float
+    test: str
+    """What scored it, in words."""
+
+
 class Selection(Record):
     """The K selected features, each candidate's score, and what decided them."""
 
@@ -146,7 +210,7 @@ class Selection(Record):
     dropped_constant: list[str]
     k: int
     """How many features were selected (``selector.k``, or the K ``k: auto`` chose)."""
-    k_curve: dict[str, Any] | None = None
+    k_curve: KCurve | None = None
     """``k: auto``: quality against K on an inner split of the training rows, and the chosen K
     in one sentence (:class:`cae_ray.gate.auto_k.KCurve`)."""
     method: str
@@ -157,6 +221,8 @@ class Selection(Record):
     history: list[dict[str, Any]]
     """The search's epoch records (empty when no search was trained)."""
     resumed_from_epoch: int = 0
+    leaking_features: list[LeakingFeature] = Field(default_factory=list)
+    """Candidates that alone predict the target: the gate fails while one is a candidate."""
     num_workers: int
     config_hash: str
     data_fingerprint: str
@@ -177,6 +243,13 @@ class Selection(Record):
     @property
     def edited(self) -> bool:
         return self.selection_hash != self.digest()
+
+    @property
+    def leaks(self) -> tuple[list[str], list[str]]:
+        """The candidates that give the target away (:attr:`leaking_features`), and those of
+        them selected."""
+        names = [leak.name for leak in self.leaking_features]
+        return names, [name for name in names if name in self.selected_features]
 
     @property
     def searched(self) -> bool:
@@ -286,6 +359,10 @@ class Verdict(Record):
     allowed_loss: float
     worst_loss: float
     fits: dict[str, list[dict[str, Any]]] | None = None
+    leaking_features: list[str] = Field(default_factory=list)
+    """Candidates that alone predict the target: the gate fails on them."""
+    perfect: bool = False
+    """Both models scored the metric's best value: something may give the target away."""
     model: GateModelUsed
     task: str
     k: int
@@ -303,6 +380,17 @@ class Verdict(Record):
         """The gate failed because its baseline is weak and a fair one is required."""
         check = self.baseline_check
         return not self.passed and check is not None and check.weak and check.required
+
+    @property
+    def perfect_warning(self) -> str | None:
+        """What to tell the user when both models score perfectly."""
+        if not self.perfect:
+            return None
+        return (
+            f"Both models score a perfect {self.metric}: a feature may give the target away "
+            "(a copy of the label or computed from it), and a gate between two perfect models "
+            "says nothing. Check the features that predict it alone."
+        )
 
     @property
     def weak_baseline_warning(self) -> str | None:
@@ -331,7 +419,7 @@ class Verdict(Record):
 # --- the run -------------------------------------------------------------------------------------
 
 
-StepStatus = Literal["done", "reused", "skipped", "failed"]
+StepStatus = Literal["done", "reused", "skipped", "failed", "interrupted"]
 
 
 class StepOutcome(BaseModel):
@@ -344,10 +432,10 @@ class StepOutcome(BaseModel):
     reason: str | None = None
     """Why it was skipped."""
     error: str | None = None
-    """How it failed: the error's class and message."""
+    """How it failed (the error's class and message), or what interrupted it."""
 
 
-RunStatus = Literal["running", "succeeded", "failed", "gate_failed"]
+RunStatus = Literal["running", "succeeded", "failed", "gate_failed", "interrupted"]
 
 
 class RunRecord(Record):

@@ -27,15 +27,13 @@ A failed validation gate fails the run (no retry: more attempts give the same an
 # No `from __future__ import annotations`: Dagster reads the op signatures' annotations
 # (the context type, resources, config) at definition time.
 import shlex
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import dagster as dg
 
 from cae_ray.errors import EXIT_CLUSTER, EXIT_CONFIG, EXIT_GATE, EXIT_INPUT, exit_code
+from cae_ray.records import Verdict  # at import: Dagster reads the annotations at run time
 from cae_ray.storage import join
-
-if TYPE_CHECKING:
-    from cae_ray.records import Verdict
 
 WEEKLY = "0 3 * * 1"  # Mondays 03:00 (execution_timezone below)
 
@@ -156,7 +154,7 @@ def cae_ray_selection(
     context: dg.AssetExecutionContext, cae_ray: CaeRay, config: RunSettings
 ) -> dg.MaterializeResult:
     from cae_ray.artifacts import RunDir
-    from cae_ray.records import Selection, Verdict
+    from cae_ray.records import Selection
 
     run_dir = cae_ray.run_dir(_run_name(context.op_execution_context, config))
     try:

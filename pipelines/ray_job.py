@@ -17,7 +17,8 @@ The last line on stdout is one JSON object, for whoever reads the job's logs::
      "exit_code": 0, "seconds": ...}
 
 ``status`` is ``succeeded``, ``gate_failed``, ``failed`` (a cae-ray error: ``error`` and
-``message`` say which) or ``error`` (an unexpected exception; its traceback goes to stderr).
+``message`` say which), ``interrupted`` (SIGTERM or SIGINT: run the job again to resume) or
+``error`` (an unexpected exception; its traceback goes to stderr).
 Exit codes are those of ``cae-ray`` (``cae_ray.errors.EXIT_CODES``; ``--help`` lists them).
 """
 
@@ -113,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     code = EXIT_OK
     try:
         from cae_ray.config import load_config
-        from cae_ray.errors import EXIT_GATE, CaeRayError, exit_code
+        from cae_ray.errors import EXIT_GATE, CaeRayError, RunInterruptedError, exit_code
 
         try:
             config = load_config(args.config)
@@ -122,13 +123,16 @@ def main(argv: list[str] | None = None) -> int:
             summary["ray_address"] = (
                 config.scaling.address or os.environ.get("RAY_ADDRESS") or "local"
             )
-            from cae_ray.pipeline import run
+            from cae_ray.pipeline import run, stopping_on_signals
 
-            result = run(config, args.run_dir, progress(args.verbose))
+            with stopping_on_signals():  # a pod's SIGTERM: run.json says where it stopped
+                result = run(config, args.run_dir, progress(args.verbose))
         except CaeRayError as error:
             code = exit_code(error)
             print(f"error: {error}", file=sys.stderr, flush=True)
             status = "gate_failed" if code == EXIT_GATE else "failed"
+            if isinstance(error, RunInterruptedError):
+                status = "interrupted"
             summary.update(status=status, error=type(error).__name__, message=str(error))
             summary["result"] = recorded_run(args.run_dir)
         else:

@@ -23,6 +23,15 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from tenacity import (
+    RetryError,
+    Retrying,
+    retry_if_exception,
+    retry_if_result,
+    stop_after_delay,
+    wait_fixed,
+)
+
 from cae_ray.errors import EXIT_CODES
 
 logger = logging.getLogger("cae_ray.submit")
@@ -127,18 +136,42 @@ AGENT_WAIT_S = 60.0
 """How long a submission waits for a just-started cluster's job agent ("No available agent")."""
 
 
+def _agent_starting(error: BaseException) -> bool:
+    return "No available agent" in str(error)
+
+
 def _submit(client: Any, address: str, **job: Any) -> str:
     """``client.submit_job``, retried while the cluster's job agent is still starting: a head
     pod that just came up answers "No available agent to submit job" for a while."""
-    deadline = time.monotonic() + AGENT_WAIT_S
-    while True:
-        try:
-            return str(client.submit_job(**job))
-        except (ConnectionError, RuntimeError, ValueError) as e:
-            if "No available agent" in str(e) and time.monotonic() < deadline:
-                time.sleep(2.0)
-                continue
-            raise RayJobSubmitError(f"the job server at {address} refused the job: {e}") from e
+    retrying = Retrying(
+        retry=retry_if_exception(_agent_starting),
+        wait=wait_fixed(2.0),
+        stop=stop_after_delay(AGENT_WAIT_S),
+        reraise=True,
+    )
+    try:
+        return str(retrying(client.submit_job, **job))
+    except (ConnectionError, RuntimeError, ValueError) as e:
+        raise RayJobSubmitError(f"the job server at {address} refused the job: {e}") from e
+
+
+def _wait_until_ended(client: Any, job_id: str, timeout: float, poll_interval: float) -> str:
+    """The job's final status, polled every ``poll_interval`` s; after ``timeout`` s the job is
+    asked to stop and :class:`RayJobTimeoutError` raised."""
+    polling = Retrying(
+        retry=retry_if_result(lambda status: status not in TERMINAL),
+        wait=wait_fixed(poll_interval),
+        stop=stop_after_delay(timeout),
+    )
+    try:
+        return str(polling(_status, client, job_id))
+    except RetryError as e:
+        client.stop_job(job_id)
+        raise RayJobTimeoutError(
+            f"Ray job {job_id} did not finish within {timeout:.0f} s (last status "
+            f"{e.last_attempt.result()}); it was asked to stop. Its run dir keeps the finished "
+            "steps: submit it again to resume."
+        ) from None
 
 
 def submit_and_wait(
@@ -179,17 +212,8 @@ def submit_and_wait(
     else:
         logger.info("Ray job %s already exists on %s; waiting for it", job_id, address)
     assert job_id is not None
-    status = _status(client, job_id)
-    while status not in TERMINAL:
-        if time.monotonic() - started > timeout:
-            client.stop_job(job_id)
-            raise RayJobTimeoutError(
-                f"Ray job {job_id} did not finish within {timeout:.0f} s (last status "
-                f"{status}); it was asked to stop. Its run dir keeps the finished steps: "
-                "submit it again to resume."
-            )
-        time.sleep(poll_interval)
-        status = _status(client, job_id)
+    left = timeout - (time.monotonic() - started)
+    status = _wait_until_ended(client, job_id, left, poll_interval)
     logs = client.get_job_logs(job_id)
     outcome = JobOutcome(job_id, status, time.monotonic() - started, logs, last_summary(logs))
     logger.info("Ray job %s ended %s after %.0f s", job_id, status, outcome.seconds)

@@ -9,7 +9,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -97,6 +97,34 @@ def tiny_table(tmp_path_factory) -> Path:
     directory = tmp_path_factory.mktemp("tiny")
     write_wide_parquet(directory, rows=600, features=30, informative=5)
     return directory
+
+
+@pytest.fixture
+def small_disk(tmp_path) -> Iterator[tuple[Path, Callable[..., Path]]]:
+    """A 16 MiB tmpfs (a real file system that fills up), and ``fill(leave=0)``, which fills
+    it up to ``leave`` bytes (rounded to its pages) and returns the filler file."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(mount)], capture_output=True
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"mounting a tmpfs needs root: {mounted.stderr.decode().strip()}")
+
+    def fill(leave: int = 0) -> Path:
+        filler = mount / "filler"
+        try:
+            with filler.open("ab", buffering=0) as handle:
+                while True:
+                    handle.write(b"\0" * 65536)
+        except OSError:
+            pass  # ENOSPC: full
+        if leave:
+            os.truncate(filler, max(filler.stat().st_size - leave, 0))
+        return filler
+
+    yield mount, fill
+    subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
 def free_ports(count: int) -> list[int]:

@@ -304,3 +304,86 @@ def make_two_module_repo(directory: Path, like: FeastRepo, users: bool = False) 
         (repo / "users.py").write_text(USERS_MODULE.format())
     feast_apply(repo)
     return repo
+
+
+LABELLED_DEFINITIONS = """\
+from datetime import timedelta
+
+from feast import Entity, FeatureService, FeatureView, Field, FileSource, ValueType
+from feast.types import Float32, Int64, String
+
+from cae_ray.feast.overlay import annotate_all
+
+driver = Entity(name="driver", join_keys=["driver_id"], value_type=ValueType.INT64)
+driver_stats = FeatureView(
+    name="driver_stats",
+    entities=[driver],
+    ttl=timedelta(days=365),
+    schema=[Field(name=s, dtype=Float32) for s in {stats!r}],
+    source=FileSource(path={stats_path!r}, timestamp_field="event_timestamp"),
+)
+driver_extra = FeatureView(
+    name="driver_extra",
+    entities=[driver],
+    ttl=timedelta(days=365),
+    schema=[Field(name="trips", dtype=Int64), Field(name="rating", dtype=Float32)],
+    source=FileSource(path={extra_path!r}, timestamp_field="event_timestamp"),
+)
+# The labels live in the store too, in a view of their own.
+driver_labels = FeatureView(
+    name="driver_labels",
+    entities=[driver],
+    ttl=timedelta(days=365),
+    schema=[
+        Field(name="churned", dtype=Int64),
+        Field(name="upsell", dtype=Int64),
+        Field(name="segment", dtype=String),
+    ],
+    source=FileSource(path={labels_path!r}, timestamp_field="event_timestamp"),
+)
+# The team's own service, written by hand: it reads some of the features.
+driver_model = FeatureService(name="driver_model", features=[driver_stats[{read!r}]])
+
+annotate_all(globals())
+"""
+LABELLED_READ = ["s_00", "s_04"]
+"""The features the team's own FeatureService ``driver_model`` reads in the labelled repo."""
+
+
+def make_labelled_repo(directory: Path, like: FeastRepo) -> Path:
+    """A repo defined in Python (with the overlay hook) over the data of ``like``, plus a label
+    view ``driver_labels`` whose ``churned`` is, as of each entity row's time, the entity rows'
+    own ``label`` (0 as of T0, 1 as of T1); ``upsell`` is the driver's parity, ``segment`` a
+    string. Applied by the real `feast apply`."""
+    repo = directory / "labelled_repo"
+    (repo / "data").mkdir(parents=True)
+    (repo / "feature_store.yaml").write_text(store_yaml() + REGISTRIES["file"])
+    drivers = np.arange(like.n_drivers)
+    labels = pd.DataFrame(
+        {
+            "driver_id": np.concatenate([drivers, drivers]),
+            "event_timestamp": [T0] * like.n_drivers + [T1] * like.n_drivers,
+            "churned": np.repeat([0, 1], like.n_drivers),
+            "upsell": np.concatenate([drivers % 2, drivers % 2]),
+            "segment": np.where(np.concatenate([drivers, drivers]) % 3 == 0, "a", "b"),
+        }
+    )
+    labels.to_parquet(repo / "data" / "driver_labels.parquet")
+    (repo / "definitions.py").write_text(
+        LABELLED_DEFINITIONS.format(
+            stats=STATS,
+            stats_path=str(like.path / "data" / "driver_stats.parquet"),
+            extra_path=str(like.path / "data" / "driver_extra.parquet"),
+            labels_path=str(repo / "data" / "driver_labels.parquet"),
+            read=LABELLED_READ,
+        )
+    )
+    feast_apply(repo)
+    return repo
+
+
+def entities_without_label(like: FeastRepo, to: Path) -> Path:
+    """``like``'s entity rows without their label column: join key and time only."""
+    rows = pd.read_parquet(like.entities).drop(columns=["label"])
+    rows.to_parquet(to)
+    return to

@@ -123,3 +123,57 @@ def test_use_gpu_decides_the_device_and_a_contradiction_is_refused() -> None:
         message = str(error.value)
         assert f"training.device: {training} and scaling.use_gpu: {str(scaling).lower()}" in message
         assert "disagree. Fix: set scaling.use_gpu alone" in message
+
+
+def alias_bomb(levels: int = 9, width: int = 9) -> str:
+    """``levels`` nested lists of ``width`` aliases of the level below: width**levels values
+    once expanded (387 million here), from a file of under a kilobyte."""
+    lines = [f"    a0: &a0 [{', '.join(['x'] * width)}]"]
+    for level in range(1, levels):
+        lines.append(f"    a{level}: &a{level} [{', '.join([f'*a{level - 1}'] * width)}]")
+    return "selector: {k: 5}\nvalidation:\n  model_params:\n" + "\n".join(lines) + "\n"
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (alias_bomb(), "expand to more than 1,000,000 YAML values"),
+        ("validation:\n  model_params:\n    a: &x [1, *x]\n", "an alias on line 3 refers to"),
+        ("validation: {model_params: {a: " + "[" * 5000 + "]" * 5000 + "}}\n", "nest deeper"),
+    ],
+    ids=["alias bomb", "recursive alias", "deep nesting"],
+)
+def test_hostile_yaml_is_refused_in_bounded_time_and_memory(
+    tmp_path: Path, text: str, message: str
+) -> None:
+    """`cae-ray config check` on a YAML bomb: exit 2 within seconds, naming the limit and the
+    fix (it grew past 900 MB and ran on before the limit)."""
+    import subprocess
+    import sys
+
+    path = write(tmp_path, text)
+    command = [sys.executable, "-m", "cae_ray.cli", "config", "check", str(path)]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert message in done.stderr and "Fix:" in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_ordinary_aliases_and_long_feature_lists_still_load(tmp_path: Path) -> None:
+    shared = "validation: {model_params: &p {max_iter: 50}}\nselector: {k: 3}\n"
+    assert load_config(write(tmp_path, shared)).validation.model_params == {"max_iter": 50}
+    names = "".join(f"    - feature_{i:06d}\n" for i in range(100_000))
+    config = load_config(write(tmp_path, f"data:\n  path: x\n  features:\n{names}"))
+    assert config.data is not None and isinstance(config.data.features, list)
+    assert len(config.data.features) == 100_000
+
+
+def test_a_config_file_over_the_size_limit_is_refused_unread(tmp_path: Path) -> None:
+    from cae_ray.config.file import MAX_CONFIG_BYTES
+    from cae_ray.errors import ConfigTooLargeError
+
+    path = write(tmp_path, "selector: {k: 3}\n")
+    with path.open("a") as file:
+        file.truncate(MAX_CONFIG_BYTES + 1)  # a sparse file: no disk used
+    with pytest.raises(ConfigTooLargeError, match="MAX_CONFIG_BYTES"):
+        load_config(path)

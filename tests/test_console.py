@@ -52,7 +52,7 @@ def verdict(source: str) -> Verdict:
 )
 def test_the_progress_line_names_the_baseline_that_was_used(source, word) -> None:
     line = describe(verdict(source))
-    assert line.endswith(f"0.910 vs 0.900 {word}")
+    assert line.endswith(f"0.9100 vs 0.9000 {word}")
 
 
 def test_the_summary_says_a_given_baseline_is_given(tmp_path) -> None:

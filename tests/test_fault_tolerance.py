@@ -1,4 +1,4 @@
-"""A run survives a SIGKILLed worker (resumes from its checkpoint) and a killed driver."""
+"""A run survives a SIGKILLed worker (resumes from its checkpoint) and a SIGTERMed driver."""
 
 from __future__ import annotations
 
@@ -88,9 +88,13 @@ def test_sigkilled_worker_resumes_from_its_last_checkpoint(
     assert len(set(selection.selected_features)) == K
 
 
-def test_killed_driver_resumes_with_the_same_command(wide_dataset, tmp_path) -> None:
-    """`cae-ray run` killed during training: the same command again resumes the training from
-    its checkpoint (and the run from there). `cae-ray select` goes through the same code."""
+def test_sigterm_stops_cleanly_and_the_resumed_run_selects_as_an_uninterrupted_one(
+    wide_dataset, tmp_path
+) -> None:
+    """`cae-ray run` stopped by SIGTERM during training (what Kubernetes, Airflow and Dagster
+    send): it exits 143 with Ray shut down and run.json saying where; the same command again
+    resumes the training from its checkpoint, to exactly the selection (and losses) of an
+    uninterrupted run. `cae-ray select` goes through the same code."""
     path, _ = wide_dataset
     config_file = tmp_path / "select.yaml"
     config_file.write_text(
@@ -99,29 +103,49 @@ def test_killed_driver_resumes_with_the_same_command(wide_dataset, tmp_path) -> 
         "scaling: {num_workers: 1, resources_per_worker: {CPU: 1}}\n"
         "validation: {epochs: 3, bootstrap: 200, tolerance: 1.0}\n"
     )
-    run_dir = tmp_path / "run"
+    run_dir, uninterrupted_dir = tmp_path / "run", tmp_path / "uninterrupted"
     existing = {p.pid for p in psutil.process_iter()}
     # A short temp dir: Ray's Unix socket paths under it have a length limit.
     ray_tmp = tempfile.mkdtemp(prefix="crd-", dir="/tmp")
     env = {**os.environ, **RAY_TEST_ENV, "RAY_TMPDIR": ray_tmp, "HOME": str(tmp_path)}
     env.pop("RAY_ADDRESS", None)
-    command = [sys.executable, "-m", "cae_ray.cli", "run", str(config_file)]
-    command += ["--run-dir", str(run_dir)]
+    cli = [sys.executable, "-m", "cae_ray.cli"]
+    command = [*cli, "run", str(config_file), "--run-dir", str(run_dir)]
     first = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         wait_for_checkpoints(run_dir, 2, process=first)
+        first.send_signal(signal.SIGTERM)
+        _, stderr = first.communicate(timeout=120)
     finally:
-        first.kill()  # SIGKILL: no clean-up runs in the driver
-        first.wait()
+        first.kill()
+    stopped = json.loads((run_dir / "run.json").read_text())
     assert not (run_dir / "selection.json").exists()
-
+    uninterrupted = subprocess.run(
+        [*cli, "select", str(config_file), "--run-dir", str(uninterrupted_dir)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     second = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
     _kill_new_ray_processes(existing)
     shutil.rmtree(ray_tmp, ignore_errors=True)
+
+    assert first.returncode == 143, stderr.decode()[-3000:]
+    assert "stopped by SIGTERM" in stderr.decode()
+    assert "Traceback" not in stderr.decode()
+    assert stopped["status"] == "interrupted"
+    assert stopped["steps"]["select"]["status"] == "interrupted"
+    assert stopped["steps"]["select"]["error"] == "SIGTERM"
+
+    assert uninterrupted.returncode == 0, uninterrupted.stderr[-3000:]
     assert second.returncode == 0, second.stderr[-3000:]
     selection = json.loads((run_dir / "selection.json").read_text())
+    reference = json.loads((uninterrupted_dir / "selection.json").read_text())
     assert selection["resumed_from_epoch"] >= 1
-    assert [h["epoch"] for h in selection["history"]] == list(range(6))
+    assert selection["selected_features"] == reference["selected_features"]
+    losses = [[h["epoch"], h["loss"]] for h in selection["history"]]
+    assert losses == [[h["epoch"], h["loss"]] for h in reference["history"]]
     record = json.loads((run_dir / "run.json").read_text())  # and the run went on from there
     assert record["status"] == "succeeded"
     assert record["steps"]["select"]["resumed_from_epoch"] >= 1

@@ -507,3 +507,164 @@ def test_a_relative_sqlite_registry_is_read_from_the_repo_wherever_cae_ray_runs(
     store = open_store(str(repo.path))
     assert {v.name for v in store.list_feature_views()} == {"driver_stats", "driver_extra"}
     assert list(elsewhere.iterdir()) == []  # no empty registry made where it ran
+
+
+def test_entity_rows_with_no_feature_value_in_the_ttl_are_named(feast_repo, tmp_path) -> None:
+    """Rows dated in 2099, before the views' history, or a day before the first feature row: the
+    file store leaves them out of its answer. The export names how many and shows two, with
+    their timestamps and the TTL (it said "report it with the Feast version")."""
+    import subprocess
+    import sys
+    from datetime import datetime, timezone
+
+    import pandas as pd
+
+    rows = pd.read_parquet(feast_repo.entities)
+    rows.loc[3, "event_timestamp"] = datetime(2099, 1, 1, tzinfo=timezone.utc)
+    rows.loc[8, "event_timestamp"] = T0 - timedelta(days=400)
+    rows.loc[9, "event_timestamp"] = T0 - timedelta(days=1)
+    entities = tmp_path / "entities.parquet"
+    rows.to_parquet(entities)
+    config = feast_config(feast_repo, features=["driver_stats"], entities=str(entities))
+    path = tmp_path / "config.json"
+    path.write_text(config.model_dump_json())
+    run_dir = tmp_path / "run"
+
+    command = [sys.executable, "-m", "cae_ray.cli", "export", str(path), "--run-dir", str(run_dir)]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False)
+    message = " ".join(done.stderr.split())
+    assert done.returncode == 3, done.stderr[-3000:]  # bad input, not "report it to Feast"
+    assert "3 of the 120 entity rows have no feature value within the views' TTL" in message
+    assert "driver_stats: 365 days" in message
+    assert "driver_id=1 at 2099-01-01 00:00:00+00:00" in message
+    assert "driver_id=4 at 2024-11-27 00:00:00+00:00" in message
+    assert "Traceback" not in done.stderr and "report it" not in message
+    assert not (run_dir / EXPORT_MANIFEST).exists()
+    assert not list((run_dir / EXPORT_DIR).glob("part-*.parquet"))  # the export was refused
+
+
+# --- a full disk --------------------------------------------------------------------------------
+# The run dir's disk fills up while `cae-ray export` writes its parts or `cae-ray select`
+# prepares its splits: a typed error (exit 2) names the file and the room, nothing cut short
+# stays under its name, and the same command works once space is freed.
+
+
+@pytest.fixture(scope="module")
+def big_repo(tmp_path_factory) -> FeastRepo:
+    """4,000 entity rows: an export of about 135 kB in 4 parts, packed splits of about 130 kB."""
+    return make_feast_repo(tmp_path_factory.mktemp("feast-big"), n_drivers=2000)
+
+
+def cli(*args: str) -> Any:
+    from typer.testing import CliRunner
+
+    from cae_ray.cli import app
+
+    return CliRunner().invoke(app, list(args))
+
+
+def files_beside(mount: Path, filler: Path) -> list[Path]:
+    """Every file on the small disk but the filler: hidden partial files count."""
+    return [p for p in mount.rglob("*") if p.is_file() and p != filler]
+
+
+def refused_for_a_full_disk(result: Any, where: str, needs: str) -> None:
+    """``result`` is the one-line DiskFullError (exit 2) naming ``where`` and up to how many
+    bytes ``needs`` (what was being written), with its fix and no traceback of Ray's."""
+    from cae_ray.errors import EXIT_CONFIG
+
+    said = " ".join(result.output.split())
+    assert result.exit_code == EXIT_CONFIG, result.output
+    assert f"no space left on the disk holding {where}" in said, said
+    assert f"{needs} needs up to" in said and "Fix: free" in said, said
+    assert "Traceback" not in said and "RayTaskError" not in said, result.output
+
+
+@pytest.mark.parametrize(
+    ("leave", "cut_short"),
+    [(0, ".cae_ray.lock"), (64 << 10, "export/part-0000")],
+    ids=["no-room-for-the-lock", "room-for-one-part"],
+)
+def test_a_full_disk_stops_the_export_naming_the_file_and_leaves_no_part(
+    big_repo, small_disk, tmp_path, leave: int, cut_short: str
+) -> None:
+    from cae_ray.errors import EXIT_CONFIG
+
+    mount, fill = small_disk
+    config = feast_config(big_repo, features=["driver_stats", "driver_extra"], chunk_rows=1000)
+    path = tmp_path / "config.json"
+    path.write_text(config.model_dump_json())
+    run = mount / "run"
+    filler = fill(leave)
+
+    full = cli("export", str(path), "--run-dir", str(run))
+    said = " ".join(full.output.split())
+    assert full.exit_code == EXIT_CONFIG, full.output
+    assert f"no space left on the disk holding {run}/{cut_short}" in said, said
+    assert "bytes free" in said and "needs up to" in said and "Fix: free" in said, said
+    assert "Traceback" not in said and "OSError" not in said
+    assert files_beside(mount, filler) == []  # no part, no manifest, no partial file, no lock
+
+    filler.unlink()  # space freed: the same command works
+    done = cli("export", str(path), "--run-dir", str(run))
+    assert done.exit_code == 0, done.output
+    manifest = json.loads((run / EXPORT_MANIFEST).read_text())
+    assert manifest["rows"] == pq.read_table(run / EXPORT_DIR).num_rows == 4000
+
+
+@pytest.mark.ray
+def test_a_full_disk_stops_the_ray_store_export_and_leaves_no_part(
+    ray_cluster, tmp_path_factory, small_disk, tmp_path
+) -> None:
+    """Feast's ray store: Ray Data writes the parts on the cluster, and Ray wraps the error."""
+    repo = make_feast_repo(tmp_path_factory.mktemp("feast-ray-big"), 2000, offline_store="ray")
+    mount, fill = small_disk
+    path = tmp_path / "config.json"
+    path.write_text(feast_config(repo, features=["driver_stats", "driver_extra"]).model_dump_json())
+    run = mount / "run"
+    filler = fill(64 << 10)
+
+    full = cli("export", str(path), "--run-dir", str(run))
+    refused_for_a_full_disk(full, f"{run}/export", "writing the export")
+    assert files_beside(mount, filler) == []  # no part, no staged part, no manifest
+
+    filler.unlink()
+    done = cli("export", str(path), "--run-dir", str(run))
+    assert done.exit_code == 0, done.output
+    assert pq.read_table(run / EXPORT_DIR).num_rows == 4000
+
+
+@pytest.mark.ray
+def test_a_full_disk_stops_prepare_naming_the_split_and_leaves_no_part(
+    ray_cluster, big_repo, small_disk, tmp_path
+) -> None:
+    from cae_ray.artifacts import PREPARED, SELECTION
+
+    mount, fill = small_disk
+    config = validate_config(
+        {
+            **feast_config(big_repo, features=["driver_stats"], chunk_rows=1000).model_dump(),
+            "data": {"target": "label"},
+            "selector": {"k": 2},
+            "training": {"epochs": 1, "batch_size": 256},
+            "scaling": {"num_workers": 0},  # Train local mode: the selection is not the point
+        }
+    )
+    path = tmp_path / "config.json"
+    path.write_text(config.model_dump_json())
+    run = mount / "run"
+    assert cli("export", str(path), "--run-dir", str(run)).exit_code == 0
+    exported = sorted(files_beside(mount, mount / "filler"))
+    filler = fill(64 << 10)  # the packed splits need about 130 kB
+
+    full = cli("select", str(path), "--run-dir", str(run))
+    refused_for_a_full_disk(full, f"{run}/data/", "writing the packed splits")
+    assert sorted(files_beside(mount, filler)) == exported  # no split part, whole or cut short
+    assert not (run / PREPARED).exists()
+
+    filler.unlink()  # space freed: the same command works
+    done = cli("select", str(path), "--run-dir", str(run))
+    assert done.exit_code == 0, done.output
+    prepared = json.loads((run / PREPARED).read_text())
+    assert prepared["rows"]["train"] + prepared["rows"]["validation"] == 4000
+    assert (run / SELECTION).exists()

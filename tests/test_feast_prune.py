@@ -393,7 +393,8 @@ def test_restore_says_what_it_changed_and_a_second_restore_has_nothing_to_do(
     config, run, repo = validated_run
     before = registry_state(repo)
     plan = prune(config, RunDir(fresh_run(run, tmp_path / "run")), apply=True)
-    marks = sum(len(f) for f in plan.deprecate.values()) + len(plan.views)  # + last-run
+    read = sum(len(f) for f in plan.readers.values())  # driver_model reads some: read-by tags
+    marks = sum(len(f) for f in plan.deprecate.values()) + len(plan.views) + read  # + last-run
     args = ["restore", "--repo", str(repo.path), "--run-id", plan.run_id]
 
     first = CliRunner().invoke(app, args)
@@ -416,9 +417,9 @@ def test_restore_says_what_it_changed_and_a_second_restore_has_nothing_to_do(
 
 KILL_AFTER = {
     "journal": ("cae_ray.feast.journal", "begin"),
-    "registry": ("cae_ray.feast.registry", "_write_marks"),
-    "overlay": ("cae_ray.feast.registry", "_record_in_repo"),
-    "audit": ("cae_ray.feast.registry", "append_audit"),
+    "registry": ("cae_ray.feast.sync", "_write_registry"),
+    "overlay": ("cae_ray.feast.sync", "_record_in_repo"),
+    "audit": ("cae_ray.feast.sync", "append_audit"),
 }
 """Each boundary of the prune's transaction: the process dies right after that step."""
 
@@ -540,3 +541,129 @@ def test_a_restore_killed_half_way_is_rolled_back_to_the_pruned_state(
     again = restore(str(repo), plan.run_id)
     assert again["restored"] is False  # nothing to restore, no traceback
     assert registry_state(defined) == before
+
+
+# --- a full disk ------------------------------------------------------------------------------
+# Feast rewrites a file registry in place: on a full disk the write stops half way and the
+# registry no longer decodes. cae-ray checks the room first, copies the registry beside the
+# journal, and puts the copy back when a write was cut short.
+
+
+def prune_cli(config: Config, run_dir: Path, tmp_path: Path) -> Any:
+    from typer.testing import CliRunner
+
+    from cae_ray.cli import app
+
+    path = tmp_path / "config.json"
+    path.write_text(config.model_dump_json())
+    return CliRunner().invoke(app, ["prune", str(path), "--run-dir", str(run_dir), "--apply"])
+
+
+@pytest.mark.parametrize("validated_run", ["file"], indirect=True)
+@pytest.mark.parametrize("on_the_disk", ["repo", "registry"])
+def test_a_full_disk_refuses_the_prune_and_leaves_the_registry_byte_for_byte(
+    validated_run, small_disk, tmp_path, on_the_disk: str
+) -> None:
+    """The whole repo on the full disk (no room for the registry's copy), or the registry alone
+    (the copy fits, the registry's own write would not): refused, and nothing changes."""
+    config, run, data = validated_run
+    mount, fill = small_disk
+    repo = make_definitions_repo(mount if on_the_disk == "repo" else tmp_path, data)
+    registry = repo / "data" / "registry.db"
+    if on_the_disk == "registry":
+        registry = Path(shutil.copy(registry, mount / "registry.db"))
+        yaml = (repo / "feature_store.yaml").read_text()
+        yaml = yaml.replace("registry: data/registry.db", f"registry: {registry}")
+        (repo / "feature_store.yaml").write_text(yaml)
+    config = in_repo(config, repo)
+    before = registry.read_bytes()
+    filler = fill()
+
+    refused = prune_cli(config, fresh_run(run, tmp_path / "run"), tmp_path)
+    said = " ".join(refused.output.split())
+    assert refused.exit_code == 2, refused.output
+    assert "bytes free" in said and "Fix: free space" in said and "Traceback" not in said
+    assert registry.read_bytes() == before
+    assert not any(
+        (repo / name).exists() for name in (JOURNAL, ".cae_ray_registry.copy", ".cae_ray.yaml")
+    )
+
+    filler.unlink()  # space freed: the same command now works
+    done = prune_cli(config, fresh_run(run, tmp_path / "run2"), tmp_path)
+    assert done.exit_code == 0, done.output
+    assert not (repo / ".cae_ray_registry.copy").exists()
+    assert clean(feast_plan(repo)), feast_plan(repo)
+
+
+@pytest.mark.parametrize("validated_run", ["file"], indirect=True)
+def test_a_registry_write_cut_short_is_put_back_by_the_next_command(
+    validated_run, defined_repo, tmp_path
+) -> None:
+    """The registry's write stops half way (what a full disk does to Feast's in-place write),
+    then the process dies: the registry no longer decodes, and the next command puts it back."""
+    config, run, data = validated_run
+    repo = defined_repo
+    defined = FeastRepo(repo, data.entities, data.n_drivers)
+    config = in_repo(config, repo)
+    before = registry_state(defined)
+    config_path = tmp_path / "config.json"
+    config_path.write_text(config.model_dump_json())
+    code = (
+        "import json, os, signal, sys\n"
+        "from cae_ray.artifacts import RunDir\n"
+        "from cae_ray.config import validate_config\n"
+        "from cae_ray.feast import registry, sync\n"
+        "def cut_short(repo, store):\n"
+        "    file = repo / 'data' / 'registry.db'\n"
+        "    data = store.registry.cached_registry_proto.SerializeToString()\n"
+        "    file.write_bytes(data[: len(data) // 2 + 1])\n"
+        "    os.kill(os.getpid(), signal.SIGKILL)\n"
+        "sync._commit = cut_short\n"
+        "config = validate_config(json.load(open(sys.argv[1])))\n"
+        "registry.prune(config, RunDir(sys.argv[2]), apply=True)\n"
+    )
+    run_dir = fresh_run(run, tmp_path / "run")
+    died = subprocess.run(
+        [sys.executable, "-c", code, str(config_path), str(run_dir)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+        env={**os.environ, "RAY_ADDRESS": ""},
+    )
+    assert died.returncode == -signal.SIGKILL, died.stdout + died.stderr
+    assert (repo / JOURNAL).exists() and (repo / ".cae_ray_registry.copy").exists()
+
+    assert check(config).disagreements == []  # the next command: put back, rolled back
+    assert registry_state(defined) == before
+    assert not (repo / JOURNAL).exists() and not (repo / ".cae_ray_registry.copy").exists()
+    assert clean(feast_plan(repo)), feast_plan(repo)
+
+
+@pytest.mark.parametrize("validated_run", ["file"], indirect=True)
+def test_restore_skips_a_view_deleted_since_and_restores_the_rest(validated_run, tmp_path) -> None:
+    """A colleague deletes one of the pruned views with the Python SDK: restore puts the other
+    back, names the gone one, and ends without a traceback."""
+    from feast import FeatureStore
+    from typer.testing import CliRunner
+
+    from cae_ray.cli import app
+
+    config, run, data = validated_run
+    repo = Path(shutil.copytree(data.path, tmp_path / "repo"))
+    config = in_repo(config, repo)
+    copied = FeastRepo(repo, data.entities, data.n_drivers)
+    before = registry_state(copied)
+    plan = prune(config, RunDir(fresh_run(run, tmp_path / "run")), apply=True)
+    assert set(plan.views) == {"driver_stats", "driver_extra"}
+    FeatureStore(repo_path=str(repo)).delete_feature_view("driver_extra")
+
+    done = CliRunner().invoke(app, ["restore", "--repo", str(repo), "--run-id", plan.run_id])
+    said = " ".join(done.output.split())
+    assert done.exit_code == 0, done.output
+    assert "feature view driver_extra is no longer in the registry" in said
+    after = registry_state(copied)
+    assert "driver_extra" not in after["views"]
+    assert after["views"]["driver_stats"] == before["views"]["driver_stats"]
+    assert plan.feature_service not in after["services"]
+    assert not (repo / JOURNAL).exists()

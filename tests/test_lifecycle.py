@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,6 @@ from cae_ray.feast.errors import (
     NoPruneYetError,
     NotLatestRunError,
     PlanOutdatedError,
-    RetireRefusedError,
 )
 from cae_ray.feast.journal import JOURNAL
 from cae_ray.feast.overlay import TAG_PREFIX, mark_value
@@ -239,12 +239,13 @@ def test_retirement_plans_a_diff_applies_refuses_and_restores_byte_for_byte(
         plan_retire(config)
     prune(config, choosing(run, tmp_path / "run", KEEP), apply=True, force_reason="t")
 
-    # Read by the user's FeatureService and on-demand view: refused, naming them.
-    with pytest.raises(RetireRefusedError) as refused:
-        retire(config, RunDir(tmp_path / "refused"), apply=True)
-    said = str(refused.value)
-    assert "driver_stats:s_02 (read by FeatureService driver_model)" in said
-    assert "driver_extra:rating (read by on-demand feature view rating_x2)" in said
+    # Read by the user's FeatureService and on-demand view: skipped and named; the rest is due.
+    read = plan_retire(config)
+    assert read.skipped == {
+        "driver_stats:s_02": ["FeatureService driver_model"],
+        "driver_extra:rating": ["on-demand feature view rating_x2"],
+    }
+    assert {v: sorted(due) for v, due in read.due.items()} == {"driver_stats": STATS[3:]}
     (repo / "users.py").unlink()  # the user moves their readers off them
     feast_apply(repo)
     pruned, files = registry_state(defined), python_files(repo)
@@ -321,6 +322,42 @@ def test_retire_in_the_cli_names_a_read_only_file_and_changes_nothing(selected, 
     assert not (repo / JOURNAL).exists()
 
 
+def test_retire_refuses_when_feast_apply_would_delete_what_the_definitions_lack(
+    selected, tmp_path
+) -> None:
+    """A view applied with the Python SDK is not in the definitions: the `feast apply` of a
+    retirement would delete it. Refused, naming it, and nothing changes."""
+    import copy
+
+    from feast import FeatureStore
+    from typer.testing import CliRunner
+
+    from cae_ray.cli import app
+
+    config, run, data = selected
+    repo = make_two_module_repo(tmp_path, data)
+    defined = FeastRepo(repo, data.entities, data.n_drivers)
+    config = in_repo(config, repo, grace_period="0d")
+    prune(config, choosing(run, tmp_path / "run", KEEP), apply=True, force_reason="t")
+    store = FeatureStore(repo_path=str(repo))
+    sdk_view = copy.deepcopy(store.get_feature_view("driver_extra"))
+    sdk_view.name = sdk_view.projection.name = "made_with_the_sdk"
+    store.apply([sdk_view])
+    pruned, files = registry_state(defined), python_files(repo)
+    path = tmp_path / "config.json"
+    path.write_text(config.model_dump_json())
+
+    args = ["retire", str(path), "--run-dir", str(tmp_path / "r"), "--apply"]
+    done = CliRunner().invoke(app, args)
+    said = " ".join(done.output.split())
+    assert done.exit_code == EXIT_CONFIG, done.output
+    assert "delete feature view 'made_with_the_sdk'" in said and "Nothing was changed" in said
+    assert python_files(repo) == files
+    assert registry_state(defined) == pruned
+    assert "made_with_the_sdk" in pruned["views"]
+    assert not (repo / JOURNAL).exists()
+
+
 RETIRE_THEN_DIE = """
 import importlib, json, os, signal, sys
 from cae_ray.artifacts import RunDir
@@ -370,11 +407,22 @@ def test_a_retirement_killed_part_way_is_rolled_back(selected, tmp_path, point: 
 def test_bad_grace_periods_are_config_errors() -> None:
     from cae_ray.errors import ConfigValidationError
 
-    for bad in ("thirty days", "30", "-1d", "1.5d", "d"):
-        with pytest.raises(ConfigValidationError, match="is not a duration"):
-            validate_config({"feast": {"repo": "r", "features": ["v"], "grace_period": bad}})
-    ok = validate_config({"feast": {"repo": "r", "features": ["v"], "grace_period": "0d"}})
-    assert ok.feast is not None and ok.feast.grace.total_seconds() == 0
+    def grace(period: object) -> timedelta:
+        config = validate_config(
+            {"feast": {"repo": "r", "features": ["v"], "grace_period": period}}
+        )
+        assert config.feast is not None
+        return config.feast.grace
+
+    for bad in ("thirty days", "30", "-1d", "1.5d", "d", "-P1D", "P"):
+        with pytest.raises(ConfigValidationError, match=r"is not a duration.*P30D"):
+            grace(bad)
+    assert grace("0d").total_seconds() == 0
+    # As Feast users write a view's ttl: ISO 8601, the clock form, or a timedelta from Python.
+    assert grace("P30D") == grace("30d") == timedelta(days=30)
+    assert grace("PT12H") == grace("12h") == grace("12:00:00") == timedelta(hours=12)
+    assert grace("P1DT6H") == timedelta(days=1, hours=6)
+    assert grace(timedelta(weeks=2)) == grace("2w")
 
 
 def test_the_kept_service_cannot_be_the_export_source() -> None:

@@ -279,8 +279,24 @@ def test_a_clearly_worse_model_fails_and_the_reason_gives_the_numbers() -> None:
     assert verdict.shortfall == pytest.approx(0.1)
     assert verdict.worst_shortfall == pytest.approx(0.12)
     assert verdict.allowed == pytest.approx(0.02)
-    assert "0.1 worse than the baseline 0.9" in verdict.reason
-    assert "0.12 worse" in verdict.reason and "gate fails" in verdict.reason
+    assert "0.1000 worse than the baseline 0.9000" in verdict.reason
+    assert "0.1200 worse" in verdict.reason and "gate fails" in verdict.reason
+
+
+def test_the_verdict_prints_every_number_in_one_format_with_enough_digits() -> None:
+    """Issue 40: "0.0044 better ... at worst 0.001467 worse" mixed precisions, and scores at
+    the ends read "0 better than the baseline 1"."""
+    mixed = gate("accuracy", 0.9123, Interval(0.001467, 0.01, 0.0044), 0.02, relative=False)
+    # Both differences have 3 significant digits, with the same number of decimals.
+    assert "0.00440 better than the baseline 0.91230" in mixed.reason
+    assert "at worst 0.00147 better than it" in mixed.reason
+    assert "allowed loss of 0.02000" in mixed.reason
+    perfect = gate("accuracy", 1.0, Interval(0.0, 0.0, 0.0), 0.0, relative=False)
+    assert "as good as the baseline 1.0000, and at worst as good as it" in perfect.reason
+    assert "allowed loss of 0.0000" in perfect.reason
+    # A big metric beside a small difference keeps both readable.
+    rmse = gate("rmse", 1234.5, Interval(0.25, 0.75, 0.5), 1.0, relative=False)
+    assert "0.5000 worse than the baseline 1234.5000" in rmse.reason
 
 
 def test_the_pessimistic_end_decides_not_the_estimate() -> None:
@@ -306,7 +322,7 @@ def test_rmse_is_worse_when_it_goes_up() -> None:
     better = gate("rmse", 1.0, lower_rmse, tolerance=0.1, relative=False)
     assert not worse.passed and worse.worst_shortfall == pytest.approx(0.4)
     assert better.passed and better.shortfall == pytest.approx(-0.3)
-    assert "0.3 better than" in better.reason
+    assert "0.3000 better than" in better.reason
     # The same numbers read as accuracy mean the opposite.
     assert gate("accuracy", 1.0, higher_rmse, tolerance=0.1, relative=False).passed
 

@@ -67,3 +67,37 @@ def test_readme_links_into_the_docs_name_pages_that_are_there() -> None:
         page = url.removeprefix(base)
         assert (ROOT / "docs" / page).is_file(), url
         assert f": {page}\n" in navigation, f"{page} is not in mkdocs.yml's nav"
+
+
+def test_every_library_the_package_imports_is_declared() -> None:
+    """A module imported by cae_ray comes from a declared dependency (or an extra): one that
+    arrives only as another package's dependency may leave with its next release."""
+    import ast
+    import sys
+    from importlib.metadata import packages_distributions
+
+    from packaging.utils import canonicalize_name
+
+    declared = {
+        canonicalize_name(Requirement(text).name)
+        for text in [
+            *PROJECT["project"]["dependencies"],
+            *(r for extra in PROJECT["project"]["optional-dependencies"].values() for r in extra),
+        ]
+    }
+    declared |= {canonicalize_name("xgboost")}  # the xgboost extra installs xgboost-cpu
+    imported: set[str] = set()
+    for path in (ROOT / "cae_ray").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                imported |= {alias.name.split(".")[0] for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                imported.add(node.module.split(".")[0])
+    third_party = imported - set(sys.stdlib_module_names) - {"cae_ray", "__future__"}
+    providers = packages_distributions()
+    undeclared = {
+        module: providers.get(module)
+        for module in sorted(third_party)
+        if not declared & {canonicalize_name(d) for d in providers.get(module, [module])}
+    }
+    assert undeclared == {}

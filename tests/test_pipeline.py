@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -76,6 +77,9 @@ def test_select_matches_the_in_memory_estimator(
     assert [h["epoch"] for h in history] == list(range(len(history)))
     assert {"loss", "temperature", "mean_max", "distinct"} <= set(history[0])
     assert on_disk["num_workers"] == workers
+    # Each worker trains with as many torch threads as CPUs it was given (1 here), so workers
+    # never oversubscribe a shared node; Train local mode (0 workers) has the machine's.
+    assert {h["threads"] for h in history} == {os.cpu_count() if workers == 0 else 1}
 
 
 def test_select_refines_a_supervised_search_on_request(

@@ -281,7 +281,7 @@ def test_dagster_asset_check_carries_the_gate(
     result, check = materialize(failing)
     assert not result.success and not check.passed  # blocking: the step fails with the check
     assert check.severity == dg.AssetCheckSeverity.ERROR
-    assert "worse than the baseline 1" in check.description
+    assert "worse than the baseline 1.0000" in check.description
     assert check.metadata["baseline"].value == 1.0
 
 

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cae_ray.artifacts import EXPORT_DIR, PRUNE_PLAN, VALIDATION, RunDir
+from cae_ray.artifacts import EXPORT_DIR, EXPORT_MANIFEST, PRUNE_PLAN, VALIDATION, RunDir
 from cae_ray.config import Config, validate_config
 from cae_ray.errors import NoSelectionError
 from cae_ray.feast.entities import ROW_ID
@@ -134,6 +134,19 @@ def test_report_of_a_full_run_is_self_contained_and_complete(pixel_run) -> None:
     restore = f"cae-ray restore --repo {config.feast.repo} --run-id {plan['run_id']}"
     assert restore in html.unescape(page)
     assert "selector:\n  method: ipcae\n  k: 6\n" in html.unescape(page)
+    # The registry's owner reads first what leaves production, what it weighs and when it
+    # retires; the training curves come below.
+    text = html.unescape(page)
+    assert text.index("<h2>For the registry's owner</h2>") < text.index("<h2>Training</h2>")
+    manifest = artifact(run, EXPORT_MANIFEST)
+    weight = sum(manifest["value_bytes"][f"digits__{f}"] for f in deprecated)
+    assert weight > 0
+    assert f"{len(deprecated)} feature(s) leave production" in text
+    assert f"{weight:,} bytes per entity row." in text
+    assert f"{len(deprecated)} newly deprecated, 0 back in use" in text
+    applied_at = datetime.fromisoformat(plan["at"].replace("Z", "+00:00"))
+    due = applied_at + config.feast.grace
+    assert f"become due to retire on {due:%Y-%m-%d} (grace period 30 day(s))" in text
 
 
 @pytest.mark.ray

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -54,6 +55,10 @@ def test_demo_marks_the_unselected_features_and_writes_a_report(demo_dir) -> Non
     )
     retire = record["steps"]["retire"]  # planned: nothing deprecated for 30 days yet
     assert (retire["count"], retire["applied"]) == (0, False)
+    in_30_days = datetime.now(timezone.utc) + timedelta(days=30)
+    assert retire["next_due"] in {f"{in_30_days - timedelta(1):%Y-%m-%d}", f"{in_30_days:%Y-%m-%d}"}
+    page = (directory / "run" / "report" / "report.html").read_text()
+    assert f"none due yet; the first on {retire['next_due']} (grace 30d)" in page
     kept = record["steps"]["select"]["selected_features"]
     tags = deprecation_tags(directory / "feature_repo")
     assert len(tags) == FEATURES - 10

@@ -63,6 +63,7 @@ def test_auto_dim_ip_is_full_rank_up_to_2048_features_then_256() -> None:
 
 
 def test_chunked_sampling_equals_per_example_under_the_same_seed() -> None:
+    torch.manual_seed(0)  # the inputs too: not whatever the tests before left in the RNG
     logits = torch.randn(6, 50, requires_grad=True)
     x = torch.randn(23, 50, requires_grad=True)
     results: list[tuple[torch.Tensor, ...]] = []
@@ -77,8 +78,9 @@ def test_chunked_sampling_equals_per_example_under_the_same_seed() -> None:
     (out_a, gl_a, gx_a, rng_a), (out_b, gl_b, gx_b, rng_b) = results
     assert out_b.shape == (23, 6)
     torch.testing.assert_close(out_b, out_a)
-    torch.testing.assert_close(gl_b, gl_a, rtol=1e-4, atol=1e-5)
-    torch.testing.assert_close(gx_b, gx_a, rtol=1e-4, atol=1e-5)
+    # The gradients are sums in another order (per chunk, then over chunks): float32 rounding.
+    torch.testing.assert_close(gl_b, gl_a, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(gx_b, gx_a, rtol=1e-4, atol=1e-4)
     assert torch.equal(rng_a, rng_b)
 
 
@@ -176,7 +178,8 @@ def test_refusal_names_the_estimate_the_limit_and_the_setting() -> None:
 
 def test_the_estimator_refuses_before_allocating() -> None:
     X = np.random.default_rng(0).normal(size=(20, 50)).astype(np.float32)
-    with pytest.raises(MemoryBudgetError, match=r"selector\.dim_ip"):
+    # In the estimator's terms: its parameter dim_ip, not the config key selector.dim_ip.
+    with pytest.raises(MemoryBudgetError, match=r"set dim_ip: "):
         ConcreteFeatureSelector(k=3, dim_ip=10**9, epochs=1).fit(X)
 
 

@@ -1,5 +1,5 @@
 """``python -m cae_ray.cli``."""
 
-from cae_ray.cli import app
+from cae_ray.cli import main
 
-app()
+main()

@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 from cae_ray.cli.app import config_app
-from cae_ray.cli.output import JsonOption, exits_on_error, out, print_json
+from cae_ray.cli.output import ConfigArgument, JsonOption, exits_on_error, out, print_json
 from cae_ray.config import Config, load_config
 
 
 @config_app.command("check")
-def config_check(path: Path, as_json: JsonOption = False) -> None:
+def config_check(path: ConfigArgument, as_json: JsonOption = False) -> None:
     """Validate a config file and print it with every default filled in."""
     with exits_on_error():
         cfg = load_config(path)

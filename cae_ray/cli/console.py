@@ -22,6 +22,7 @@ from rich.table import Table
 from rich.text import Text
 
 from cae_ray.artifacts import REPORT, RunDir
+from cae_ray.cli.render import verdict_figures
 from cae_ray.config import Config
 from cae_ray.feast import restore_command
 from cae_ray.pipeline import ReportWritten, RetireNotPossible, StepEvent, StepResult
@@ -147,17 +148,19 @@ def describe(result: StepResult | None) -> str:
     if isinstance(result, Verdict):
         verdict = "[green]passed[/]" if result.passed else "[red]FAILED[/]"
         source = baseline_name(result.baseline.source)
-        return f"{verdict}: {result.selected.value:.3f} vs {result.baseline.value:.3f} ({source})"
+        shown = verdict_figures(result)
+        return f"{verdict}: {shown['selected']} vs {shown['baseline']} ({source})"
     if isinstance(result, PrunePlan):
         action = "marked deprecated" if result.applied else "to deprecate (plan)"
         figures = result.summary()
-        back = figures["undeprecated"]
-        return f"{figures['deprecated']:,} {action}" + (f", {back:,} back in use" if back else "")
+        back, others = figures["undeprecated"], figures["kept_by_others"]
+        said = f"{figures['deprecated']:,} {action}"
+        said += f", {others:,} kept by other models" if others else ""
+        return said + (f", {back:,} back in use" if back else "")
     if isinstance(result, RetireNotPossible):
         return "[dim]nothing can retire yet[/]"
     if isinstance(result, RetirePlan):
-        action = "retired" if result.applied else f"due after {result.grace_period} (plan)"
-        return f"{result.count:,} {action}"
+        return result.headline
     if isinstance(result, ReportWritten):
         return Path(result.path).name
     return ""
@@ -181,21 +184,22 @@ def summary_table(record: RunRecord, run_dir: str, config: Config) -> Table:
         table.add_row("kept", f"{selection.k} features: {preview}")
     verdict = Verdict.read(run) if "validate" in steps else None
     if verdict is not None:
-        low, high = verdict.interval.low, verdict.interval.high
+        shown = verdict_figures(verdict)
         table.add_row(
             "validation",
-            f"{verdict.metric}: selected {verdict.selected.value:.4f}, "
-            f"{verdict.baseline.source} {verdict.baseline.value:.4f}; difference "
-            f"{verdict.difference:+.4f} [{low:+.4f}, {high:+.4f}] -> "
-            f"{'passed' if verdict.passed else 'FAILED'}",
+            f"{verdict.metric}: selected {shown['selected']}, {verdict.baseline.source} "
+            f"{shown['baseline']}; difference {shown['difference']} [{shown['low']}, "
+            f"{shown['high']}] -> {'passed' if verdict.passed else 'FAILED'}",
         )
     repo = config.feast.repo if config.feast else "REPO"
     prune = steps.get("prune")
     plan = PrunePlan.read(run) if prune is not None and prune.status != "skipped" else None
     if plan is not None:
         state = "marked deprecated in the registry" if plan.applied else "planned only"
-        deprecated = sum(map(len, plan.deprecate.values()))
-        table.add_row("deprecated", f"{deprecated:,} features, {state}")
+        figures = plan.summary()
+        table.add_row("deprecated", f"{figures['deprecated']:,} features, {state}")
+        if figures["kept_by_others"]:
+            table.add_row("kept by other models", f"{figures['kept_by_others']:,} features")
         table.add_row("feature service", plan.feature_service)
         if plan.applied:
             table.add_row("undo", restore_command(repo, plan.run_id))

@@ -12,11 +12,16 @@ from cae_ray.cli.app import app
 from cae_ray.cli.output import (
     ConfigArgument,
     JsonOption,
+    RunDirOption,
+    WaitOption,
     errors,
     exits_on_error,
+    fail,
     out,
     print_json,
     quiet_ray,
+    run_dir_for,
+    writing_run_dir,
 )
 from cae_ray.config import Config, load_config
 from cae_ray.gate.errors import ValidationGateFailedError
@@ -59,14 +64,9 @@ def demo(
 @app.command()
 def run(
     config: ConfigArgument,
-    run_dir: Annotated[
-        str | None,
-        typer.Option(
-            "--run-dir",
-            help="Where this run's artifacts go: a path or a URI (default: runs/CONFIG).",
-        ),
-    ] = None,
+    run_dir: RunDirOption = None,
     as_json: JsonOption = False,
+    wait: WaitOption = False,
 ) -> None:
     """Run every step: export (from Feast) -> prepare -> select -> validate -> prune -> report.
 
@@ -75,12 +75,14 @@ def run(
     """
     with exits_on_error():
         cfg = load_config(config)
-    record = run_with_display(cfg, run_dir or str(Path("runs") / config.stem), as_json)
+    record = run_with_display(cfg, run_dir_for(run_dir, config), as_json, wait)
     if as_json:
         print_json(record.as_json())
 
 
-def run_with_display(cfg: Config, run_dir: str, as_json: bool = False) -> RunRecord:
+def run_with_display(
+    cfg: Config, run_dir: str, as_json: bool = False, wait: bool = False
+) -> RunRecord:
     """``pipeline.run`` with its live display and the summary table at the end (on stderr with
     --json); a failed gate still shows what the run made."""
     from cae_ray.cli.console import step_display, summary_table
@@ -88,16 +90,14 @@ def run_with_display(cfg: Config, run_dir: str, as_json: bool = False) -> RunRec
 
     shown = errors if as_json else out
     quiet_ray()
-    with exits_on_error():
+    with exits_on_error(), writing_run_dir(run_dir, wait):
         try:
             with step_display(shown, cfg) as display:
                 record = run_all(cfg, run_dir, on_event=display)
-        except ValidationGateFailedError:  # the run dir works: show what was made
+        except ValidationGateFailedError as e:  # the run dir works: show what was made
             recorded = RunRecord.read(RunDir(run_dir))
             if recorded is not None:
                 shown.print(summary_table(recorded, run_dir, cfg))
-                if as_json:
-                    print_json(recorded.as_json())
-            raise
+            raise fail(e, recorded.as_json() if recorded is not None else None) from e
     shown.print(summary_table(record, run_dir, cfg))
     return record

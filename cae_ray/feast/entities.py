@@ -25,7 +25,8 @@ from cae_ray.runtime.data import open_parquet
 
 ROW_ID = "cae_ray_row"
 """Added to every exported row: its position in the entity rows (a stable row key)."""
-_FEAST_TIMESTAMP = "event_timestamp"
+FEAST_TIMESTAMP = "event_timestamp"
+"""The entity rows' timestamp column in what Feast is asked (the name it looks for first)."""
 
 
 def read_entities(path: str) -> pa.Table:
@@ -87,6 +88,15 @@ def check_entity_columns(settings: FeastConfig, keys: list[str], entities: pa.Ta
         raise EntityColumnsMissingError(settings.entities, missing, entities.schema.names)
 
 
+def check_label_keys(keys: list[str], entities: pa.Table, label: FeatureRef | None) -> None:
+    """Entity rows made from a time range hold the candidate views' join keys only: a label
+    view that joins on others cannot be read for them."""
+    missing = [k for k in keys if k not in entities.schema.names]
+    if label is not None and missing:
+        present = [k for k in keys if k not in missing]
+        raise TimeRangeJoinKeysError({"the candidate views": present, label.view: keys})
+
+
 def distinct_entity_rows(
     rows: pa.Table, keys: list[str], timestamp: str
 ) -> tuple[pd.DataFrame, np.ndarray]:
@@ -97,6 +107,6 @@ def distinct_entity_rows(
     first_rows = np.unique(distinct_of_row.to_numpy(), return_index=True)[1]
     distinct = entity_df.iloc[first_rows].reset_index(drop=True)
     distinct[ROW_ID] = np.arange(len(distinct), dtype=np.int64)
-    if timestamp != _FEAST_TIMESTAMP:  # the name Feast looks for first
-        distinct = distinct.rename(columns={timestamp: _FEAST_TIMESTAMP})
+    if timestamp != FEAST_TIMESTAMP:  # the name Feast looks for first
+        distinct = distinct.rename(columns={timestamp: FEAST_TIMESTAMP})
     return distinct, distinct_of_row.to_numpy()

@@ -1,5 +1,7 @@
 """The Feast integration's errors: one class per failure, each naming the bad value and the fix.
-Every one is a usage error (exit code 2) except entity rows that lack a column (bad input, 3).
+Every one is a usage error (exit code 2) except entity rows that lack a column or any feature
+value (bad input, 3) and a registry that disagrees with the repo overlay (a finding of
+`feast check`, 6).
 """
 
 from __future__ import annotations
@@ -7,7 +9,7 @@ from __future__ import annotations
 import difflib
 from collections.abc import Sequence
 
-from cae_ray.errors import EXIT_CONFIG, CaeRayError, InvalidInputError, preview
+from cae_ray.errors import EXIT_CONFIG, EXIT_DISAGREE, CaeRayError, InvalidInputError, preview
 from cae_ray.feast import restore_command
 
 
@@ -154,6 +156,24 @@ class FeastRetrievalError(FeastError):
         )
 
 
+class EntityRowsWithoutFeaturesError(InvalidInputError):
+    """Entity rows for which the offline store has no feature value within the views' TTL (a
+    timestamp before the views' history, or in the future): the file store leaves them out."""
+
+    def __init__(
+        self, count: int, total: int, examples: Sequence[str], ttls: dict[str, str]
+    ) -> None:
+        self.count, self.total, self.examples = count, total, list(examples)
+        windows = ", ".join(f"{view}: {ttl}" for view, ttl in ttls.items())
+        super().__init__(
+            f"{count:,} of the {total:,} entity rows have no feature value within the views' "
+            f"TTL ({windows}) before their event timestamp, so the offline store returned no "
+            f"row for them; for example {' and '.join(self.examples)}. Fix: drop those rows or "
+            "give them event timestamps inside the views' history (a feature row at most one "
+            "TTL earlier), or lengthen the views' ttl."
+        )
+
+
 class RegistryNotWritableError(FeastError):
     """A prune or restore would fail part way: something it writes cannot be written."""
 
@@ -211,22 +231,6 @@ class RetireNeedsHookError(FeastError):
         )
 
 
-class RetireRefusedError(FeastError):
-    """Features that are due to retire but still read by something the user defined."""
-
-    def __init__(self, users: dict[str, list[str]]) -> None:
-        self.users = users
-        items = [f"{feature} (read by {', '.join(by)})" for feature, by in users.items()]
-        more = f" and {len(items) - 8} more" if len(items) > 8 else ""
-        super().__init__(
-            f"refusing to retire {len(users)} feature(s) still in use: {'; '.join(items[:8])}"
-            f"{more}. Nothing was changed. "
-            "Fix: take them out of those objects (or remove FeatureServices of older cae-ray "
-            "versions with `cae-ray feast remove-services`), then run again; or lengthen "
-            "feast.grace_period."
-        )
-
-
 class PlanOutdatedError(FeastError):
     def __init__(self, plan: str, what: str) -> None:
         super().__init__(
@@ -241,7 +245,7 @@ class DirtyWorkTreeError(FeastError):
         super().__init__(
             f"the definitions to rewrite have changes git does not hold ({preview(files)} in "
             f"{repo!r}): a retirement on top of them could not be told apart from them. Fix: "
-            "commit or stash them, or pass --force to rewrite anyway."
+            "commit or stash them, or pass --allow-dirty to rewrite anyway."
         )
 
 
@@ -269,4 +273,121 @@ class NotCaeRayServiceError(FeastError, ValueError):
             f"{name!r} is not a FeatureService of an older cae-ray version, so cae-ray will not "
             f"remove it. Removable: {preview(removable) or 'none'}. Fix: name only those (the "
             "kept service goes with `cae-ray restore`)."
+        )
+
+
+class ModelLabelConflictError(FeastError):
+    """Two configs claim one kept service (one model) for different labels."""
+
+    def __init__(self, model: str, recorded: str | None, run: str, label: str | None) -> None:
+        self.model = model
+
+        def said(label: str | None) -> str:
+            return repr(label) if label is not None else "none (reconstruction)"
+
+        super().__init__(
+            f"the kept service {model!r} is the model of label {said(recorded)} (its run "
+            f"{run}), and this config's label (data.target) is {said(label)}: two models "
+            "would overwrite each other's selection. Nothing was changed. Fix: give this config "
+            "its own feast.kept_service (one per model), or, if the model's label really "
+            f"changed, `cae-ray feast forget-model CONFIG {model} --apply` first."
+        )
+
+
+class UnknownModelError(FeastError, ValueError):
+    def __init__(self, model: str, known: Sequence[str]) -> None:
+        self.model = model
+        close = difflib.get_close_matches(model, list(known), n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        fix = (
+            "name one of those (`cae-ray feast status CONFIG` lists them)"
+            if known
+            else "a model appears once a run of its config applies a prune (`cae-ray prune "
+            "CONFIG --run-dir RUN --apply`, or feast.prune: apply)"
+        )
+        super().__init__(
+            f"no model {model!r} has applied a prune in this repo.{hint} Known models (their "
+            f"kept services): {preview(sorted(known)) or 'none'}. Nothing was changed. Fix: "
+            f"{fix}."
+        )
+
+
+class LabelLeakError(FeastError):
+    """The label's feature view is also a source of candidate features."""
+
+    def __init__(self, label: str, view: str) -> None:
+        super().__init__(
+            f"data.target {label!r} comes from feature view {view!r}, which is also among the "
+            "candidate features (feast.features or feast.feature_service): its other fields "
+            "are typically made from the same outcome, so a selection would leak the label. "
+            "Nothing was exported. Fix: take the label's view out of the candidates, or keep "
+            "the label in a view of its own."
+        )
+
+
+class UnknownLabelError(FeastError, ValueError):
+    """``data.target`` names a Feast feature that the registry does not have."""
+
+    def __init__(self, label: str, problem: str, known: Sequence[str]) -> None:
+        self.label = label
+        close = difflib.get_close_matches(label, list(known), n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        super().__init__(
+            f"data.target {label!r}: {problem}.{hint} Fix: name a field of a feature view as "
+            f"view:field (known: {preview(sorted(known)) or 'none'}), or a column of the "
+            "entity rows."
+        )
+
+
+class NonNumericLabelError(FeastError, ValueError):
+    def __init__(self, label: str, dtype: str) -> None:
+        super().__init__(
+            f"data.target {label!r} is of type {dtype}, not a number or a boolean, so no model "
+            "can be trained on it. Fix: store the label as an integer class, a boolean or a "
+            "number (a categorical label as Int64 codes), or choose another field."
+        )
+
+
+class RetireBeyondItsFeaturesError(FeastError):
+    """`feast apply` after the retirement would change registry objects other than the views
+    that lose the retired fields (objects the definitions do not hold)."""
+
+    def __init__(self, repo: str, changes: Sequence[str]) -> None:
+        """``changes``: what `feast apply` would also do, e.g. "delete feature view 'x'"."""
+        self.repo, self.changes = repo, list(changes)
+        super().__init__(
+            f"retiring in {repo} runs `feast apply`, which would also {preview(changes, 5)}: "
+            "objects the repo's definitions do not hold as the registry does (applied with the "
+            "Python SDK, edited since the last `feast apply`, or hidden by .feastignore). "
+            "Nothing was changed. Fix: bring the definitions in line with the registry (add "
+            "those objects, or remove them on purpose with `feast apply`; `feast plan` shows "
+            "the difference), then retire again."
+        )
+
+
+class RegistryDiskFullError(FeastError):
+    """The disk of the Feast registry (or of the repo, for the registry's copy) cannot hold
+    the write: refused before it, or found cut short after it and put back."""
+
+    def __init__(self, path: str, needed: int, free: int) -> None:
+        self.path, self.needed, self.free = path, needed, free
+        super().__init__(
+            f"the disk holding {path} has {free:,} bytes free and writing it safely needs "
+            f"{needed:,}: nothing was changed (the registry is as it was; a write that was "
+            "cut short is put back from cae-ray's copy). Fix: free space on that disk (or move "
+            "the registry), then run the command again."
+        )
+
+
+class RegistryDisagreesError(CaeRayError):
+    """`feast check` / `prune --check` found the registry and the repo overlay disagreeing."""
+
+    exit_code = EXIT_DISAGREE
+
+    def __init__(self, repo: str, disagreements: Sequence[str]) -> None:
+        self.repo, self.disagreements = repo, list(disagreements)
+        super().__init__(
+            f"the registry of {repo!r} and its repo overlay disagree in "
+            f"{len(self.disagreements)} place(s): {preview(self.disagreements, 3)}. Fix: run "
+            "`feast apply` in the repo (the repo is the source of truth), then check again."
         )

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from cae_ray.artifacts import write_bytes, write_text
-from cae_ray.feast import import_feast
+from cae_ray.feast import backup, import_feast
 from cae_ray.feast.overlay import OVERLAY
 
 JOURNAL = ".cae_ray_journal.json"
@@ -44,6 +44,9 @@ class Entry:
     """The repo overlay's text before (None: there was no overlay file)."""
     files: dict[str, str] = field(default_factory=dict)
     """Each definitions file it rewrites (a retirement): path -> its bytes before, base64."""
+    registry_file: str | None = None
+    """A file registry's path: its whole bytes are copied beside the journal
+    (:mod:`cae_ray.feast.backup`), and a roll back puts them back."""
     id: str = field(default_factory=lambda: uuid.uuid4().hex)
 
 
@@ -65,11 +68,16 @@ def snapshot(
     overlay = Path(store.repo_path) / OVERLAY
     text = overlay.read_text() if overlay.exists() else None
     sources = {str(p): base64.b64encode(p.read_bytes()).decode("ascii") for p in files}
-    return Entry(action, run_id, project, protos, before, text, sources)
+    path = backup.registry_file(Path(store.repo_path), store.config.registry)
+    copied = str(path) if path is not None and path.is_file() else None
+    return Entry(action, run_id, project, protos, before, text, sources, copied)
 
 
 def begin(repo: Path, entry: Entry) -> None:
-    """Record ``entry`` durably: after this returns, a kill leaves it for the next command."""
+    """Record ``entry`` durably: after this returns, a kill leaves it for the next command. A
+    file registry is copied first (``RegistryDiskFullError`` when the copy cannot fit)."""
+    if entry.registry_file is not None:
+        backup.keep(repo, Path(entry.registry_file))
     path = repo / JOURNAL
     partial = path.with_name(path.name + ".partial")
     with partial.open("w") as handle:
@@ -83,6 +91,7 @@ def begin(repo: Path, entry: Entry) -> None:
 def end(repo: Path) -> None:
     """The transaction is whole: forget its journal."""
     (repo / JOURNAL).unlink(missing_ok=True)
+    backup.forget(repo)
     _sync_directory(repo)
 
 
@@ -96,13 +105,33 @@ def pending(repo: Path) -> Entry | None:
 
 def roll_back(store: Any, entry: Entry) -> None:
     """Put the registry objects, the overlay and the definitions files back as ``entry``
-    recorded them (the registry in one commit)."""
+    recorded them: the registry object by object, in one commit (so a colleague's `feast
+    apply` since then stays), or, when it no longer decodes (a write cut short), whole from
+    its copy."""
+    registry, project = store.registry, entry.project
+    repo = Path(store.repo_path)
+    file = Path(entry.registry_file) if entry.registry_file is not None else None
+    if file is not None and not backup.decodes(file) and backup.put_back(repo, file):
+        registry.refresh(project)
+    else:
+        _replay(registry, entry)
+    overlay = repo / OVERLAY
+    if entry.overlay is None:
+        overlay.unlink(missing_ok=True)
+    else:
+        write_text(overlay, entry.overlay)
+    for path, blob in entry.files.items():
+        write_bytes(Path(path), base64.b64decode(blob))
+
+
+def _replay(registry: Any, entry: Entry) -> None:
+    """Put back each registry object ``entry`` recorded, in one commit."""
     import_feast()  # keeps our warning filters
     from feast import FeatureService, FeatureView
     from feast.protos.feast.core.FeatureService_pb2 import FeatureService as ServiceProto
     from feast.protos.feast.core.FeatureView_pb2 import FeatureView as ViewProto
 
-    registry, project = store.registry, entry.project
+    project = entry.project
     registry.refresh(project)
     # Read first: a registry getter re-reads the store by default, dropping what was applied.
     present = {s.name for s in registry.list_feature_services(project)}
@@ -116,13 +145,6 @@ def roll_back(store: Any, entry: Entry) -> None:
         elif name in present:
             registry.delete_feature_service(name, project, commit=False)
     registry.commit()
-    overlay = Path(store.repo_path) / OVERLAY
-    if entry.overlay is None:
-        overlay.unlink(missing_ok=True)
-    else:
-        write_text(overlay, entry.overlay)
-    for path, blob in entry.files.items():
-        write_bytes(Path(path), base64.b64decode(blob))
 
 
 def _encode(feast_object: Any) -> str:

@@ -7,19 +7,23 @@ it whenever Feast imports the repo::
 
     from cae_ray.feast.overlay import annotate_all; annotate_all(globals())
 
-The overlay holds the state after the latest applied run, not a history (the audit log is the
-history):
+The overlay (format 3) holds the state after the latest applied runs, not a history (the audit
+log is the history):
 
-- ``marks``: per view, each deprecated feature's mark: the run that first deprecated it and when
-  (a feature that stays deprecated keeps its first date);
-- ``last_run``: per view, the latest run that covered it;
-- ``kept_service``: the one FeatureService of the latest run's selected features;
+- ``models``: per model (named by its config's ``feast.kept_service``), the state its latest
+  applied run left: label, run, date, kept and left-out features (:mod:`cae_ray.feast.models`).
+  The deprecation marks are derived from all of them (:func:`cae_ray.feast.models.derive_marks`);
+  each model's kept features are its kept FeatureService;
+- ``readers``: per view, each marked feature that FeatureServices of the team's still read, and
+  which (found in the registry by the latest transaction);
 - ``retired``: features retired from the definitions (the hook drops those built by code);
 - ``legacy_services``: FeatureServices of older cae-ray versions (one per run), kept until
   ``cae-ray feast remove-services`` removes them.
 
-:func:`view_tags` is the one place that says which registry tags that state means. Light
-imports only: Feast imports every definitions module of the repo.
+An overlay of format 2 (one kept service, marks set by the latest run) or of cae-ray before 0.2
+reads as one model, named after its kept service. :func:`all_view_tags` is the one place that
+says which registry tags that state means. Light imports only: Feast imports every definitions
+module of the repo.
 """
 
 from __future__ import annotations
@@ -31,17 +35,31 @@ from typing import Any
 import yaml
 
 from cae_ray.artifacts import write_text
+from cae_ray.feast.models import derive_marks, last_runs, model_of_v2
 
 OVERLAY = "cae_ray_deprecations.yaml"
 HOOK = "annotate_all(globals())"
 TAG_PREFIX = "cae-ray/"
 LAST_RUN = TAG_PREFIX + "last-run"
 SERVICE_AT = TAG_PREFIX + "at"
-VERSION = 2
+READ_BY = TAG_PREFIX + "read-by."
+VERSION = 3
+DEFAULT_MODEL = "cae_ray_selected"
+"""The model (kept service) of an old overlay that had none: feast.kept_service's default."""
+
+# libyaml's parser where PyYAML has it: an overlay of several wide models has many thousand
+# lines, and Feast reads it once per definitions module.
+_Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_Dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
 
 
 def deprecation_tag(feature: str) -> str:
     return f"{TAG_PREFIX}deprecated.{feature}"
+
+
+def readers_tag(feature: str) -> str:
+    """The tag naming the team's FeatureServices that still read a marked feature."""
+    return f"{READ_BY}{feature}"
 
 
 def ours(tags: dict[str, str]) -> dict[str, str]:
@@ -49,7 +67,7 @@ def ours(tags: dict[str, str]) -> dict[str, str]:
     return {key: value for key, value in tags.items() if key.startswith(TAG_PREFIX)}
 
 
-def mark_value(mark: dict[str, str]) -> str:
+def mark_value(mark: dict[str, Any]) -> str:
     """A mark as a tag value: ``<run id>@<UTC time first set>``."""
     return f"{mark['run']}@{mark['since']}"
 
@@ -61,29 +79,75 @@ def parse_mark(value: str) -> dict[str, str | None]:
 
 
 def empty() -> dict[str, Any]:
-    return {
-        "version": VERSION,
-        "marks": {},
-        "last_run": {},
-        "kept_service": None,
-        "retired": {},
-        "legacy_services": {},
-    }
+    return {"version": VERSION, "models": {}, "readers": {}, "retired": {}, "legacy_services": {}}
 
 
 def read_overlay(repo: Path) -> dict[str, Any]:
+    """The repo's overlay as format 3, whichever version wrote it."""
     path = repo / OVERLAY
     if not path.exists():
         return empty()
-    loaded = yaml.safe_load(path.read_text()) or {}
+    loaded = yaml.load(path.read_text(), Loader=_Loader) or {}
     if "runs" in loaded and "version" not in loaded:
-        return _from_runs(loaded["runs"] or {})
-    return {**empty(), **{key: loaded[key] for key in empty() if loaded.get(key) is not None}}
+        return _from_v2(_from_runs(loaded["runs"] or {}), 1)
+    if loaded.get("version", VERSION) < VERSION:
+        return _from_v2(loaded, loaded["version"])
+    overlay = {**empty(), **{key: loaded[key] for key in empty() if loaded.get(key) is not None}}
+    overlay["models"] = {name: unpack(state) for name, state in overlay["models"].items()}
+    return overlay
+
+
+def pack(state: dict[str, Any]) -> dict[str, Any]:
+    """A model's state as the overlay file and the audit log hold it (see :func:`_packed`)."""
+    return {**state, "dropped": _packed(state["dropped"])}
+
+
+def unpack(state: dict[str, Any]) -> dict[str, Any]:
+    """A model's state as :func:`pack` wrote it, back to one mark per left-out feature."""
+    return {**state, "dropped": _unpacked(state["dropped"])}
+
+
+def _packed(dropped: dict[str, dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """A model's left-out features as the file holds them: per view, one group per mark (the
+    run that first left them out, since when). A wide view's hundreds of features share a few
+    marks, and YAML parses a list of names many times faster than a mapping per feature."""
+    packed: dict[str, list[dict[str, Any]]] = {}
+    for view, features in dropped.items():
+        groups: dict[tuple[str, Any], list[str]] = {}
+        for feature, mark in features.items():
+            groups.setdefault((mark["run"], mark.get("since")), []).append(feature)
+        packed[view] = [
+            {"run": run, "since": since, "features": sorted(names)}
+            for (run, since), names in sorted(groups.items(), key=lambda g: (str(g[0][1]), g[0][0]))
+        ]
+    return packed
+
+
+def _unpacked(packed: dict[str, list[dict[str, Any]]]) -> dict[str, dict[str, Any]]:
+    return {
+        view: {f: {"run": g["run"], "since": g["since"]} for g in groups for f in g["features"]}
+        for view, groups in packed.items()
+    }
+
+
+def _from_v2(old: dict[str, Any], version: int) -> dict[str, Any]:
+    """Format 2 (one kept service; its marks, last runs) as format 3: one model, its label
+    unknown, whose marks and tags are the ones it had."""
+    state = empty()
+    for key in ("retired", "legacy_services"):
+        state[key] = old.get(key) or {}
+    model = model_of_v2(old, DEFAULT_MODEL)
+    if model is not None:
+        name, model_state = model
+        state["models"][name] = {**model_state, "migrated": version}
+    return state
 
 
 def _from_runs(runs: dict[str, Any]) -> dict[str, Any]:
-    """The state an overlay of cae-ray before 0.2 (every run's marks and service) stood for."""
-    state = empty()
+    """The state an overlay of cae-ray before 0.2 (every run's marks and service) stood for,
+    in format 2."""
+    state: dict[str, Any] = {"marks": {}, "last_run": {}, "kept_service": None}
+    state["legacy_services"] = {}
     for run_id, run in sorted(runs.items(), key=lambda item: str(item[1]["at"])):
         since = str(run["at"])[:19] + "Z"
         for view, features in run["deprecate"].items():
@@ -98,10 +162,13 @@ def _from_runs(runs: dict[str, Any]) -> dict[str, Any]:
 
 def write_overlay(repo: Path, overlay: dict[str, Any]) -> None:
     header = (
-        "# Written by cae-ray (prune --apply, retire --apply, restore); applied by\n"
-        "# annotate_all(globals()) in the repo's definitions. Undo with `cae-ray restore`.\n"
+        "# Written by cae-ray (prune --apply, retire --apply, restore, feast forget-model);\n"
+        "# applied by annotate_all(globals()) in the repo's definitions. Undo with\n"
+        "# `cae-ray restore`. The deprecation marks are derived from the models' states.\n"
     )
-    write_text(repo / OVERLAY, header + yaml.safe_dump(overlay, sort_keys=True))
+    models = {name: pack(state) for name, state in overlay["models"].items()}
+    text = yaml.dump({**overlay, "models": models}, Dumper=_Dumper, sort_keys=True)
+    write_text(repo / OVERLAY, header + text)
 
 
 def has_hook(repo: Path) -> bool:
@@ -109,18 +176,46 @@ def has_hook(repo: Path) -> bool:
     return any(HOOK in p.read_text(errors="ignore") for p in repo.rglob("*.py"))
 
 
-def view_tags(overlay: dict[str, Any], view: str) -> dict[str, str]:
-    """The cae-ray tags the overlay's state puts on ``view``."""
-    tags = {deprecation_tag(f): mark_value(m) for f, m in overlay["marks"].get(view, {}).items()}
-    if view in overlay["last_run"]:
-        tags[LAST_RUN] = overlay["last_run"][view]
+def marks(overlay: dict[str, Any]) -> dict[str, dict[str, dict[str, Any]]]:
+    """Per view: each deprecated feature's mark, as the models' states call for."""
+    return derive_marks(overlay["models"], overlay["retired"])
+
+
+def all_view_tags(overlay: dict[str, Any]) -> dict[str, dict[str, str]]:
+    """Per view: the cae-ray tags the overlay's state puts on it (views without are left out)."""
+    tags: dict[str, dict[str, str]] = {}
+    readers = overlay["readers"]
+    for view, features in marks(overlay).items():
+        held = tags.setdefault(view, {})
+        for feature, mark in features.items():
+            held[deprecation_tag(feature)] = mark_value(mark)
+            services = readers.get(view, {}).get(feature)
+            if services:
+                held[readers_tag(feature)] = " ".join(sorted(services))
+    for view, run in last_runs(overlay["models"]).items():
+        tags.setdefault(view, {})[LAST_RUN] = run
     return tags
 
 
+def view_tags(overlay: dict[str, Any], view: str) -> dict[str, str]:
+    """The cae-ray tags the overlay's state puts on ``view``."""
+    return all_view_tags(overlay).get(view, {})
+
+
 def services(overlay: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """Every FeatureService the overlay keeps: the kept one and older versions' ones."""
-    kept = overlay["kept_service"]
-    return {**overlay["legacy_services"], **({kept["name"]: kept} if kept else {})}
+    """Every FeatureService the overlay keeps: each model's kept one, and older versions'."""
+    kept = {
+        name: {
+            "name": name,
+            "run": state["run"],
+            "at": state.get("at"),
+            "features": state["kept"],
+            "description": state.get("description") or "",
+        }
+        for name, state in overlay["models"].items()
+        if state["kept"]
+    }
+    return {**overlay["legacy_services"], **kept}
 
 
 def applied_k(repo: Path, kept_service: str) -> int | None:
@@ -149,9 +244,10 @@ def annotate_all(namespace: dict[str, Any]) -> None:
     repo = _repo_root(Path(module_file).resolve().parent)
     overlay = read_overlay(repo)
     here = _views(namespace.values(), FeatureView)
+    tags = all_view_tags(overlay)
     for name, view in here.items():
         _drop_fields(view, set(overlay["retired"].get(name, {})))
-        view.tags.update(view_tags(overlay, name))
+        view.tags.update(tags.get(name, {}))
     before = _views_imported_before(repo, namespace, FeatureView)
     views = {**before, **here}
     for name, service in services(overlay).items():

@@ -50,6 +50,8 @@ def export_on_ray(
     as ``out/part-NNNNN.parquet`` with ``schema``; the number of parts."""
     import ray
 
+    from cae_ray.runtime.parquet_sink import full_disk_unlogged  # imports Ray Data
+
     distinct, distinct_of_row = distinct_entity_rows(rows, keys, timestamp)
     # Each distinct row's entity rows, as slices of one array (CSR): starts[d]:starts[d + 1].
     rows_in_distinct_order = np.argsort(distinct_of_row, kind="stable")
@@ -72,7 +74,8 @@ def export_on_ray(
                 "row_id": ROW_ID,
             },
         )
-        expanded.write_parquet(staging, compression="zstd")
+        with full_disk_unlogged():  # the export raises it, typed
+            expanded.write_parquet(staging, compression="zstd")
     written = [storage.join(staging, n) for n in storage.files(staging) if n.endswith(".parquet")]
     _check_each_row_once(store, written, rows.num_rows, len(distinct), ROW_ID)
     for part, where in enumerate(written):

@@ -12,8 +12,11 @@ import pyarrow as pa
 from cae_ray.config import FeastConfig
 from cae_ray.feast.errors import (
     AmbiguousFeatureError,
+    LabelLeakError,
+    NonNumericLabelError,
     UnknownFeatureError,
     UnknownFeatureViewError,
+    UnknownLabelError,
 )
 
 
@@ -55,6 +58,31 @@ def resolve_refs(store: Any, settings: FeastConfig) -> list[FeatureRef]:
                 raise UnknownFeatureError(view_name, name, list(fields))
             refs.append(FeatureRef(view_name, name, from_feast_to_pyarrow_type(fields[name].dtype)))
     return list(dict.fromkeys(refs))  # a feature asked for twice is exported once
+
+
+def resolve_label(store: Any, label: str, candidates: list[FeatureRef]) -> FeatureRef:
+    """The Feast feature ``label`` (``view:field``) that ``data.target`` names, checked: it
+    exists, it is a number or a boolean, and its view is none of the candidates' views (whose
+    other fields would leak it)."""
+    from feast.types import from_feast_to_pyarrow_type
+
+    views = {fv.name: fv for fv in store.list_feature_views()}
+    view_name, _, name = label.partition(":")
+    if view_name not in views:
+        known = [f"{v}:{f.name}" for v, fv in views.items() for f in fv.features]
+        problem = f"the Feast registry has no feature view {view_name!r}"
+        raise UnknownLabelError(label, problem, known)
+    fields = {f.name: f for f in views[view_name].features}
+    if name not in fields:
+        known = [f"{view_name}:{f}" for f in fields]
+        raise UnknownLabelError(label, f"feature view {view_name!r} has no field {name!r}", known)
+    dtype = from_feast_to_pyarrow_type(fields[name].dtype)
+    kinds = (pa.types.is_integer, pa.types.is_floating, pa.types.is_boolean)
+    if not any(kind(dtype) for kind in kinds):
+        raise NonNumericLabelError(label, str(fields[name].dtype))
+    if view_name in {r.view for r in candidates}:
+        raise LabelLeakError(label, view_name)
+    return FeatureRef(view_name, name, dtype)
 
 
 def _parse(item: str) -> tuple[str, list[str]]:

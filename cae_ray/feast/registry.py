@@ -1,24 +1,27 @@
-"""Set a Feast registry's deprecation marks to what the latest run decided, and take them back.
+"""Set a Feast registry's deprecation marks to what the models sharing it decided, and take a
+change back.
 
     plan_prune(config, run)            -> the plan (which features, which views, the kept service)
     prune(config, run, apply=...)      -> RUN_DIR/prune.json (+ the registry, + the audit log)
-    restore(repo, run_id)              -> the registry as it was before that prune (or retirement)
+    restore(repo, run_id)              -> the registry as it was before that change
 
-Marks are view-level tags (no new view version, no online-table switch, docs/lifecycle.md): one key
-per deprecated feature, ``cae-ray/deprecated.<feature>`` = ``<run id>@<UTC time first set>``,
-plus ``cae-ray/last-run``. An applied prune sets them to exactly its unselected features on
-the candidates it covers: features it keeps lose earlier marks, features still unselected keep
-their first date. It also sets the one kept FeatureService (``feast.kept_service``) to the
-selected features. The state lives in the repo's overlay (:mod:`cae_ray.feast.overlay`), from
-which :func:`cae_ray.feast.overlay.view_tags` derives the tags.
+Each config's ``feast.kept_service`` names its model. An applied prune sets its model's state
+in the repo's overlay (:mod:`cae_ray.feast.overlay`) to this run's selection and its kept
+FeatureService to the selected features; the marks are then derived from every model's state
+(:func:`cae_ray.feast.models.derive_marks`): a feature is marked only when every model whose
+candidates include it leaves it unselected, so one model's run never marks a feature another
+model keeps. Marks are view-level tags (no new view version, no online-table switch,
+docs/lifecycle.md): ``cae-ray/deprecated.<feature>`` = ``<run id>@<UTC time the last model stopped
+keeping it>``, ``cae-ray/read-by.<feature>`` naming the team's FeatureServices that still read
+a marked feature, and ``cae-ray/last-run``.
 
-A prune and a restore are each one transaction (:mod:`cae_ray.feast.journal`): under the repo
-lock, a journal of what they touch is written first, then the registry (read fresh, changed in
-memory, one commit), then the overlay, then an audit record in ``cae_ray_audit.jsonl`` (who,
-when, run id, the marks added and removed, what stood before, validation figures). Whichever
-command finds a journal left by a kill finishes or rolls it back first
-(:func:`cae_ray.feast.repo.recover`). Only the latest prune or retirement can be restored: the
-audit record holds exactly what stood before it.
+A prune and a restore are each one transaction (:mod:`cae_ray.feast.sync`): under the repo
+lock, a journal of what they touch is written first, then the registry, then the overlay, then
+an audit record in ``cae_ray_audit.jsonl`` (who, when, run id, model, the marks added and
+removed, the model's state before, validation figures). Each model's applied runs are a stack:
+only a model's latest change can be restored (the audit record holds its state before), and
+restoring it recomputes the marks from every model's state, so the other models' stay as
+they are.
 """
 
 from __future__ import annotations
@@ -32,29 +35,27 @@ from typing import Any
 
 from cae_ray.artifacts import PRUNE_PLAN, RunDir
 from cae_ray.config import Config
-from cae_ray.feast import import_feast, journal, retire
-from cae_ray.feast.errors import MissingFeastConfigError, NotLatestRunError, PruneRefusedError
-from cae_ray.feast.overlay import (
-    HOOK,
-    TAG_PREFIX,
-    has_hook,
-    ours,
-    read_overlay,
-    service_tags,
-    view_tags,
-    write_overlay,
+from cae_ray.feast import retire
+from cae_ray.feast.errors import (
+    MissingFeastConfigError,
+    ModelLabelConflictError,
+    NotLatestRunError,
+    PruneRefusedError,
 )
+from cae_ray.feast.models import after_prune, candidates, keepers, mark_changes, next_order
+from cae_ray.feast.overlay import HOOK, has_hook, marks, pack, read_overlay, services, unpack
 from cae_ray.feast.refs import column_refs
 from cae_ray.feast.repo import (
-    append_audit,
+    blocking_actions,
     check_writable,
     find_action,
-    latest_action,
+    latest_of_model,
     recover,
     repo_lock,
     utc_stamp,
 )
 from cae_ray.feast.store import open_store
+from cae_ray.feast.sync import Change, Written, marked_readers, write_state
 from cae_ray.records import ExportManifest, Selection, Verdict, checked_selection
 
 logger = logging.getLogger(__name__)
@@ -65,20 +66,31 @@ class PrunePlan:
     run_id: str
     project: str
     deprecate: dict[str, list[str]]
-    """Per feature view: the features to mark deprecated."""
+    """Per feature view: the candidates this run leaves unselected (marked deprecated unless
+    another model keeps them: ``kept_by_others``)."""
     keep: dict[str, list[str]]
     """Per feature view: the selected features (they go into the kept feature service)."""
     feature_service: str
-    """The kept FeatureService (``feast.kept_service``), set to the kept features."""
+    """The kept FeatureService (``feast.kept_service``), set to the kept features: it names the
+    model whose state this run sets."""
     validation: dict[str, Any]
     forced_reason: str | None = None
+    label: str | None = None
+    """The model's label (``data.target``; None: reconstruction)."""
     added: dict[str, list[str]] = field(default_factory=dict)
     """Per view: features marked that were not (on apply: as found under the lock)."""
     removed: dict[str, list[str]] = field(default_factory=dict)
-    """Per view: features kept now whose earlier mark this prune takes off."""
+    """Per view: features whose mark this prune takes off (this model keeps them now)."""
+    kept_by_others: dict[str, dict[str, list[str]]] = field(default_factory=dict)
+    """Per view: each feature this run leaves unselected that other models keep (not marked),
+    and which."""
+    others: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """The other models sharing these views: label, run, date, and what each keeps on them."""
+    readers: dict[str, dict[str, list[str]]] = field(default_factory=dict)
+    """Per view: each feature marked after this prune that the team's FeatureServices read."""
     applied: bool = False
     already_applied: bool = False
-    """True when this very prune is the latest applied one: nothing was written."""
+    """True when this very prune is its model's latest applied one: nothing was written."""
     recovered: str | None = None
     """What was done first about an earlier transaction that had been interrupted."""
     hook_missing: bool = False
@@ -86,7 +98,11 @@ class PrunePlan:
     at: str = ""
     """When it was applied (UTC): the date of the marks it adds."""
     previous: dict[str, Any] = field(default_factory=dict)
-    """Filled on apply: what stood before on what it touches (restore puts it back)."""
+    """Filled on apply: the model's state before it (restore puts it back)."""
+
+    @property
+    def model(self) -> str:
+        return self.feature_service
 
     @property
     def views(self) -> list[str]:
@@ -109,12 +125,15 @@ class PrunePlan:
 
     def summary(self) -> dict[str, Any]:
         """The figures ``run.json`` keeps."""
+        kept_by_others = sum(map(len, self.kept_by_others.values()))
         return {
             "run_id": self.run_id,
             "applied": self.applied,
             "feature_service": self.feature_service,
             "hook_missing": self.hook_missing,
-            "deprecated": sum(len(marked) for marked in self.deprecate.values()),
+            # left out here and kept by no other model; the others' keep theirs
+            "deprecated": sum(map(len, self.deprecate.values())) - kept_by_others,
+            "kept_by_others": kept_by_others,
             "undeprecated": sum(len(back) for back in self.removed.values()),
         }
 
@@ -148,8 +167,11 @@ def plan_prune(config: Config, run: RunDir, force_reason: str | None = None) -> 
         feature_service=config.feast.kept_service,
         validation=validation,
         forced_reason=force_reason,
+        label=config.data.target if config.data is not None else None,
     )
-    _, plan.added, plan.removed = marked(read_overlay(Path(config.feast.repo)), plan)
+    after = marked(read_overlay(Path(config.feast.repo)), plan)
+    present = {s.name: s for s in store.registry.list_feature_services(store.project)}
+    plan.readers = marked_readers(after, present, set(services(after)))
     return plan
 
 
@@ -178,35 +200,51 @@ def _checked_validation(
     return {"forced_despite": problem}
 
 
-def marked(
-    overlay: dict[str, Any], plan: PrunePlan
-) -> tuple[dict[str, Any], dict[str, list[str]], dict[str, list[str]]]:
-    """The overlay after ``plan``, and the marks it adds and removes (per view). Marks on
-    features the run did not consider stay: it has no opinion on them."""
-    after, at = copy.deepcopy(overlay), plan.at or utc_stamp()
-    added: dict[str, list[str]] = {}
-    removed: dict[str, list[str]] = {}
-    for view in plan.views:
-        marks = after["marks"].pop(view, {})
-        for feature in plan.keep.get(view, []):
-            if marks.pop(feature, None) is not None:
-                removed.setdefault(view, []).append(feature)
-        for feature in plan.deprecate.get(view, []):
-            if feature not in marks:
-                marks[feature] = {"run": plan.run_id, "since": at}
-                added.setdefault(view, []).append(feature)
-        if marks:
-            after["marks"][view] = marks
-        after["last_run"][view] = plan.run_id
-    after["kept_service"] = {
-        "name": plan.feature_service,
-        "run": plan.run_id,
-        "at": at,
-        "features": plan.keep,
-        "description": _service_description(plan),
+def marked(overlay: dict[str, Any], plan: PrunePlan) -> dict[str, Any]:
+    """The overlay after ``plan`` (its model's state set to this run's selection); fills in
+    the plan's mark changes and what the other models on its views keep. Refuses a plan whose
+    model is recorded with another label."""
+    state = overlay["models"].get(plan.model)
+    if state is not None and not state.get("migrated") and state["label"] != plan.label:
+        raise ModelLabelConflictError(plan.model, state["label"], state["run"], plan.label)
+    after = copy.deepcopy(overlay)
+    after["models"][plan.model] = after_prune(
+        state,
+        run_id=plan.run_id,
+        at=plan.at or utc_stamp(),
+        label=plan.label,
+        keep=plan.keep,
+        unselected=plan.deprecate,
+        description=_service_description(plan),
+        order=next_order(overlay["models"]),
+    )
+    after["legacy_services"].pop(plan.model, None)
+    plan.added, plan.removed = mark_changes(marks(overlay), marks(after))
+    others = {name: s for name, s in after["models"].items() if name != plan.model}
+    kept = keepers(others)
+    plan.kept_by_others = {}
+    for view, features in plan.deprecate.items():
+        for feature in features:
+            if (view, feature) in kept:
+                plan.kept_by_others.setdefault(view, {})[feature] = kept[(view, feature)]
+    plan.others = {
+        name: _summary(state, plan.views)
+        for name, state in sorted(others.items())
+        if set(candidates(state)) & set(plan.views)
     }
-    after["legacy_services"].pop(plan.feature_service, None)
-    return after, added, removed
+    return after
+
+
+def _summary(state: dict[str, Any], views: list[str]) -> dict[str, Any]:
+    """Another model, as a prune plan and the report show it: what it keeps on ``views``."""
+    kept = {v: state["kept"][v] for v in views if v in state["kept"]}
+    return {"label": state["label"], "run": state["run"], "at": state.get("at"), "keep": kept}
+
+
+def _service_description(plan: PrunePlan) -> str:
+    label = f" for {plan.label}" if plan.label else ""
+    count = sum(map(len, plan.keep.values()))
+    return f"The {count} features cae-ray kept{label} in run {plan.run_id}"
 
 
 # --- apply ----------------------------------------------------------------------------------
@@ -220,11 +258,12 @@ def prune(
     force_reason: str | None = None,
     on_view_written: Callable[[str], None] | None = None,
 ) -> PrunePlan:
-    """Plan (and with ``apply``, write) the deprecation marks; save ``RUN_DIR/prune.json``.
+    """Plan (and with ``apply``, write) the model's state and the marks it leads to; save
+    ``RUN_DIR/prune.json``.
 
     Every caller (the CLI, ``cae-ray run``, the adapters) gets both guards: no prune without a
-    passed validation of this very selection (:func:`plan_prune`), and a prune that is the
-    latest applied one is not applied again: it says so and changes nothing.
+    passed validation of this very selection (:func:`plan_prune`), and a prune that is its
+    model's latest applied one is not applied again: it says so and changes nothing.
     ``on_view_written(view)`` is called after each view is changed in memory, before the
     commit: tests inject failures and pauses there.
     """
@@ -237,7 +276,7 @@ def prune(
         check_writable(repo, store)  # before the lock: taking it already writes in the repo
         with repo_lock(repo):
             plan.recovered = recover(repo, store)
-            latest = latest_action(repo)
+            latest = latest_of_model(repo, plan.model)
             if latest is not None and latest["action"] == "prune":
                 plan.already_applied = latest["run_id"] == plan.run_id
             if plan.already_applied:
@@ -262,174 +301,112 @@ def _apply(
             HOOK,
             HOOK,
         )
-    registry, project = store.registry, plan.project
-    # Read everything first: a registry getter re-reads the store by default, which would drop
-    # the changes made so far in memory.
-    registry.refresh(project)
-    entry = journal.snapshot(
-        store, "prune", plan.run_id, project, plan.views, [plan.feature_service]
-    )
-    originals = {v: registry.get_any_feature_view(v, project) for v in plan.views}
-    services = {s.name: s for s in registry.list_feature_services(project)}
     overlay = read_overlay(repo)
     plan.at = utc_stamp()
-    after, plan.added, plan.removed = marked(overlay, plan)
+    after = marked(overlay, plan)
+    state = overlay["models"].get(plan.model)
     plan.previous = {
-        "tags": {v: ours(originals[v].tags) for v in plan.views},
-        "marks": {v: overlay["marks"].get(v) for v in plan.views},
-        "last_run": {v: overlay["last_run"].get(v) for v in plan.views},
-        "kept_service": overlay["kept_service"],
-        "legacy_service": overlay["legacy_services"].get(plan.feature_service),
-        "service": service_record(services.get(plan.feature_service)),
-    }
-    journal.begin(repo, entry)
-    _write_marks(store, plan, after, originals, on_view_written)
-    _record_in_repo(repo, after)
-    plan.applied = True
-    append_audit(repo, "prune", asdict(plan), entry.id)
-    journal.end(repo)
-
-
-def _write_marks(
-    store: Any,
-    plan: PrunePlan,
-    overlay: dict[str, Any],
-    originals: dict[str, Any],
-    on_view_written: Callable[[str], None] | None,
-) -> None:
-    registry, project = store.registry, plan.project
-    written: list[Any] = []
-    try:
-        for view in plan.views:
-            fv = copy.deepcopy(originals[view])
-            fv.tags = {**_theirs(fv.tags), **view_tags(overlay, view)}
-            registry.apply_feature_view(fv, project, commit=False)
-            written.append(originals[view])
-            if on_view_written is not None:
-                on_view_written(view)
-        set_service(registry, project, overlay["kept_service"], originals)
-        registry.commit()
-    except BaseException:
-        # A registry that writes eagerly (SQL) already holds part of it: put the views back.
-        for fv in written:
-            registry.apply_feature_view(fv, project, commit=False)
-        registry.refresh(project)  # a file registry drops the uncommitted changes
-        raise
-
-
-def _theirs(tags: dict[str, str]) -> dict[str, str]:
-    return {key: value for key, value in tags.items() if not key.startswith(TAG_PREFIX)}
-
-
-def service_record(service: Any) -> dict[str, Any] | None:
-    """A registry FeatureService as data (None stays None): enough to make it again."""
-    if service is None:
-        return None
-    return {
-        "name": service.name,
-        "features": {
-            p.name: [f.name for f in p.features] for p in service.feature_view_projections
-        },
-        "tags": dict(service.tags),
-        "description": service.description,
+        "model": None if state is None else pack(state),
+        "legacy_service": overlay["legacy_services"].get(plan.model),
     }
 
+    def record(_: Written) -> dict[str, Any]:
+        plan.applied = True
+        plan.readers = after["readers"]  # as found in the registry under the lock
+        return {**asdict(plan), "model": plan.model}
 
-def set_service(registry: Any, project: str, record: dict[str, Any], views: dict[str, Any]) -> None:
-    """Apply (uncommitted) the FeatureService ``record`` describes over ``views`` (by name,
-    read before anything was applied)."""
-    import_feast()  # keeps our warning filters
-    from feast import FeatureService
-
-    service = FeatureService(
-        name=record["name"],
-        features=[views[v][features] for v, features in record["features"].items()],
-        tags=record.get("tags") or service_tags(record),
-        description=record["description"],
+    change = Change(
+        "prune", plan.run_id, plan.project, overlay, after, record, plan.views, on_view_written
     )
-    registry.apply_feature_service(service, project, commit=False)
-
-
-def _service_description(plan: PrunePlan) -> str:
-    return f"The {sum(map(len, plan.keep.values()))} features cae-ray kept in run {plan.run_id}"
-
-
-def _record_in_repo(repo: Path, overlay: dict[str, Any]) -> None:
-    """The repo's overlay after the prune, so the next ``feast apply`` keeps its marks."""
-    write_overlay(repo, overlay)
+    write_state(repo, store, change)
 
 
 # --- restore ----------------------------------------------------------------------------------
 
 
 def restore(repo: str, run_id: str) -> dict[str, Any]:
-    """Undo the latest prune or retirement, ``run_id``, as one journaled transaction: the
-    registry (and for a retirement the definitions files) back as they were before it.
-    Returns what it changed; ``restored`` False (and nothing changed) when it was undone
-    already. ``NotLatestRunError`` when a later prune or retirement stands on it."""
+    """Undo ``run_id``: a model's latest prune or ``forget-model``, or the latest retirement,
+    as one journaled transaction: the model's state (or for a retirement the definitions
+    files) back as before it, and the marks recomputed from every model's state. Returns what
+    it changed; ``restored`` False (and nothing changed) when it was undone already.
+    ``NotLatestRunError`` when a later change of that model (or a later retirement) stands on
+    it."""
     store = open_store(repo)
     check_writable(Path(repo), store)
     with repo_lock(Path(repo)):
         recovered = recover(Path(repo), store)
         record, live = find_action(Path(repo), run_id)  # UnknownRunIdError if never applied
-        live_ids = [r["run_id"] for r in live]
-        if run_id not in live_ids:
+        if run_id not in [r["run_id"] for r in live]:
             return {**record, "restored": False, "changed": {}, "recovered": recovered}
-        if live_ids[-1] != run_id:
-            later = live_ids[live_ids.index(run_id) + 1 :]
-            raise NotLatestRunError(repo, run_id, later[::-1])
+        later = blocking_actions(live, run_id)
+        if later:
+            raise NotLatestRunError(repo, run_id, [r["run_id"] for r in later][::-1])
         if record["action"] == "retire":
             done = retire.restore_retirement(Path(repo), store, record)
         else:
-            done = _restore_prune(Path(repo), store, record)
+            done = _restore_model(Path(repo), store, record)
         return {**done, "recovered": recovered}
 
 
-def _restore_prune(repo: Path, store: Any, record: dict[str, Any]) -> dict[str, Any]:
-    registry, project = store.registry, record["project"]
-    previous, service = record["previous"], record["feature_service"]
-    registry.refresh(project)
-    views = list(previous["tags"])
-    entry = journal.snapshot(store, "restore", record["run_id"], project, views, [service])
-    needed = {*views, *(previous["service"] or {"features": {}})["features"]}
-    current = {v: registry.get_any_feature_view(v, project) for v in needed}
-    present = {s.name for s in registry.list_feature_services(project)}
-    changed = {v: _tag_changes(ours(current[v].tags), previous["tags"][v]) for v in views}
-    journal.begin(repo, entry)
-    for view in views:
-        fv = copy.deepcopy(current[view])
-        fv.tags = {**_theirs(fv.tags), **previous["tags"][view]}
-        registry.apply_feature_view(fv, project, commit=False)
-    if previous["service"] is not None:
-        set_service(registry, project, previous["service"], current)
-    elif service in present:
-        registry.delete_feature_service(service, project, commit=False)
-    registry.commit()
+def _restore_model(repo: Path, store: Any, record: dict[str, Any]) -> dict[str, Any]:
+    """A prune or a ``forget-model`` undone: its model's state back as the record says it was
+    before, every mark recomputed."""
     overlay = read_overlay(repo)
-    for key in ("marks", "last_run"):
-        for view, value in previous[key].items():
-            overlay[key].pop(view, None)
-            if value is not None:
-                overlay[key][view] = value
-    overlay["kept_service"] = previous["kept_service"]
+    model = record.get("model") or record["feature_service"]
+    previous = record["previous"]
+    if "model" in previous:
+        state = None if previous["model"] is None else unpack(previous["model"])
+    else:
+        state = _state_before_v2(overlay, record)
+    after = copy.deepcopy(overlay)
+    if state is None:
+        after["models"].pop(model, None)
+    else:
+        after["models"][model] = state
     if previous.get("legacy_service") is not None:
-        overlay["legacy_services"][service] = previous["legacy_service"]
-    write_overlay(repo, overlay)
-    done = {
-        **record,
-        "restored": True,
-        "changed": {v: c for v, c in changed.items() if any(c.values())},
-        "service_removed": previous["service"] is None and service in present,
-    }
-    append_audit(repo, "restore", done, entry.id)
-    journal.end(repo)
-    return done
+        after["legacy_services"][model] = previous["legacy_service"]
+
+    def done(written: Written) -> dict[str, Any]:
+        return {
+            **record,
+            "restored": True,
+            "feature_service": model,
+            "changed": written.changed,
+            "service_removed": model in written.services_removed,
+            "gone": written.gone,
+        }
+
+    change = Change("restore", record["run_id"], record["project"], overlay, after, done)
+    return done(write_state(repo, store, change))
 
 
-def _tag_changes(now: dict[str, str], before: dict[str, str]) -> dict[str, list[str]]:
-    """What putting ``before`` back changes: tags removed, added back, set back to a value."""
-    return {
-        "removed": sorted(set(now) - set(before)),
-        "added": sorted(set(before) - set(now)),
-        "reset": sorted(k for k in set(now) & set(before) if now[k] != before[k]),
+def _state_before_v2(overlay: dict[str, Any], record: dict[str, Any]) -> dict[str, Any] | None:
+    """The model's state before a prune an earlier version (format 2) applied, from its audit
+    record: the kept service and the marks on its views as they were; None when that leaves
+    the model nothing."""
+    previous, run_id = record["previous"], record["run_id"]
+    state = copy.deepcopy(overlay["models"].get(record["feature_service"])) or {
+        "label": None,
+        "run": run_id,
+        "at": None,
+        "description": "",
+        "kept": {},
+        "dropped": {},
+        "migrated": 2,
     }
+    service = previous["kept_service"]
+    state["kept"] = {v: list(f) for v, f in (service or {}).get("features", {}).items()}
+    state["run"] = service["run"] if service else run_id
+    state["at"] = (service or {}).get("at") or state.get("at")
+    state["description"] = (service or {}).get("description", "")
+    view_runs = state.setdefault("view_runs", {})
+    for view, marks_before in previous["marks"].items():
+        state["dropped"].pop(view, None)
+        if marks_before:
+            state["dropped"][view] = marks_before
+    for view, run in previous["last_run"].items():
+        view_runs.pop(view, None)
+        if run is not None:
+            view_runs[view] = run
+    state["migrated"] = 2
+    return state if (state["kept"] or state["dropped"] or view_runs) else None

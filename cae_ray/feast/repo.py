@@ -19,7 +19,7 @@ from typing import Any
 
 from filelock import FileLock
 
-from cae_ray.feast import journal
+from cae_ray.feast import backup, journal
 from cae_ray.feast.errors import RegistryNotWritableError, UnknownRunIdError
 from cae_ray.feast.journal import JOURNAL
 from cae_ray.feast.overlay import OVERLAY
@@ -56,10 +56,8 @@ def _registry_files(repo: Path, store: Any) -> list[Path]:
             return []
         database = Path(path.removeprefix("sqlite:///"))  # absolute: see store.registry_in_repo
         return [database, database.parent]
-    if "://" in path:
-        return []
-    local = Path(path)
-    return [local if local.is_absolute() else repo / local]
+    local = backup.registry_file(repo, config)
+    return [] if local is None else [local]
 
 
 def _probe_file(path: Path) -> None:
@@ -97,13 +95,14 @@ def audit_records(repo: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
 
 
-RESTORABLE = ("prune", "retire")
-"""The actions ``cae-ray restore`` undoes, the latest first."""
+RESTORABLE = ("prune", "retire", "forget-model")
+"""The actions ``cae-ray restore`` undoes: per model, its latest first (a retirement: the
+latest change of all first)."""
 
 
 def live_actions(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The prunes and retirements applied and not restored since, oldest first: the registry
-    stands as the last one left it, and only the last one can be restored exactly."""
+    """The changes applied and not restored since, oldest first: the registry stands as they
+    left it."""
     live: list[dict[str, Any]] = []
     for r in records:
         if r["action"] in RESTORABLE:
@@ -116,9 +115,30 @@ def live_actions(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return live
 
 
-def latest_action(repo: Path) -> dict[str, Any] | None:
-    """The prune or retirement the registry stands at (None: nothing applied, or all undone)."""
-    live = live_actions(audit_records(repo))
+def model_of(record: dict[str, Any]) -> str | None:
+    """The model an audit record changed (its kept service); None for a retirement, which is
+    the repo's, not one model's."""
+    if record["action"] == "retire":
+        return None
+    return record.get("model") or record.get("feature_service")
+
+
+def blocking_actions(live: list[dict[str, Any]], run_id: str) -> list[dict[str, Any]]:
+    """The live changes, oldest first, that stand on ``run_id`` (the latest live change of
+    that id), so that it cannot be restored exactly before they are: a later change of its
+    model or a later retirement; for a retirement, every later change."""
+    index = max(i for i, r in enumerate(live) if r["run_id"] == run_id)
+    model = model_of(live[index])
+    return [
+        r
+        for r in live[index + 1 :]
+        if model is None or r["action"] == "retire" or model_of(r) == model
+    ]
+
+
+def latest_of_model(repo: Path, model: str) -> dict[str, Any] | None:
+    """The live change of ``model`` its kept service stands at (None: none, or all undone)."""
+    live = [r for r in live_actions(audit_records(repo)) if model_of(r) == model]
     return live[-1] if live else None
 
 

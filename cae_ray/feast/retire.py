@@ -7,9 +7,15 @@ Python definitions, reviewably (a plan with the unified diff) and reversibly (``
 
 A literal ``Field(name=...)`` in a view's ``schema=[...]`` is removed from the source
 (:mod:`cae_ray.feast.definitions`); a field built by code is dropped by the overlay hook (the
-overlay's ``retired``). Either way the features' marks leave the overlay, and ``feast apply``
-makes the registry match. The retirement is one journaled transaction, like a prune: files,
-overlay, ``feast apply``, audit record; a kill or a failed apply leaves everything as before.
+overlay's ``retired``). Either way the features leave the marks the overlay derives, and
+``feast apply`` makes the registry match. The retirement is one journaled transaction, like a
+prune: files, overlay, ``feast apply``, audit record; a kill or a failed apply leaves
+everything as before.
+
+A feature is due when it has been deprecated (left unselected by every model whose candidates
+include it) for the grace period, counted from when the last model stopped keeping it. A due
+feature that the team still reads (a FeatureService, an on-demand or stream feature view) is
+skipped and named in the plan; the others retire.
 """
 
 from __future__ import annotations
@@ -33,10 +39,10 @@ from cae_ray.feast.errors import (
     MissingFeastConfigError,
     NoPruneYetError,
     PlanOutdatedError,
+    RetireBeyondItsFeaturesError,
     RetireNeedsHookError,
-    RetireRefusedError,
 )
-from cae_ray.feast.overlay import has_hook, read_overlay, write_overlay
+from cae_ray.feast.overlay import has_hook, marks, read_overlay, services, write_overlay
 from cae_ray.feast.repo import (
     append_audit,
     audit_records,
@@ -47,7 +53,7 @@ from cae_ray.feast.repo import (
     repo_lock,
     utc_stamp,
 )
-from cae_ray.feast.store import feast_apply, open_store
+from cae_ray.feast.store import feast_apply, feast_plan_changes, open_store
 
 
 @dataclass
@@ -57,7 +63,8 @@ class RetirePlan:
     project: str
     grace_period: str
     due: dict[str, dict[str, dict[str, str]]]
-    """Per view: each feature deprecated for longer than the grace period, with its mark."""
+    """Per view: each feature deprecated for longer than the grace period and read by nothing
+    of the team's, with its mark: those retire."""
     literal: dict[str, list[str]]
     """Per view: the features removed from the source (literal ``Field`` entries)."""
     by_code: dict[str, list[str]]
@@ -66,6 +73,10 @@ class RetirePlan:
     """Each definitions file rewritten: its sha256 when planned (apply refuses a changed one)."""
     diff: str
     planned_at: str
+    skipped: dict[str, list[str]] = field(default_factory=dict)
+    """Each feature due but still read (``view:feature``): what reads it. These stay."""
+    next_due: str | None = None
+    """The day (UTC) the first mark not yet due becomes due; None when every mark is due."""
     applied: bool = False
     recovered: str | None = None
     previous: dict[str, Any] = field(default_factory=dict)
@@ -74,6 +85,17 @@ class RetirePlan:
     @property
     def count(self) -> int:
         return sum(map(len, self.due.values()))
+
+    @property
+    def headline(self) -> str:
+        """The plan in a few words, with the next date when nothing is due yet."""
+        if self.applied:
+            return f"{self.count:,} retired"
+        if self.count:
+            return f"{self.count:,} due after {self.grace_period} (plan)"
+        if self.next_due:
+            return f"none due yet; the first on {self.next_due} (grace {self.grace_period})"
+        return "none due: no feature is marked deprecated"
 
     def as_json(self) -> dict[str, Any]:
         """As ``retire.json`` (and the audit log) hold it."""
@@ -92,7 +114,7 @@ class RetirePlan:
 
     def summary(self) -> dict[str, Any]:
         """The figures ``run.json`` keeps."""
-        keys = ("run_id", "applied", "count", "grace_period")
+        keys = ("run_id", "applied", "count", "grace_period", "next_due")
         return {key: self.as_json()[key] for key in keys}
 
 
@@ -112,14 +134,19 @@ def _planned(config: Config) -> tuple[RetirePlan, SourceEdits]:
     if not any(r["action"] == "prune" for r in live_actions(audit_records(repo))):
         raise NoPruneYetError(str(repo))
     overlay, now = read_overlay(repo), datetime.now(timezone.utc)
-    due = {
-        view: {f: mark for f, mark in marks.items() if _older(mark, now, config.feast.grace)}
-        for view, marks in overlay["marks"].items()
-    }
-    due = {view: marks for view, marks in due.items() if marks}
-    users = _users(store, due, config.feast.kept_service)
-    if users:
-        raise RetireRefusedError(users)
+    due: dict[str, dict[str, Any]] = {}
+    waiting: list[datetime] = []
+    for view, features in marks(overlay).items():
+        for feature, mark in features.items():
+            if _older(mark, now, config.feast.grace):
+                due.setdefault(view, {})[feature] = mark
+            else:
+                waiting.append(_since(mark) + config.feast.grace)
+    skipped = _users(store, due, set(services(overlay)))
+    for ref in skipped:
+        view, _, feature = ref.partition(":")
+        del due[view][feature]
+    due = {view: features for view, features in due.items() if features}
     edits = plan_source_edits(repo, {view: list(marks) for view, marks in due.items()})
     files = {str(p): _digest(before.encode()) for p, (before, _) in edits.files.items()}
     identity = json.dumps([due, files], sort_keys=True).encode()
@@ -133,17 +160,24 @@ def _planned(config: Config) -> tuple[RetirePlan, SourceEdits]:
         files=files,
         diff=edits.diff(repo),
         planned_at=utc_stamp(),
+        skipped=skipped,
+        next_due=f"{min(waiting):%Y-%m-%d}" if waiting else None,
     )
     return plan, edits
 
 
-def _older(mark: dict[str, str], now: datetime, grace: timedelta) -> bool:
-    return now - parse_stamp(mark["since"]) >= grace
+def _older(mark: dict[str, Any], now: datetime, grace: timedelta) -> bool:
+    return now - _since(mark) >= grace
 
 
-def _users(store: Any, due: dict[str, dict[str, Any]], kept: str) -> dict[str, list[str]]:
-    """Each due feature (``view:feature``) that something other than cae-ray's kept service
-    reads: a FeatureService (the user's, or an older cae-ray's), an on-demand feature view, or
+def _since(mark: dict[str, Any]) -> datetime:
+    # A mark of cae-ray before 0.2 has no date: it counts from the epoch (long deprecated).
+    return parse_stamp(mark.get("since") or "1970-01-01T00:00:00Z")
+
+
+def _users(store: Any, due: dict[str, dict[str, Any]], ours: set[str]) -> dict[str, list[str]]:
+    """Each due feature (``view:feature``) that something other than the models' kept services
+    reads: a FeatureService (the team's, or an older cae-ray's), an on-demand feature view, or
     a stream feature view that holds it."""
     registry, project = store.registry, store.project
     users: dict[str, list[str]] = {}
@@ -153,7 +187,7 @@ def _users(store: Any, due: dict[str, dict[str, Any]], kept: str) -> dict[str, l
             users.setdefault(f"{view}:{feature}", []).append(by)
 
     for service in registry.list_feature_services(project):
-        if service.name != kept:
+        if service.name not in ours:
             for p in service.feature_view_projections:
                 for f in p.features:
                     used(p.name, f.name, f"FeatureService {service.name}")
@@ -247,18 +281,31 @@ def _apply(repo: Path, store: Any, plan: RetirePlan, edits: SourceEdits) -> None
     for path, (_, after) in edits.files.items():
         write_bytes(path, after.encode())
     overlay = read_overlay(repo)
-    for view, marks in plan.due.items():
-        for feature, mark in marks.items():
-            overlay["marks"].get(view, {}).pop(feature, None)
+    for view, due in plan.due.items():
+        for feature, mark in due.items():
             retired = {**mark, "retired": plan.planned_at, "by": plan.run_id}
             overlay["retired"].setdefault(view, {})[feature] = retired
-        if not overlay["marks"].get(view, True):
-            del overlay["marks"][view]
-    write_overlay(repo, overlay)
+    write_overlay(repo, overlay)  # the models' states keep them: the marks derive the rest
+    beyond = _beyond_retirement(repo, plan)
+    if beyond:
+        journal.roll_back(store, entry)
+        journal.end(repo)
+        said = [f"{transition.lower()} {kind} {name!r}" for kind, name, transition in beyond]
+        raise RetireBeyondItsFeaturesError(str(repo), said)
     _feast_apply(repo, store, entry)
     plan.applied = True
     append_audit(repo, "retire", asdict(plan), entry.id)
     journal.end(repo)
+
+
+def _beyond_retirement(repo: Path, plan: RetirePlan) -> list[tuple[str, str, str]]:
+    """What `feast apply` would change besides the views losing their retired fields: a view
+    applied with the SDK and absent from the definitions would be deleted, for one."""
+    return [
+        (kind, name, transition)
+        for kind, name, transition in feast_plan_changes(repo)
+        if not (kind == "feature view" and name in plan.due and transition == "UPDATE")
+    ]
 
 
 def _feast_apply(repo: Path, store: Any, entry: journal.Entry) -> None:
@@ -286,11 +333,10 @@ def restore_retirement(repo: Path, store: Any, record: dict[str, Any]) -> dict[s
     for path, blob in files.items():
         write_bytes(Path(path), base64.b64decode(blob))
     overlay = read_overlay(repo)
-    for view, marks in record["due"].items():
+    for view, due in record["due"].items():
         retired = overlay["retired"].get(view, {})
-        for feature, mark in marks.items():
-            retired.pop(feature, None)
-            overlay["marks"].setdefault(view, {})[feature] = mark
+        for feature in due:
+            retired.pop(feature, None)  # its mark comes back from the models' states
         if not retired:
             overlay["retired"].pop(view, None)
     write_overlay(repo, overlay)

@@ -6,6 +6,7 @@ and what Feast's Ray store changes process-wide.
 from __future__ import annotations
 
 import importlib.util
+import json
 import logging
 import os
 import subprocess
@@ -19,8 +20,8 @@ from typing import Any
 import pyarrow as pa
 import yaml
 
-from cae_ray.feast import import_feast
-from cae_ray.feast.errors import FeastRepoError, MissingFeastExtraError
+from cae_ray.feast import backup, import_feast
+from cae_ray.feast.errors import FeastApplyError, FeastRepoError, MissingFeastExtraError
 
 RAY_STORE_TYPES = ("ray", "feast.offline_stores.contrib.ray_offline_store.ray.RayOfflineStore")
 """What feature_store.yaml may call Feast's Ray offline store."""
@@ -45,6 +46,9 @@ def open_store(repo: str) -> Any:
     try:
         config = load_repo_config(Path(repo), Path(repo) / "feature_store.yaml")
         registry_in_repo(config.registry, Path(repo))
+        path = backup.registry_file(Path(repo), config.registry)
+        if path is not None:  # a write cut short: Feast could not read it (recover() ends it)
+            backup.repair(Path(repo), path)
         store = FeatureStore(repo_path=repo, config=config)
         store.refresh_registry()
     except Exception as e:  # Feast raises many kinds here: bad YAML, unreadable registry, ...
@@ -91,6 +95,41 @@ def feast_apply(repo: Path) -> subprocess.CompletedProcess[str]:
         text=True,
         check=False,
     )
+
+
+PLAN = """
+import json, sys
+from pathlib import Path
+sys.dont_write_bytecode = True
+sys.path.insert(0, ".")  # the definitions import each other, as under `feast apply`
+from feast import FeatureStore
+from feast.repo_operations import parse_repo
+store = FeatureStore(repo_path=".")
+diff, _, _ = store.plan(parse_repo(Path(".").resolve()))
+changes = [
+    [str(d.feast_object_type.value), d.name, d.transition_type.name]
+    for d in diff.feast_object_diffs
+]
+print(json.dumps(changes))
+"""
+
+
+def feast_plan_changes(repo: Path) -> list[tuple[str, str, str]]:
+    """What `feast apply` in ``repo`` would do to the registry: (object type, name, CREATE /
+    UPDATE / DELETE) for each object it would change, as Feast's own plan computes it (in its
+    own process, like :func:`feast_apply`). The project itself is left out: its definitions
+    need not name it."""
+    done = subprocess.run(
+        [sys.executable, "-c", PLAN], cwd=repo, capture_output=True, text=True, check=False
+    )
+    if done.returncode != 0:
+        raise FeastApplyError(str(repo), done.stdout + done.stderr)
+    found = json.loads(done.stdout.strip().splitlines()[-1])
+    return [
+        (kind, name, transition)
+        for kind, name, transition in found
+        if transition != "UNCHANGED" and kind != "project"
+    ]
 
 
 def rows_of(job: Any) -> pa.Table | None:

@@ -22,8 +22,8 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
-from typing import Any, Protocol
+from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 from torch import Tensor
@@ -44,6 +44,7 @@ from cae_ray.gate.models import (
     model_params,
     predicted,
 )
+from cae_ray.records import CurvePoint, KCurve
 from cae_ray.selector.choose import FinalChoice, choose_k, ranked_picks
 from cae_ray.selector.model import SelectorModel
 from cae_ray.selector.targets import ResolvedTask, TargetInfo
@@ -54,44 +55,6 @@ LADDER_STEP = 1.5
 """Each rung of the ladder is about this many times the one below (at least one more)."""
 INNER_FRACTION = 0.25
 """Share of the in-memory training sample held out to score the ladder on."""
-
-
-@dataclass(frozen=True)
-class CurvePoint:
-    k: int
-    score: float
-    """The first K picks' score on the inner held-out rows."""
-    difference: float
-    """score - baseline; its interval below."""
-    low: float
-    high: float
-    passed: bool
-    on_ladder: bool
-    """A rung of the geometric ladder (else a step of the bisection)."""
-
-
-@dataclass(frozen=True)
-class KCurve:
-    """Quality against K on the inner split, and the K chosen from it."""
-
-    metric: str
-    baseline: float
-    baseline_source: str
-    tolerance: float
-    relative: bool
-    confidence: float
-    rows: int
-    """Inner held-out rows the curve is scored on."""
-    points: list[CurvePoint]
-    chosen: int
-    reason: str
-    """The chosen K in one sentence."""
-    passed: bool
-    """Whether any K passed (else the chosen K is ``k_max`` and the gate will say no)."""
-    kept_previous: bool = False
-
-    def as_json(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 @dataclass(frozen=True)
@@ -273,7 +236,13 @@ def _scored(
     verdict = gate(scorer.metric, baseline, interval, rule.tolerance, rule.relative)
     score = scorer.score(columns, np.arange(scorer.n_rows))
     return CurvePoint(
-        k, score, interval.estimate, interval.low, interval.high, verdict.passed, on_ladder
+        k=k,
+        score=score,
+        difference=interval.estimate,
+        low=interval.low,
+        high=interval.high,
+        passed=verdict.passed,
+        on_ladder=on_ladder,
     )
 
 

@@ -1,17 +1,21 @@
 """The gate's decision, from the two models' scores: a paired bootstrap interval on their
 difference, the tolerance, and whether the baseline is fair (:func:`decide`). Every rule of the
 verdict lives here; the record it makes says what was decided (``passed``, ``reason``, and in
-``baseline_check`` whether a weak baseline failed the gate or only warns)."""
+``baseline_check`` whether a weak baseline failed the gate or only warns). Candidates that give
+the target away fail the gate whatever the scores: the baseline (and the selection, if it holds
+one) reads the label, so the comparison says nothing."""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
 from cae_ray.config import Config
-from cae_ray.gate.metrics import Interval, bootstrap, gate, higher_is_better
+from cae_ray.errors import preview
+from cae_ray.gate.metrics import Interval, bootstrap, figures, gate, higher_is_better
 from cae_ray.gate.models import Scores
 
 logger = logging.getLogger(__name__)
@@ -19,9 +23,17 @@ logger = logging.getLogger(__name__)
 REFERENCE_MODEL = "HistGradientBoosting, default parameters"
 
 
-def decide(config: Config, metric: str, scores: Scores) -> dict[str, Any]:
+def decide(
+    config: Config,
+    metric: str,
+    scores: Scores,
+    leaking: Sequence[str] = (),
+    selected_leaks: Sequence[str] = (),
+) -> dict[str, Any]:
     """The verdict's figures: passed, reason, both scores and the reference with their
-    intervals, the difference's interval, the tolerance, and the baseline check."""
+    intervals, the difference's interval, the tolerance, and the baseline check. ``leaking``:
+    the candidates that alone predict the target (``Selection.leaking_features``), of which
+    the selection holds ``selected_leaks``."""
     v, seed = config.validation, config.training.seed
 
     def scored(rows: np.ndarray) -> dict[str, float]:
@@ -37,10 +49,16 @@ def decide(config: Config, metric: str, scores: Scores) -> dict[str, Any]:
     verdict = gate(metric, baseline, interval, v.tolerance, v.relative)
     check = _baseline_check(config, metric, baseline, intervals.get("reference"))
     failed_as_weak = check is not None and check["weak"] and check["required"]
+    reason = check["reason"] if check and failed_as_weak else verdict.reason
+    if leaking:
+        reason = _leak_reason(leaking, selected_leaks)
+        logger.warning("validate: %s", reason)
     return {
         "metric": metric,
-        "passed": verdict.passed and not failed_as_weak,
-        "reason": check["reason"] if check and failed_as_weak else verdict.reason,
+        "passed": verdict.passed and not failed_as_weak and not leaking,
+        "reason": reason,
+        "leaking_features": list(leaking),
+        "perfect": _perfect(metric, baseline) and _perfect(metric, selected),
         "baseline": {
             "source": scores.baseline_source,
             "value": baseline,
@@ -86,10 +104,11 @@ def _baseline_check(
     if not higher_is_better(metric):
         trails_by = -trails_by
     weak = bool(trails_by > v.baseline_slack)
+    base, stock, by, slack = figures(baseline, reference.estimate, trails_by, v.baseline_slack)
     reason = (
-        f"The baseline's {metric} {baseline:.4g} trails the stock reference "
-        f"(HistGradientBoosting with default parameters, on all features) {reference.estimate:.4g} "
-        f"by {trails_by:.4g}, more than validation.baseline_slack {v.baseline_slack:.4g}."
+        f"The baseline's {metric} {base} trails the stock reference (HistGradientBoosting with "
+        f"default parameters, on all features) {stock} by {by}, more than "
+        f"validation.baseline_slack {slack}."
     )
     if weak:
         logger.warning("validate: %s", reason)
@@ -101,3 +120,21 @@ def _baseline_check(
         "required": config.fair_baseline_required,
         "reason": reason if weak else "",
     }
+
+
+def _perfect(metric: str, value: float) -> bool:
+    """Whether ``value`` is the metric's best: 1 for the scores, 0 for an error (rmse)."""
+    best = 1.0 if higher_is_better(metric) else 0.0
+    return abs(value - best) < 1e-9
+
+
+def _leak_reason(leaking: Sequence[str], selected: Sequence[str]) -> str:
+    held = f"the selection holds {preview(selected)}" if selected else "none is selected"
+    return (
+        f"The candidates hold {len(leaking)} feature(s) that alone predict the target on rows "
+        f"they were not fitted on: {preview(leaking)} ({held}). Each is a copy of the label or "
+        "computed from it: the baseline reads the answer, so the comparison says nothing (and "
+        "a kept FeatureService holding one would serve the label). Fix: leave them out of the "
+        "candidates (data.features, or feast.features) and run again; if one is truly known "
+        'when the model predicts, prune with --force --reason "...".'
+    )

@@ -1,11 +1,16 @@
 """Errors of the validation gate: a metric or model that does not fit the task, too few rows for
-an interval, a failed fit, and the gate's own "no": a failed gate or a weak baseline."""
+an interval, a failed fit, and the gate's own "no": a failed gate, a weak baseline or a leaked
+target (:func:`gate_failure` says which)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from cae_ray.errors import EXIT_CONFIG, EXIT_GATE, CaeRayError, InvalidInputError, preview
+
+if TYPE_CHECKING:
+    from cae_ray.records import Verdict
 
 
 class MetricTaskMismatchError(InvalidInputError):
@@ -102,3 +107,21 @@ class ValidationGateFailedError(CaeRayError):
             f"{run_dir}/report/report.html; raise selector.k, train longer (training.epochs), or "
             "loosen validation.tolerance if the loss is acceptable."
         )
+
+
+class LeakingFeaturesError(ValidationGateFailedError):
+    """The gate failed because candidates give the target away: its comparison says nothing
+    (the reason names them and the fix; training longer would not help)."""
+
+    def __init__(self, run_dir: str, reason: str) -> None:
+        self.run_dir, self.reason = run_dir, reason
+        CaeRayError.__init__(self, f"{reason} Nothing was pruned.")
+
+
+def gate_failure(run_dir: str, verdict: Verdict) -> CaeRayError:
+    """The error of a failed gate: a leaked target, a weak baseline, or the selection's loss."""
+    if verdict.leaking_features:
+        return LeakingFeaturesError(run_dir, verdict.reason)
+    if verdict.failed_for_weak_baseline:
+        return WeakBaselineError(run_dir, verdict.reason)
+    return ValidationGateFailedError(run_dir, verdict.reason)

@@ -23,6 +23,7 @@ from cae_ray.gate.errors import (
     MetricTaskMismatchError,
     TooFewValidationRowsError,
 )
+from cae_ray.gate.figures import figures
 
 Rows = npt.NDArray[np.float64]
 Indices = npt.NDArray[np.integer[Any]]
@@ -246,10 +247,13 @@ class Verdict:
     reason: str
 
 
-def _compared(amount: float) -> str:
-    if amount > 0:
-        return f"{amount:.4g} worse than"
-    return f"{-amount:.4g} better than" if amount <= 0 else "not comparable with (NaN)"
+def _compared(loss: float, shown: str) -> str:
+    """A loss (positive is worse), ``shown`` in the verdict's format, as words."""
+    if loss > 0:
+        return f"{shown} worse than"
+    if loss < 0:
+        return f"{shown.removeprefix('-')} better than"
+    return "as good as" if loss == 0 else "not comparable with (NaN)"
 
 
 def gate(
@@ -270,10 +274,11 @@ def gate(
     allowed = tolerance * abs(baseline) if relative else tolerance
     passed = bool(worst_shortfall <= allowed)
     share = f" ({100 * tolerance:.3g}% of |baseline|)" if relative else ""
+    loss, worst, base, allowance = figures(shortfall, worst_shortfall, baseline, allowed)
+    within = "within" if passed else "beyond"
     reason = (
-        f"{metric} on the selected features is {_compared(shortfall)} the baseline "
-        f"{baseline:.4g}, and at worst {_compared(worst_shortfall)} it, which is "
-        f"{'within' if passed else 'beyond'} the allowed loss of {allowed:.4g}{share}, "
-        f"so the gate {'passes' if passed else 'fails'}."
+        f"{metric} on the selected features is {_compared(shortfall, loss)} the baseline {base}, "
+        f"and at worst {_compared(worst_shortfall, worst)} it, which is {within} the allowed "
+        f"loss of {allowance}{share}, so the gate {'passes' if passed else 'fails'}."
     )
     return Verdict(passed, shortfall, worst_shortfall, allowed, reason)

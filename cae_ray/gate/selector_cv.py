@@ -13,17 +13,15 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from sklearn.base import BaseEstimator, clone
-from sklearn.feature_selection import SelectorMixin
-from sklearn.utils.validation import check_is_fitted
+from sklearn.base import clone
 
 from cae_ray.config import Config, validate_config
 from cae_ray.gate.auto_k import choose_auto_k
 from cae_ray.selector.concrete import converged, feature_scores
-from cae_ray.selector.estimator import ConcreteFeatureSelector, as_table
+from cae_ray.selector.estimator import ConcreteFeatureSelector, SelectedColumns, as_table
 
 
-class ConcreteFeatureSelectorCV(SelectorMixin, BaseEstimator):
+class ConcreteFeatureSelectorCV(SelectedColumns):
     """Select the smallest K of the input features that matches all of them.
 
     ``selector`` (default ``ConcreteFeatureSelector()``) gives the search's settings; its ``k``
@@ -97,19 +95,3 @@ class ConcreteFeatureSelectorCV(SelectorMixin, BaseEstimator):
             "bootstrap": self.bootstrap,
         }
         return validate_config(dumped, source=type(self).__name__)
-
-    def transform(self, X: Any) -> Any:
-        check_is_fitted(self)
-        return super().transform(as_table(X))
-
-    def _get_support_mask(self) -> np.ndarray:
-        check_is_fitted(self)
-        mask = np.zeros(self.n_features_in_, dtype=bool)
-        mask[self.selected_indices_] = True
-        return mask
-
-    def __sklearn_tags__(self) -> Any:
-        tags = super().__sklearn_tags__()
-        tags.target_tags.required = False
-        tags.input_tags.allow_nan = False
-        return tags

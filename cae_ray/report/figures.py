@@ -25,6 +25,8 @@ if TYPE_CHECKING:
 
 Json = dict[str, Any]
 TOP_FEATURES, RUNNERS_UP = 30, 8
+SCORE_FLOOR = 1e-4
+"""Where the scores figure's log axis starts: smaller scores are drawn there."""
 BLUE, GREY, RED, GREEN, INK = "#2563eb", "#94a3b8", "#dc2626", "#16a34a", "#334155"
 
 
@@ -78,23 +80,23 @@ def k_curve_figure(selection: Selection) -> Figure | None:
     if curve is None:
         return None
     fig, (ax,) = _figure(7.2, 3.2)
-    points, baseline = curve["points"], curve["baseline"]
-    allowed = curve["tolerance"] * (abs(baseline) if curve["relative"] else 1.0)
-    if not higher_is_better(curve["metric"]):
+    points, baseline = curve.points, curve.baseline
+    allowed = curve.tolerance * (abs(baseline) if curve.relative else 1.0)
+    if not higher_is_better(curve.metric):
         allowed = -allowed
-    ks = [p["k"] for p in points]
-    scores = [p["score"] for p in points]
-    below = [p["score"] - (baseline + p["low"]) for p in points]
-    above = [(baseline + p["high"]) - p["score"] for p in points]
-    colors = [GREEN if p["passed"] else RED for p in points]
+    ks = [p.k for p in points]
+    scores = [p.score for p in points]
+    below = [p.score - (baseline + p.low) for p in points]
+    above = [(baseline + p.high) - p.score for p in points]
+    colors = [GREEN if p.passed else RED for p in points]
     ax.axhspan(baseline - allowed, baseline, color=GREEN, alpha=0.08, label="within the tolerance")
-    ax.axhline(baseline, color=INK, lw=0.8, label=curve["baseline_source"])
+    ax.axhline(baseline, color=INK, lw=0.8, label=curve.baseline_source)
     ax.errorbar(ks, scores, yerr=[below, above], fmt="none", ecolor=GREY, capsize=3)
     ax.scatter(ks, scores, c=colors, zorder=3, s=22)
     ax.plot(ks, scores, color=BLUE, lw=1)
-    ax.axvline(curve["chosen"], color=BLUE, ls="--", label=f"K = {curve['chosen']}")
-    ax.set(xscale="log", xlabel="K (first K picks)", ylabel=curve["metric"])
-    rungs = [p["k"] for p in points if p["on_ladder"]]
+    ax.axvline(curve.chosen, color=BLUE, ls="--", label=f"K = {curve.chosen}")
+    ax.set(xscale="log", xlabel="K (first K picks)", ylabel=curve.metric)
+    rungs = [p.k for p in points if p.on_ladder]
     ax.set_xticks(rungs, [str(k) for k in rungs], fontsize=8)
     ax.minorticks_off()
     ax.set_title("quality against K, on held-out training rows", fontsize=10)
@@ -139,16 +141,24 @@ def gate_figure(validation: Verdict) -> Figure | None:
 def scores_figure(features: list[Json]) -> Figure:
     """The features in rank order (picks first), with the best runners-up after the picks:
     with K >= 30 the top would be all picks, and the gap to the runners-up shows how clear the
-    choice was. ``features`` are the report's feature rows, in rank order."""
+    choice was. On a log scale (from :data:`SCORE_FLOOR`), so that picks near 1 and runners-up
+    near 0 both show how far apart they are; a dashed line marks the best runner-up.
+    ``features`` are the report's feature rows, in rank order."""
     kept = [f for f in features if f["selected"]]
     shown = kept[: TOP_FEATURES - RUNNERS_UP]
     shown += [f for f in features if not f["selected"]][: TOP_FEATURES - len(shown)]
     fig, (ax,) = _figure(5, 0.8 + 0.17 * len(shown))
     colors = [BLUE if f["selected"] else GREY for f in shown]
-    bars = ax.barh(range(len(shown)), [f["score"] for f in shown], color=colors, height=0.75)
+    widths = [max(f["score"], SCORE_FLOOR) for f in shown]
+    bars = ax.barh(range(len(shown)), widths, color=colors, height=0.75, left=SCORE_FLOOR / 2)
     ax.bar_label(bars, labels=[f["score_text"] for f in shown], fontsize=7, padding=2, color=INK)
     ax.set_yticks(range(len(shown)), [_short(f["name"]) for f in shown], fontsize=8.5)
-    ax.set(xlim=(0, 1.15), ylim=(len(shown) - 0.5, -0.5), xlabel="selection probability")
+    ax.set_xscale("log")
+    ax.set(xlim=(SCORE_FLOOR / 2, 8), ylim=(len(shown) - 0.5, -0.5))
+    ax.set_xlabel("selection probability (log scale)")
+    runners_up = [f["score"] for f in shown if not f["selected"]]
+    if runners_up:
+        ax.axvline(max(max(runners_up), SCORE_FLOOR), color=GREY, linestyle="--", linewidth=1)
     title = f"top ranks of {len(features)} features\nblue: selected, grey: best not selected"
     ax.set_title(title, fontsize=10)
     ax.grid(axis="y", visible=False)

@@ -21,7 +21,7 @@ import io
 import re
 import time
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from cae_ray.artifacts import (
@@ -40,8 +40,10 @@ from cae_ray.errors import NoSelectionError
 from cae_ray.feast import restore_command
 from cae_ray.feast.registry import PrunePlan
 from cae_ray.feast.retire import RetirePlan
-from cae_ray.records import Prepared, RunRecord, Score, Selection, Verdict
+from cae_ray.records import ExportManifest, Prepared, RunRecord, Score, Selection, Verdict
 from cae_ray.report import figures
+from cae_ray.report.prune_section import column_refs, feature_status, mark_changes, prune_section
+from cae_ray.report.shown import chips, utc
 
 if TYPE_CHECKING:
     import jinja2
@@ -50,8 +52,6 @@ if TYPE_CHECKING:
     from cae_ray.config import Config
 
 Json = dict[str, Any]
-OPEN_LIST_UP_TO = 64
-"""Longer feature lists start collapsed, so the page stays one screen at the top."""
 SCORE_MEANING = (
     "the largest probability with which one of the selector's K rows picks the feature at the "
     "end of training (1: surely picked)"
@@ -136,7 +136,7 @@ def feature_rows(run: Run) -> list[Json]:
     s = run.selection
     names, scores = s.candidate_features, s.scores
     chosen, constant = set(s.selected_features), set(s.dropped_constant)
-    refs, changes = _refs(run.prune), _changes(run.prune)
+    refs, changes = column_refs(run.prune), mark_changes(run.prune)
     order = sorted(
         range(len(names)),
         key=lambda i: (names[i] not in chosen, names[i] in constant, -scores[i], names[i]),
@@ -150,7 +150,7 @@ def feature_rows(run: Run) -> list[Json]:
                 "rank": rank,
                 "name": name,
                 "view": view,
-                "status": _status(name in chosen, run.prune),
+                "status": feature_status(name in chosen, run.prune, (view, feature)),
                 "score": round(float(scores[i]), 4),
                 "score_text": "constant" if name in constant else _score(scores[i]),
                 "change": changes.get((view, feature), ""),
@@ -163,42 +163,6 @@ def feature_rows(run: Run) -> list[Json]:
 def _score(value: float) -> str:
     # Below 0.001 a float32 softmax gives digits of no meaning (1e-12 and the like).
     return f"{value:.3f}" if value >= 0.0005 else "<0.001"
-
-
-def _status(selected: bool, prune: PrunePlan | None) -> str:
-    if prune is None:
-        return "selected" if selected else "not selected"
-    if selected:
-        return "kept"
-    return "deprecated" if prune.applied else "to deprecate"
-
-
-def _refs(prune: PrunePlan | None) -> dict[str, tuple[str, str]]:
-    """Column name -> (view, feature), from the prune plan: an exported column is named
-    ``view__feature``; a table's own column is the feature's name."""
-    refs: dict[str, tuple[str, str]] = {}
-    for views in (prune.keep, prune.deprecate) if prune is not None else ():
-        for view, features in views.items():
-            for feature in features:
-                refs[f"{view}__{feature}"] = refs[feature] = (view, feature)
-    return refs
-
-
-def _changes(prune: PrunePlan | None) -> dict[tuple[str, str], str]:
-    """(view, feature) -> how its mark changed against the registry the prune found (what the
-    previous applied run left there)."""
-    if prune is None:
-        return {}
-    added, removed = prune.added, prune.removed
-    changes = {}
-    for view, features in prune.keep.items():
-        for f in features:
-            changes[view, f] = "mark removed" if f in removed.get(view, []) else "unchanged"
-    for view, features in prune.deprecate.items():
-        for f in features:
-            new = f in added.get(view, [])
-            changes[view, f] = "newly deprecated" if new else "deprecated before"
-    return changes
 
 
 def features_csv(rows: list[Json]) -> str:
@@ -233,16 +197,16 @@ def render_html(
             dates=_dates(run),
             gate=_gate(run.validation),
             cards=_cards(run),
-            selected=_chips((run.selection.selected_features, "on")),
-            k_reason=run.selection.k_curve["reason"] if run.selection.k_curve else "",
+            selected=chips((run.selection.selected_features, "on")),
+            k_reason=run.selection.k_curve.reason if run.selection.k_curve else "",
             images=images,
             validation=_validation(run.validation),
-            prune=_prune(run.prune),
+            prune=prune_section(run.prune, _grace(config), _value_bytes(run.dir)),
             restore=_restore_commands(run, config),
             features=[{k: row[k] for k in (*CSV_COLUMNS, "score_text")} for row in features],
             score_meaning=SCORE_MEANING,
             config_yaml=_config_yaml(config),
-            steps=_steps(run.steps),
+            steps=_steps(run),
             artifacts=_artifacts(run),
         )
     )
@@ -266,21 +230,6 @@ def _num(value: Any, spec: str = ",") -> str:
     return format(value, spec) if isinstance(value, (int, float)) else "?"
 
 
-def _utc(when: int | str | None) -> str:
-    """A time (nanoseconds since the epoch, or an ISO 8601 text with its zone) as the page
-    shows every time: UTC, to the minute."""
-    if isinstance(when, str):
-        try:
-            seconds = datetime.fromisoformat(when).timestamp()
-        except ValueError:
-            return when
-    elif when:
-        seconds = when / 1e9
-    else:
-        return ""
-    return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(seconds))
-
-
 def _header(run: Run) -> Json:
     v = run.validation
     kind = "none" if v is None else "pass" if v.passed else "fail"
@@ -290,19 +239,20 @@ def _header(run: Run) -> Json:
 def _dates(run: Run) -> list[tuple[str, str]]:
     """When each part of the run happened, in UTC."""
     dates = [
-        ("run started", _utc(run.steps.started_at if run.steps else None)),
-        ("selection made", _utc(run.dir.modified(SELECTION))),
-        ("validated", _utc(run.dir.modified(VALIDATION))),
-        ("marks applied", _utc(run.prune.at if run.prune else None)),
-        ("report written", _utc(time.time_ns())),
+        ("run started", utc(run.steps.started_at if run.steps else None)),
+        ("selection made", utc(run.dir.modified(SELECTION))),
+        ("validated", utc(run.dir.modified(VALIDATION))),
+        ("marks applied", utc(run.prune.at if run.prune else None)),
+        ("report written", utc(time.time_ns())),
     ]
     return [(label, when) for label, when in dates if when]
 
 
 def _gate(v: Verdict | None) -> Json:
-    """The gate's sentence (why it passed or failed), and the weak-baseline warning if any."""
+    """The gate's sentence (why it passed or failed), and the weak-baseline and perfect-score
+    warnings if any."""
     if v is None:
-        return {"kind": "none", "sentence": "", "weak": ""}
+        return {"kind": "none", "sentence": "", "weak": "", "perfect": ""}
     check = v.baseline_check
     weak = ""
     if check is not None and check.weak:
@@ -312,7 +262,8 @@ def _gate(v: Verdict | None) -> Json:
                 " The gate compared the selection with this weak baseline, so its pass says "
                 "less than it seems; set validation.require_fair_baseline to fail such runs."
             )
-    return {"kind": "pass" if v.passed else "fail", "sentence": v.reason, "weak": weak}
+    kind = "pass" if v.passed else "fail"
+    return {"kind": kind, "sentence": v.reason, "weak": weak, "perfect": v.perfect_warning or ""}
 
 
 def _cards(run: Run) -> list[tuple[str, str, str]]:
@@ -350,12 +301,6 @@ def _duration(run: Run) -> str:
     if not seconds:  # no run.json: the steps' own timings
         seconds = run.selection.seconds + (run.validation.seconds if run.validation else 0.0)
     return f"{seconds / 60:.1f} min" if seconds >= 120 else f"{seconds:.1f} s"
-
-
-def _chips(*groups: tuple[list[str], str]) -> Json:
-    """Names and their chip kind ("on": kept, "off": deprecated); long lists start closed."""
-    names = [(str(name), kind) for group, kind in groups for name in group]
-    return {"names": names, "open": len(names) <= OPEN_LIST_UP_TO}
 
 
 def _validation(v: Verdict | None) -> Json | None:
@@ -403,26 +348,6 @@ def _ends(score: Score) -> str:
     return f" [{score.low:.4g}, {score.high:.4g}]"
 
 
-def _prune(p: PrunePlan | None) -> Json | None:
-    """What ``prune.json`` planned or applied, view by view, or None when there is none."""
-    if p is None:
-        return None
-    return {
-        "project": p.project,
-        "state": "marks applied to the registry" if p.applied else "planned, not applied",
-        "feature_service": p.feature_service,
-        "forced_reason": p.forced_reason or "",
-        "hook_missing": p.hook_missing,
-        "views": [_view(view, p) for view in p.views],
-    }
-
-
-def _view(view: str, p: PrunePlan) -> Json:
-    gone, kept = p.deprecate.get(view, []), p.keep.get(view, [])
-    chips = _chips((kept, "on"), (gone, "off"))
-    return {"name": view, "gone": len(gone), "kept": len(kept), "chips": chips}
-
-
 def _restore_commands(run: Run, config: Config | None) -> list[tuple[str, str]]:
     """(what it undoes, the command) for each change this run applied, latest first: restore
     takes the latest change first (an earlier one raises NotLatestRunError)."""
@@ -435,6 +360,16 @@ def _restore_commands(run: Run, config: Config | None) -> list[tuple[str, str]]:
     return [(what, restore_command(repo, run_id)) for what, run_id in applied]
 
 
+def _grace(config: Config | None) -> timedelta | None:
+    return config.feast.grace if config is not None and config.feast is not None else None
+
+
+def _value_bytes(run_dir: RunDir) -> dict[str, int]:
+    """Each exported column's bytes per value, from the export's manifest (if the run has one)."""
+    manifest = ExportManifest.read(run_dir)
+    return manifest.value_bytes if manifest is not None else {}
+
+
 def _config_yaml(config: Config | None) -> str:
     """The run's config as YAML (``${VAR}`` already resolved), passwords in URLs masked."""
     if config is None:
@@ -445,12 +380,18 @@ def _config_yaml(config: Config | None) -> str:
     return re.sub(r"(://[^/\s:@]*):[^/\s@]+@", r"\1:***@", text)
 
 
-def _steps(record: RunRecord | None) -> list[tuple[str, str, str, str]]:
+def _steps(run: Run) -> list[tuple[str, str, str, str]]:
     """The rows of ``run.json``'s step table (``cae-ray run``): name, status, seconds, and why
-    a step failed or was skipped."""
-    steps = record.steps if record is not None else {}
+    a step failed or was skipped (the retirement: what is due, or when the first will be)."""
+    steps = run.steps.steps if run.steps is not None else {}
+    retired = run.retire.headline if run.retire is not None else ""
     return [
-        (name, step.status, _num(step.seconds, ".1f"), step.error or step.reason or "")
+        (
+            name,
+            step.status,
+            _num(step.seconds, ".1f"),
+            step.error or step.reason or (retired if name == "retire" else ""),
+        )
         for name, step in steps.items()
     ]
 

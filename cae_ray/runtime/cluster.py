@@ -9,6 +9,7 @@ import os
 from typing import Any
 
 from cae_ray.config import Config, ray_address
+from cae_ray.runtime import signals
 from cae_ray.runtime.data import split_files
 from cae_ray.runtime.errors import GpuUnavailableError, RayUnreachableError
 from cae_ray.versions import warn_if_untested
@@ -24,6 +25,14 @@ def worker_threads(config: Config) -> int:
     return max(1, int(cpus))
 
 
+def ray_log_level() -> int:
+    """Ray's own log level, from cae-ray's: Ray's lines show from INFO on (``-v``); at
+    cae-ray's default, WARNING, only Ray's errors do. Ray warns about itself (its token
+    authentication, its own deprecations) in every run, which says nothing about the run."""
+    ours = logging.getLogger("cae_ray").getEffectiveLevel()
+    return ours if ours <= logging.INFO else max(ours, logging.ERROR)
+
+
 def connect(config: Config) -> None:
     """Join the configured Ray cluster (or ``RAY_ADDRESS``), else start a local one; fail fast
     when the address does not answer or GPUs are asked for and missing."""
@@ -36,16 +45,17 @@ def connect(config: Config) -> None:
             _probe(address)
         # Worker output (Ray Data's and Train's own chatter included) reaches the driver only
         # when our logging is verbose (`cae-ray -v`); the CLI shows its own progress.
-        verbose = logging.getLogger("cae_ray").isEnabledFor(logging.INFO)
+        level = ray_log_level()
         try:
             ray.init(
                 address=address,
                 include_dashboard=False if not address else None,
-                log_to_driver=verbose,
-                logging_level=logging.INFO if verbose else logging.WARNING,
+                log_to_driver=level <= logging.INFO,
+                logging_level=level,
             )
         except (ConnectionError, RuntimeError, ValueError) as e:
             raise RayUnreachableError(str(address), str(e).splitlines()[0]) from e
+        signals.reinstall()  # ray.init installed Ray's SIGTERM handler, which aborts
     _check_gpus(config)
 
 

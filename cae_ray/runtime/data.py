@@ -354,16 +354,27 @@ def write_packed(
     splits: dict[str, str],
 ) -> dict[str, int]:
     """Write the ``train`` and ``validation`` splits to their directories; their row counts."""
-    from cae_ray.runtime.parquet_sink import OrderedParquetSink
+    from cae_ray.runtime.parquet_sink import OrderedParquetSink, full_disk_unlogged
 
     counts = {}
     for split, directory in splits.items():
         packer = Packer(config, stats, keep, target, split)
         packed = dataset.map_batches(packer, batch_format="pyarrow", batch_size=None)
         storage.remove(directory)  # a killed earlier write left parts
-        packed.write_datasink(OrderedParquetSink(directory))  # see there: Ray's reorders
+        with full_disk_unlogged():  # the step raises it, typed
+            packed.write_datasink(OrderedParquetSink(directory))  # see there: Ray's reorders
         counts[split] = int(pq_count(directory))
     return counts
+
+
+def packed_bytes(rows: int, n_features: int) -> int:
+    """At most the bytes of both packed splits: ``rows`` of ``n_features`` float32s and a target
+    (written uncompressed), and a little for the files' own structure."""
+    return rows * (4 * n_features + 8) + 2 * ROW_GROUP_SLACK
+
+
+ROW_GROUP_SLACK = 64 * 1024
+"""A split's Parquet footer, page headers and file-system blocks, and then some."""
 
 
 def pq_count(path: str) -> int:

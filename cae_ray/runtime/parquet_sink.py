@@ -1,4 +1,5 @@
-"""A Parquet sink for Ray Data that keeps the dataset's row order (the packed splits').
+"""A Parquet sink for Ray Data that keeps the dataset's row order (the packed splits'), and
+Ray Data's writes kept quiet about a full disk.
 
 Same inputs, same rows in the same order: the selection depends on the order the workers read
 the rows in, so a split written in another order makes another selection.
@@ -7,8 +8,11 @@ the rows in, so a split written in another order makes another selection.
 from __future__ import annotations
 
 import itertools
+import logging
 import os
-from collections.abc import Iterable
+import sys
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pyarrow.parquet as pq
@@ -48,3 +52,33 @@ class OrderedParquetSink(Datasink[None]):
             for table in itertools.chain([first], tables):
                 row_bytes = max(1, table.nbytes // table.num_rows)
                 out.write_table(table, row_group_size=max(64, ROW_GROUP_BYTES // row_bytes))
+
+
+RAY_DATA_ERROR_LOGGERS = (
+    "ray.data._internal.execution.streaming_executor_state",
+    "ray.data.exceptions",
+)
+"""Where Ray Data logs a failed task's traceback (calling it a Ray bug) before it raises."""
+
+
+class _FullDiskUnlogged(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        # Ray Data logs from inside its `except` (some records without exc_info).
+        error = record.exc_info[1] if record.exc_info else sys.exc_info()[1]
+        return error is None or not storage.is_disk_full(error)
+
+
+@contextmanager
+def full_disk_unlogged() -> Iterator[None]:
+    """Around a Ray Data write: a full disk is not logged, traceback and all, by Ray Data; it
+    is raised to the step, which says it in one line (:class:`~cae_ray.storage.DiskFullError`).
+    Any other failure is logged as before."""
+    loggers = [logging.getLogger(name) for name in RAY_DATA_ERROR_LOGGERS]
+    unlogged = _FullDiskUnlogged()
+    for logger in loggers:
+        logger.addFilter(unlogged)
+    try:
+        yield
+    finally:
+        for logger in loggers:
+            logger.removeFilter(unlogged)

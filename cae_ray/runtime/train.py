@@ -30,7 +30,8 @@ from cae_ray.runtime.batches import ShuffledWindows
 from cae_ray.runtime.compat import worker_failures
 from cae_ray.runtime.errors import CheckpointRejectedError, WorkersLostError
 from cae_ray.runtime.progress import OnProgress, progress_every_s, watching_progress, write_progress
-from cae_ray.selector.loop import Batch, SelectionObjective, fit
+from cae_ray.runtime.signals import fit_interruptibly
+from cae_ray.selector.loop import Batch, EpochRecord, SelectionObjective, fit
 from cae_ray.selector.model import SelectorModel, build_model, build_optimizer
 from cae_ray.selector.targets import ResolvedTask
 from cae_ray.storage import join, ray_storage
@@ -71,12 +72,15 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     model = ray.train.torch.prepare_model(inner)
     optimizer = build_optimizer(inner, config, spec.task)
     local_dir, run = loop_config.get("local_checkpoint_dir"), loop_config["run"]
-    start_epoch, step, history = restore(inner, optimizer, local_dir, run)
+    start_epoch, step, history, noise = restore(inner, optimizer, local_dir, run)
     reporter = EpochReporter(
         rank, inner, optimizer, history, start_epoch, local_dir, run, loop_config["progress"]
     )
-    # Each rank (and each restart) draws its own Gumbel noise and batch order.
+    # Each rank draws its own Gumbel noise. A resumed training takes up each rank's generator
+    # where the checkpoint left it (the row order is a function of the epoch), so it goes on
+    # exactly as the uninterrupted one would have: same losses, same selection.
     torch.manual_seed(config.training.seed + 7919 * (rank + 1) + start_epoch)
+    resume_noise(noise, rank, world)
     shard = ray.train.get_dataset_shard("train")
     windows = shuffled_windows(config, spec.n_features, spec.task)
 
@@ -92,10 +96,33 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         start_epoch=start_epoch,
         start_step=step,
         all_agree=_all_agree,
-        on_epoch_end=lambda record: reporter.epoch_done(averaged_over_ranks(record.as_dict())),
+        on_epoch_end=lambda record: reporter.epoch_done(epoch_record(record)),
         autocast_bf16=config.scaling.bf16 and config.scaling.use_gpu,
     )
     reporter.finish()
+
+
+def noise_states() -> list[dict[str, torch.Tensor]]:
+    """Every rank's random generators (CPU, and CUDA where training on a GPU), in rank order:
+    what a checkpoint needs for a resume to draw the noise an uninterrupted run would."""
+    state = {"cpu": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state()
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return [state]
+    states: list[Any] = [None] * torch.distributed.get_world_size()
+    torch.distributed.all_gather_object(states, state)
+    return states
+
+
+def resume_noise(states: list[dict[str, torch.Tensor]] | None, rank: int, world: int) -> None:
+    """Put back this rank's generators from a checkpoint's :func:`noise_states` (one of as
+    many workers: with another count the shards differ too, and the resume starts new noise)."""
+    if not states or len(states) != world:
+        return
+    torch.set_rng_state(states[rank]["cpu"])
+    if "cuda" in states[rank] and torch.cuda.is_available():
+        torch.cuda.set_rng_state(states[rank]["cuda"])
 
 
 def _selector(
@@ -107,6 +134,12 @@ def _selector(
     rows_per_worker = max(spec.n_train_rows // max(world, 1), 1)
     steps_per_epoch = math.ceil(rows_per_worker / config.training.batch_size)
     return model, SelectionObjective(config, spec.task, steps_per_epoch)
+
+
+def epoch_record(record: EpochRecord) -> dict[str, Any]:
+    """What the history keeps of an epoch: its record, the loss averaged over ranks, and the
+    torch threads this worker trained with (its CPU share: never more, on a shared node)."""
+    return {**averaged_over_ranks(record.as_dict()), "threads": torch.get_num_threads()}
 
 
 def averaged_over_ranks(record: dict[str, Any]) -> dict[str, Any]:
@@ -133,9 +166,10 @@ def shard_batches(shard: Any, windows: ShuffledWindows, seed: int) -> Iterator[B
 
 def restore(
     model: nn.Module, optimizer: torch.optim.Optimizer, local_dir: str | None, run: str
-) -> tuple[int, int, list[dict[str, Any]]]:
+) -> tuple[int, int, list[dict[str, Any]], list[dict[str, torch.Tensor]] | None]:
     """Load the latest checkpoint of training ``run`` if there is one: (next epoch, global
-    step, history). One made by another training (another config) is not resumed.
+    step, history, each rank's generators). One made by another training (another config) is
+    not resumed.
 
     Ray keeps checkpoints for worker groups; Train local mode (no workers) keeps none across
     driver restarts, so there we read our own copy in ``local_dir``.
@@ -149,14 +183,14 @@ def restore(
     elif local_dir is not None and storage.exists(join(local_dir, STATE_FILE)):
         state = _load_state(join(local_dir, STATE_FILE))
     else:
-        return 0, 0, []
+        return 0, 0, [], None
     if state.get("run") != run:
         logger.warning("not resuming a checkpoint of %s: this is %s", state.get("run"), run)
-        return 0, 0, []
+        return 0, 0, [], None
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
     logger.info("resuming after epoch %d (step %d)", state["epoch"], state["step"])
-    return state["epoch"] + 1, state["step"], state["history"]
+    return state["epoch"] + 1, state["step"], state["history"], state.get("noise")
 
 
 def _load_state(where: str) -> dict[str, Any]:
@@ -236,6 +270,7 @@ class EpochReporter:
             "epoch": record["epoch"],
             "step": record["step"],
             "history": self.history,
+            "noise": noise_states(),  # gathered from every rank: a report is a barrier
             "run": self.run,  # what it may resume: this training, not one of another config
         }
         self._last, self._reported = time.monotonic(), record["epoch"]
@@ -369,7 +404,7 @@ def run_on_ray(
     )
     with watching_progress(progress, on_progress):
         try:
-            result = trainer.fit()
+            result = fit_interruptibly(trainer.fit)
         except TrainingFailedError as e:
             ours = _our_error(e)
             if ours is None:

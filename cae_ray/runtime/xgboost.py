@@ -23,6 +23,7 @@ from cae_ray.gate.models import ColumnSets, Fitted, FittedModel, LoadRows, Score
 from cae_ray.runtime.batches import FEATURES, TARGET, unpack
 from cae_ray.runtime.cluster import cached, connect, worker_threads
 from cae_ray.runtime.data import read_ordered
+from cae_ray.runtime.signals import fit_interruptibly
 from cae_ray.selector.targets import TargetInfo
 from cae_ray.storage import ray_storage
 
@@ -117,7 +118,7 @@ class XGBoostOnRay(FittedModel):
                 datasets={"train": self.train_data},
             )
             try:
-                result = trainer.fit()
+                result = fit_interruptibly(trainer.fit)
             except TrainingFailedError as e:
                 raise ModelFitError("gbdt (XGBoost on Ray)", which, str(e).splitlines()[-1]) from e
             assert result.checkpoint is not None

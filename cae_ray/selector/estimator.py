@@ -9,8 +9,11 @@ attributes ending in ``_``, :class:`~sklearn.feature_selection.SelectorMixin` fo
 
 from __future__ import annotations
 
+import copy
+import re
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,10 +25,12 @@ from scipy import sparse
 from sklearn.base import BaseEstimator
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.feature_selection import SelectorMixin
+from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from cae_ray.config import Config, validate_config
 from cae_ray.errors import (
+    CaeRayError,
     ConfigValidationError,
     EmptyInputError,
     FeatureMismatchError,
@@ -65,8 +70,12 @@ CONFIG_KEYS: dict[str, tuple[str, str]] = {
     "device": ("training", "device"),
     "random_state": ("training", "seed"),
 }
-"""Each parameter (but ``verbose``) -> its config section and key: the one place the estimator
-and the config are mapped onto each other (:meth:`from_config`, :meth:`to_config`)."""
+"""Each parameter (but ``n_jobs`` and ``verbose``) -> its config section and key: the one place
+the estimator and the config are mapped onto each other (:meth:`from_config`, :meth:`to_config`,
+and errors, which name the parameter, not the key: :func:`in_estimator_terms`)."""
+
+PARAMETERS = {f"{section}.{key}": param for param, (section, key) in CONFIG_KEYS.items()}
+_CONFIG_KEY = re.compile(r"\b(?:" + "|".join(re.escape(k) for k in PARAMETERS) + r")\b")
 
 
 @dataclass(frozen=True)
@@ -82,7 +91,37 @@ class Search:
     """The search converged (its rows' mean max probability reached the threshold)."""
 
 
-class ConcreteFeatureSelector(SelectorMixin, BaseEstimator):
+class SelectedColumns(SelectorMixin, BaseEstimator):
+    """What a fitted selector of cae-ray does with its ``selected_indices_``: the support mask,
+    ``transform`` (a table of another width is refused, naming both widths) and the tags (no
+    target required, no NaN). Shared by :class:`ConcreteFeatureSelector` and
+    :class:`cae_ray.gate.selector_cv.ConcreteFeatureSelectorCV`."""
+
+    n_features_in_: int
+    selected_indices_: np.ndarray
+
+    def transform(self, X: Any) -> Any:
+        check_is_fitted(self)
+        X = as_table(X)
+        n_columns = X.shape[1] if X.ndim == 2 else None
+        if n_columns is not None and n_columns != self.n_features_in_:
+            raise FeatureMismatchError(self.n_features_in_, n_columns, type(self).__name__)
+        return super().transform(X)
+
+    def _get_support_mask(self) -> np.ndarray:
+        check_is_fitted(self)
+        mask = np.zeros(self.n_features_in_, dtype=bool)
+        mask[self.selected_indices_] = True
+        return mask
+
+    def __sklearn_tags__(self) -> Any:
+        tags = super().__sklearn_tags__()
+        tags.target_tags.required = False
+        tags.input_tags.allow_nan = False
+        return tags
+
+
+class ConcreteFeatureSelector(SelectedColumns):
     """Select ``k`` of the input features with a Concrete Autoencoder (CAE or IP-CAE).
 
     Without ``y`` (or with ``task="reconstruction"``) it selects the features from which all
@@ -97,6 +136,18 @@ class ConcreteFeatureSelector(SelectorMixin, BaseEstimator):
     mirror the ``selector``, ``training`` and ``head`` config sections (``head_weight_decay`` is
     ``head.weight_decay``, ``selector_learning_rate_ratio`` is ``selector.learning_rate_ratio``,
     ``random_state`` is ``training.seed``).
+
+    ``random_state`` follows scikit-learn: an int gives the same selection on every fit; None
+    (the default) draws each fit's seed from numpy's global random state (so
+    ``np.random.seed`` makes it repeatable); a ``RandomState`` draws it from that state. The
+    CLI's runs keep ``training.seed`` (0 by default): a weekly job must not move by chance.
+
+    ``n_jobs`` is torch's thread count for the fit, with scikit-learn's meaning: None is 1
+    unless inside a ``joblib.parallel_backend`` context that says more, -1 all CPUs this
+    process may use, -2 all but one. One thread by default because torch's threads spin-wait
+    for each other: on a machine shared with other work (a grid search with ``n_jobs``, a Ray
+    node) a fit with every core's threads is slower than a one-thread fit. The caller's own
+    thread count is restored after the fit.
 
     ``verbose`` prints progress to stdout the scikit-learn way: 1 about ten epochs of a fit, 2
     every epoch.
@@ -132,7 +183,8 @@ class ConcreteFeatureSelector(SelectorMixin, BaseEstimator):
         early_stop: bool = True,
         convergence_threshold: float = 0.998,
         device: str = "cpu",
-        random_state: int = 0,
+        random_state: int | np.random.RandomState | None = None,
+        n_jobs: int | None = None,
         verbose: int = 0,
     ) -> None:
         self.k = k
@@ -156,6 +208,7 @@ class ConcreteFeatureSelector(SelectorMixin, BaseEstimator):
         self.convergence_threshold = convergence_threshold
         self.device = device
         self.random_state = random_state
+        self.n_jobs = n_jobs
         self.verbose = verbose
 
     # --- configuration -------------------------------------------------------------------------
@@ -168,14 +221,18 @@ class ConcreteFeatureSelector(SelectorMixin, BaseEstimator):
         return cls(**{**params, "hidden": tuple(params["hidden"])})
 
     def to_config(self) -> Config:
-        """The parameters as a validated :class:`~cae_ray.config.Config` (bad values raise)."""
+        """The parameters as a validated :class:`~cae_ray.config.Config` (bad values raise,
+        naming the parameter). ``random_state=None`` or a ``RandomState`` draws the seed."""
         sections: dict[str, dict[str, Any]] = {}
         for param, (section, key) in CONFIG_KEYS.items():
             value = getattr(self, param)
             if isinstance(value, np.generic):  # a numpy scalar from a parameter grid
                 value = value.item()
+            if param == "random_state" and not isinstance(value, int):
+                value = int(check_random_state(value).randint(np.iinfo(np.int32).max))
             sections.setdefault(section, {})[key] = list(value) if param == "hidden" else value
-        return validate_config(sections, source=type(self).__name__)
+        with in_estimator_terms():
+            return validate_config(sections, source=type(self).__name__)
 
     # --- scikit-learn API ----------------------------------------------------------------------
 
@@ -209,6 +266,12 @@ class ConcreteFeatureSelector(SelectorMixin, BaseEstimator):
                 ["k: 'auto' chooses K with the gate's model: use ConcreteFeatureSelectorCV"],
             )
         features = self._check_X(X, reset=True)
+        with in_estimator_terms(), torch_threads(self.n_jobs):
+            return self._fit(config, features, y, on_epoch_end)
+
+    def _fit(
+        self, config: Config, features: np.ndarray, y: Any, on_epoch_end: EpochCallback | None
+    ) -> Search:
         n_rows, n_features = features.shape
         config.selector.check_fits(n_features)
         target = prepare_target(config.head.task, y, n_rows)
@@ -239,26 +302,6 @@ class ConcreteFeatureSelector(SelectorMixin, BaseEstimator):
         # Converged: confident rows (mean max probability) that chose K distinct features.
         self.converged_ = converged(confident, self.collisions_)
 
-    def transform(self, X: Any) -> Any:
-        check_is_fitted(self)
-        X = as_table(X)
-        n_columns = X.shape[1] if X.ndim == 2 else None
-        if n_columns is not None and n_columns != self.n_features_in_:
-            raise FeatureMismatchError(self.n_features_in_, n_columns, type(self).__name__)
-        return super().transform(X)
-
-    def _get_support_mask(self) -> np.ndarray:
-        check_is_fitted(self)
-        mask = np.zeros(self.n_features_in_, dtype=bool)
-        mask[self.selected_indices_] = True
-        return mask
-
-    def __sklearn_tags__(self) -> Any:
-        tags = super().__sklearn_tags__()
-        tags.target_tags.required = False
-        tags.input_tags.allow_nan = False
-        return tags
-
     # --- input checks --------------------------------------------------------------------------
 
     def _check_X(self, X: Any, *, reset: bool) -> np.ndarray:
@@ -274,6 +317,40 @@ class ConcreteFeatureSelector(SelectorMixin, BaseEstimator):
 
 
 # --- helpers -----------------------------------------------------------------------------------
+
+
+@contextmanager
+def in_estimator_terms() -> Iterator[None]:
+    """A cae-ray error raised inside names the estimator's parameters, not the config keys they
+    map to (``k``, not ``selector.k``): the same class, exit code and attributes."""
+    try:
+        yield
+    except CaeRayError as e:
+        message = _CONFIG_KEY.sub(lambda m: PARAMETERS[m.group(0)], str(e))
+        if message == str(e):
+            raise
+        renamed = copy.copy(e)
+        renamed.args = (message,)
+        raise renamed.with_traceback(e.__traceback__) from None
+
+
+def torch_threads_for(n_jobs: int | None) -> int:
+    """torch threads for ``n_jobs``, read as scikit-learn reads it (joblib's rules)."""
+    from joblib import effective_n_jobs
+
+    return max(1, int(effective_n_jobs(n_jobs)))
+
+
+@contextmanager
+def torch_threads(n_jobs: int | None) -> Iterator[None]:
+    """torch's intra-op thread count set from ``n_jobs`` for the block, then set back: the
+    setting is the process's, and the caller's must not change."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(torch_threads_for(n_jobs))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def as_table(X: Any) -> Any:

@@ -5,7 +5,8 @@ train and validation splits that select and validate read.
 
 The dataset is ``data.path``, or else the Feast export in the run dir (:func:`source_data`).
 Finished work is reused when the config's data and head sections, the files' fingerprint and
-the written splits are as they were.
+the written splits are as they were. A full disk (raised in a Ray worker) removes the splits
+written so far and says how much room they need (:class:`~cae_ray.storage.DiskFullError`).
 """
 
 from __future__ import annotations
@@ -23,13 +24,14 @@ from cae_ray.artifacts import (
     config_hash,
 )
 from cae_ray.config import AllNumericExcept, Config, DataConfig
-from cae_ray.errors import MissingDataConfigError, NoExportError
+from cae_ray.errors import LabelNotExportedError, MissingDataConfigError, NoExportError
 from cae_ray.records import ExportManifest, Prepared, SplitRows
 from cae_ray.runtime.cluster import connect
 from cae_ray.runtime.data import (
     check_values,
     compute_stats,
     inspect_dataset,
+    packed_bytes,
     read_ordered,
     resolve_dataset_target,
     write_packed,
@@ -65,37 +67,60 @@ def prepare(config: Config, run: RunDir) -> Prepared:
     config.selector.check_fits(len(keep), constant)
     target = resolve_dataset_target(source, data.target, config.head.task)
     splits = {"train": run.path(TRAIN_SPLIT), "validation": run.path(VALIDATION_SPLIT)}
-    counts = write_packed(source, data, stats, keep, target, splits)
-    prepared = Prepared(
-        **made_from,
-        path=str(data.path),
-        candidate_features=info.features,
-        features=keep,
-        dropped_constant=constant,
-        target={"column": data.target, **target.as_dict()},
-        rows=SplitRows(**counts),
-        stats=stats.as_dict(),
-        files=run.files(TRAIN_SPLIT, VALIDATION_SPLIT),
-    )
-    prepared.write(run)
+    try:
+        counts = write_packed(source, data, stats, keep, target, splits)
+        prepared = Prepared(
+            **made_from,
+            path=str(data.path),
+            candidate_features=info.features,
+            features=keep,
+            dropped_constant=constant,
+            target={"column": data.target, **target.as_dict()},
+            rows=SplitRows(**counts),
+            stats=stats.as_dict(),
+            files=run.files(TRAIN_SPLIT, VALIDATION_SPLIT),
+        )
+        prepared.write(run)
+    except Exception as e:  # a full disk, raised in a Ray worker: Ray wraps it
+        if not storage.is_disk_full(e):
+            raise
+        for directory in splits.values():  # splits without prepared.json are not reused
+            storage.remove(directory)
+        needed = packed_bytes(info.n_rows, len(keep))
+        raise storage.disk_full(e, run.path("data"), needed, "writing the packed splits") from e
     return prepared
 
 
 def source_data(config: Config, run: RunDir) -> DataConfig:
     """The dataset to select from: ``data.path``, or else the Feast export in the run dir, whose
-    exported feature columns are the candidates (unless ``data.features`` names others)."""
+    exported feature columns are the candidates (unless ``data.features`` names others). A
+    target that names a Feast feature (``view:field``) is the export's column for it."""
     data = config.data
     if data is not None and data.path is not None:
         # Relative to the driver's working directory, which Ray workers do not share.
-        return data.model_copy(update={"path": storage.location(data.path)})
+        update: dict[str, Any] = {"path": storage.location(data.path)}
+        if config.feast_label is not None:
+            update["target"] = _label_column(config.feast_label, run)
+        return data.model_copy(update=update)
     if config.feast is None or not config.feast.has_entity_rows:
         raise MissingDataConfigError("the config")
     manifest = ExportManifest.read(run)
     if manifest is None:
         raise NoExportError(str(run))
     data = data or DataConfig()
-    update: dict[str, Any] = {"path": run.path(EXPORT_DIR)}
+    update = {"path": run.path(EXPORT_DIR)}
     update["row_key"] = data.row_key or manifest.row_key
     if data.features == AllNumericExcept():
         update["features"] = list(manifest.columns)
+    if config.feast_label is not None:
+        update["target"] = _label_column(config.feast_label, run)
     return data.model_copy(update=update)
+
+
+def _label_column(label: str, run: RunDir) -> str:
+    """The export's column of the Feast feature ``label`` (the manifest names it)."""
+    manifest = ExportManifest.read(run)
+    exported = manifest.label if manifest is not None else None
+    if exported is None or exported.ref != label:
+        raise LabelNotExportedError(str(run), label, exported.ref if exported else None)
+    return exported.column

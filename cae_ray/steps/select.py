@@ -29,7 +29,7 @@ from cae_ray.artifacts import (
 )
 from cae_ray.config import Config
 from cae_ray.gate.auto_k import choose_auto_k
-from cae_ray.records import Prepared, Selection
+from cae_ray.records import LeakingFeature, Prepared, Selection
 from cae_ray.runtime.batches import FEATURES, TARGET, unpack
 from cae_ray.runtime.cluster import cached, connect, worker_threads
 from cae_ray.runtime.data import read_ordered
@@ -37,6 +37,7 @@ from cae_ray.runtime.progress import OnProgress
 from cae_ray.runtime.train import TrainOutcome, TrainSpec, train_selector
 from cae_ray.selector.choose import SAMPLE_ROWS, choose_k, searches
 from cae_ray.selector.concrete import converged, feature_scores
+from cae_ray.selector.leakage import leaking_features
 from cae_ray.selector.memory import check_memory_for_ray
 from cae_ray.selector.polish import polishes
 from cae_ray.selector.targets import ResolvedTask, TargetInfo
@@ -91,7 +92,7 @@ def select(
         candidate_features=candidates,
         dropped_constant=prepared.dropped_constant,
         k=len(chosen),
-        k_curve=curve.as_json() if curve is not None else None,
+        k_curve=curve,
         method=config.selector.method,
         task=target.task,
         chosen_by="search" if outcome else "f_statistic",
@@ -99,6 +100,7 @@ def select(
         converged=converged(outcome.converged if outcome else True, choice.collisions),
         history=outcome.history if outcome else [],
         resumed_from_epoch=outcome.resumed_from_epoch if outcome else 0,
+        leaking_features=_leaks(features, x, y, spec.task),
         num_workers=config.scaling.num_workers,
         **made_from,
         seconds=time.perf_counter() - started,
@@ -134,6 +136,26 @@ def _search(
         outcome = train_selector(config, spec, train_data, run.path(RAY_STORAGE), name, on_epoch)
     x, y = _sample(config, train_data, spec.task, spec.n_features)
     return outcome, x, y
+
+
+def _leaks(
+    features: list[str], x: torch.Tensor, y: torch.Tensor | None, task: ResolvedTask
+) -> list[LeakingFeature]:
+    """The candidates that alone predict the target on the sample's held-out half, said on
+    the console too: the gate fails while one is a candidate."""
+    if y is None:
+        return []
+    found = leaking_features(x.numpy(), y.numpy(), task)
+    leaks = [LeakingFeature(name=features[f.index], score=f.score, test=f.test) for f in found]
+    for leak in leaks:
+        logger.warning(
+            "select: %s alone predicts the target (%s %.4f): a copy of the label or computed "
+            "from it? The gate fails while it is a candidate.",
+            leak.name,
+            leak.test,
+            leak.score,
+        )
+    return leaks
 
 
 def _training_name(run: RunDir, made_from: dict[str, str]) -> str:

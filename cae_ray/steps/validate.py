@@ -88,7 +88,7 @@ def validate(config: Config, run: RunDir) -> Verdict:
     scores = model.scores(selected)
     verdict = Verdict.model_validate(
         {
-            **decide(config, metric, scores),
+            **decide(config, metric, scores, *selection.leaks),
             "model": {"name": model.name, "params": model.params},
             "task": target.task,
             "k": len(selected),

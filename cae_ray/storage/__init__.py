@@ -5,7 +5,8 @@ A location is a plain string: an absolute local path, or a URI. Every read and w
 dir goes through the functions here, so the driver, the Ray workers on other nodes and next
 week's run all see the same files wherever they run. Writes are whole or absent: a local file
 is written beside its name and renamed; an object is written under a hidden temporary key and
-moved (a server-side copy) onto its name, so a killed write never leaves half an artifact.
+moved (a server-side copy) onto its name, so a killed write never leaves half an artifact. A
+local disk that fills up is :class:`DiskFullError` (the partial file removed first).
 
 Credentials come from the environment the usual way (``AWS_ACCESS_KEY_ID``, ``AWS_PROFILE``, a
 node's role; ``AWS_ENDPOINT_URL`` for an S3-compatible store) and are never logged.
@@ -27,22 +28,28 @@ import pyarrow.fs as pafs
 
 from cae_ray.storage.errors import (
     BucketNotFoundError,
+    DiskFullError,
     StorageAccessDeniedError,
     StorageError,
     StorageSchemeError,
     StorageUnreachableError,
 )
+from cae_ray.storage.space import disk_full, free_bytes, is_disk_full
 
 __all__ = [
     "BucketNotFoundError",
+    "DiskFullError",
     "StorageAccessDeniedError",
     "StorageError",
     "StorageSchemeError",
     "StorageUnreachableError",
+    "disk_full",
     "ensure_writable",
     "exists",
     "files",
     "filesystem",
+    "free_bytes",
+    "is_disk_full",
     "is_remote",
     "join",
     "location",
@@ -226,6 +233,7 @@ def writing(where: str) -> Iterator[Any]:
             yield stream
         fs.move(partial, path)
     except OSError as e:
+        _delete_quietly(fs, partial)  # before a full disk's free bytes are measured
         raise _translated(where, e) from e
     finally:
         _delete_quietly(fs, partial)
@@ -283,19 +291,23 @@ def _delete_quietly(fs: pafs.FileSystem, path: str) -> None:
 
 
 def _missing(error: OSError) -> bool:
+    # Typed where the filesystem says it (local, fsspec); pyarrow's S3 errors are plain OSError.
+    if isinstance(error, FileNotFoundError):
+        return True
     return "NO_SUCH_KEY" in str(error) or "Path does not exist" in str(error)
 
 
 def _translated(where: str, error: OSError) -> Exception:
-    """The typed error for what the storage said; a local OSError is left as it is."""
+    """The typed error for what the storage said; a local OSError is left as it is, but for a
+    full disk."""
     if not is_remote(where):
-        return error
+        return DiskFullError(where, None, free_bytes(where)) if is_disk_full(error) else error
     text = str(error)
     bucket = urlsplit(where).netloc
     if "NO_SUCH_BUCKET" in text or "bucket does not exist" in text or _no_bucket(text, bucket):
         return BucketNotFoundError(where, bucket)
     denied = ("ACCESS_DENIED", "INVALID_ACCESS_KEY", "SIGNATURE_DOES_NOT_MATCH", "HTTP 403")
-    if any(marker in text for marker in denied) or "403" in text:
+    if isinstance(error, PermissionError) or any(m in text for m in denied) or "403" in text:
         return StorageAccessDeniedError(where, _last_clause(text))
     if "NETWORK_CONNECTION" in text or "curlCode" in text or "Could not connect" in text:
         return StorageUnreachableError(where, _last_clause(text))

@@ -64,6 +64,25 @@ class StorageUnreachableError(StorageError):
         )
 
 
+class DiskFullError(StorageError):
+    """The disk of a file cae-ray writes (an export part, a packed split, a record, the run
+    dir's lock) ran out of room: what was cut short is removed, none stays under its name."""
+
+    def __init__(
+        self, path: str, needed: int | None, free: int | None, what: str = "writing it"
+    ) -> None:
+        self.path, self.needed, self.free, self.what = path, needed, free, what
+        room = f"it has {free:,} bytes free" if free is not None else "it is full"
+        need = f" and {what} needs up to {needed:,}" if needed else ""
+        short = needed - free if needed and free is not None and needed > free else None
+        amount = f"at least {short:,} bytes" if short else "space"
+        super().__init__(
+            f"no space left on the disk holding {path}: {room}{need}. What was cut short was "
+            f"removed: no partial file stays under its name. Fix: free {amount} on that disk "
+            "(or use one with more room), then run the same command again."
+        )
+
+
 def _endpoint() -> str:
     """The endpoint override in use, which is not a secret and is often the mistake."""
     endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")

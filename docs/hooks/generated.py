@@ -145,7 +145,7 @@ def _yaml(value: Any) -> str:
 def _text(description: str | None) -> str:
     """A docstring as one table cell: one line, pipes escaped."""
     if not description:
-        log.warning("a config field has no docstring: add one in cae_ray/config.py")
+        log.warning("a config field has no docstring: add one in cae_ray/config/")
         return ""
     return " ".join(description.split()).replace("|", "\\|")
 

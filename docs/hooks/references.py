@@ -65,9 +65,21 @@ def _defines(module: Path, names: list[str]) -> bool:
             return False
         if isinstance(found, ast.ClassDef):
             scope = found.body
+        elif isinstance(found, ast.ImportFrom) and depth < len(names) - 1:
+            return _imported(found, name, names[depth + 1 :])
         elif depth < len(names) - 1:
             return False
     return True
+
+
+def _imported(node: ast.ImportFrom, name: str, members: list[str]) -> bool:
+    """A member of a name a package module re-exports (``cae_ray.config.SelectorConfig.k``):
+    looked up where the name is defined."""
+    source = _module_file(node.module.split(".")) if node.module and node.level == 0 else None
+    if source is None:
+        return False
+    original = next(a.name for a in node.names if (a.asname or a.name) == name)
+    return _defines(source, [original, *members])
 
 
 @functools.cache

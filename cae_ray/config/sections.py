@@ -1,37 +1,21 @@
-"""The configuration of a run: one pydantic model per section, and the YAML loader.
-
-A YAML file maps onto :class:`Config` one to one. Unknown keys are rejected (with a suggestion
-for the nearest known key), so a typo never silently falls back to a default.
-"""
+"""The sections of a run's config that configure the selection and the gate: one pydantic
+model each (the `feast:` section is in :mod:`cae_ray.config.feast`)."""
 
 from __future__ import annotations
 
-import difflib
 import numbers
-import os
-import re
-from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
-from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Any, Literal
 
-import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
     StrictInt,
-    ValidationError,
     field_validator,
     model_validator,
 )
 
-from cae_ray.errors import (
-    ConfigFileError,
-    ConfigValidationError,
-    TooFewFeaturesError,
-    UndefinedEnvVarError,
-)
+from cae_ray.errors import TooFewFeaturesError
 
 AUTO_K_MAX = 64
 """``selector.k_max`` when null (see its description)."""
@@ -261,7 +245,10 @@ class DataConfig(Section):
     `{all_numeric_except: [id, ts]}` (the default: every numeric column)."""
 
     target: str | None = None
-    """The column the selected features must predict; `null` selects for reconstruction."""
+    """The column the selected features must predict; `null` selects for reconstruction. With a
+    `feast:` section it may name a feature view field instead, `view:field` (e.g.
+    `customer_labels:churned`): the export fetches it point in time with the features and
+    leaves it out of the candidates (its view may not be one of the candidate views)."""
 
     row_key: str | None = None
     """A column that identifies rows (e.g. an entity id). The train/validation split hashes it,
@@ -309,11 +296,6 @@ class ScalingConfig(Section):
 ValidationMetric = Literal[
     "auto", "accuracy", "macro_f1", "roc_auc", "rmse", "r2", "explained_variance"
 ]
-
-
-def ray_address(config: Config) -> str | None:
-    """The cluster to join: ``scaling.address``, else ``RAY_ADDRESS``; None starts a local one."""
-    return config.scaling.address or os.environ.get("RAY_ADDRESS")
 
 
 class ValidationConfig(Section):
@@ -382,300 +364,3 @@ class ValidationConfig(Section):
                 "scikit-learn estimator (e.g. sklearn.linear_model.LogisticRegression)"
             )
         return self
-
-
-_UNITS = {"d": "days", "h": "hours", "w": "weeks"}
-
-
-def parse_duration(text: str) -> timedelta:
-    """``30d``, ``12h``, ``2w``, ``0d``: a duration, or ValueError saying how to write one."""
-    number, unit = text.strip()[:-1], text.strip()[-1:]
-    if not number.isdigit() or unit not in _UNITS:
-        raise ValueError(
-            f"{text!r} is not a duration: write a whole number and a unit, d (days), h (hours) "
-            "or w (weeks), e.g. 30d, 12h or 0d"
-        )
-    return timedelta(**{_UNITS[unit]: int(number)})
-
-
-class FeastConfig(Section):
-    repo: str
-    """The Feast feature repo: the directory that holds `feature_store.yaml`."""
-
-    features: list[str] = Field(default_factory=list)
-    """What to export: feature view names (all their features) and `view:feature` refs."""
-
-    feature_service: str | None = None
-    """Export the features of this FeatureService instead of `features`."""
-
-    entities: str | None = None
-    """Parquet file or directory of entity rows: every join key of the views, the event
-    timestamp column, and any other columns to carry along (a label, say). Export needs these
-    or a time range (`start`, `end`)."""
-
-    start: datetime | None = None
-    """Instead of `entities`: export every (join keys, event timestamp) of the views' feature
-    rows from `start` to `end` (both included), as of its own timestamp. Naive times are UTC."""
-
-    end: datetime | None = None
-    """The end of the time range (default: now)."""
-
-    timestamp_column: str = "event_timestamp"
-    """The event timestamp column of `entities`: features are read as of this time."""
-
-    chunk_rows: int = Field(50_000, ge=1)
-    """Entity rows per point-in-time retrieval; each chunk becomes one Parquet part. Lower it
-    when a chunk of rows x features does not fit in the driver's memory. Not used with Feast's
-    ray offline store, which retrieves on the cluster and writes from there."""
-
-    prune: Literal["plan", "apply"] = "plan"
-    """What `cae-ray run` does after a passed validation: `plan` saves the prune plan only (like
-    `cae-ray prune` without --apply); `apply` sets the deprecation marks in the registry to
-    exactly this run's unselected features (features it keeps lose earlier marks)."""
-
-    kept_service: str = Field("cae_ray_selected", min_length=1)
-    """The one FeatureService cae-ray keeps: each applied prune sets it to the run's selected
-    features (tagged with the run id and date). Models read their features from it."""
-
-    grace_period: str = "30d"
-    """How long a feature stays deprecated before `cae-ray retire` removes it from the repo's
-    definitions: a number and a unit, `d` (days), `h` (hours) or `w` (weeks); `0d` retires every
-    deprecated feature."""
-
-    retire: Literal["off", "plan", "apply"] = "plan"
-    """What `cae-ray run` does after the prune: `plan` saves what would retire (RUN_DIR/
-    retire.json, with the diff) without doing it; `apply` retires (like `cae-ray retire
-    --apply`); `off` skips it."""
-
-    @field_validator("grace_period")
-    @classmethod
-    def _a_duration(cls, value: str) -> str:
-        parse_duration(value)  # raises ValueError with the fix
-        return value
-
-    @property
-    def grace(self) -> timedelta:
-        return parse_duration(self.grace_period)
-
-    @model_validator(mode="after")
-    def _kept_service_is_not_the_source(self) -> FeastConfig:
-        if self.feature_service is not None and self.feature_service == self.kept_service:
-            raise ValueError(
-                f"feast.feature_service and feast.kept_service are both {self.kept_service!r}: "
-                "exporting from the service cae-ray rewrites would shrink the candidates to the "
-                "last selection every run. Export from the views (feast.features) or from a "
-                "service of your own"
-            )
-        return self
-
-    @model_validator(mode="after")
-    def _one_source_of_features(self) -> FeastConfig:
-        if bool(self.features) == bool(self.feature_service):
-            raise ValueError(
-                "give either feast.features (views or view:feature refs) or "
-                "feast.feature_service, not both and not neither"
-            )
-        return self
-
-    @field_validator("start", "end")
-    @classmethod
-    def _naive_is_utc(cls, moment: datetime | None) -> datetime | None:
-        if moment is None or moment.tzinfo is not None:
-            return moment
-        return moment.replace(tzinfo=timezone.utc)
-
-    @property
-    def has_entity_rows(self) -> bool:
-        """Whether export has entity rows to retrieve: a file of them, or a time range."""
-        return self.entities is not None or self.start is not None
-
-    @model_validator(mode="after")
-    def _entity_rows_or_a_time_range(self) -> FeastConfig:
-        if self.entities is not None and self.start is not None:
-            raise ValueError(
-                "give either feast.entities (a file of entity rows) or a time range "
-                "(feast.start, feast.end), not both"
-            )
-        if self.end is not None and self.start is None:
-            raise ValueError("feast.end needs feast.start (the time range's beginning)")
-        if self.start is not None and self.end is not None and self.start > self.end:
-            raise ValueError(f"feast.start ({self.start}) is after feast.end ({self.end})")
-        return self
-
-
-class Config(Section):
-    """A whole run. Each section is optional and has sensible defaults."""
-
-    data: DataConfig | None = None
-    """The dataset to select from (required by `cae-ray select`, not by the estimator)."""
-
-    scaling: ScalingConfig = Field(default_factory=ScalingConfig)
-    """How many Ray Train workers, on which hardware."""
-
-    selector: SelectorConfig = Field(default_factory=SelectorConfig)
-    """Which selector, how many features, and its Gumbel-softmax schedule."""
-
-    training: TrainingConfig = Field(default_factory=TrainingConfig)
-    """Optimisation budget and reproducibility."""
-
-    head: HeadConfig = Field(default_factory=HeadConfig)
-    """The model that sits behind the selector during training."""
-
-    validation: ValidationConfig = Field(default_factory=ValidationConfig)
-    """The gate: does a model on the K selected features match the all-features baseline?"""
-
-    feast: FeastConfig | None = None
-    """The Feast feature repo to export training data from (`cae-ray export`)."""
-
-    @model_validator(mode="before")
-    @classmethod
-    def _one_device(cls, data: Any) -> Any:
-        """`scaling.use_gpu` decides the device; `training.device` (the in-memory estimator's)
-        follows it when not given, and may not contradict it when given."""
-        if not isinstance(data, dict):
-            return data
-        scaling, training = data.get("scaling") or {}, data.get("training") or {}
-        if not isinstance(scaling, dict) or not isinstance(training, dict):
-            return data  # the sections' own validation reports it
-        use_gpu, device = scaling.get("use_gpu"), training.get("device")
-        if use_gpu is True and device is None:
-            return {**data, "training": {**training, "device": "cuda"}}
-        if (use_gpu is True and device == "cpu") or (use_gpu is False and device == "cuda"):
-            raise ValueError(
-                f"training.device: {device} and scaling.use_gpu: {str(use_gpu).lower()} "
-                "disagree. Fix: set scaling.use_gpu alone (training.device follows it), or make "
-                "them agree"
-            )
-        return data
-
-    @property
-    def fair_baseline_required(self) -> bool:
-        """Whether a weak baseline fails the gate (``validation.require_fair_baseline``)."""
-        required = self.validation.require_fair_baseline
-        if required is not None:
-            return required
-        return self.feast is not None and self.feast.prune == "apply"
-
-
-# --- loading -----------------------------------------------------------------------------------
-
-_ENV_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
-
-
-@dataclass(frozen=True)
-class _Reference:
-    name: str
-    default: str | None
-    line: int
-
-
-def expand_env(text: str, source: str = "<string>") -> Any:
-    """The YAML ``text`` parsed, with ``${NAME}`` and ``${NAME:-default}`` in its values replaced
-    by the environment's values.
-
-    A value is substituted after parsing, never pasted into the text: a ``#`` or a newline in
-    it stays in the string instead of cutting it short or adding keys. A value that is one
-    reference and nothing else is read as a YAML scalar (``k: ${K}`` with ``K=7`` is 7).
-    """
-    references: list[_Reference] = []
-
-    def placeholder(match: re.Match[str]) -> str:
-        line = text.count("\n", 0, match.start()) + 1
-        references.append(_Reference(match.group(1), match.group(2), line))
-        return f"{_PLACEHOLDER}{len(references) - 1}_"  # a plain scalar in any YAML context
-
-    parsed = yaml.safe_load(_ENV_VAR.sub(placeholder, text))
-    return _substituted(parsed, references, source)
-
-
-_PLACEHOLDER = "cae_ray_environment_value_"
-_PLACEHOLDERS = re.compile(rf"{_PLACEHOLDER}(\d+)_")
-
-
-def _substituted(value: Any, references: list[_Reference], source: str) -> Any:
-    if isinstance(value, dict):
-        return {k: _substituted(v, references, source) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_substituted(v, references, source) for v in value]
-    if not isinstance(value, str) or _PLACEHOLDER not in value:
-        return value
-
-    def environment(match: re.Match[str]) -> str:
-        reference = references[int(match.group(1))]
-        found = os.environ.get(reference.name, reference.default)
-        if found is None:
-            raise UndefinedEnvVarError(source, reference.name, reference.line)
-        return found
-
-    expanded = _PLACEHOLDERS.sub(environment, value)
-    return _scalar(expanded) if _PLACEHOLDERS.fullmatch(value) else expanded
-
-
-def _scalar(text: str) -> Any:
-    """``text`` as YAML reads a plain scalar (7, 0.5, true, null, or the string itself)."""
-    tag = yaml.resolver.Resolver().resolve(yaml.ScalarNode, text, (True, False))
-    return yaml.SafeLoader("").construct_object(yaml.ScalarNode(tag, text))
-
-
-def load_config(path: str | os.PathLike[str]) -> Config:
-    """Read a YAML config file into a :class:`Config`; errors name the file, key and fix."""
-    source = str(path)
-    try:
-        text = Path(path).read_text()
-    except FileNotFoundError as e:
-        raise ConfigFileError(source, "no such file", "check the path") from e
-    except OSError as e:
-        raise ConfigFileError(source, f"cannot be read ({e.strerror})", "check permissions") from e
-    try:
-        data = expand_env(text, source)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        problem = getattr(e, "problem", None) or str(e)
-        raise ConfigFileError(
-            source, f"not valid YAML ({where}{problem})", "fix the YAML syntax there"
-        ) from e
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        raise ConfigFileError(
-            source,
-            f"the top level is a {type(data).__name__}, not a mapping",
-            "write sections such as `selector:` and `training:` at the top level",
-        )
-    return validate_config(data, source)
-
-
-def validate_config(data: dict[str, Any], source: str = "config") -> Config:
-    """Validate a plain dict (e.g. parsed YAML) into a :class:`Config`."""
-    try:
-        return Config.model_validate(data)
-    except ValidationError as e:
-        raise ConfigValidationError(source, [describe_problem(err) for err in e.errors()]) from e
-
-
-def describe_problem(err: Any) -> str:
-    """One line per pydantic error: the dotted key, what is wrong and, for typos, a suggestion."""
-    loc = ".".join(str(part) for part in err["loc"])
-    if err["type"] == "extra_forbidden":
-        return f"{loc}: unknown key{_suggestion(err['loc'])}"
-    value = err.get("input")
-    shown = "" if isinstance(value, dict) else f" (got {value!r})"
-    message = str(err["msg"]).removeprefix("Value error, ")
-    return f"{loc}: {message}{shown}" if loc else f"{message}{shown}"
-
-
-def _suggestion(loc: tuple[Any, ...]) -> str:
-    model: type[BaseModel] = Config
-    for part in loc[:-1]:
-        field = model.model_fields.get(str(part))
-        candidates = (field.annotation, *get_args(field.annotation)) if field else ()
-        models = [t for t in candidates if isinstance(t, type) and issubclass(t, BaseModel)]
-        if not models:
-            return ""
-        model = models[0]
-    known = list(model.model_fields)
-    close = difflib.get_close_matches(str(loc[-1]), known, n=1)
-    if close:
-        return f"; did you mean {close[0]!r}?"
-    return f"; known keys here: {', '.join(known)}"
