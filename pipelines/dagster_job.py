@@ -40,6 +40,7 @@ from dagster_ray.core.pipes import (
     PIPES_LAUNCHED_EXTRAS_RAY_ADDRESS_KEY,
     PIPES_LAUNCHED_EXTRAS_RAY_JOB_ID_KEY,
     EnrichedSubmitJobParams,
+    SubmitJobParams,
 )
 from dagster_ray.types import OpOrAssetExecutionContext
 
@@ -260,26 +261,18 @@ def cae_ray_ray_job(
     ray_cluster: RayCluster,
     config: RunSettings,
 ) -> dict[str, Any]:
-    from pipelines.submit import attempt_id, failure_reason, last_summary
+    from pipelines.submit import attempt_id, last_summary
 
     name = _run_name(context, config)
     run_dir = cae_ray.run_dir(name)
     address = ray_cluster.address
-    entrypoint = shlex.join(
-        [
-            ray_cluster.python,
-            f"{ray_cluster.app_dir}/pipelines/ray_job.py",
-            "--config",
-            cae_ray.config_path,
-            "--run-dir",
-            run_dir,
-        ]
-    )
+    script = f"{ray_cluster.app_dir}/pipelines/ray_job.py"
+    arguments = ["--config", cae_ray.config_path, "--run-dir", run_dir]
+    entrypoint = shlex.join([ray_cluster.python, script, *arguments])
     pipes = _RayJobClient(address=address, poll_interval=ray_cluster.poll_interval_s)
     try:
-        client = pipes.client
         # This attempt's id: the last attempt's while it still runs, else a new one.
-        submission_id = attempt_id(client, f"cae-ray-{name}-{context.run_id[:8]}")
+        submission_id = attempt_id(pipes.client, f"cae-ray-{name}-{context.run_id[:8]}")
     except (OSError, RuntimeError, ValueError) as e:
         failure = dg.Failure(
             description=f"cannot use the Ray job server at {address}: {e}",
@@ -287,33 +280,11 @@ def cae_ray_ray_job(
         )
         raise _retry_or(failure, context, ray_cluster) from e
     context.log.info(f"Ray job {submission_id} on {address}: {entrypoint}")
-
-    timed_out = threading.Event()
-
-    def stop() -> None:
-        timed_out.set()
-        client.stop_job(submission_id)
-
-    timer = threading.Timer(ray_cluster.timeout_s, stop)
-    timer.daemon = True
-    timer.start()
-    error: Exception | None = None
+    job = {"entrypoint": entrypoint, "submission_id": submission_id}
+    error, timed_out = _run_with_timeout(context, pipes, job, ray_cluster.timeout_s)
     try:
-        pipes.run(
-            context=context,
-            submit_job_params={
-                "entrypoint": entrypoint,
-                "submission_id": submission_id,
-                "metadata": {"dagster_run_id": context.run_id},
-            },
-        )
-    except (OSError, RuntimeError, ValueError) as e:  # FAILED / STOPPED, or no answer
-        error = e
-    finally:
-        timer.cancel()
-    try:
-        status = str(client.get_job_status(submission_id).value)
-        logs = str(client.get_job_logs(submission_id))
+        status = str(pipes.client.get_job_status(submission_id).value)
+        logs = str(pipes.client.get_job_logs(submission_id))
     except (OSError, RuntimeError, ValueError) as e:  # never submitted, or server away
         reason = error or e
         failure = dg.Failure(
@@ -321,34 +292,83 @@ def cae_ray_ray_job(
             metadata={"run_dir": run_dir, "ray_job": submission_id},
         )
         raise _retry_or(failure, context, ray_cluster) from reason
-    summary = last_summary(logs)
+    summary = last_summary(logs) or {}
     if status == "SUCCEEDED":
         context.add_output_metadata(
-            {"run_dir": run_dir, "submission_id": submission_id, "summary": summary or {}}
+            {"run_dir": run_dir, "submission_id": submission_id, "summary": summary}
         )
-        return summary or {}
-    code = (summary or {}).get("exit_code")
-    code = code if isinstance(code, int) else None
-    why = failure_reason(summary)
-    if timed_out.is_set():
-        why = (
-            f"it did not finish within {ray_cluster.timeout_s:.0f} s and was asked to stop "
+        return summary
+    why = _why_it_failed(status, summary, error, ray_cluster.timeout_s if timed_out else None)
+    raise _retry_or(_job_failure(job, address, status, why, run_dir, logs), context, ray_cluster)
+
+
+def _run_with_timeout(
+    context: dg.OpExecutionContext, pipes: PipesRayJobClient, job: dict[str, str], timeout: float
+) -> tuple[Exception | None, bool]:
+    """dagster-ray submits (or finds) the job and waits for it; a timer stops the job after
+    ``timeout`` seconds (dagster-ray keeps its own ``timeout`` but never waits on it). Returns
+    the error the wait ended with, if any, and whether the timer fired."""
+    timed_out = threading.Event()
+
+    def stop() -> None:
+        timed_out.set()
+        pipes.client.stop_job(job["submission_id"])
+
+    timer = threading.Timer(timeout, stop)
+    timer.daemon = True
+    timer.start()
+    try:
+        params: SubmitJobParams = {
+            "entrypoint": job["entrypoint"],
+            "submission_id": job["submission_id"],
+            "metadata": {"dagster_run_id": context.run_id},
+        }
+        pipes.run(context=context, submit_job_params=params)
+        return None, timed_out.is_set()
+    except (OSError, RuntimeError, ValueError) as e:  # FAILED / STOPPED, or no answer
+        return e, timed_out.is_set()
+    finally:
+        timer.cancel()
+
+
+def _why_it_failed(
+    status: str, summary: dict[str, Any], error: Exception | None, timed_out_after: float | None
+) -> str:
+    """The reason a failed job gives: its entry point's summary, after the timeout if it fired
+    or the lost wait if the job still runs."""
+    from pipelines.submit import failure_reason
+
+    why = failure_reason(summary or None)
+    if timed_out_after is not None:
+        return (
+            f"it did not finish within {timed_out_after:.0f} s and was asked to stop "
             f"(its run dir keeps the finished steps: run again to resume); {why}"
         )
-    elif status not in ("FAILED", "STOPPED"):  # lost track of a job that still runs
-        why = f"waiting for it failed ({error}); {why}"
-    failure = dg.Failure(
-        description=f"Ray job {submission_id} on {address} ended {status}: {why}",
+    if status not in ("FAILED", "STOPPED"):  # lost track of a job that still runs
+        return f"waiting for it failed ({error}); {why}"
+    return why
+
+
+def _job_failure(
+    job: dict[str, str], address: str, status: str, why: str, run_dir: str, logs: str
+) -> dg.Failure:
+    """The op's failure, with the entry point's exit code (from its summary line, the last of
+    its logs) as ``exit_code``, ``gate_failed`` and whether a retry may pass."""
+    from pipelines.submit import last_summary
+
+    code = (last_summary(logs) or {}).get("exit_code")
+    code = code if isinstance(code, int) else None
+    return dg.Failure(
+        description=f"Ray job {job['submission_id']} on {address} ended {status}: {why}",
         metadata={
             "run_dir": run_dir,
-            "ray_job": submission_id,
+            "ray_job": job["submission_id"],
             "exit_code": -1 if code is None else code,
             "gate_failed": code == EXIT_GATE,
             "logs (tail)": dg.MetadataValue.text(logs[-4000:]),
         },
         allow_retries=code not in (EXIT_GATE, EXIT_CONFIG, EXIT_INPUT),
     )
-    raise _retry_or(failure, context, ray_cluster)
 
 
 def _retry_or(
