@@ -6,8 +6,12 @@ Two jobs, one step each (the pipeline's steps live in ``cae_ray.pipeline.run``):
   cluster named by the config's ``scaling.address`` or ``RAY_ADDRESS`` (``ray://head:10001``),
   else starts a local one, so the same job works on a laptop and against a cluster.
 * ``cae_ray_on_cluster``: the op submits ``pipelines/ray_job.py`` as a Ray Job to a cluster's
-  job server (``ray_cluster.address``, ``http://head:8265``) and waits for it; the driver
-  runs on the cluster's head, so the Dagster process needs no GPU, only ``ray[default]``.
+  job server (``ray_cluster.address``, ``http://head:8265``) with dagster-ray's
+  ``PipesRayJobClient``, which waits for it, streams its log lines into the run's logs and
+  stops it when the run is terminated; the driver runs on the cluster's head, so the Dagster
+  process needs no GPU, only ``ray[default]``. What dagster-ray lacks is here: a timeout, one
+  Ray job per attempt (waiting for the last one if it still runs), and the entry point's exit
+  code (from its summary line) as the failure's ``exit_code``, ``gate_failed`` and retry.
 
 And one asset, ``cae_ray_selection``: the same in-process run, materialized as the selection,
 with a blocking asset check ``validation_gate`` that carries the gate's verdict (metric,
@@ -27,9 +31,18 @@ A failed validation gate fails the run (no retry: more attempts give the same an
 # No `from __future__ import annotations`: Dagster reads the op signatures' annotations
 # (the context type, resources, config) at definition time.
 import shlex
+import threading
 from typing import Any
 
 import dagster as dg
+from dagster_ray import PipesRayJobClient
+from dagster_ray.core.pipes import (
+    PIPES_LAUNCHED_EXTRAS_RAY_ADDRESS_KEY,
+    PIPES_LAUNCHED_EXTRAS_RAY_JOB_ID_KEY,
+    EnrichedSubmitJobParams,
+    SubmitJobParams,
+)
+from dagster_ray.types import OpOrAssetExecutionContext
 
 from cae_ray.errors import EXIT_CLUSTER, EXIT_CONFIG, EXIT_GATE, EXIT_INPUT, exit_code
 from cae_ray.records import Verdict  # at import: Dagster reads the annotations at run time
@@ -60,8 +73,14 @@ class RayCluster(dg.ConfigurableResource):
     app_dir: str = "/app"
     """Where the cluster's image keeps ``pipelines/`` (``/app`` in deploy/Dockerfile*)."""
 
+    python: str = "python"
+    """The cluster's Python, which runs ``pipelines/ray_job.py``."""
+
     timeout_s: float = 24 * 3600
     """Stop the Ray Job and fail the op after this long."""
+
+    poll_interval_s: float = 5
+    """Seconds between two looks at the job's status."""
 
     max_retries: int = 2
     """Retries of a failure that may pass (the job server away, workers lost); a failed gate,
@@ -202,59 +221,154 @@ def _gate_result(verdict: Verdict | None) -> dg.AssetCheckResult:
     )
 
 
-@dg.op(description="Submit pipelines/ray_job.py as a Ray Job to a cluster and wait for it.")
+class _RayJobClient(PipesRayJobClient):
+    """dagster-ray's client (submit, wait, stream the job's logs, stop the job when the Dagster
+    run is terminated), which also waits for a job whose submission id is already on the
+    cluster instead of submitting it again (the job server refuses an existing id): an op
+    retry after this process lost the job server mid-wait finds its job still running."""
+
+    def _start(
+        self,
+        context: OpOrAssetExecutionContext,
+        session: dg.PipesSession,
+        submit_job_params: EnrichedSubmitJobParams,
+    ) -> str:
+        job_id = submit_job_params["submission_id"]
+        try:
+            self.client.get_job_status(job_id)
+        except RuntimeError:  # "Job ... does not exist": submit it
+            return super()._start(context, session, submit_job_params)
+        context.log.info(f"Ray job {job_id} is already on the cluster: waiting for it")
+        address = self.client.get_address()
+        session.report_launched(
+            {
+                "extras": {
+                    PIPES_LAUNCHED_EXTRAS_RAY_JOB_ID_KEY: job_id,
+                    PIPES_LAUNCHED_EXTRAS_RAY_ADDRESS_KEY: address,
+                }
+            }
+        )
+        return job_id
+
+
+@dg.op(
+    description="Submit pipelines/ray_job.py as a Ray Job to a cluster and wait for it "
+    "(dagster-ray's PipesRayJobClient: the job's log lines stream into this run's logs)."
+)
 def cae_ray_ray_job(
     context: dg.OpExecutionContext,
     cae_ray: CaeRay,
     ray_cluster: RayCluster,
     config: RunSettings,
 ) -> dict[str, Any]:
-    from pipelines.submit import RayJobError, submit_and_wait
+    from pipelines.submit import attempt_id, last_summary
 
     name = _run_name(context, config)
     run_dir = cae_ray.run_dir(name)
-    entrypoint = shlex.join(
-        [
-            "python",
-            f"{ray_cluster.app_dir}/pipelines/ray_job.py",
-            "--config",
-            cae_ray.config_path,
-            "--run-dir",
-            run_dir,
-        ]
-    )
-    context.log.info(f"submitting to {ray_cluster.address}: {entrypoint}")
+    address = ray_cluster.address
+    script = f"{ray_cluster.app_dir}/pipelines/ray_job.py"
+    arguments = ["--config", cae_ray.config_path, "--run-dir", run_dir]
+    entrypoint = shlex.join([ray_cluster.python, script, *arguments])
+    pipes = _RayJobClient(address=address, poll_interval=ray_cluster.poll_interval_s)
     try:
-        outcome = submit_and_wait(
-            ray_cluster.address,
-            entrypoint,
-            timeout=ray_cluster.timeout_s,
-            submission_id=f"cae-ray-{name}-{context.run_id[:8]}",
-            metadata={"dagster_run_id": context.run_id},
-            raise_on_failure=False,
-        )
-    except RayJobError as e:
-        failure = dg.Failure(description=str(e), metadata={"run_dir": run_dir})
-        raise _retry_or(failure, context, ray_cluster) from e
-    summary = outcome.summary or {}
-    if not outcome.succeeded:
-        code = outcome.exit_code
+        # This attempt's id: the last attempt's while it still runs, else a new one.
+        submission_id = attempt_id(pipes.client, f"cae-ray-{name}-{context.run_id[:8]}")
+    except (OSError, RuntimeError, ValueError) as e:
         failure = dg.Failure(
-            description=f"Ray job {outcome.submission_id} ended {outcome.status}: "
-            f"{summary.get('message', 'see its logs')}",
-            metadata={
-                "run_dir": run_dir,
-                "exit_code": -1 if code is None else code,
-                "gate_failed": code == EXIT_GATE,
-                "logs (tail)": dg.MetadataValue.text(outcome.logs[-4000:]),
-            },
-            allow_retries=code not in (EXIT_GATE, EXIT_CONFIG, EXIT_INPUT),
+            description=f"cannot use the Ray job server at {address}: {e}",
+            metadata={"run_dir": run_dir},
         )
-        raise _retry_or(failure, context, ray_cluster)
-    context.add_output_metadata(
-        {"run_dir": run_dir, "submission_id": outcome.submission_id, "summary": summary}
+        raise _retry_or(failure, context, ray_cluster) from e
+    context.log.info(f"Ray job {submission_id} on {address}: {entrypoint}")
+    job = {"entrypoint": entrypoint, "submission_id": submission_id}
+    error, timed_out = _run_with_timeout(context, pipes, job, ray_cluster.timeout_s)
+    try:
+        status = str(pipes.client.get_job_status(submission_id).value)
+        logs = str(pipes.client.get_job_logs(submission_id))
+    except (OSError, RuntimeError, ValueError) as e:  # never submitted, or server away
+        reason = error or e
+        failure = dg.Failure(
+            description=f"Ray job {submission_id} on {address}: {reason}",
+            metadata={"run_dir": run_dir, "ray_job": submission_id},
+        )
+        raise _retry_or(failure, context, ray_cluster) from reason
+    summary = last_summary(logs) or {}
+    if status == "SUCCEEDED":
+        context.add_output_metadata(
+            {"run_dir": run_dir, "submission_id": submission_id, "summary": summary}
+        )
+        return summary
+    why = _why_it_failed(status, summary, error, ray_cluster.timeout_s if timed_out else None)
+    raise _retry_or(_job_failure(job, address, status, why, run_dir, logs), context, ray_cluster)
+
+
+def _run_with_timeout(
+    context: dg.OpExecutionContext, pipes: PipesRayJobClient, job: dict[str, str], timeout: float
+) -> tuple[Exception | None, bool]:
+    """dagster-ray submits (or finds) the job and waits for it; a timer stops the job after
+    ``timeout`` seconds (dagster-ray keeps its own ``timeout`` but never waits on it). Returns
+    the error the wait ended with, if any, and whether the timer fired."""
+    timed_out = threading.Event()
+
+    def stop() -> None:
+        timed_out.set()
+        pipes.client.stop_job(job["submission_id"])
+
+    timer = threading.Timer(timeout, stop)
+    timer.daemon = True
+    timer.start()
+    try:
+        params: SubmitJobParams = {
+            "entrypoint": job["entrypoint"],
+            "submission_id": job["submission_id"],
+            "metadata": {"dagster_run_id": context.run_id},
+        }
+        pipes.run(context=context, submit_job_params=params)
+        return None, timed_out.is_set()
+    except (OSError, RuntimeError, ValueError) as e:  # FAILED / STOPPED, or no answer
+        return e, timed_out.is_set()
+    finally:
+        timer.cancel()
+
+
+def _why_it_failed(
+    status: str, summary: dict[str, Any], error: Exception | None, timed_out_after: float | None
+) -> str:
+    """The reason a failed job gives: its entry point's summary, after the timeout if it fired
+    or the lost wait if the job still runs."""
+    from pipelines.submit import failure_reason
+
+    why = failure_reason(summary or None)
+    if timed_out_after is not None:
+        return (
+            f"it did not finish within {timed_out_after:.0f} s and was asked to stop "
+            f"(its run dir keeps the finished steps: run again to resume); {why}"
+        )
+    if status not in ("FAILED", "STOPPED"):  # lost track of a job that still runs
+        return f"waiting for it failed ({error}); {why}"
+    return why
+
+
+def _job_failure(
+    job: dict[str, str], address: str, status: str, why: str, run_dir: str, logs: str
+) -> dg.Failure:
+    """The op's failure, with the entry point's exit code (from its summary line, the last of
+    its logs) as ``exit_code``, ``gate_failed`` and whether a retry may pass."""
+    from pipelines.submit import last_summary
+
+    code = (last_summary(logs) or {}).get("exit_code")
+    code = code if isinstance(code, int) else None
+    return dg.Failure(
+        description=f"Ray job {job['submission_id']} on {address} ended {status}: {why}",
+        metadata={
+            "run_dir": run_dir,
+            "ray_job": job["submission_id"],
+            "exit_code": -1 if code is None else code,
+            "gate_failed": code == EXIT_GATE,
+            "logs (tail)": dg.MetadataValue.text(logs[-4000:]),
+        },
+        allow_retries=code not in (EXIT_GATE, EXIT_CONFIG, EXIT_INPUT),
     )
-    return summary
 
 
 def _retry_or(

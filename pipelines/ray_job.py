@@ -20,6 +20,11 @@ The last line on stdout is one JSON object, for whoever reads the job's logs::
 ``message`` say which), ``interrupted`` (SIGTERM or SIGINT: run the job again to resume) or
 ``error`` (an unexpected exception; its traceback goes to stderr).
 Exit codes are those of ``cae-ray`` (``cae_ray.errors.EXIT_CODES``; ``--help`` lists them).
+
+Submitted by the Dagster adapter (dagster-ray's ``PipesRayJobClient``, which sets
+``DAGSTER_PIPES_CONTEXT``), it also speaks Dagster Pipes where ``dagster-pipes`` is installed:
+each step's start and end go to the Dagster run's log as well. The summary line stays the last
+line on stdout; the op reads it from the job's logs.
 """
 
 from __future__ import annotations
@@ -84,9 +89,24 @@ def recorded_run(run_dir: str) -> dict[str, Any] | None:
     return None if record is None else record.as_json()
 
 
-def progress(verbose: bool) -> Callable[[Any], None]:
+def dagster_pipes() -> Any:
+    """An open Dagster Pipes context when a Dagster op submitted this job
+    (``DAGSTER_PIPES_CONTEXT`` is set) and ``dagster-pipes`` is installed, else None. Its
+    messages go to stdout, where the op reads them from the job's logs; close it when done."""
+    if "DAGSTER_PIPES_CONTEXT" not in os.environ:
+        return None
+    try:
+        from dagster_pipes import open_dagster_pipes
+    except ImportError:
+        print("[cae-ray] dagster-pipes is not installed: no messages to Dagster", file=sys.stderr)
+        return None
+    return open_dagster_pipes()
+
+
+def progress(verbose: bool, pipes: Any = None) -> Callable[[Any], None]:
     """``run``'s event callback: one stderr line per step as it starts and ends (a day-long
-    job's logs say where it is), and one per epoch (or export chunk) with ``verbose``."""
+    job's logs say where it is), and one per epoch (or export chunk) with ``verbose``; with a
+    Dagster ``pipes`` context, each step line in the Dagster run's log too."""
 
     def on_event(event: Any) -> None:
         if event.status == "progress":
@@ -99,6 +119,8 @@ def progress(verbose: bool) -> Callable[[Any], None]:
         if event.reason:
             line += f" ({event.reason})"
         print(line, file=sys.stderr, flush=True)
+        if pipes is not None:
+            pipes.log.info(line)
 
     return on_event
 
@@ -112,6 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     summary: dict[str, Any] = {"config": str(args.config), "run_dir": str(args.run_dir)}
     code = EXIT_OK
+    pipes = dagster_pipes()
     try:
         from cae_ray.config import load_config
         from cae_ray.errors import EXIT_GATE, CaeRayError, RunInterruptedError, exit_code
@@ -126,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
             from cae_ray.pipeline import run, stopping_on_signals
 
             with stopping_on_signals():  # a pod's SIGTERM: run.json says where it stopped
-                result = run(config, args.run_dir, progress(args.verbose))
+                result = run(config, args.run_dir, progress(args.verbose, pipes))
         except CaeRayError as error:
             code = exit_code(error)
             print(f"error: {error}", file=sys.stderr, flush=True)
@@ -142,6 +165,8 @@ def main(argv: list[str] | None = None) -> int:
         code = 1  # cae_ray.errors.EXIT_FAILURE (cae_ray itself may have failed to import)
         summary.update(status="error", error=type(error).__name__, message=str(error))
         summary["result"] = recorded_run(args.run_dir)
+    if pipes is not None:
+        pipes.close()  # its last message before the summary: that stays the last line
     summary["exit_code"] = code
     summary["seconds"] = round(time.perf_counter() - started, 3)
     print(json.dumps(summary, default=str), flush=True)

@@ -1,7 +1,9 @@
 """Submit a command to a Ray cluster as a Ray Job and wait for it to end.
 
-The one place orchestrators talk to a cluster's job server (the Ray dashboard, port 8265),
-through :class:`ray.job_submission.JobSubmissionClient`. That client, and the job server on
+How the Airflow DAG (and anyone from Python) talks to a cluster's job server (the Ray
+dashboard, port 8265), through :class:`ray.job_submission.JobSubmissionClient`; the Dagster
+adapter submits with dagster-ray's ``PipesRayJobClient`` and uses :func:`attempt_id`,
+:func:`last_summary` and :func:`failure_reason` from here. That client, and the job server on
 the cluster, need ``ray[default]`` (the cae-ray images install it)::
 
     from pipelines.submit import submit_and_wait

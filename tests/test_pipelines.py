@@ -314,6 +314,153 @@ def test_dagster_cluster_job_fails_clearly_without_a_job_server(dagster_job, tmp
     assert address in failure.user_failure_data.description
 
 
+def on_cluster(
+    dagster_job, cae_ray: Any, cluster: Any, run_id: str | None = None, instance: Any = None
+) -> Any:
+    """``cae_ray_on_cluster`` in process, run name "weekly"."""
+    return dagster_job.cae_ray_on_cluster.execute_in_process(
+        run_config={"ops": {"cae_ray_ray_job": {"config": {"run_name": "weekly"}}}},
+        resources={"cae_ray": cae_ray, "ray_cluster": cluster},
+        instance=instance,
+        raise_on_error=False,
+        run_id=run_id,
+    )
+
+
+def op_failure(result: Any) -> tuple[str, dict[str, Any]]:
+    """The op's dg.Failure: its description and its metadata's values."""
+    failure = result.failure_data_for_node("cae_ray_ray_job")
+    assert failure is not None and failure.user_failure_data is not None, failure
+    data = failure.user_failure_data
+    return data.description, {k: v.value for k, v in data.metadata.items()}
+
+
+def retries(result: Any) -> int:
+    return [e.event_type_value for e in result.all_events].count("STEP_UP_FOR_RETRY")
+
+
+@pytest.mark.ray
+def test_dagster_cluster_job_on_a_real_job_server(
+    dagster_job, finished_run, job_server, tmp_path
+) -> None:
+    """``cae_ray_on_cluster`` submits the real ``pipelines/ray_job.py`` through dagster-ray to
+    a real job server: on a copy of a finished run it succeeds and returns the summary, the
+    steps' lines reach the Dagster log through Pipes; with a gate that cannot pass it fails
+    with exit code 5, gate_failed and no retry."""
+    config, run_dir, _ = finished_run
+    copy_run(run_dir, tmp_path / "runs" / "weekly")
+    cluster = dagster_job.RayCluster(
+        address=job_server,
+        app_dir=str(ROOT),
+        python=sys.executable,
+        poll_interval_s=0.5,
+        retry_delay_s=0.1,  # a job server too busy to answer (2 cores): retry at once
+    )
+    cae_ray = dagster_job.CaeRay(config_path=str(config), runs_root=str(tmp_path / "runs"))
+    import dagster as dg
+
+    instance = dg.DagsterInstance.ephemeral()
+    result = on_cluster(dagster_job, cae_ray, cluster, instance=instance)
+    assert result.success, op_failure(result)
+    summary = result.output_for_node("cae_ray_ray_job")
+    assert summary["status"] == "succeeded" and summary["exit_code"] == 0
+    assert summary["ray_address"] not in ("local", None)  # joined the job server's cluster
+    assert summary["result"]["steps"]["select"]["status"] == "reused"
+    logged = [entry.user_message for entry in instance.all_logs(result.run_id)]
+    assert any("[cae-ray] select: reused" in m for m in logged), logged  # through Pipes
+
+    failing = write_config(tmp_path / "gate.yaml", _data_path(config), baseline=1.0, tolerance=0)
+    cae_ray = dagster_job.CaeRay(config_path=str(failing), runs_root=str(tmp_path / "runs"))
+    result = on_cluster(dagster_job, cae_ray, cluster)
+    assert not result.success and retries(result) == 0  # a failed gate never retries
+    description, metadata = op_failure(result)
+    assert metadata["exit_code"] == 5 and metadata["gate_failed"] is True
+    assert (
+        "ended FAILED" in description and "exit code 5 (the validation gate failed)" in description
+    )
+    assert metadata["run_dir"] == str(tmp_path / "runs" / "weekly")
+    recorded = json.loads((tmp_path / "runs" / "weekly" / "run.json").read_text())
+    assert recorded["status"] == "gate_failed"
+
+
+STUB = """import json, sys, time
+words = open(sys.argv[sys.argv.index("--config") + 1]).read().split()
+time.sleep(float(words[0]))
+print(json.dumps({"status": "stub", "exit_code": int(words[1]), "message": words[2]}))
+sys.exit(int(words[1]))
+"""
+
+
+@pytest.mark.ray
+def test_dagster_cluster_job_retries_stops_and_waits(dagster_job, job_server, tmp_path) -> None:
+    """Against the real job server, with an entry point that sleeps, prints a summary and
+    exits as its config file says: a failure that may pass (exit 4) retries with a new Ray job
+    each time; bad input (exit 3) does not; a job past the timeout is stopped; an attempt
+    already on the cluster is waited for, not submitted again."""
+    from ray.job_submission import JobSubmissionClient
+
+    (tmp_path / "app" / "pipelines").mkdir(parents=True)
+    (tmp_path / "app" / "pipelines" / "ray_job.py").write_text(STUB)
+    client = JobSubmissionClient(job_server)
+
+    def run(behaviour: str, run_id: str | None = None, **settings: Any) -> Any:
+        config = tmp_path / f"{behaviour.replace(' ', '-')}.txt"
+        config.write_text(behaviour)
+        cae_ray = dagster_job.CaeRay(config_path=str(config), runs_root=str(tmp_path / "r"))
+        settings = {"max_retries": 0, "retry_delay_s": 0.1, **settings}
+        cluster = dagster_job.RayCluster(
+            address=job_server,
+            app_dir=str(tmp_path / "app"),
+            python=sys.executable,
+            poll_interval_s=0.5,
+            **settings,
+        )
+        return on_cluster(dagster_job, cae_ray, cluster, run_id)
+
+    def jobs(result: Any) -> dict[str, str]:
+        prefix = f"cae-ray-weekly-{result.run_id[:8]}"
+        return {
+            str(job.submission_id): str(job.status.value)
+            for job in client.list_jobs()
+            if str(job.submission_id).startswith(prefix)
+        }
+
+    result = run("0 4 workers-lost", max_retries=1)
+    assert not result.success and retries(result) == 1
+    description, metadata = op_failure(result)
+    assert metadata["exit_code"] == 4 and metadata["gate_failed"] is False
+    assert "workers-lost" in description and "exit code 4" in description
+    prefix = f"cae-ray-weekly-{result.run_id[:8]}"
+    assert jobs(result) == {prefix: "FAILED", f"{prefix}-2": "FAILED"}  # one Ray job an attempt
+
+    result = run("0 3 no-table", max_retries=2)
+    assert not result.success and retries(result) == 0
+    assert op_failure(result)[1]["exit_code"] == 3
+
+    result = run("60 0 slept", timeout_s=3)
+    assert not result.success
+    description, metadata = op_failure(result)
+    assert "ended STOPPED" in description and "did not finish within 3 s" in description
+    assert metadata["exit_code"] == -1  # stopped before it printed a summary
+    assert list(jobs(result).values()) == ["STOPPED"]
+
+    # An attempt already running (the last one lost the job server while it waited): the op
+    # waits for it and returns its summary.
+    import uuid
+
+    run_id = str(uuid.uuid4())
+    config = tmp_path / "already.txt"
+    config.write_text("4 0 already-running")
+    entrypoint = (
+        f"{sys.executable} {tmp_path / 'app' / 'pipelines' / 'ray_job.py'} --config {config}"
+    )
+    client.submit_job(entrypoint=entrypoint, submission_id=f"cae-ray-weekly-{run_id[:8]}")
+    result = run("0 1 second-job", run_id=run_id)
+    assert result.success, op_failure(result)
+    assert result.output_for_node("cae_ray_ray_job")["message"] == "already-running"
+    assert jobs(result) == {f"cae-ray-weekly-{run_id[:8]}": "SUCCEEDED"}  # nothing else
+
+
 # --- submit.py ---------------------------------------------------------------------------------
 
 
