@@ -1,7 +1,8 @@
 """cae-ray: Concrete Autoencoder feature selection (CAE, IP-CAE) for wide feature tables.
 
 ``import cae_ray`` is light (no torch, Ray, Feast or scikit-learn): the names below are loaded
-on first use.
+on first use. ``pip install cae-ray`` is the registry side (the Feast overlay hook, prune,
+restore, retire); training needs ``pip install "cae-ray[train]"`` (:mod:`cae_ray.extras`).
 """
 
 from typing import TYPE_CHECKING, Any
@@ -36,10 +37,16 @@ def __dir__() -> list[str]:
 
 def __getattr__(name: str) -> Any:
     if name == "ConcreteFeatureSelector":
+        from cae_ray.extras import require_train
+
+        require_train("cae_ray.ConcreteFeatureSelector")
         from cae_ray.selector.estimator import ConcreteFeatureSelector
 
         return ConcreteFeatureSelector
     if name == "ConcreteFeatureSelectorCV":
+        from cae_ray.extras import require_train
+
+        require_train("cae_ray.ConcreteFeatureSelectorCV")
         from cae_ray.gate.selector_cv import ConcreteFeatureSelectorCV
 
         return ConcreteFeatureSelectorCV

@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from cae_ray.config import Config, load_config
+from cae_ray.extras import require_train
 from cae_ray.feast.errors import FeastRepoError
 from cae_ray.feast.store import feast_apply
 
@@ -138,6 +139,7 @@ def make_demo_repo(
 ) -> DemoRepo:
     """Write the demo's feature data, entity rows and Feast repo, and `feast apply` it.
     An existing demo repo is reused as it is (its registry may hold an earlier run's marks)."""
+    require_train("cae-ray demo")
     repo = directory / "feature_repo"
     entities = directory / "entities.parquet"
     data = make_demo_data(rows=rows, features=features, informative=informative)

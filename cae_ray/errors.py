@@ -32,7 +32,8 @@ EXIT_SIGINT, EXIT_SIGTERM = 130, 143
 EXIT_CODES = {
     0: "success",
     EXIT_FAILURE: "unexpected failure",
-    EXIT_CONFIG: "bad configuration or usage (also: no, an edited or a stale selection)",
+    EXIT_CONFIG: "bad configuration or usage (also: no, an edited or a stale selection; a missing "
+    "extra; a Feast too old for the repo)",
     EXIT_INPUT: "bad input data",
     EXIT_CLUSTER: "Ray cluster unreachable, short of the resources asked for, or workers lost",
     EXIT_GATE: "the validation gate failed",

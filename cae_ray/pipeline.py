@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from cae_ray.artifacts import STEP_ARTIFACTS, RunDir, config_hash
 from cae_ray.config import Config
+from cae_ray.extras import require_train
 from cae_ray.gate.errors import gate_failure
 from cae_ray.records import (
     ExportManifest,
@@ -84,6 +85,7 @@ def run(config: Config, run_dir: RunDirLike, on_event: OnEvent | None = None) ->
     """Every step in order; returns (and writes) ``run.json``. When the validation gate fails,
     prune is skipped, the report is still written, and :class:`ValidationGateFailedError` is
     raised."""
+    require_train("a run")
     with hold_run_dir(run_dir) as where:
         steps = RunSteps(config, where, on_event)
         export_rows = steps.rows("export")
@@ -125,6 +127,7 @@ def export(
     config: Config, run_dir: RunDirLike, on_rows: Callable[[int, int], None] | None = None
 ) -> ExportManifest:
     """Training rows from a Feast feature store (:mod:`cae_ray.feast.export`)."""
+    require_train("the export step")
     from cae_ray.feast.export import export as export_step
 
     with hold_run_dir(run_dir) as where:
@@ -134,6 +137,7 @@ def export(
 def prepare(config: Config, run_dir: RunDirLike) -> Prepared:
     """The packed train and validation splits and their statistics
     (:mod:`cae_ray.steps.prepare`)."""
+    require_train("the prepare step")
     from cae_ray.steps.prepare import prepare as prepare_step
 
     with hold_run_dir(run_dir) as where:
@@ -143,6 +147,7 @@ def prepare(config: Config, run_dir: RunDirLike) -> Prepared:
 def select(config: Config, run_dir: RunDirLike, on_epoch: OnProgress | None = None) -> Selection:
     """Prepare if needed, then train the selector with Ray Train (:mod:`cae_ray.steps.select`).
     ``on_epoch(record)`` is called on the driver as epochs finish (for progress bars)."""
+    require_train("the select step")
     from cae_ray.steps.select import select as select_step
 
     with hold_run_dir(run_dir) as where:
@@ -162,6 +167,7 @@ def _applied_k(config: Config) -> int | None:
 
 def validate(config: Config, run_dir: RunDirLike) -> Verdict:
     """The validation gate on the selection in the run dir (:mod:`cae_ray.steps.validate`)."""
+    require_train("the validate step")
     from cae_ray.steps.validate import validate as validate_step
 
     with hold_run_dir(run_dir) as where:
@@ -272,6 +278,7 @@ class ReportWritten:
 def report(config: Config, run_dir: RunDirLike) -> ReportWritten:
     """The run's report: ``RUN_DIR/report/report.html`` and its PNGs
     (:mod:`cae_ray.report.page`)."""
+    require_train("the report step")
     from cae_ray.report.page import write_report
 
     with hold_run_dir(run_dir) as where:

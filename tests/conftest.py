@@ -53,6 +53,9 @@ RAY_TEST_ENV = {
     "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2",
     "RAY_TRAIN_ENABLE_STATE_ACTOR_RECONCILIATION": "0",
     "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S": "30",
+    # Ray before 2.5x's ray-project/ray#62492 blanks CUDA_VISIBLE_DEVICES for tasks without
+    # GPUs and warns at every ray.init that it will stop: both ends behave as the newest here.
+    "RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO": "0",
 }
 
 

@@ -6,9 +6,12 @@ import os
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
+
+from cae_ray.feast.compat import feast_minor
 
 T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
 T1 = T0 + timedelta(days=10)
@@ -61,10 +64,16 @@ def stats_value(driver: int, feature: int, late: bool) -> float:
 
 
 def make_feast_repo(
-    directory: Path, n_drivers: int = 60, registry: str = "file", offline_store: str = "file"
+    directory: Path,
+    n_drivers: int = 60,
+    registry: str = "file",
+    offline_store: str = "file",
+    file_format: bool | None = None,
 ) -> FeastRepo:
     """Write the feature data, the repo's feature_store.yaml (with a file or a SQL registry,
-    and the ``file``, ``duckdb`` or ``ray`` offline store) and apply its objects."""
+    and the ``file``, ``duckdb`` or ``ray`` offline store) and apply its objects. The sources
+    name their ``file_format`` when asked, and by default only where the installed Feast needs
+    it (its DuckDB store before 0.64: see ``cae_ray.feast.compat.check_duckdb_sources``)."""
     from feast import (
         Entity,
         FeatureService,
@@ -74,8 +83,12 @@ def make_feast_repo(
         FileSource,
         ValueType,
     )
+    from feast.data_format import ParquetFormat
     from feast.types import Float32, Int64
 
+    if file_format is None:
+        file_format = offline_store == "duckdb" and feast_minor() < (0, 64)
+    formats: dict[str, Any] = {"file_format": ParquetFormat()} if file_format else {}
     repo = directory / "repo"
     (repo / "data").mkdir(parents=True)
     registry_yaml = REGISTRIES[registry].format(repo=repo.resolve())
@@ -104,7 +117,9 @@ def make_feast_repo(
         ttl=timedelta(days=365),
         schema=[Field(name=s, dtype=Float32) for s in STATS],
         source=FileSource(
-            path=str(repo / "data" / "driver_stats.parquet"), timestamp_field="event_timestamp"
+            path=str(repo / "data" / "driver_stats.parquet"),
+            timestamp_field="event_timestamp",
+            **formats,
         ),
     )
     extra_view = FeatureView(
@@ -113,7 +128,9 @@ def make_feast_repo(
         ttl=timedelta(days=365),
         schema=[Field(name="trips", dtype=Int64), Field(name="rating", dtype=Float32)],
         source=FileSource(
-            path=str(repo / "data" / "driver_extra.parquet"), timestamp_field="event_timestamp"
+            path=str(repo / "data" / "driver_extra.parquet"),
+            timestamp_field="event_timestamp",
+            **formats,
         ),
     )
     service = FeatureService(name="driver_model", features=[stats[STATS[:3]], extra_view])

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from cae_ray.feast.compat import feast_minor
 from cae_ray.feast.definitions import (
     DefinitionsParseError,
     SourceEdits,
@@ -292,8 +293,12 @@ def make_tree(repo: Path) -> None:
 def test_definition_files_follow_feast_rules(repo: Path) -> None:
     make_tree(repo)
     found = [p.relative_to(repo).as_posix() for p in definition_files(repo)]
-    # Feast 0.67 skips .venv and .git only at the root, and reads other hidden folders and venv/.
-    assert found == [".hidden/f.py", "a.py", "pkg/b.py", "sub/.venv/e.py", "venv/h.py"]
+    # Feast skips .venv and .git only at the root, and reads other hidden folders and venv/;
+    # before 0.62 it skipped the cache folders only at the root too.
+    expected = [".hidden/f.py", "a.py", "pkg/b.py", "sub/.venv/e.py", "venv/h.py"]
+    if feast_minor() < (0, 62):
+        expected += ["x/.ipynb_checkpoints/j.py", "x/__pycache__/i.py"]
+    assert found == expected
 
 
 @pytest.mark.feast

@@ -17,11 +17,13 @@ import pytest
 from cae_ray.artifacts import EXPORT_DIR, EXPORT_MANIFEST
 from cae_ray.config import Config, validate_config
 from cae_ray.errors import ConfigValidationError
+from cae_ray.feast.compat import feast_minor
 from cae_ray.feast.entities import ROW_ID
 from cae_ray.feast.errors import (
     EmptyTimeRangeError,
     EntityColumnsMissingError,
     FeastRepoError,
+    FeastTooOldError,
     MissingFeastExtraError,
     RayStoreStoragePathError,
     UnknownFeatureError,
@@ -232,6 +234,20 @@ def test_an_unreadable_registry_is_named_and_left_alone(feast_repo, tmp_path) ->
     assert not (tmp_path / "run").exists()
 
 
+def test_a_duckdb_source_without_file_format_exports_or_names_the_feast_it_needs(
+    tmp_path,
+) -> None:
+    pytest.importorskip("duckdb")
+    repo = make_feast_repo(tmp_path / "feast", offline_store="duckdb", file_format=False)
+    config = feast_config(repo, features=["driver_stats"])
+    if feast_minor() >= (0, 64):  # reads a .parquet path without a file_format
+        assert export(config, tmp_path / "run").rows == 2 * repo.n_drivers
+        return
+    with pytest.raises(FeastTooOldError, match=r"0\.64 or later.*file_format=ParquetFormat\(\)"):
+        export(config, tmp_path / "run")
+    assert not (tmp_path / "run" / EXPORT_DIR).exists()
+
+
 def test_a_duckdb_repo_without_duckdb_names_the_extra(feast_repo, tmp_path, monkeypatch) -> None:
     import shutil
     import sys
@@ -295,8 +311,8 @@ def context_state() -> dict[str, Any]:
         "enable_progress_bars",
         "target_max_block_size",
     ]
-    return {
-        **{f: getattr(context, f) for f in fields},
+    return {  # Ray 2.51's DataContext lacks some of them
+        **{f: getattr(context, f, None) for f in fields},
         "environ": dict(os.environ),
         "ray log level": logging.getLogger("ray").level,
         "ray.data log level": logging.getLogger("ray.data").level,

@@ -1,6 +1,7 @@
 """The package's layering rules, checked by parsing the source with :mod:`ast` (no imports).
 
 The folders are the layers, bottom to top (:data:`LAYERS`): the base (``errors``, ``version``,
+``versions``, ``extras``,
 ``config``, ``storage``, ``artifacts``, ``records``), ``selector/`` (torch only), ``gate/`` (the
 gate's models and decision, no Ray), ``runtime/`` (Ray), ``steps/`` and ``feast/`` side by side
 (the steps of a run over its run dir), ``report/``, the ``pipeline`` hub and the ``demo``, and
@@ -44,6 +45,7 @@ ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = "cae_ray"
 LAYERS = (
     ("errors", "version"),
+    ("versions", "extras"),
     ("config", "storage"),
     ("artifacts",),
     ("records",),

@@ -11,6 +11,7 @@ the disagreements `feast check` found) prints its fields too.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import logging
 import os
@@ -160,6 +161,8 @@ def quiet_ray() -> None:
     level, errors only): Ray Data logs every dataset's progress and Ray warns about its own
     settings; the CLI's progress display says what matters (`-v` brings it all back). Ray sets
     up its loggers and warning filters when imported, so this comes after the import."""
+    if importlib.util.find_spec("ray") is None:  # a light install: the step names the extra
+        return
     import warnings
 
     from cae_ray.runtime.cluster import ray_log_level
@@ -171,7 +174,10 @@ def quiet_ray() -> None:
     import ray.data
     import ray.train  # noqa: F401
 
+    from cae_ray.runtime.compat import quiet_old_notices
+
     warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"ray\.")
+    quiet_old_notices()
     for name in ("ray", "ray.data", "ray.train", "ray.tune"):
         logging.getLogger(name).setLevel(level)
     # Ray Data warns, once per process, that the progress bars we just turned off are off.

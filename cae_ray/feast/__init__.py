@@ -5,6 +5,8 @@ from __future__ import annotations
 import warnings
 from types import ModuleType
 
+from cae_ray.versions import warn_if_untested
+
 
 def import_feast() -> ModuleType:
     """``import feast``, keeping the warning filters as they were: feast's modules call
@@ -12,6 +14,7 @@ def import_feast() -> ModuleType:
     library's deprecation warnings (Ray Data's own among them) show in the CLI's output."""
     with warnings.catch_warnings():
         import feast
+    warn_if_untested("feast")
     return feast
 
 

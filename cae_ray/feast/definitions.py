@@ -19,13 +19,10 @@ from pathlib import Path
 
 import libcst as cst
 
+from cae_ray.feast.compat import repo_ignore_patterns
 from cae_ray.feast.errors import DefinitionsParseError
 
 _Gap = cst.BaseParenthesizableWhitespace
-
-# Feast 0.67's get_repo_files adds these to the user's .feastignore patterns.
-_FEAST_IGNORED = [".git", ".feastignore", ".venv"]
-_FEAST_IGNORED += ["**/.ipynb_checkpoints", "**/.pytest_cache", "**/__pycache__"]
 
 
 @dataclass(frozen=True)
@@ -48,11 +45,11 @@ class SourceEdits:
 
 
 def definition_files(repo: Path) -> list[Path]:
-    """The Python files Feast imports from the repo, resolved and sorted, by Feast 0.67's own
-    rules (``feast.repo_operations.get_repo_files``): every ``**/*.py`` but ``__init__.py`` and
+    """The Python files Feast imports from the repo, resolved and sorted, by the installed Feast's
+    own rules (``feast.repo_operations.get_repo_files``): every ``**/*.py`` but ``__init__.py`` and
     what .feastignore or Feast's fixed patterns match. Hidden folders other than those are read,
     as Feast reads them."""
-    ignored = _ignored_files(repo, _feastignore(repo) + _FEAST_IGNORED)
+    ignored = _ignored_files(repo, _feastignore(repo) + repo_ignore_patterns())
     found = {p.resolve() for p in repo.glob("**/*.py") if p.is_file() and p.name != "__init__.py"}
     return sorted(found - ignored)
 

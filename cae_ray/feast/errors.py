@@ -86,6 +86,19 @@ class UnknownRunIdError(FeastError, ValueError):
         )
 
 
+class FeastTooOldError(FeastError):
+    """The installed Feast cannot do what the repo asks of it; a later Feast can."""
+
+    exit_code = EXIT_CONFIG  # the fix is in the repo's definitions or the install, not the data
+
+    def __init__(self, installed: str, needed: str, what: str, fix: str) -> None:
+        self.installed, self.needed = installed, needed
+        super().__init__(
+            f"Feast {installed} cannot {what} (Feast {needed} or later can). Fix: {fix}, or "
+            f"upgrade Feast to {needed} or later (every service of the registry together)."
+        )
+
+
 class MissingFeastExtraError(FeastError):
     def __init__(self, repo: str, what: str, missing: Sequence[str], extra: str) -> None:
         self.repo, self.missing, self.extra = repo, list(missing), extra

@@ -41,6 +41,7 @@ from cae_ray.artifacts import (
     digest,
 )
 from cae_ray.config import Config, FeastConfig
+from cae_ray.feast.compat import check_duckdb_sources
 from cae_ray.feast.entities import (
     FEAST_TIMESTAMP,
     ROW_ID,
@@ -75,6 +76,7 @@ def export(
     if is_ray_store(store):
         prepare_ray_store(config, store)
     refs = resolve_refs(store, settings)
+    check_duckdb_sources(store, (r.view for r in refs))
     label = None if config.feast_label is None else resolve_label(store, config.feast_label, refs)
     asked = [*refs, label] if label is not None else refs
     keys = join_keys(store, asked)

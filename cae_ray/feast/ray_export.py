@@ -26,6 +26,7 @@ import pyarrow as pa
 
 from cae_ray import storage
 from cae_ray.config import Config, ray_address
+from cae_ray.feast.compat import ray_dataset
 from cae_ray.feast.entities import ROW_ID, distinct_entity_rows
 from cae_ray.feast.errors import FeastRetrievalError, RayStoreStoragePathError
 from cae_ray.feast.store import feast_side_effects_undone
@@ -61,7 +62,7 @@ def export_on_ray(
         job = store.get_historical_features(
             entity_df=distinct, features=[r.ref for r in refs], full_feature_names=True
         )
-        answers = job.to_ray_dataset()
+        answers = ray_dataset(job)
         expanded = answers.map_batches(
             _answer_each_row,
             batch_format="pyarrow",

@@ -12,6 +12,7 @@ from cae_ray.config import Config, ray_address
 from cae_ray.runtime import signals
 from cae_ray.runtime.data import split_files
 from cae_ray.runtime.errors import GpuUnavailableError, RayUnreachableError
+from cae_ray.versions import warn_if_untested
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +38,7 @@ def connect(config: Config) -> None:
     when the address does not answer or GPUs are asked for and missing."""
     import ray
 
+    warn_if_untested("ray")
     if not ray.is_initialized():
         address = ray_address(config)
         if address and address != "auto":

@@ -37,6 +37,7 @@ from cae_ray.errors import (
     TargetTaskMismatchError,
 )
 from cae_ray.runtime.batches import FEATURES, TARGET, pack, unpack
+from cae_ray.runtime.compat import read_parquet
 from cae_ray.selector.targets import (
     TargetInfo,
     check_classes,
@@ -151,10 +152,8 @@ def _describe(spec: list[str] | str | AllNumericExcept) -> str:
 def read_ordered(path: str) -> Any:
     """A Ray dataset of ``path`` whose blocks keep file order, so every run that reads the same
     files sees (and writes) the same rows in the same order."""
-    import ray.data
-
     filesystem, location = storage.filesystem(path)
-    dataset = ray.data.read_parquet(location, filesystem=filesystem)
+    dataset = read_parquet(location, filesystem)
     dataset.context.execution_options.preserve_order = True  # shared by datasets derived from it
     return dataset
 

@@ -27,6 +27,7 @@ from cae_ray import storage
 from cae_ray.config import Config
 from cae_ray.errors import CaeRayError
 from cae_ray.runtime.batches import ShuffledWindows
+from cae_ray.runtime.compat import worker_failures
 from cae_ray.runtime.errors import CheckpointRejectedError, WorkersLostError
 from cae_ray.runtime.progress import OnProgress, progress_every_s, watching_progress, write_progress
 from cae_ray.runtime.signals import fit_interruptibly
@@ -434,7 +435,7 @@ def _our_error(failure: BaseException) -> CaeRayError | None:
             return error
         seen.add(id(error))
         inner = [error.__cause__, error.__context__, getattr(error, "cause", None)]
-        inner += list(getattr(error, "worker_failures", {}).values())
+        inner += worker_failures(error)
         inner.append(getattr(error, "controller_failure", None))
         queue += [e for e in inner if isinstance(e, BaseException) and id(e) not in seen]
     return None
