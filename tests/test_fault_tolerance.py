@@ -103,9 +103,7 @@ def test_sigterm_stops_cleanly_and_the_resumed_run_selects_as_an_uninterrupted_o
         f"data: {{path: {path}, features: 'f_*', target: label, row_key: id}}\n"
         f"selector: {{k: {K}}}\ntraining: {{epochs: 6, batch_size: 32}}\n"
         "scaling: {num_workers: 1, resources_per_worker: {CPU: 1}}\n"
-        # A given baseline: the resumed run's gate skips fitting gbdt on all 200 columns (the
-        # slowest part of that run); the test is about the resume, the gate is tested elsewhere.
-        "validation: {epochs: 3, bootstrap: 200, tolerance: 1.0, baseline: 0.5}\n"
+        "validation: {epochs: 3, bootstrap: 200, tolerance: 1.0}\n"
     )
     run_dir, uninterrupted_dir = tmp_path / "run", tmp_path / "uninterrupted"
     existing = {p.pid for p in psutil.process_iter()}
