@@ -476,3 +476,21 @@ def test_the_change_column_reads_the_marks_the_prune_found(tmp_path) -> None:
         ("customers__tenure", "customers", "deprecated", "newly deprecated"),
         ("customers__age", "customers", "deprecated", "deprecated before"),
     ]
+
+
+def test_the_scores_figure_separates_picks_from_runners_up_on_a_log_scale() -> None:
+    """10 picks at 1.000 and 30 runners-up at < 0.001 (issue 40): on a linear axis the
+    runners-up are slivers; on the log axis each bar's length shows its order of magnitude and
+    a dashed line marks the best runner-up."""
+    from cae_ray.report.figures import SCORE_FLOOR, scores_figure
+
+    picks = [{"name": f"p{i}", "selected": True, "score": 1.0} for i in range(10)]
+    runners = [{"name": f"r{i}", "selected": False, "score": 5e-4 / (i + 1)} for i in range(30)]
+    rows = [{**row, "score_text": f"{row['score']:.4f}"} for row in picks + runners]
+    (ax,) = scores_figure(rows).axes
+    assert ax.get_xscale() == "log"
+    widths = [bar.get_width() for bar in ax.patches]
+    assert len(widths) == 30 and min(widths) >= SCORE_FLOOR  # 10 picks + the best 20 runners-up
+    assert max(widths) / min(widths) >= 1e3  # a pick is visibly orders of magnitude longer
+    (line,) = [line for line in ax.get_lines() if line.get_linestyle() == "--"]
+    assert line.get_xdata()[0] == 5e-4  # at the best runner-up
