@@ -299,7 +299,8 @@ def cae_ray_ray_job(
         )
         return summary
     why = _why_it_failed(status, summary, error, ray_cluster.timeout_s if timed_out else None)
-    raise _retry_or(_job_failure(job, address, status, why, run_dir, logs), context, ray_cluster)
+    failure = _job_failure(job, f"{address} ended {status}: {why}", run_dir, logs, summary)
+    raise _retry_or(failure, context, ray_cluster)
 
 
 def _run_with_timeout(
@@ -350,16 +351,14 @@ def _why_it_failed(
 
 
 def _job_failure(
-    job: dict[str, str], address: str, status: str, why: str, run_dir: str, logs: str
+    job: dict[str, str], outcome: str, run_dir: str, logs: str, summary: dict[str, Any]
 ) -> dg.Failure:
     """The op's failure, with the entry point's exit code (from its summary line, the last of
     its logs) as ``exit_code``, ``gate_failed`` and whether a retry may pass."""
-    from pipelines.submit import last_summary
-
-    code = (last_summary(logs) or {}).get("exit_code")
+    code = summary.get("exit_code")
     code = code if isinstance(code, int) else None
     return dg.Failure(
-        description=f"Ray job {job['submission_id']} on {address} ended {status}: {why}",
+        description=f"Ray job {job['submission_id']} on {outcome}",
         metadata={
             "run_dir": run_dir,
             "ray_job": job["submission_id"],
