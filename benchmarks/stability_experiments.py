@@ -40,6 +40,7 @@ import warnings
 from collections.abc import Callable
 from pathlib import Path
 from statistics import median
+from typing import cast
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -145,9 +146,10 @@ def keep_incumbent(
 
     from cae_ray.config import validate_config
     from cae_ray.gate.incumbent import challenge
+    from cae_ray.selector.targets import ResolvedTask
 
     names = [str(j) for j in range(t.X.shape[1])]
-    task = t.task if supervised else "reconstruction"
+    task = cast(ResolvedTask, t.task if supervised else "reconstruction")
     x = torch.from_numpy(t.X[rows].astype(np.float32))
     y = torch.from_numpy(t.y[rows]) if supervised else None
     config = validate_config({"selector": {"k": len(picks)}})
