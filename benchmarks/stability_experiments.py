@@ -20,6 +20,9 @@ Candidates (each a function of a week's base picks, the week's rows and last wee
   log loss or squared error on the other 25%) by more than twice the standard error of the
   paired per-row differences.
 - ``twins->incumbent + incumbent``: both, in that order.
+- ``keep_incumbent (the package's rule)``: ``incumbent`` as the package does it
+  (cae_ray/gate/incumbent.py): the gate's metric and its paired bootstrap interval instead of
+  per-row losses and two standard errors.
 - ``spare-fill`` (single selections): picks whose permutation importance for the gate's model
   (fitted on 75% of the training rows, scored on the other 25%) is not above twice its noise
   are replaced by the outside features with the largest univariate F that are not near-twins
@@ -37,6 +40,7 @@ import warnings
 from collections.abc import Callable
 from pathlib import Path
 from statistics import median
+from typing import cast
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -132,6 +136,27 @@ def row_losses(t: pt.Table, rows: np.ndarray, picks: np.ndarray, seed: int) -> n
     return (model.predict(X_held) - t.y[held]) ** 2
 
 
+def keep_incumbent(
+    t: pt.Table, rows: np.ndarray, picks: np.ndarray, kept: np.ndarray, supervised: bool
+) -> np.ndarray:
+    """The package's own rule (``selector.keep_incumbent``, cae_ray/gate/incumbent.py) on the
+    week's rows: last week's set stays unless the gate's model scores the new one better beyond
+    its bootstrap interval on the inner split."""
+    import torch
+
+    from cae_ray.config import validate_config
+    from cae_ray.gate.incumbent import challenge
+    from cae_ray.selector.targets import ResolvedTask
+
+    names = [str(j) for j in range(t.X.shape[1])]
+    task = cast(ResolvedTask, t.task if supervised else "reconstruction")
+    x = torch.from_numpy(t.X[rows].astype(np.float32))
+    y = torch.from_numpy(t.y[rows]) if supervised else None
+    config = validate_config({"selector": {"k": len(picks)}})
+    check = challenge([names[j] for j in kept], picks.tolist(), names, config, task, x, y)
+    return kept if check.kept else picks
+
+
 def challenger_wins(
     t: pt.Table, rows: np.ndarray, kept: np.ndarray, new: np.ndarray, seed: int
 ) -> bool:
@@ -162,6 +187,9 @@ def candidates(supervised: bool, seed: int) -> dict[str, Wrapper]:
     def spare(t, rows, picks, kept):
         return spare_fill(t, rows, picks, seed)
 
+    def package(t, rows, picks, kept):
+        return picks if kept is None else keep_incumbent(t, rows, picks, kept, supervised)
+
     def spare_both(t, rows, picks, kept):
         return both(t, rows, spare(t, rows, picks, kept), kept)
 
@@ -175,6 +203,7 @@ def candidates(supervised: bool, seed: int) -> dict[str, Wrapper]:
         "twins->incumbent": twin_inc,
         "incumbent": incumbent,
         "twins->incumbent + incumbent": both,
+        "keep_incumbent (the package's rule)": package,
     }
 
 

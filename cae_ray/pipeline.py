@@ -152,17 +152,18 @@ def select(config: Config, run_dir: RunDirLike, on_epoch: OnProgress | None = No
 
     with hold_run_dir(run_dir) as where:
         prepare(config, where)
-        return select_step(config, where, on_epoch, previous_k=_applied_k(config))
+        return select_step(config, where, on_epoch, previous=_applied_selection(config))
 
 
-def _applied_k(config: Config) -> int | None:
-    """``k: auto`` keeps the K of the model's latest applied prune while it still passes, so a
-    weekly run's K does not wander by one or two (:mod:`cae_ray.gate.auto_k`)."""
-    if not config.selector.auto or config.feast is None:
+def _applied_selection(config: Config) -> list[str] | None:
+    """The columns the model's latest applied prune kept: ``k: auto`` keeps its K while it still
+    passes, and the run keeps the features themselves unless this run's are better beyond noise
+    (:mod:`cae_ray.gate.incumbent`), so a weekly selection moves only when the data does."""
+    if config.feast is None:
         return None
-    from cae_ray.feast.overlay import applied_k
+    from cae_ray.feast.overlay import applied_columns
 
-    return applied_k(Path(config.feast.repo), config.feast.kept_service)
+    return applied_columns(Path(config.feast.repo), config.feast.kept_service)
 
 
 def validate(config: Config, run_dir: RunDirLike) -> Verdict:

@@ -187,6 +187,41 @@ class KCurve(BaseModel):
     kept_previous: bool = False
 
 
+class IncumbentCheck(BaseModel):
+    """The previous applied selection (the incumbent) against this run's own (the challenger),
+    and which one the run keeps (:mod:`cae_ray.gate.incumbent`)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    previous: list[str]
+    """The features the model's latest applied prune kept."""
+    challenger: list[str]
+    """The features this run's search and final choice selected."""
+    kept: bool
+    """Whether the previous selection stays (else the challenger replaces it)."""
+    reason: str
+    metric: str | None = None
+    """What compared them, when they were compared (the gate's metric, or explained variance)."""
+    gain: float | None = None
+    """The challenger's score minus the previous one's, positive when the challenger is better."""
+    low: float | None = None
+    high: float | None = None
+    rows: int | None = None
+    """Inner held-out training rows they were compared on."""
+
+    @property
+    def churn(self) -> float:
+        """Share of the kept selection that the previous run did not keep (0 = unchanged)."""
+        final = self.previous if self.kept else self.challenger
+        return len(set(final) - set(self.previous)) / max(1, len(final))
+
+    @property
+    def sentence(self) -> str:
+        """The churn and why, for the console and the report."""
+        changed = f"{100 * self.churn:.0f}% of the selection changed since the previous run"
+        return f"{changed}: {self.reason}"
+
+
 class LeakingFeature(BaseModel):
     """A candidate that alone predicts the target (almost) perfectly on rows it was not fitted
     on: a copy of the label or computed from it (:mod:`cae_ray.selector.leakage`)."""
@@ -213,6 +248,9 @@ class Selection(Record):
     k_curve: KCurve | None = None
     """``k: auto``: quality against K on an inner split of the training rows, and the chosen K
     in one sentence (:class:`cae_ray.gate.auto_k.KCurve`)."""
+    incumbent: IncumbentCheck | None = None
+    """The model's previous applied selection against this run's, when there was one
+    (``selector.keep_incumbent``)."""
     method: str
     task: str
     chosen_by: Literal["search", "f_statistic"] = "search"
@@ -252,6 +290,12 @@ class Selection(Record):
         return names, [name for name in names if name in self.selected_features]
 
     @property
+    def since_previous(self) -> str:
+        """How the selection moved since the model's previous applied one, in one sentence
+        (empty when there was none)."""
+        return self.incumbent.sentence if self.incumbent is not None else ""
+
+    @property
     def searched(self) -> bool:
         """Whether a search was trained (else the F statistic chose: few rows per feature)."""
         return self.chosen_by == "search"
@@ -264,6 +308,7 @@ class Selection(Record):
             "resumed_from_epoch": self.resumed_from_epoch,
             "selection_hash": self.selection_hash,
             "epochs": len(self.history),
+            "churn": self.incumbent.churn if self.incumbent else None,
         }
 
 

@@ -162,6 +162,40 @@ def test_three_runs_in_a_row_marks_follow_the_latest_and_restore_steps_back(
     assert check(config).disagreements == []
 
 
+def test_next_weeks_run_keeps_the_applied_selection_and_changes_no_mark(selected, tmp_path) -> None:
+    """A week after an applied prune, a run on the same data whose own search (another seed)
+    picks other features keeps the applied ones, as they are not worse beyond noise
+    (gate/incumbent.py): the prune adds and removes no mark and `feast plan` stays clean."""
+    config, run, data = selected
+    repo = make_definitions_repo(tmp_path, data)
+    defined = FeastRepo(repo, data.entities, data.n_drivers)
+    first = prune(in_repo(config, repo), RunDir(fresh_run(run, tmp_path / "week1")), apply=True)
+    applied = registry_state(defined)
+
+    week2 = fresh_run(run, tmp_path / "week2")
+    (week2 / "selection.json").unlink()
+    training = {**config.training.model_dump(), "seed": WEEK2_SEED}
+    config2 = validate_config(
+        {**in_repo(config, repo).model_dump(mode="json"), "training": training}
+    )
+    selection = select(config2, week2)
+    check = selection.incumbent
+    kept = sorted(f"{view}__{f}" for view, features in first.keep.items() for f in features)
+    assert check is not None and check.previous == kept
+    assert check.challenger != check.previous, "the week's own search picked the same features"
+    assert check.kept and check.churn == 0 and "within noise" in check.reason
+    assert sorted(selection.selected_features) == check.previous
+    assert validate(config2, week2).passed
+    second = prune(config2, RunDir(week2), apply=True)
+    assert (second.added, second.removed) == ({}, {})
+    state = registry_state(defined)
+    assert marks(state) == marks(applied) and state["services"] == applied["services"]
+    assert clean(repo)
+
+
+WEEK2_SEED = 1
+
+
 def test_old_versions_services_are_reported_with_the_command_that_removes_them(
     selected, tmp_path
 ) -> None:
@@ -432,21 +466,22 @@ def test_the_kept_service_cannot_be_the_export_source() -> None:
         validate_config({"feast": {"repo": "r", "feature_service": "cae_ray_selected"}})
 
 
-def test_k_auto_reads_the_k_of_the_models_latest_applied_prune(selected, tmp_path) -> None:
-    """A weekly `k: auto` run keeps the registry's K while it passes (gate/auto_k.py): the K is
-    the size of the model's kept service after its latest applied prune, and no other model's."""
-    from cae_ray.feast.overlay import applied_k
-    from cae_ray.pipeline import _applied_k
+def test_a_run_reads_the_selection_of_the_models_latest_applied_prune(selected, tmp_path) -> None:
+    """A weekly run keeps the registry's selection unless its own is better beyond noise, and a
+    `k: auto` run keeps its K while it passes (gate/incumbent.py, gate/auto_k.py): both read
+    the model's kept service after its latest applied prune, and no other model's."""
+    from cae_ray.feast.overlay import applied_columns
+    from cae_ray.pipeline import _applied_selection
 
     config, run, data = selected
     repo = make_definitions_repo(tmp_path, data)
     auto = validate_config(
         {**in_repo(config, repo).model_dump(mode="json"), "selector": {"k": "auto"}}
     )
-    assert _applied_k(auto) is None  # nothing applied yet: the curve alone decides
+    assert _applied_selection(auto) is None  # nothing applied yet: the run decides alone
     kept = choosing(run, tmp_path / "run0", SELECTIONS[0])
     prune(in_repo(config, repo), kept, apply=True, force_reason="t")
-    assert applied_k(repo, "cae_ray_selected") == len(SELECTIONS[0]) == _applied_k(auto)
-    assert applied_k(repo, "upsell_selected") is None
-    fixed = in_repo(config, repo)
-    assert fixed.selector.k != "auto" and _applied_k(fixed) is None
+    applied = applied_columns(repo, "cae_ray_selected")
+    assert applied is not None and sorted(applied) == sorted(SELECTIONS[0])
+    assert _applied_selection(auto) == applied == _applied_selection(in_repo(config, repo))
+    assert applied_columns(repo, "upsell_selected") is None

@@ -50,6 +50,8 @@ def selection_summary(selection: Selection, where: str) -> str:
     written = f"Written: {where}"
     if selection.k_curve is not None:
         written = f"{selection.k_curve.reason}. {written}"
+    if selection.incumbent is not None:
+        written = f"{selection.since_previous}. {written}"
     if not selection.searched:  # fewer than one row per 20 features: the F statistic chose
         return (
             "Chosen by the F statistic against the target: with under one training row per 20 "

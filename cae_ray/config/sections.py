@@ -65,6 +65,13 @@ class SelectorConfig(Section):
     fewer: enough for tables whose useful features number up to ~50 (the chosen K lands within
     a rung of the ladder); a larger selection needs a larger `k_max` (and a longer search)."""
 
+    keep_incumbent: bool = True
+    """A scheduled run keeps the model's previous applied selection (its kept feature service)
+    unless this run's own selection scores better on an inner split of the training rows, beyond
+    the gate's interval: on tables full of near-twins a fresh search swaps one twin for another
+    from week to week, and each swap is a mark added and removed in a shared registry
+    (cae_ray.gate.incumbent). `false`: every run acts on its own selection."""
+
     dim_ip: int | None = Field(None, ge=1)
     """IP-CAE only: width d of the indirect parameterization (Psi is K x d, W is N x d).
     `null` chooses it from N: d = N (full rank, as in the paper) up to N = 2,048 features, where

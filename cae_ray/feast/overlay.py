@@ -218,13 +218,14 @@ def services(overlay: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {**overlay["legacy_services"], **kept}
 
 
-def applied_k(repo: Path, kept_service: str) -> int | None:
-    """How many features the latest applied prune kept in ``kept_service`` (a model's K as the
-    registry knows it), or None when no prune of that service was applied in ``repo``."""
+def applied_columns(repo: Path, kept_service: str) -> list[str] | None:
+    """The columns (``view__feature``) the latest applied prune kept in ``kept_service`` (a
+    model's selection as the registry knows it), or None when no prune of that service was
+    applied in ``repo``."""
     service = services(read_overlay(repo)).get(kept_service)
     if service is None:
         return None
-    return sum(len(features) for features in service["features"].values())
+    return [f"{view}__{name}" for view, names in service["features"].items() for name in names]
 
 
 def service_tags(service: dict[str, Any]) -> dict[str, str]:

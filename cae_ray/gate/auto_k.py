@@ -293,7 +293,7 @@ def choose_auto_k(
         metric = "explained_variance"
     else:
         assert y is not None, "supervised tasks need a target"
-        scorer, metric = _fitted_scorer(config, task, features, y.numpy(), fit, held_out, target)
+        scorer, metric = fitted_scorer(config, task, features, y.numpy(), fit, held_out, target)
     tolerance = v.tolerance
     rule = GateRule(tolerance, v.relative, v.confidence, v.bootstrap, config.training.seed)
     curve = k_curve(order, scorer, rule, k_min, k_max, previous)
@@ -302,7 +302,7 @@ def choose_auto_k(
     return choose_k(model, resolved, task, x, y), curve
 
 
-def _fitted_scorer(
+def fitted_scorer(
     config: Config,
     task: ResolvedTask,
     x: np.ndarray,

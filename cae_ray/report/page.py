@@ -199,6 +199,7 @@ def render_html(
             cards=_cards(run),
             selected=chips((run.selection.selected_features, "on")),
             k_reason=run.selection.k_curve.reason if run.selection.k_curve else "",
+            since_previous=run.selection.since_previous,
             images=images,
             validation=_validation(run.validation),
             prune=prune_section(run.prune, _grace(config), _value_bytes(run.dir)),

@@ -29,7 +29,8 @@ from cae_ray.artifacts import (
 )
 from cae_ray.config import Config
 from cae_ray.gate.auto_k import choose_auto_k
-from cae_ray.records import LeakingFeature, Prepared, Selection
+from cae_ray.gate.incumbent import challenge
+from cae_ray.records import IncumbentCheck, LeakingFeature, Prepared, Selection
 from cae_ray.runtime.batches import FEATURES, TARGET, unpack
 from cae_ray.runtime.cluster import cached, connect, worker_threads
 from cae_ray.runtime.data import read_ordered
@@ -47,12 +48,16 @@ logger = logging.getLogger(__name__)
 
 
 def select(
-    config: Config, run: RunDir, on_epoch: OnProgress | None = None, previous_k: int | None = None
+    config: Config,
+    run: RunDir,
+    on_epoch: OnProgress | None = None,
+    previous: list[str] | None = None,
 ) -> Selection:
     """Train the selector and write ``selection.json``, unless the one there is up to date.
     ``on_epoch(record)`` is called on the driver as epochs finish (for progress bars);
-    ``previous_k`` is the K of the previous applied run, which ``k: auto`` keeps while it
-    still passes (:mod:`cae_ray.gate.auto_k`)."""
+    ``previous`` is the selection of the model's latest applied prune: ``k: auto`` keeps its K
+    while it still passes (:mod:`cae_ray.gate.auto_k`), and the run keeps it unless its own is
+    better beyond noise (:mod:`cae_ray.gate.incumbent`)."""
     prepared = Prepared.read(run)
     assert prepared is not None, "prepare runs before select"
     made_from = {
@@ -75,15 +80,20 @@ def select(
         threads=worker_threads(config),
     )
     search = _search_config(config, spec.n_features)
-    outcome, x, y = _search(search, run, spec, made_from, on_epoch)
+    compare = bool(previous) and config.selector.keep_incumbent
+    outcome, x, y = _search(search, run, spec, made_from, on_epoch, compare)
     model = outcome.model if outcome is not None else None
     curve = None
     if config.selector.auto:
+        previous_k = len(previous) if previous else None
         choice, curve = choose_auto_k(model, config, spec.task, x, y, target, previous_k)
     else:
         choice = choose_k(model, config, spec.task, x, y)
     scores = dict(zip(features, feature_scores(choice.probabilities).tolist(), strict=True))
-    chosen = sorted(choice.indices.tolist())
+    chosen, incumbent = sorted(choice.indices.tolist()), None
+    if compare:
+        assert previous is not None
+        chosen, incumbent = _against(previous, chosen, features, config, spec.task, x, y, target)
     candidates = prepared.candidate_features
     selection = Selection(
         selected_features=[features[i] for i in chosen],
@@ -93,6 +103,7 @@ def select(
         dropped_constant=prepared.dropped_constant,
         k=len(chosen),
         k_curve=curve,
+        incumbent=incumbent,
         method=config.selector.method,
         task=target.task,
         chosen_by="search" if outcome else "f_statistic",
@@ -110,6 +121,25 @@ def select(
     return selection
 
 
+def _against(
+    previous: list[str],
+    chosen: list[int],
+    features: list[str],
+    config: Config,
+    task: ResolvedTask,
+    x: torch.Tensor,
+    y: torch.Tensor | None,
+    target: TargetInfo,
+) -> tuple[list[int], IncumbentCheck]:
+    """The previous applied selection or this run's (``chosen``), whichever
+    :func:`~cae_ray.gate.incumbent.challenge` keeps, said on the console."""
+    check = challenge(previous, chosen, features, config, task, x, y, target)
+    logger.info("select: %s", check.sentence)
+    if check.kept:
+        return sorted(features.index(name) for name in previous), check
+    return chosen, check
+
+
 def _search_config(config: Config, n_features: int) -> Config:
     """The config the search trains with (:meth:`SelectorConfig.for_search`)."""
     return config.model_copy(update={"selector": config.selector.for_search(n_features)})
@@ -121,9 +151,11 @@ def _search(
     spec: TrainSpec,
     made_from: dict[str, str],
     on_epoch: OnProgress | None,
+    compare: bool,
 ) -> tuple[TrainOutcome | None, torch.Tensor, torch.Tensor | None]:
     """The search trained on Ray (None where :func:`~cae_ray.selector.choose.searches` says no
-    search), and the in-memory sample of the training rows the final choice is made on."""
+    search), and the in-memory sample of the training rows the final choice is made on (and
+    the previous selection compared on, when ``compare``)."""
     search = searches(config, spec.task, spec.n_train_rows, spec.n_features)
     if search:  # refuse an oversized model before Ray starts workers killed for memory
         check_memory_for_ray(config, spec.n_features, spec.task, spec.n_outputs)
@@ -134,7 +166,7 @@ def _search(
     if search:
         name = _training_name(run, made_from)
         outcome = train_selector(config, spec, train_data, run.path(RAY_STORAGE), name, on_epoch)
-    x, y = _sample(config, train_data, spec.task, spec.n_features)
+    x, y = _sample(config, train_data, spec.task, spec.n_features, compare)
     return outcome, x, y
 
 
@@ -173,11 +205,12 @@ def _training_name(run: RunDir, made_from: dict[str, str]) -> str:
 
 
 def _sample(
-    config: Config, train_data: Any, task: ResolvedTask, n_features: int
+    config: Config, train_data: Any, task: ResolvedTask, n_features: int, compare: bool
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Rows for ranking the spare selector rows of a supervised search (or screening without
-    one), for the polish of a reconstruction, and for ``k: auto``'s curve (unused otherwise)."""
-    needed = task != "reconstruction" or config.selector.auto
+    one), for the polish of a reconstruction, for ``k: auto``'s curve and for comparing the
+    previous selection (unused otherwise)."""
+    needed = task != "reconstruction" or config.selector.auto or compare
     if not (needed or polishes(config.selector.polish, n_features, task)):
         return torch.empty(0), None
     batch = train_data.limit(SAMPLE_ROWS).take_batch(batch_size=SAMPLE_ROWS, batch_format="pyarrow")
