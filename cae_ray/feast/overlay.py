@@ -222,10 +222,13 @@ def applied_columns(repo: Path, kept_service: str) -> list[str] | None:
     """The columns (``view__feature``) the latest applied prune kept in ``kept_service`` (a
     model's selection as the registry knows it), or None when no prune of that service was
     applied in ``repo``."""
+    from cae_ray.feast.refs import column_name  # here: definitions modules import this module
+
     service = services(read_overlay(repo)).get(kept_service)
     if service is None:
         return None
-    return [f"{view}__{name}" for view, names in service["features"].items() for name in names]
+    kept = service["features"].items()
+    return [column_name(view, name) for view, names in kept for name in names]
 
 
 def service_tags(service: dict[str, Any]) -> dict[str, str]:

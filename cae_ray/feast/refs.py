@@ -20,6 +20,11 @@ from cae_ray.feast.errors import (
 )
 
 
+def column_name(view: str, feature: str) -> str:
+    """The export's column for a view's feature (``view__feature``)."""
+    return f"{view}__{feature}"
+
+
 @dataclass(frozen=True)
 class FeatureRef:
     view: str
@@ -32,7 +37,7 @@ class FeatureRef:
 
     @property
     def column(self) -> str:
-        return f"{self.view}__{self.feature}"
+        return column_name(self.view, self.feature)
 
 
 def resolve_refs(store: Any, settings: FeastConfig) -> list[FeatureRef]:
