@@ -56,6 +56,9 @@ def prepare(config: Config, run: RunDir) -> Prepared:
         logger.info("prepare: reusing %s", run.path("data"))
         return done
 
+    # The cluster (and its GPUs) is checked before anything is written, even when the driver
+    # prepares: select needs it next, and a run that cannot train should leave no splits.
+    connect(config)
     in_driver = where_to_prepare(config.scaling.prepare_in, info.n_rows, len(info.features))
     logger.info(
         "prepare: statistics of %d features over %d rows (%s)",
@@ -64,7 +67,7 @@ def prepare(config: Config, run: RunDir) -> Prepared:
         "in the driver" if in_driver == "driver" else "Ray Data",
     )
     passes: _RayPasses | _DriverPasses = (
-        _DriverPasses(str(data.path)) if in_driver == "driver" else _RayPasses(config, data, info)
+        _DriverPasses(str(data.path)) if in_driver == "driver" else _RayPasses(data, info)
     )
     stats = passes.stats(info.features)
     check_values(stats, data.null_policy)
@@ -100,8 +103,7 @@ def prepare(config: Config, run: RunDir) -> Prepared:
 class _RayPasses:
     """The passes over the table as Ray Data tasks across the cluster (large tables)."""
 
-    def __init__(self, config: Config, data: DataConfig, info: DatasetInfo) -> None:
-        connect(config)
+    def __init__(self, data: DataConfig, info: DatasetInfo) -> None:
         self.source = read_ordered(str(data.path))
         columns = [*info.features, *(c for c in (data.target, data.row_key) if c)]
         # Ray's Parquet reader matches every leaf column against every selected name
