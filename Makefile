@@ -31,6 +31,7 @@ OLDEST_TESTS := tests/test_versions.py \
 	tests/test_run.py::test_demo_marks_the_unselected_features_and_writes_a_report \
 	tests/test_feast_export.py::test_export_is_point_in_time_correct_and_keeps_the_entity_order \
 	tests/test_feast_export.py::test_the_cli_export_feeds_prepare \
+	"tests/test_pipeline.py::test_the_driver_prepares_what_ray_data_prepares[label]" \
 	tests/test_feast_export.py::test_a_duckdb_source_without_file_format_exports_or_names_the_feast_it_needs \
 	tests/test_feast_export.py::test_the_ray_store_answers_every_row_on_the_cluster \
 	"tests/test_feast_prune.py::test_apply_marks_then_restore_gives_the_original_back[file]" \

@@ -635,8 +635,9 @@ def test_a_full_disk_stops_the_ray_store_export_and_leaves_no_part(
 
 
 @pytest.mark.ray
+@pytest.mark.parametrize("prepare_in", ["ray", "driver"])
 def test_a_full_disk_stops_prepare_naming_the_split_and_leaves_no_part(
-    ray_cluster, big_repo, small_disk, tmp_path
+    ray_cluster, big_repo, small_disk, tmp_path, prepare_in
 ) -> None:
     from cae_ray.artifacts import PREPARED, SELECTION
 
@@ -647,7 +648,8 @@ def test_a_full_disk_stops_prepare_naming_the_split_and_leaves_no_part(
             "data": {"target": "label"},
             "selector": {"k": 2},
             "training": {"epochs": 1, "batch_size": 256},
-            "scaling": {"num_workers": 0},  # Train local mode: the selection is not the point
+            # Train local mode: the selection is not the point
+            "scaling": {"num_workers": 0, "prepare_in": prepare_in},
         }
     )
     path = tmp_path / "config.json"

@@ -136,17 +136,48 @@ def test_prepare_standardises_and_splits_by_key(ray_cluster, wide_dataset, tmp_p
     assert again.rows == prepared.rows  # the same rows land on the same side
 
 
+@pytest.mark.parametrize("target", ["label", "id"])  # classes, and a regression target
+def test_the_driver_prepares_what_ray_data_prepares(
+    ray_cluster, wide_dataset, tmp_path, target
+) -> None:
+    """`scaling.prepare_in`: the driver's pyarrow passes (small tables) and Ray Data's tasks
+    (large ones) give the same statistics, target encoding, rows and packed values."""
+    from cae_ray.pipeline import prepare
+    from cae_ray.runtime.data import read_split
+
+    path, _ = wide_dataset
+    runs = {}
+    for where in ("ray", "driver"):
+        config = make_config(path, data={"target": target}, scaling={"prepare_in": where})
+        runs[where] = (prepare(config, tmp_path / where), tmp_path / where / "data")
+    (by_ray, ray_dir), (by_driver, driver_dir) = runs["ray"], runs["driver"]
+    assert by_driver.rows == by_ray.rows and by_driver.features == by_ray.features
+    assert by_driver.target == by_ray.target
+    for name, values in by_ray.stats.items():
+        if name != "names":
+            np.testing.assert_allclose(by_driver.stats[name], values, rtol=1e-12, err_msg=name)
+    for split in ("train", "validation"):
+        x_ray, y_ray = read_split(str(ray_dir / split), 200)
+        x_driver, y_driver = read_split(str(driver_dir / split), 200)
+        np.testing.assert_allclose(x_driver, x_ray, rtol=1e-6, atol=1e-6)
+        np.testing.assert_array_equal(y_driver, y_ray)
+    assert len(list((driver_dir / "train").glob("*.parquet"))) == 1
+
+
 def test_a_few_columns_are_prepared_as_from_the_whole_table(
     ray_cluster, wide_dataset, tmp_path
 ) -> None:
-    # A handful of columns is read alone (a narrowed read); most of them from the whole table:
-    # both give the same values.
+    # With Ray Data, a handful of columns is read alone (a narrowed read); most of them from the
+    # whole table: both give the same values.
     from cae_ray.pipeline import prepare
 
     path, _ = wide_dataset
     few = [f"f_{j:04d}" for j in (3, 7, 150, 42)]
-    prepare(make_config(path, data={"features": few}, selector={"k": 2}), tmp_path / "few")
-    prepare(make_config(path), tmp_path / "all")
+    narrowed = make_config(
+        path, data={"features": few}, selector={"k": 2}, scaling={"prepare_in": "ray"}
+    )
+    prepare(narrowed, tmp_path / "few")
+    prepare(make_config(path, scaling={"prepare_in": "ray"}), tmp_path / "all")
 
     def packed(run: Path, n: int) -> np.ndarray:
         split = ray_cluster.data.read_parquet(str(run / "data" / "train"))

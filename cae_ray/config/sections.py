@@ -299,6 +299,13 @@ class ScalingConfig(Section):
     """Keep the packed train split in Ray's object store after the first read, so later epochs
     skip Parquet. `auto`: when it takes at most half of the cluster's object store memory."""
 
+    prepare_in: Literal["auto", "driver", "ray"] = "auto"
+    """Where the prepare step reads the table and writes the packed splits: `ray` (Ray Data
+    tasks, in parallel across the cluster), `driver` (this process, with pyarrow: no start-up
+    cost, one core). `auto`: the driver for tables of up to 32 million cells (rows x features,
+    e.g. 32,000 x 1,000), where Ray Data's start-up (seconds per pass) costs more than the
+    work. Both write the same rows, values and splits."""
+
 
 ValidationMetric = Literal[
     "auto", "accuracy", "macro_f1", "roc_auc", "rmse", "r2", "explained_variance"

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import fnmatch
 import logging
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -189,7 +190,7 @@ def row_slices(batch: pa.Table, rows: int) -> list[pa.Table]:
     return [batch.slice(start, rows) for start in range(0, max(batch.num_rows, 1), rows)]
 
 
-class _BatchStats:
+class BatchStats:
     def __init__(self, names: list[str]) -> None:
         self.names = names
         self.rows = rows_per_slice(len(names))
@@ -218,13 +219,19 @@ class _BatchStats:
 
 
 def compute_stats(dataset: Any, names: list[str]) -> FeatureStats:
-    """Per-feature statistics in one pass; partial results merge with Chan's formula."""
-    partial = dataset.map_batches(_BatchStats(names), batch_format="pyarrow", batch_size=None)
+    """Per-feature statistics in one pass of Ray Data tasks over the dataset's blocks."""
+    partial = dataset.map_batches(BatchStats(names), batch_format="pyarrow", batch_size=None)
+    return merge_stats(names, partial.iter_batches(batch_format="numpy", batch_size=None))
+
+
+def merge_stats(names: list[str], parts: Iterable[dict[str, np.ndarray]]) -> FeatureStats:
+    """The statistics of the whole table from :class:`BatchStats`' partial ones (each a row per
+    slice), merged in order with Chan's formula."""
     n = np.zeros(len(names))
     mean, m2, nulls = np.zeros(len(names)), np.zeros(len(names)), np.zeros(len(names))
     infinite = np.zeros(len(names))
     lo, hi = np.full(len(names), np.inf), np.full(len(names), -np.inf)
-    for part in partial.iter_batches(batch_format="numpy", batch_size=None):
+    for part in parts:
         for i in range(len(part["count"])):
             nb, mb = part["count"][i], part["mean"][i]
             total = n + nb
@@ -259,23 +266,45 @@ def check_values(stats: FeatureStats, policy: str) -> None:
 
 
 def resolve_dataset_target(dataset: Any, column: str | None, task: str) -> TargetInfo:
-    """The task and encoding of the target column, decided from its distinct values by
-    :func:`cae_ray.selector.targets.decide_task` (the estimator's rule too)."""
+    """The task and encoding of the target column, from its distinct values (Ray Data)."""
     if column is None or task == "reconstruction":
-        if task in ("classification", "regression"):
-            raise TargetTaskMismatchError(task, "data.target is not set", "set data.target")
-        return TargetInfo("reconstruction")
-    distinct = dataset.unique(column)
+        return reconstruction_target(task)
+    return decide_target(
+        column,
+        task,
+        dataset.unique(column),
+        count_nulls=lambda: _null_count(dataset, column),
+        stats=lambda: compute_stats(dataset.select_columns([column]), [column]),
+    )
+
+
+def reconstruction_target(task: str) -> TargetInfo:
+    """No target column: reconstruction, unless the config asked for a supervised task."""
+    if task in ("classification", "regression"):
+        raise TargetTaskMismatchError(task, "data.target is not set", "set data.target")
+    return TargetInfo("reconstruction")
+
+
+def decide_target(
+    column: str,
+    task: str,
+    distinct: list[Any],
+    count_nulls: Callable[[], int],
+    stats: Callable[[], FeatureStats],
+) -> TargetInfo:
+    """The target's task and encoding from its ``distinct`` values, by
+    :func:`cae_ray.selector.targets.decide_task` (the estimator's rule too). ``count_nulls``
+    and ``stats`` are passes over the column, made only when needed."""
     if any(v is None or (isinstance(v, float) and np.isnan(v)) for v in distinct):
-        raise NullValuesRefusedError([column], [_null_count(dataset, column)])
+        raise NullValuesRefusedError([column], [count_nulls()])
     values = np.asarray(distinct)
     if decide_task(task, target_kind(values, task), values) == "classification":
         classes = np.asarray(sorted(distinct)).tolist()
         check_classes(classes)
         return TargetInfo("classification", classes=classes)
-    stats = compute_stats(dataset.select_columns([column]), [column])
-    check_varies(stats.std[0], float(stats.mean[0]))
-    return TargetInfo("regression", mean=float(stats.mean[0]), std=float(stats.std[0]))
+    found = stats()
+    check_varies(found.std[0], float(found.mean[0]))
+    return TargetInfo("regression", mean=float(found.mean[0]), std=float(found.std[0]))
 
 
 def _null_count(dataset: Any, column: str) -> int:

@@ -37,21 +37,34 @@ class OrderedParquetSink(Datasink[None]):
         self.directory = storage.location(directory)  # a local path or a URI
 
     def write(self, blocks: Iterable[Any], ctx: Any) -> None:
-        tables = (block for block in blocks if block.num_rows)
-        first = next(tables, None)
-        if first is None:
-            return
-        where = storage.join(self.directory, f"part-{ctx.task_idx:06d}.parquet")
-        # Standardised floats barely compress, and snappy decoding cost 5x the read time of
-        # plain pages; dictionaries and min/max of 4N-byte values only cost time and footer size.
-        options = {"compression": "none", "use_dictionary": False, "write_statistics": False}
-        with (
-            storage.writing(where) as stream,
-            pq.ParquetWriter(stream, first.schema, **options) as out,
-        ):
-            for table in itertools.chain([first], tables):
-                row_bytes = max(1, table.nbytes // table.num_rows)
-                out.write_table(table, row_group_size=max(64, ROW_GROUP_BYTES // row_bytes))
+        write_part(storage.join(self.directory, part_name(ctx.task_idx)), blocks)
+
+
+def part_name(index: int) -> str:
+    """The file name of a split's ``index``-th part: name order is row order."""
+    return f"part-{index:06d}.parquet"
+
+
+def write_part(where: str, blocks: Iterable[Any]) -> int:
+    """The non-empty ``blocks`` (pyarrow tables), in order, as the Parquet file ``where``; no file
+    when they hold no row. Returns the rows written."""
+    tables = (block for block in blocks if block.num_rows)
+    first = next(tables, None)
+    if first is None:
+        return 0
+    # Standardised floats barely compress, and snappy decoding cost 5x the read time of
+    # plain pages; dictionaries and min/max of 4N-byte values only cost time and footer size.
+    options = {"compression": "none", "use_dictionary": False, "write_statistics": False}
+    rows = 0
+    with (
+        storage.writing(where) as stream,
+        pq.ParquetWriter(stream, first.schema, **options) as out,
+    ):
+        for table in itertools.chain([first], tables):
+            row_bytes = max(1, table.nbytes // table.num_rows)
+            out.write_table(table, row_group_size=max(64, ROW_GROUP_BYTES // row_bytes))
+            rows += table.num_rows
+    return rows
 
 
 RAY_DATA_ERROR_LOGGERS = (

@@ -26,8 +26,11 @@ from cae_ray.artifacts import (
 from cae_ray.config import AllNumericExcept, Config, DataConfig
 from cae_ray.errors import LabelNotExportedError, MissingDataConfigError, NoExportError
 from cae_ray.records import ExportManifest, Prepared, SplitRows
+from cae_ray.runtime import driver_data
 from cae_ray.runtime.cluster import connect
 from cae_ray.runtime.data import (
+    DatasetInfo,
+    FeatureStats,
     check_values,
     compute_stats,
     inspect_dataset,
@@ -36,6 +39,8 @@ from cae_ray.runtime.data import (
     resolve_dataset_target,
     write_packed,
 )
+from cae_ray.runtime.driver_data import where_to_prepare
+from cae_ray.selector.targets import TargetInfo
 
 logger = logging.getLogger(__name__)
 
@@ -51,24 +56,28 @@ def prepare(config: Config, run: RunDir) -> Prepared:
         logger.info("prepare: reusing %s", run.path("data"))
         return done
 
+    # The cluster (and its GPUs) is checked before anything is written, even when the driver
+    # prepares: select needs it next, and a run that cannot train should leave no splits.
     connect(config)
-    source = read_ordered(str(data.path))
-    columns = [*info.features, *(c for c in (data.target, data.row_key) if c)]
-    # Ray's Parquet reader matches every leaf column against every selected name (quadratic:
-    # two minutes a pass at 10,000 columns), so the read is narrowed only where that saves
-    # real work; otherwise the UDFs just take their columns by name.
-    if len(columns) <= info.n_columns // 2:
-        source = source.select_columns(columns)
-    logger.info("prepare: statistics of %d features over %d rows", len(info.features), info.n_rows)
-    stats = compute_stats(source, info.features)
+    in_driver = where_to_prepare(config.scaling.prepare_in, info.n_rows, len(info.features))
+    logger.info(
+        "prepare: statistics of %d features over %d rows (%s)",
+        len(info.features),
+        info.n_rows,
+        "in the driver" if in_driver == "driver" else "Ray Data",
+    )
+    passes: _RayPasses | _DriverPasses = (
+        _DriverPasses(str(data.path)) if in_driver == "driver" else _RayPasses(data, info)
+    )
+    stats = passes.stats(info.features)
     check_values(stats, data.null_policy)
     constant = stats.constant()
     keep = [n for n in info.features if n not in set(constant)]
     config.selector.check_fits(len(keep), constant)
-    target = resolve_dataset_target(source, data.target, config.head.task)
+    target = passes.target(data.target, config.head.task)
     splits = {"train": run.path(TRAIN_SPLIT), "validation": run.path(VALIDATION_SPLIT)}
     try:
-        counts = write_packed(source, data, stats, keep, target, splits)
+        counts = passes.write_packed(data, stats, keep, target, splits)
         prepared = Prepared(
             **made_from,
             path=str(data.path),
@@ -89,6 +98,44 @@ def prepare(config: Config, run: RunDir) -> Prepared:
         needed = packed_bytes(info.n_rows, len(keep))
         raise storage.disk_full(e, run.path("data"), needed, "writing the packed splits") from e
     return prepared
+
+
+class _RayPasses:
+    """The passes over the table as Ray Data tasks across the cluster (large tables)."""
+
+    def __init__(self, data: DataConfig, info: DatasetInfo) -> None:
+        self.source = read_ordered(str(data.path))
+        columns = [*info.features, *(c for c in (data.target, data.row_key) if c)]
+        # Ray's Parquet reader matches every leaf column against every selected name
+        # (quadratic: two minutes a pass at 10,000 columns), so the read is narrowed only where
+        # that saves real work; otherwise the UDFs just take their columns by name.
+        if len(columns) <= info.n_columns // 2:
+            self.source = self.source.select_columns(columns)
+
+    def stats(self, names: list[str]) -> FeatureStats:
+        return compute_stats(self.source, names)
+
+    def target(self, column: str | None, task: str) -> TargetInfo:
+        return resolve_dataset_target(self.source, column, task)
+
+    def write_packed(self, *how: Any) -> dict[str, int]:
+        return write_packed(self.source, *how)
+
+
+class _DriverPasses:
+    """The same passes in this process, with pyarrow (:mod:`cae_ray.runtime.driver_data`)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def stats(self, names: list[str]) -> FeatureStats:
+        return driver_data.compute_stats(self.path, names)
+
+    def target(self, column: str | None, task: str) -> TargetInfo:
+        return driver_data.resolve_target(self.path, column, task)
+
+    def write_packed(self, *how: Any) -> dict[str, int]:
+        return driver_data.write_packed(self.path, *how)
 
 
 def source_data(config: Config, run: RunDir) -> DataConfig:
