@@ -161,12 +161,14 @@ class CurvePoint(BaseModel):
     low: float
     high: float
     passed: bool
+    """Within the tolerance of the baseline (at the interval's pessimistic end) and of the best
+    rung (its score); without a target, within the tolerance of all ``k_max`` picks."""
     on_ladder: bool
-    """A rung of the geometric ladder (else a step of the bisection)."""
+    """A rung of the geometric ladder (else a step of the bisection or the knee's search)."""
 
 
 class KCurve(BaseModel):
-    """Quality against K on the inner split, and the K chosen from it (``k: auto``)."""
+    """Quality against K on the inner held-out rows, and the K chosen from it (``k: auto``)."""
 
     model_config = ConfigDict(frozen=True)
 
@@ -246,8 +248,8 @@ class Selection(Record):
     k: int
     """How many features were selected (``selector.k``, or the K ``k: auto`` chose)."""
     k_curve: KCurve | None = None
-    """``k: auto``: quality against K on an inner split of the training rows, and the chosen K
-    in one sentence (:class:`cae_ray.gate.auto_k.KCurve`)."""
+    """``k: auto``: quality against K on inner held-out training rows, and the chosen K in one
+    sentence (:class:`KCurve`, :mod:`cae_ray.gate.auto_k`)."""
     incumbent: IncumbentCheck | None = None
     """The model's previous applied selection against this run's, when there was one
     (``selector.keep_incumbent``)."""

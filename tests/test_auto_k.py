@@ -17,7 +17,8 @@ import yaml
 
 from cae_ray.config import validate_config
 from cae_ray.errors import EXIT_CONFIG, EXIT_GATE, EXIT_INPUT, ConfigValidationError
-from cae_ray.gate.auto_k import GateRule, k_curve, ladder
+from cae_ray.gate.auto_k import GateRule, k_curve, knee_curve, ladder
+from cae_ray.gate.inner import MIN_HELD_OUT, inner_folds
 from cae_ray.gate.selector_cv import ConcreteFeatureSelectorCV
 from cae_ray.selector.estimator import ConcreteFeatureSelector
 from tests.conftest import RAY_TEST_ENV
@@ -46,6 +47,10 @@ class KnownCurve:
 
     @property
     def n_rows(self) -> int:
+        return 1000
+
+    @property
+    def baseline_rows(self) -> int:
         return 1000
 
     def baseline(self, rows: np.ndarray) -> float:
@@ -100,6 +105,68 @@ def test_a_k_that_passes_only_by_luck_is_not_chosen() -> None:
     assert not curve.passed
 
 
+def test_a_k_must_also_come_within_the_tolerance_of_the_best_rung() -> None:
+    """When fewer features do better than all of them (0.96 from K=20 on, all features 0.90),
+    the smallest K that matches all features (10, at 0.92) stops short: K is the smallest
+    within the tolerance of the best rung."""
+    good = {k: 500 if k < 10 else 920 if k < 20 else 960 for k in range(1, 65)}
+    curve = k_curve(list(range(64)), KnownCurve(good), RULE, 1, 64)
+    assert curve.chosen == 20 and curve.passed
+    assert "and, within noise, of the best K on the ladder (0.9600 at K=27)" in curve.reason
+    assert all(p.passed == (p.k >= 20) for p in curve.points)
+
+
+@dataclass
+class Saturating:
+    """Explained variance that rises by 0.1 a pick up to ``knee`` picks, then by 0.002."""
+
+    knee: int
+    metric: str = "explained_variance"
+    baseline_source: str = "all k_max picks"
+
+    @property
+    def n_rows(self) -> int:
+        return 100
+
+    @property
+    def baseline_rows(self) -> int:
+        return 100
+
+    def value(self, k: int) -> float:
+        return 0.1 * min(k, self.knee) + 0.002 * max(0, k - self.knee)
+
+    def baseline(self, rows: np.ndarray) -> float:
+        return self.value(64)
+
+    def score(self, columns: list[int], rows: np.ndarray) -> float:
+        return self.value(len(columns))
+
+
+@pytest.mark.parametrize("knee", [4, 7, 9, 19])
+def test_without_a_target_k_is_the_knee_of_the_reconstruction_curve(knee) -> None:
+    curve = knee_curve(list(range(64)), Saturating(knee), RULE, 1, 64)
+    assert curve.chosen == knee, curve.reason
+    assert curve.reason.startswith(f"K={knee}: the knee of the reconstruction curve")
+    # A weekly run keeps last week's K while the knee is within one rung of it.
+    assert knee_curve(list(range(64)), Saturating(knee), RULE, 1, 64, previous=knee + 1).chosen == (
+        knee + 1
+    )
+    assert knee_curve(list(range(64)), Saturating(knee), RULE, 1, 64, previous=2 * knee).chosen == (
+        knee
+    )
+
+
+def test_small_samples_are_scored_on_every_row_by_cross_validation() -> None:
+    few = 4 * MIN_HELD_OUT - 400
+    folds = inner_folds(few, seed=0)
+    assert len(folds) == 4
+    held_out = np.concatenate([h for _, h in folds])
+    assert sorted(held_out) == list(range(few))  # every row once
+    assert all(not set(f) & set(h) for f, h in folds)  # never scored by a model that saw it
+    many = inner_folds(4 * MIN_HELD_OUT, seed=0)
+    assert len(many) == 1 and len(many[0][1]) == MIN_HELD_OUT
+
+
 # --- the estimator ------------------------------------------------------------------------------
 
 
@@ -124,13 +191,18 @@ def test_the_cv_estimator_chooses_about_the_informative_count(table) -> None:
     assert selector.selector_.k == 64  # the search trained k_max rows
 
 
-def test_without_a_target_k_is_where_the_reconstruction_flattens(digits) -> None:
-    X, _ = digits
-    selector = ConcreteFeatureSelectorCV(ConcreteFeatureSelector(epochs=30), k_max=32).fit(X)
-    curve = selector.curve_
-    assert curve.metric == "explained_variance" and 1 <= selector.k_ <= 32
-    scores = {p.k: p.score for p in curve.points}
-    assert scores[selector.k_] >= curve.baseline - 0.01 - 0.01  # within tolerance (+ noise)
+def test_without_a_target_the_estimator_keeps_one_column_per_hidden_factor() -> None:
+    """8 hidden factors, each behind 6 noisy columns, and 16 columns of noise: the
+    reconstruction curve bends where every factor has a column."""
+    rng = np.random.default_rng(0)
+    factors = rng.standard_normal((2000, 8))
+    copies = np.repeat(factors, 6, axis=1) + 0.3 * rng.standard_normal((2000, 48))
+    X = np.hstack([copies, 0.5 * rng.standard_normal((2000, 16))]).astype("float32")
+    selector = ConcreteFeatureSelectorCV(ConcreteFeatureSelector(epochs=40), k_max=32).fit(X)
+    assert selector.curve_.metric == "explained_variance"
+    assert 7 <= selector.k_ <= 10, selector.curve_.reason
+    covered = {int(i) // 6 for i in selector.selected_indices_ if i < 48}
+    assert len(covered) >= 7, selector.selected_indices_
 
 
 def test_k_auto_in_the_plain_estimator_points_at_the_cv_one(table) -> None:

@@ -42,8 +42,9 @@ class SelectorConfig(Section):
     k: StrictInt | Literal["auto"] = "auto"
     """How many features to select: a number smaller than the number of candidate features, or
     `auto`: the smallest K between `k_min` and `k_max` whose selection matches the all-features
-    baseline within `validation.tolerance`, chosen on an inner split of the training rows with
-    the gate's own model and interval (cae_ray.gate.auto_k); the gate then scores it once on its
+    baseline within `validation.tolerance` (and the best K tried), chosen on held-out rows of
+    the training sample with the gate's own model and interval, or without a target the knee of
+    the reconstruction curve (cae_ray.gate.auto_k); the gate then scores it once on its
     held-out rows, as it would a fixed K."""
 
     @field_validator("k", mode="before")

@@ -1,20 +1,26 @@
 """K chosen for you (``selector.k: auto``): the smallest K whose selection matches the
-all-features baseline within the gate's tolerance, on an inner split of the training rows.
+all-features baseline within the gate's tolerance, on inner held-out rows of the training sample
+(:mod:`cae_ray.gate.inner`).
 
 One search at ``k_max`` ranks its picks, most useful first. The gate's own model is then fitted
 on the first K of them for a ladder of K (geometric from ``k_min``, then a bisection between the
 last rung that failed and the first that passed), and scored against the same model on all
-features on the inner split's held-out rows, with the gate's own rule: a K passes only when the
-pessimistic end of the paired bootstrap interval of the difference is within the tolerance, so a
-K that passes by luck is not chosen. The gate's held-out split is not touched here; it scores
-the chosen K once, exactly as it scores a fixed K.
+features, with the gate's own rule: a K passes only when the pessimistic end of the paired
+bootstrap interval of the difference is within the tolerance, so a K that passes by luck is not
+chosen. A K must also be within the tolerance of the best rung of the ladder, within noise:
+where a few features do better than all of them (noise columns hurt the model, few rows), the
+smallest K that merely matches all features stops short of the features that make the
+difference. The gate's held-out split is not touched here; it scores the chosen K once, exactly
+as it scores a fixed K.
 
-Without a target (reconstruction) the curve is the share of all features' variance the first K
-picks explain linearly, and a K "matches" when it explains within the tolerance of what all
-``k_max`` picks explain: the knee of that curve.
+Without a target (reconstruction) there is nothing to match: the curve is the share of all
+features' variance the first K picks explain linearly, and K is its knee (Satopaa et al., 2011,
+"Kneedle"): the K furthest above the straight line from the first rung to ``k_max``, beyond
+which each pick adds less than the picks do on average.
 
 A scheduled run keeps the K of the previous applied run (``previous``) while it still passes and
-no smaller rung of the ladder passes, so K does not wander by one or two from week to week.
+no smaller rung of the ladder passes (without a target: while the knee is within one rung of
+it), so K does not wander by one or two from week to week.
 """
 
 from __future__ import annotations
@@ -22,28 +28,14 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from typing import Protocol
+from dataclasses import dataclass
 
 import numpy as np
 from torch import Tensor
 
 from cae_ray.config import Config
-from cae_ray.gate.metrics import (
-    default_metric,
-    explained_variance,
-    gate,
-    linear_reconstruction_rows,
-    paired_bootstrap,
-    per_row_metric,
-)
-from cae_ray.gate.models import (
-    Estimator,
-    fitted_model_name,
-    make_estimator,
-    model_params,
-    predicted,
-)
+from cae_ray.gate.inner import Scorer, inner_scorer
+from cae_ray.gate.metrics import gate, higher_is_better, paired_bootstrap
 from cae_ray.records import CurvePoint, KCurve
 from cae_ray.selector.choose import FinalChoice, choose_k, ranked_picks
 from cae_ray.selector.model import SelectorModel
@@ -53,8 +45,6 @@ logger = logging.getLogger(__name__)
 
 LADDER_STEP = 1.5
 """Each rung of the ladder is about this many times the one below (at least one more)."""
-INNER_FRACTION = 0.25
-"""Share of the in-memory training sample held out to score the ladder on."""
 
 
 @dataclass(frozen=True)
@@ -66,95 +56,6 @@ class GateRule:
     confidence: float = 0.95
     resamples: int = 1000
     seed: int = 0
-
-
-# --- what one K scores ------------------------------------------------------------------------
-
-
-class Scorer(Protocol):
-    """Per-row scores of the first K picks against a baseline, on inner held-out rows."""
-
-    metric: str
-    baseline_source: str
-
-    @property
-    def n_rows(self) -> int: ...
-
-    def baseline(self, rows: np.ndarray) -> float: ...
-
-    def score(self, columns: list[int], rows: np.ndarray) -> float: ...
-
-
-@dataclass
-class FittedScorer:
-    """The gate's model (made by ``make(seed)``) on the first K picks and on all features."""
-
-    make: Callable[[int], Estimator]
-    x_fit: np.ndarray
-    y_fit: np.ndarray
-    x_eval: np.ndarray
-    y_eval: np.ndarray
-    metric: str
-    n_classes: int
-    seed: int
-    units: Callable[[np.ndarray], np.ndarray] = lambda values: values
-    """Regression predictions back in the target's units (``y_eval`` is in them)."""
-    baseline_source: str = "the gate's model on all features"
-    _outputs: dict[tuple[int, ...] | None, np.ndarray] = field(default_factory=dict)
-
-    @property
-    def n_rows(self) -> int:
-        return len(self.y_eval)
-
-    def _predictions(self, columns: list[int] | None) -> np.ndarray:
-        key = None if columns is None else tuple(columns)
-        if key not in self._outputs:
-            x_fit = self.x_fit if columns is None else self.x_fit[:, columns]
-            x_eval = self.x_eval if columns is None else self.x_eval[:, columns]
-            estimator = self.make(self.seed)
-            estimator.fit(x_fit, self.y_fit)
-            self._outputs[key] = self.units(predicted(estimator, x_eval, self.n_classes))
-        return self._outputs[key]
-
-    def baseline(self, rows: np.ndarray) -> float:
-        return per_row_metric(self.metric, self.y_eval, self._predictions(None), rows)
-
-    def score(self, columns: list[int], rows: np.ndarray) -> float:
-        return per_row_metric(self.metric, self.y_eval, self._predictions(columns), rows)
-
-
-@dataclass
-class ReconstructionScorer:
-    """Explained variance of all features from the first K picks; the baseline is all
-    ``reference`` picks (the search's ``k_max``)."""
-
-    x_fit: np.ndarray
-    x_eval: np.ndarray
-    reference: list[int]
-    metric: str = "explained_variance"
-    baseline_source: str = "all k_max picks"
-    _rows: dict[tuple[int, ...], tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
-
-    @property
-    def n_rows(self) -> int:
-        return len(self.x_eval)
-
-    def score(self, columns: list[int], rows: np.ndarray) -> float:
-        key = tuple(columns)
-        if key not in self._rows:
-            self._rows[key] = linear_reconstruction_rows(self.x_fit, self.x_eval, columns)
-        residual, total = self._rows[key]
-        return explained_variance(residual, total, rows)
-
-    def baseline(self, rows: np.ndarray) -> float:
-        return self.score(self.reference, rows)
-
-
-def inner_split(n_rows: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """(fit rows, held-out rows) of the in-memory sample: a seeded random INNER_FRACTION."""
-    order = np.random.default_rng(seed).permutation(n_rows)
-    cut = n_rows - max(1, int(INNER_FRACTION * n_rows))
-    return np.sort(order[:cut]), np.sort(order[cut:])
 
 
 # --- the ladder and the choice ----------------------------------------------------------------
@@ -169,71 +70,47 @@ def ladder(k_min: int, k_max: int) -> list[int]:
     return [*rungs, k_max]
 
 
-def k_curve(
-    order: Sequence[int],
-    scorer: Scorer,
-    rule: GateRule,
-    k_min: int,
-    k_max: int,
-    previous: int | None = None,
-) -> KCurve:
-    """Score the first K of ``order`` (the picks, most useful first) for the ladder of K and the
-    bisection near where it first passes; choose the smallest K that passes (or keep
-    ``previous``, see the module docstring)."""
-    k_max = min(k_max, len(order))
-    everything = np.arange(scorer.n_rows)
-    baseline = scorer.baseline(everything)
-    points: dict[int, CurvePoint] = {}
+class _Curve:
+    """The points scored so far (each K once), against the baseline on every held-out row."""
 
-    def point(k: int, on_ladder: bool) -> CurvePoint:
-        if k not in points:
-            points[k] = _scored(k, list(order[:k]), scorer, baseline, rule, on_ladder)
-        return points[k]
+    def __init__(self, order: Sequence[int], scorer: Scorer, rule: GateRule) -> None:
+        self.order, self.scorer, self.rule = order, scorer, rule
+        self.baseline = scorer.baseline(np.arange(scorer.baseline_rows))
+        self.points: dict[int, CurvePoint] = {}
 
-    rungs = [point(k, on_ladder=True) for k in ladder(k_min, k_max)]
-    passing = [p.k for p in rungs if p.passed]
-    if not passing:
-        chosen = k_max
-    else:
-        high = passing[0]
-        failed = [p.k for p in rungs if p.k < high]
-        low = failed[-1] if failed else high
-        while high - low > 1:
-            middle = (low + high) // 2
-            low, high = (low, middle) if point(middle, on_ladder=False).passed else (middle, high)
-        chosen = high
-    kept_previous = False
-    if previous is not None and k_min <= previous <= k_max and chosen != previous:
-        smaller_rung_passes = any(p.passed and p.k < previous for p in rungs)
-        if point(previous, on_ladder=False).passed and not smaller_rung_passes:
-            chosen, kept_previous = previous, True
-    curve = sorted(points.values(), key=lambda p: p.k)
-    reason = _reason(chosen, bool(passing), kept_previous, scorer, baseline, rule)
-    logger.info("select: %s", reason)
-    return KCurve(
-        metric=scorer.metric,
-        baseline=baseline,
-        baseline_source=scorer.baseline_source,
-        tolerance=rule.tolerance,
-        relative=rule.relative,
-        confidence=rule.confidence,
-        rows=scorer.n_rows,
-        points=curve,
-        chosen=chosen,
-        reason=reason,
-        passed=bool(passing) or kept_previous,
-        kept_previous=kept_previous,
-    )
+    def point(self, k: int, on_ladder: bool = False) -> CurvePoint:
+        if k not in self.points:
+            self.points[k] = _scored(k, list(self.order[:k]), self, on_ladder)
+        return self.points[k]
+
+    def record(self, chosen: int, reason: str, passed: bool, kept: bool) -> KCurve:
+        r = self.rule
+        return KCurve(
+            metric=self.scorer.metric,
+            baseline=self.baseline,
+            baseline_source=self.scorer.baseline_source,
+            tolerance=r.tolerance,
+            relative=r.relative,
+            confidence=r.confidence,
+            rows=self.scorer.n_rows,
+            points=sorted(self.points.values(), key=lambda p: p.k),
+            chosen=chosen,
+            reason=reason,
+            passed=passed,
+            kept_previous=kept,
+        )
 
 
-def _scored(
-    k: int, columns: list[int], scorer: Scorer, baseline: float, rule: GateRule, on_ladder: bool
-) -> CurvePoint:
+def _scored(k: int, columns: list[int], curve: _Curve, on_ladder: bool) -> CurvePoint:
+    scorer, rule = curve.scorer, curve.rule
+
     def both(rows: np.ndarray) -> tuple[float, float]:
         return scorer.baseline(rows), scorer.score(columns, rows)
 
-    interval = paired_bootstrap(both, scorer.n_rows, rule.resamples, rule.seed, rule.confidence)
-    verdict = gate(scorer.metric, baseline, interval, rule.tolerance, rule.relative)
+    interval = paired_bootstrap(
+        both, scorer.baseline_rows, rule.resamples, rule.seed, rule.confidence
+    )
+    verdict = gate(scorer.metric, curve.baseline, interval, rule.tolerance, rule.relative)
     score = scorer.score(columns, np.arange(scorer.n_rows))
     return CurvePoint(
         k=k,
@@ -246,11 +123,87 @@ def _scored(
     )
 
 
-def _reason(
-    chosen: int, passed: bool, kept: bool, scorer: Scorer, baseline: float, rule: GateRule
-) -> str:
+def k_curve(
+    order: Sequence[int],
+    scorer: Scorer,
+    rule: GateRule,
+    k_min: int,
+    k_max: int,
+    previous: int | None = None,
+) -> KCurve:
+    """Score the first K of ``order`` (the picks, most useful first) for the ladder of K and the
+    bisection near where it first passes; choose the smallest K that passes (or keep
+    ``previous``, see the module docstring)."""
+    k_max = min(k_max, len(order))
+    curve = _Curve(order, scorer, rule)
+    rungs = [curve.point(k, on_ladder=True) for k in ladder(k_min, k_max)]
+    higher = higher_is_better(scorer.metric)
+    best = (max if higher else min)(rungs, key=lambda p: p.score)
+    near_best = _NearBest(curve, best)
+
+    def passes(point: CurvePoint) -> bool:
+        """Matches all features (the gate's interval rule) and the best rung."""
+        return point.passed and near_best(point)
+
+    passing = [p.k for p in rungs if passes(p)]
+    chosen = k_max
+    if passing:
+        failed = [p.k for p in rungs if p.k < passing[0]]
+        low, high = (failed[-1] if failed else passing[0]), passing[0]
+        while high - low > 1:
+            middle = (low + high) // 2
+            low, high = (low, middle) if passes(curve.point(middle)) else (middle, high)
+        chosen = high
+    kept = False
+    if previous is not None and k_min <= previous <= k_max and chosen != previous:
+        smaller_rung_passes = any(p.k < previous for p in rungs if passes(p))
+        if passes(curve.point(previous)) and not smaller_rung_passes:
+            chosen, kept = previous, True
+    curve.points = {k: p.model_copy(update={"passed": passes(p)}) for k, p in curve.points.items()}
+    beaten = best.score > curve.baseline if higher else best.score < curve.baseline
+    reason = _reason(chosen, bool(passing), kept, curve, best if beaten else None)
+    logger.info("select: %s", reason)
+    return curve.record(chosen, reason, passed=bool(passing) or kept, kept=kept)
+
+
+class _NearBest:
+    """Whether a K is not confidently worse than the best rung by more than the tolerance: the
+    optimistic end of the paired interval of their difference (at the gate's confidence) is
+    within it. The gate's rule turned around: the best of a dozen noisy rungs is luckier than
+    its K deserves, and on a few hundred rows one row is worth more than the tolerance, so a
+    K that the rows cannot tell from the best is as good as the best (in the spirit of the
+    "one standard error" rule, Hastie et al., ESL 7.10)."""
+
+    def __init__(self, curve: _Curve, best: CurvePoint) -> None:
+        self.curve, self.best = curve, best
+        rule = curve.rule
+        self.allowed = rule.tolerance * (abs(best.score) if rule.relative else 1.0)
+        self.higher = higher_is_better(curve.scorer.metric)
+        self.known: dict[int, bool] = {best.k: True}
+
+    def __call__(self, point: CurvePoint) -> bool:
+        if point.k not in self.known:
+            self.known[point.k] = self._near(point.k)
+        return self.known[point.k]
+
+    def _near(self, k: int) -> bool:
+        scorer, rule, order = self.curve.scorer, self.curve.rule, self.curve.order
+
+        def both(rows: np.ndarray) -> tuple[float, float]:
+            best = scorer.score(list(order[: self.best.k]), rows)
+            return best, scorer.score(list(order[:k]), rows)
+
+        interval = paired_bootstrap(both, scorer.n_rows, rule.resamples, rule.seed, rule.confidence)
+        least_short = -interval.high if self.higher else interval.low
+        return least_short <= self.allowed
+
+
+def _reason(chosen: int, passed: bool, kept: bool, curve: _Curve, best: CurvePoint | None) -> str:
+    rule, scorer = curve.rule, curve.scorer
     within = f"{100 * rule.tolerance:.3g}% of" if rule.relative else f"{rule.tolerance:.4g} of"
-    of = f"the {scorer.metric} {baseline:.4f} of {scorer.baseline_source}"
+    of = f"the {scorer.metric} {curve.baseline:.4f} of {scorer.baseline_source}"
+    if best is not None:
+        of += f" and, within noise, of the best K on the ladder ({best.score:.4f} at K={best.k})"
     where = f"on {scorer.n_rows:,} held-out training rows"
     if kept:
         return (
@@ -263,6 +216,65 @@ def _reason(
             "will say whether this K is good enough"
         )
     return f"K={chosen}: the smallest K within {within} {of} {where}"
+
+
+# --- without a target: the knee of the reconstruction curve -------------------------------------
+
+
+def knee_curve(
+    order: Sequence[int],
+    scorer: Scorer,
+    rule: GateRule,
+    k_min: int,
+    k_max: int,
+    previous: int | None = None,
+) -> KCurve:
+    """Score the ladder of K, then the integers around its best rung; choose the knee, the K
+    furthest above the chord from the first rung to ``k_max`` (or keep ``previous`` while the
+    knee is within one rung of it)."""
+    k_max = min(k_max, len(order))
+    curve = _Curve(order, scorer, rule)
+    rungs = [curve.point(k, on_ladder=True).k for k in ladder(k_min, k_max)]
+    first, last = curve.point(k_min).score, curve.point(k_max).score
+    span = last - first
+
+    def above_chord(k: int) -> float:
+        if span <= 0 or k_max == k_min:
+            return -float(k)  # a flat curve: the fewest picks
+        return (curve.point(k).score - first) / span - (k - k_min) / (k_max - k_min)
+
+    i = max(range(len(rungs)), key=lambda j: above_chord(rungs[j]))
+    chosen = _peak(above_chord, rungs[max(i - 1, 0)], rungs[min(i + 1, len(rungs) - 1)])
+    kept = False
+    near = previous is not None and previous / LADDER_STEP <= chosen <= previous * LADDER_STEP
+    if previous is not None and near and k_min <= previous <= k_max and previous != chosen:
+        chosen, kept = curve.point(previous).k, True  # within one rung of the knee
+    share = curve.point(chosen).score
+    reason = (
+        f"K={chosen}: the knee of the reconstruction curve, where the first {chosen} picks explain "
+        f"{share:.4f} of all features' variance and all {k_max} explain {last:.4f} on "
+        f"{scorer.n_rows:,} held-out training rows; beyond it each pick adds less than the "
+        "average pick"
+    )
+    if kept:
+        reason = (
+            f"K={chosen}: the previous run's K, within one rung of the knee of the reconstruction "
+            "curve"
+        )
+    logger.info("select: %s", reason)
+    return curve.record(chosen, reason, passed=True, kept=kept)
+
+
+def _peak(value: Callable[[int], float], low: int, high: int) -> int:
+    """The integer in [low, high] where a single-peaked ``value`` is largest (ternary search;
+    the smallest such integer on a tie)."""
+    while high - low > 2:
+        third = (high - low) // 3
+        if value(low + third) < value(high - third):
+            low += third + 1
+        else:
+            high -= third + 1
+    return max(range(low, high + 1), key=value)
 
 
 # --- the whole choice, after a search at k_max -------------------------------------------------
@@ -278,7 +290,7 @@ def choose_auto_k(
     previous: int | None = None,
 ) -> tuple[FinalChoice, KCurve]:
     """``k: auto`` after a search trained with ``k_max`` selector rows (``model``; None where
-    no search was trained): its picks ranked, the curve on an inner split of the sample ``x``,
+    no search was trained): its picks ranked, the curve on the inner folds of the sample ``x``,
     ``y``, and the final choice at the chosen K. ``target`` turns regression values back into
     the target's units (scores such as rmse are in them); ``previous`` is the K of the previous
     applied run, which a scheduled run keeps while it passes."""
@@ -286,53 +298,10 @@ def choose_auto_k(
     k_min, k_max = s.k_range(x.shape[1])
     search = config.model_copy(update={"selector": s.resolved(k_max)})
     order = ranked_picks(model, search, task, x, y).tolist()
-    fit, held_out = inner_split(len(x), config.training.seed)
-    features = x.float().numpy()
-    if task == "reconstruction":
-        scorer: Scorer = ReconstructionScorer(features[fit], features[held_out], order)
-        metric = "explained_variance"
-    else:
-        assert y is not None, "supervised tasks need a target"
-        scorer, metric = fitted_scorer(config, task, features, y.numpy(), fit, held_out, target)
-    tolerance = v.tolerance
-    rule = GateRule(tolerance, v.relative, v.confidence, v.bootstrap, config.training.seed)
-    curve = k_curve(order, scorer, rule, k_min, k_max, previous)
-    logger.info("select: k: auto chose %d features (%s)", curve.chosen, metric)
+    scorer = inner_scorer(config, task, x, y, order, target)
+    rule = GateRule(v.tolerance, v.relative, v.confidence, v.bootstrap, config.training.seed)
+    choose = knee_curve if task == "reconstruction" else k_curve
+    curve = choose(order, scorer, rule, k_min, k_max, previous)
+    logger.info("select: k: auto chose %d features (%s)", curve.chosen, scorer.metric)
     resolved = config.model_copy(update={"selector": s.resolved(curve.chosen)})
     return choose_k(model, resolved, task, x, y), curve
-
-
-def fitted_scorer(
-    config: Config,
-    task: ResolvedTask,
-    x: np.ndarray,
-    y: np.ndarray,
-    fit: np.ndarray,
-    held_out: np.ndarray,
-    target: TargetInfo | None,
-) -> tuple[FittedScorer, str]:
-    name = fitted_model_name(config)
-    params = model_params(config, name)
-    chosen = config.validation.metric
-    metric = default_metric(task) if chosen == "auto" else chosen
-    units = target.to_units if target is not None else (lambda values: values)
-    n_classes = 0
-    if task == "classification":
-        n_classes = target.n_outputs if target is not None else int(y.max()) + 1
-
-    def make(seed: int) -> Estimator:
-        return make_estimator(name, params, task, seed)
-
-    scorer = FittedScorer(
-        make,
-        x[fit],
-        y[fit],
-        x[held_out],
-        units(y[held_out]),
-        metric,
-        n_classes,
-        config.training.seed,
-        units=units,
-        baseline_source=f"{name} on all features",
-    )
-    return scorer, metric

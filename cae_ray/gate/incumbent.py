@@ -4,10 +4,10 @@ incumbent) unless this run's own selection (the challenger) is better beyond noi
 Feature stores are full of near-twins (``avg_7d`` / ``avg_14d``, one signal in two views). On
 such tables a fresh search picks a different twin from week to week although nothing changed,
 and every swap is a mark added and a mark removed in a shared registry. So the challenger
-replaces the incumbent only when the gate's own model, fitted on each set over the inner split
-of the training rows that ``k: auto`` uses, scores the challenger better on the inner held-out
-rows with the whole paired bootstrap interval of the gain above zero (the gate's confidence).
-A gain within noise keeps the incumbent.
+replaces the incumbent only when the gate's own model, fitted on each set on the inner folds of
+the training rows that ``k: auto`` uses (:mod:`cae_ray.gate.inner`), scores the challenger
+better on their held-out rows with the whole paired bootstrap interval of the gain above zero
+(the gate's confidence). A gain within noise keeps the incumbent.
 
 The test needs a target: an unsupervised run compares the linear reconstruction of every
 feature from each set (explained variance), as ``k: auto`` does. An incumbent of another size
@@ -21,11 +21,10 @@ from 5% to 0%, with the gate's score unchanged.
 
 from __future__ import annotations
 
-import numpy as np
 from torch import Tensor
 
 from cae_ray.config import Config
-from cae_ray.gate.auto_k import ReconstructionScorer, Scorer, fitted_scorer, inner_split
+from cae_ray.gate.inner import inner_scorer
 from cae_ray.gate.metrics import MIN_ROWS_FOR_INTERVAL, higher_is_better, paired_bootstrap
 from cae_ray.records import IncumbentCheck
 from cae_ray.selector.targets import ResolvedTask, TargetInfo
@@ -55,7 +54,7 @@ def challenge(
         why = f"it kept {len(incumbent)} features and this run selects {len(challenger)}"
         return IncumbentCheck(**compared, kept=False, reason=_not_compared(why))
     columns = [features.index(name) for name in incumbent]
-    scorer = _scorer(config, task, x, y, target, columns)
+    scorer = inner_scorer(config, task, x, y, columns, target)
     if scorer.n_rows < MIN_ROWS_FOR_INTERVAL:
         why = f"{scorer.n_rows} held-out training rows cannot tell them apart"
         return IncumbentCheck(**compared, kept=True, reason=f"{why}, so the previous one stays")
@@ -93,20 +92,3 @@ def challenge(
 
 def _not_compared(why: str) -> str:
     return f"the previous selection was not compared, as {why}"
-
-
-def _scorer(
-    config: Config,
-    task: ResolvedTask,
-    x: Tensor,
-    y: Tensor | None,
-    target: TargetInfo | None,
-    reference: list[int],
-) -> Scorer:
-    fit, held_out = inner_split(len(x), config.training.seed)
-    features = x.float().numpy()
-    if task == "reconstruction":
-        return ReconstructionScorer(features[fit], features[held_out], reference)
-    assert y is not None, "supervised tasks need a target"
-    scorer, _ = fitted_scorer(config, task, features, np.asarray(y.numpy()), fit, held_out, target)
-    return scorer

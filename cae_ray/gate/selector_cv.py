@@ -29,9 +29,10 @@ class ConcreteFeatureSelectorCV(SelectedColumns):
     ``model_params``, ``metric``, ``tolerance``, ``relative``, ``confidence`` and ``bootstrap``
     mean what the ``validation`` section's keys of the same names mean: the K chosen is the
     smallest whose selection, fitted with ``model``, loses at most ``tolerance`` against the same
-    model on all features at the pessimistic end of the ``confidence`` interval, on a seeded
-    quarter of the training rows. Without ``y`` the curve is the linear reconstruction of all
-    features, and K is where it comes within ``tolerance`` of all ``k_max`` picks.
+    model on all features at the pessimistic end of the ``confidence`` interval, and scores
+    within ``tolerance`` of the best K tried, on a seeded quarter of the training rows (every
+    row, by 4-fold cross-validation, below 2,000 rows). Without ``y`` the curve is the linear
+    reconstruction of all features, and K is its knee.
 
     Fitted attributes: ``k_`` (the chosen K), ``curve_`` (quality against K, with the reason in
     ``curve_.reason``), ``selected_indices_``, ``scores_``, ``selector_`` (the search, trained

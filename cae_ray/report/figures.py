@@ -86,8 +86,10 @@ def k_curve_figure(selection: Selection) -> Figure | None:
         allowed = -allowed
     ks = [p.k for p in points]
     scores = [p.score for p in points]
-    below = [p.score - (baseline + p.low) for p in points]
-    above = [(baseline + p.high) - p.score for p in points]
+    # The interval of each K's difference with the baseline, drawn around its score (with
+    # cross-validation the baseline is scored on the first fold's rows, the score on all rows).
+    below = [max(0.0, p.difference - p.low) for p in points]
+    above = [max(0.0, p.high - p.difference) for p in points]
     colors = [GREEN if p.passed else RED for p in points]
     ax.axhspan(baseline - allowed, baseline, color=GREEN, alpha=0.08, label="within the tolerance")
     ax.axhline(baseline, color=INK, lw=0.8, label=curve.baseline_source)
