@@ -71,7 +71,8 @@ def ladder(k_min: int, k_max: int) -> list[int]:
 
 
 class _Curve:
-    """The points scored so far (each K once), against the baseline on every held-out row."""
+    """The points scored so far (each K once): the score on every held-out row, the interval of
+    the difference with the baseline on the baseline's rows (:mod:`cae_ray.gate.inner`)."""
 
     def __init__(self, order: Sequence[int], scorer: Scorer, rule: GateRule) -> None:
         self.order, self.scorer, self.rule = order, scorer, rule
