@@ -25,15 +25,35 @@ def pytest_configure(config: pytest.Config) -> None:
         config.stash[AIRFLOW_HOME] = home
         os.environ["AIRFLOW_HOME"] = home
     os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
+    fast_feast_imports(config)
+
+
+def fast_feast_imports(config: pytest.Config) -> None:
+    """Run the processes the tests start (`cae-ray`, `feast`, Ray's workers) under -O.
+
+    Feast wraps its classes in typeguard's @typechecked, which re-parses and recompiles their
+    source at every import: about 7 of the 14 s `import feast` takes on 2 cores, in every
+    `cae-ray` and `feast` command a test runs. Under -O typeguard leaves them as they are
+    (docs/development.md). The -O bytecode goes to a cache of this session's, so no repo or venv
+    gets a __pycache__ it did not have. Asserts in a child's code are stripped: cae_ray's are
+    type narrowing only, and the tests' own scripts raise instead."""
+    if "PYTHONOPTIMIZE" in os.environ:
+        return
+    cache = tempfile.mkdtemp(prefix="cr-pyc-")
+    config.stash[PYCACHE] = cache
+    os.environ.update(PYTHONOPTIMIZE="1", PYTHONPYCACHEPREFIX=cache)
+    os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
-    home = config.stash.get(AIRFLOW_HOME, None)
-    if home:
-        shutil.rmtree(home, ignore_errors=True)
+    for key in (AIRFLOW_HOME, PYCACHE):
+        made = config.stash.get(key, None)
+        if made:
+            shutil.rmtree(made, ignore_errors=True)
 
 
 AIRFLOW_HOME = pytest.StashKey[str]()
+PYCACHE = pytest.StashKey[str]()
 
 
 @pytest.fixture(scope="session")
