@@ -21,6 +21,7 @@ import pytest
 from cae_ray.config import load_config
 from cae_ray.pipeline import select
 from tests.conftest import RAY_TEST_ENV
+from tests.object_store import node_processes
 from tests.test_pipeline import K, make_config
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
@@ -43,18 +44,26 @@ def wait_for_checkpoints(
         time.sleep(0.2)
 
 
-def _kill_new_ray_processes(existing: set[int]) -> None:
-    """Kill the Ray processes a SIGKILLed driver's local cluster left behind: those started
-    during the test that are not ours. Repeat for a few seconds: a dying raylet still spawns."""
-    ours = {p.pid for p in psutil.Process().children(recursive=True)}
+def _kill_ray_under(temp_dir: str) -> None:
+    """Kill the Ray processes a SIGTERMed driver's local cluster may leave behind: only the
+    cluster under ``temp_dir`` (tests may run beside others with clusters of their own). Repeat
+    for a few seconds: a dying raylet still spawns."""
     for _ in range(10):
-        for process in psutil.process_iter(["pid", "cmdline"]):
-            text = " ".join(process.info["cmdline"] or [])
-            is_ray = text.startswith("ray::") or "raylet" in text or "gcs_server" in text
-            if is_ray and process.pid not in existing | ours:
-                with contextlib.suppress(psutil.Error):
-                    process.kill()
+        for process in node_processes(temp_dir):
+            with contextlib.suppress(psutil.Error):
+                process.kill()
         time.sleep(0.5)
+
+
+def train_workers_of_this_process() -> list[psutil.Process]:
+    """This process's own cluster's Ray Train workers (its raylet's children), not those of a
+    test running beside it."""
+    found = []
+    for process in psutil.Process().children(recursive=True):
+        with contextlib.suppress(psutil.Error):
+            if "ray::RayTrainWorker" in " ".join(process.cmdline()):
+                found.append(process)
+    return found
 
 
 def test_sigkilled_worker_resumes_from_its_last_checkpoint(
@@ -73,11 +82,7 @@ def test_sigkilled_worker_resumes_from_its_last_checkpoint(
     driver = threading.Thread(target=run)
     driver.start()
     wait_for_checkpoints(tmp_path, 2)
-    workers = [
-        p
-        for p in psutil.process_iter(["cmdline"])
-        if "ray::RayTrainWorker" in " ".join(p.info["cmdline"] or [])
-    ]
+    workers = train_workers_of_this_process()
     assert workers, "no Ray Train worker process found"
     os.kill(workers[-1].pid, signal.SIGKILL)
     driver.join(timeout=600)
@@ -106,7 +111,6 @@ def test_sigterm_stops_cleanly_and_the_resumed_run_selects_as_an_uninterrupted_o
         "validation: {epochs: 3, bootstrap: 200, tolerance: 1.0}\n"
     )
     run_dir, uninterrupted_dir = tmp_path / "run", tmp_path / "uninterrupted"
-    existing = {p.pid for p in psutil.process_iter()}
     # A short temp dir: Ray's Unix socket paths under it have a length limit.
     ray_tmp = tempfile.mkdtemp(prefix="crd-", dir="/tmp")
     env = {**os.environ, **RAY_TEST_ENV, "RAY_TMPDIR": ray_tmp, "HOME": str(tmp_path)}
@@ -124,7 +128,7 @@ def test_sigterm_stops_cleanly_and_the_resumed_run_selects_as_an_uninterrupted_o
     assert not (run_dir / "selection.json").exists()
     select(load_config(config_file), uninterrupted_dir)
     second = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
-    _kill_new_ray_processes(existing)
+    _kill_ray_under(ray_tmp)
     shutil.rmtree(ray_tmp, ignore_errors=True)
 
     assert first.returncode == 143, stderr.decode()[-3000:]
