@@ -76,18 +76,12 @@ lint: install
 docs: install
 	$(BIN)/mkdocs build --strict --site-dir site
 
-# Two pytest processes (pytest-xdist), each taking whole test files: on 2 cores one process
-# leaves a third of the CPU idle while it waits on the processes it starts (docs/development.md).
-# TEST_WORKERS=0 runs the suite in one process.
-TEST_WORKERS ?= 2
-PYTEST_PARALLEL := -n $(TEST_WORKERS) --dist loadfile
-
 test: lint docs $(CHROMIUM) $(LIGHT)/bin/.installed
-	CAE_RAY_LIGHT_VENV=$(LIGHT) $(BIN)/pytest $(PYTEST_PARALLEL)
+	CAE_RAY_LIGHT_VENV=$(LIGHT) $(BIN)/pytest
 	$(MAKE) test-oldest
 
 test-oldest: $(OLDEST)/bin/.installed
-	$(OLDEST)/bin/pytest -p no:cacheprovider $(PYTEST_PARALLEL) $(OLDEST_TESTS)
+	$(OLDEST)/bin/pytest -p no:cacheprovider $(OLDEST_TESTS)
 
 test-light: install $(LIGHT)/bin/.installed
 	CAE_RAY_LIGHT_VENV=$(LIGHT) $(BIN)/pytest tests/test_light_install.py

@@ -37,9 +37,8 @@ def fast_feast_imports(config: pytest.Config) -> None:
     (docs/development.md). The -O bytecode goes to a cache of this session's, so no repo or venv
     gets a __pycache__ it did not have. Asserts in a child's code are stripped: cae_ray's are
     type narrowing only, and the tests' own scripts raise instead."""
-    runs_tests = hasattr(config, "workerinput") or not getattr(config.option, "numprocesses", 0)
-    if "PYTHONOPTIMIZE" in os.environ or not runs_tests:  # xdist's controller: its workers must
-        return  # not inherit -O themselves (pytest's asserts in tests/*.py helpers would go)
+    if "PYTHONOPTIMIZE" in os.environ:
+        return
     cache = tempfile.mkdtemp(prefix="cr-pyc-")
     config.stash[PYCACHE] = cache
     os.environ.update(PYTHONOPTIMIZE="1", PYTHONPYCACHEPREFIX=cache)

@@ -58,14 +58,22 @@ def test_the_second_search_keeps_k_distinct_features_the_search_missed() -> None
 def test_refine_takes_regression_and_many_classes() -> None:
     X, _ = xor_table(3000, 300, seed=2)
     y = X[:, 0] + 2 * X[:, 0] * X[:, 1]
-    refined = ConcreteFeatureSelector(k=2, search_factor=2, epochs=3, refine=True).fit(X, y)
+
+    # A fixed seed: with None each fit draws one from numpy's global state, which depends on
+    # the tests that ran before in the same process (seeds 0-4 all pass; one such draw did not).
+    def search(refine: bool) -> ConcreteFeatureSelector:
+        return ConcreteFeatureSelector(
+            k=2, search_factor=2, epochs=3, refine=refine, random_state=0
+        )
+
+    refined = search(refine=True).fit(X, y)
     assert refined.task_ == "regression"
     assert set(refined.selected_indices_) == {0, 1}
     # 40 classes of the same signal: fewer picks are screened (the term matrix stays small).
     bins = np.quantile(y, np.linspace(0, 1, 41)[1:-1])
     classes = np.digitize(y, bins)
-    plain = ConcreteFeatureSelector(k=2, search_factor=2, epochs=3, refine=False).fit(X, classes)
-    many = ConcreteFeatureSelector(k=2, search_factor=2, epochs=3, refine=True).fit(X, classes)
+    plain = search(refine=False).fit(X, classes)
+    many = search(refine=True).fit(X, classes)
     assert many.task_ == "classification"
     assert set(plain.selected_indices_) != {0, 1}
     assert set(many.selected_indices_) == {0, 1}
