@@ -185,7 +185,8 @@ class KCurve(BaseModel):
     reason: str
     """The chosen K in one sentence."""
     passed: bool
-    """Whether any K passed (else the chosen K is ``k_max`` and the gate will say no)."""
+    """Whether any K passed (else the chosen K is the smallest that ties all features, or
+    ``k_max``, and the gate decides)."""
     kept_previous: bool = False
 
 

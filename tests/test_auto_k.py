@@ -84,6 +84,29 @@ def test_no_passing_k_chooses_k_max_and_says_so() -> None:
     assert "no K up to k_max=64" in curve.reason
 
 
+@dataclass
+class Disagreeing(KnownCurve):
+    """From K=``tie_from`` on, right on 900 rows of 1,000 as the baseline is, but not the same
+    rows (100 each way): every interval of the difference is about +-0.03, wider than the
+    tolerance, so even a tie cannot pass. Below ``tie_from``: right on 500 rows."""
+
+    tie_from: int = 20
+
+    def score(self, columns: list[int], rows: np.ndarray) -> float:
+        return float(np.mean(rows >= (100 if len(columns) >= self.tie_from else 500)))
+
+
+def test_when_the_rows_cannot_confirm_a_tie_k_is_the_smallest_that_ties() -> None:
+    curve = k_curve(list(range(64)), Disagreeing({}), RULE, 1, 64)
+    assert curve.chosen == 20 and not curve.passed  # not k_max: 64 features for 20
+    assert not any(p.passed for p in curve.points)
+    assert "no K was confirmed within 0.01" in curve.reason
+    assert "K=20 is the smallest that scores at least as well as all features" in curve.reason
+    # A scheduled run keeps last week's K while it still ties and no smaller rung does.
+    kept = k_curve(list(range(64)), Disagreeing({}), RULE, 1, 64, previous=24)
+    assert kept.chosen == 24 and kept.kept_previous and not kept.passed
+
+
 def test_a_scheduled_run_keeps_its_k_unless_a_smaller_rung_passes_or_it_fails() -> None:
     # Last week's K (11) still passes and no smaller rung does: K stays, though 10 would do.
     kept = k_curve(list(range(64)), known(10), RULE, 1, 64, previous=11)

@@ -10,8 +10,10 @@ bootstrap interval of the difference is within the tolerance, so a K that passes
 chosen. A K must also be within the tolerance of the best rung of the ladder, within noise:
 where a few features do better than all of them (noise columns hurt the model, few rows), the
 smallest K that merely matches all features stops short of the features that make the
-difference. The gate's held-out split is not touched here; it scores the chosen K once, exactly
-as it scores a fixed K.
+difference. When no K passes but some tie all features on the point estimate, the inner rows
+are too few for the interval of a tie to fit within the tolerance: K is then the smallest K
+that ties (not ``k_max``), and the curve says that none passed. The gate's held-out split is not
+touched here; it scores the chosen K once, exactly as it scores a fixed K.
 
 Without a target (reconstruction) there is nothing to match: the curve is the share of all
 features' variance the first K picks explain linearly, and K is its knee (Satopaa et al., 2011,
@@ -134,7 +136,8 @@ def k_curve(
 ) -> KCurve:
     """Score the first K of ``order`` (the picks, most useful first) for the ladder of K and the
     bisection near where it first passes; choose the smallest K that passes (or keep
-    ``previous``, see the module docstring)."""
+    ``previous``, see the module docstring). When none passes, the smallest K that ties all
+    features (its point estimate), else ``k_max``; the curve then says it did not pass."""
     k_max = min(k_max, len(order))
     curve = _Curve(order, scorer, rule)
     rungs = [curve.point(k, on_ladder=True) for k in ladder(k_min, k_max)]
@@ -146,25 +149,43 @@ def k_curve(
         """Matches all features (the gate's interval rule) and the best rung."""
         return point.passed and near_best(point)
 
+    def ties(point: CurvePoint) -> bool:
+        """Scores at least what all features score (the point estimate) and near the best."""
+        tied = point.difference >= 0 if higher else point.difference <= 0
+        return tied and near_best(point)
+
     passing = [p.k for p in rungs if passes(p)]
-    chosen = k_max
-    if passing:
-        failed = [p.k for p in rungs if p.k < passing[0]]
-        low, high = (failed[-1] if failed else passing[0]), passing[0]
-        while high - low > 1:
-            middle = (low + high) // 2
-            low, high = (low, middle) if passes(curve.point(middle)) else (middle, high)
-        chosen = high
+    # When no K passes, the inner rows may be too few to confirm even a tie within the
+    # tolerance (its interval is wider): then the smallest K that ties all features, not
+    # k_max, and the gate decides.
+    acceptable = passes if passing or not any(ties(p) for p in rungs) else ties
+    chosen = _smallest(curve, rungs, acceptable) if any(acceptable(p) for p in rungs) else k_max
     kept = False
     if previous is not None and k_min <= previous <= k_max and chosen != previous:
-        smaller_rung_passes = any(p.k < previous for p in rungs if passes(p))
-        if passes(curve.point(previous)) and not smaller_rung_passes:
+        smaller_rung_passes = any(p.k < previous for p in rungs if acceptable(p))
+        if acceptable(curve.point(previous)) and not smaller_rung_passes:
             chosen, kept = previous, True
     curve.points = {k: p.model_copy(update={"passed": passes(p)}) for k, p in curve.points.items()}
     beaten = best.score > curve.baseline if higher else best.score < curve.baseline
-    reason = _reason(chosen, bool(passing), kept, curve, best if beaten else None)
+    tied = not passing and acceptable is ties
+    reason = _reason(chosen, bool(passing), kept, curve, best if beaten else None, tied)
     logger.info("select: %s", reason)
-    return curve.record(chosen, reason, passed=bool(passing) or kept, kept=kept)
+    confirmed = acceptable is passes and (bool(passing) or kept)
+    return curve.record(chosen, reason, passed=confirmed, kept=kept)
+
+
+def _smallest(
+    curve: _Curve, rungs: list[CurvePoint], acceptable: Callable[[CurvePoint], bool]
+) -> int:
+    """The smallest acceptable K: the first acceptable rung, then a bisection between it and
+    the rung below."""
+    first = next(p.k for p in rungs if acceptable(p))
+    failed = [p.k for p in rungs if p.k < first]
+    low, high = (failed[-1] if failed else first), first
+    while high - low > 1:
+        middle = (low + high) // 2
+        low, high = (low, middle) if acceptable(curve.point(middle)) else (middle, high)
+    return high
 
 
 class _NearBest:
@@ -199,13 +220,27 @@ class _NearBest:
         return least_short <= self.allowed
 
 
-def _reason(chosen: int, passed: bool, kept: bool, curve: _Curve, best: CurvePoint | None) -> str:
+def _reason(
+    chosen: int,
+    passed: bool,
+    kept: bool,
+    curve: _Curve,
+    best: CurvePoint | None,
+    tied: bool = False,
+) -> str:
     rule, scorer = curve.rule, curve.scorer
     within = f"{100 * rule.tolerance:.3g}% of" if rule.relative else f"{rule.tolerance:.4g} of"
     of = f"the {scorer.metric} {curve.baseline:.4f} of {scorer.baseline_source}"
     if best is not None:
         of += f" and, within noise, of the best K on the ladder ({best.score:.4f} at K={best.k})"
     where = f"on {scorer.n_rows:,} held-out training rows"
+    if tied:
+        return (
+            f"K={chosen}: no K was confirmed within {within} {of} {where} (the interval of a tie "
+            f"is wider than the tolerance there); K={chosen} is the smallest that scores at "
+            "least as well as all features, and the gate will say whether it is good enough"
+            + (", kept from the previous run" if kept else "")
+        )
     if kept:
         return (
             f"K={chosen}: the previous run's K, which still passes (within {within} {of} {where})"
