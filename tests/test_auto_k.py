@@ -105,6 +105,7 @@ def test_when_the_rows_cannot_confirm_a_tie_k_is_the_smallest_that_ties() -> Non
     # A scheduled run keeps last week's K while it still ties and no smaller rung does.
     kept = k_curve(list(range(64)), Disagreeing({}), RULE, 1, 64, previous=24)
     assert kept.chosen == 24 and kept.kept_previous and not kept.passed
+    assert "the previous run's K, which still scores at least as well" in kept.reason
 
 
 def test_a_scheduled_run_keeps_its_k_unless_a_smaller_rung_passes_or_it_fails() -> None:

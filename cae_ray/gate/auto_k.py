@@ -167,7 +167,7 @@ def k_curve(
             chosen, kept = previous, True
     curve.points = {k: p.model_copy(update={"passed": passes(p)}) for k, p in curve.points.items()}
     beaten = best.score > curve.baseline if higher else best.score < curve.baseline
-    tied = not passing and acceptable is ties
+    tied = acceptable is ties  # then no K passed
     reason = _reason(chosen, bool(passing), kept, curve, best if beaten else None, tied)
     logger.info("select: %s", reason)
     confirmed = acceptable is passes and (bool(passing) or kept)
@@ -235,12 +235,18 @@ def _reason(
         of += f" and, within noise, of the best K on the ladder ({best.score:.4f} at K={best.k})"
     where = f"on {scorer.n_rows:,} held-out training rows"
     if tied:
-        return (
-            f"K={chosen}: no K was confirmed within {within} {of} {where} (the interval of a tie "
-            f"is wider than the tolerance there); K={chosen} is the smallest that scores at "
-            "least as well as all features, and the gate will say whether it is good enough"
-            + (", kept from the previous run" if kept else "")
+        unconfirmed = (
+            f"no K was confirmed within {within} {of} {where} (the interval of a tie is wider "
+            "than the tolerance there)"
         )
+        which = (
+            "the previous run's K, which still scores at least as well as all features while no "
+            "smaller rung does"
+            if kept
+            else f"K={chosen} is the smallest that scores at least as well as all features"
+        )
+        verdict = "the gate will say whether it is good enough"
+        return f"K={chosen}: {unconfirmed}; {which}, and {verdict}"
     if kept:
         return (
             f"K={chosen}: the previous run's K, which still passes (within {within} {of} {where})"
