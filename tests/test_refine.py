@@ -33,10 +33,40 @@ def test_the_screen_finds_a_feature_that_only_matters_beside_a_pick() -> None:
     assert scores.shape == (3000,) and torch.isfinite(scores[1:]).all()
 
 
-def test_refine_is_on_for_wide_supervised_tables_only() -> None:
+def symmetric_table(seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """y = 10 x0 + 20 (x1 - 0.5)^2 + 5 x2 + noise on uniform columns: x1's effect is symmetric,
+    with no linear part."""
+    rng = np.random.default_rng(seed)
+    X = rng.uniform(size=(3000, 300)).astype(np.float32)
+    y = 10 * X[:, 0] + 20 * (X[:, 1] - 0.5) ** 2 + 5 * X[:, 2] + 0.5 * rng.normal(size=3000)
+    return X, y
+
+
+def test_the_screen_finds_a_symmetric_effect_by_its_square() -> None:
+    X, y = symmetric_table(seed=1)
+    residual = torch.from_numpy(y - 10 * X[:, 0] - 5 * X[:, 2]).float()
+    residual = (residual - residual.mean())[:, None]  # what a head that knows x0, x2 leaves
+    scores = interaction_scores(torch.from_numpy(X), residual, torch.tensor([0, 2]))
+    scores[[0, 2]] = -torch.inf
+    assert int(scores.argmax()) == 1
+    assert scores[1] > 10 * scores[3:].max()
+
+
+def test_a_regression_is_refined_and_keeps_a_symmetric_effect() -> None:
+    """The search alone misses x1 here; the screen puts it in the pool, where no second search
+    picks it (a selector row's gradient has nothing to follow) but the whole-pool head rates it."""
+    X, y = symmetric_table(seed=1)
+    plain = ConcreteFeatureSelector(k=3, epochs=10, refine=False, random_state=0).fit(X, y)
+    default = ConcreteFeatureSelector(k=3, epochs=10, random_state=0).fit(X, y)
+    assert 1 not in plain.selected_indices_
+    assert sorted(default.selected_indices_.tolist()) == [0, 1, 2]
+
+
+def test_refine_is_on_for_wide_classification_and_every_regression() -> None:
     config = validate_config({})
     assert refines(config, 1001, "classification")
     assert not refines(config, 1000, "classification")
+    assert refines(config, 10, "regression")
     assert not refines(config, 50_000, "reconstruction")
     forced = validate_config({"selector": {"refine": True}})
     assert refines(forced, 100, "regression")

@@ -110,10 +110,12 @@ class SelectorConfig(Section):
 
     refine: bool | None = None
     """Supervised tasks only: after the search, score every feature by how much it would add
-    beside the search's picks (alone and in interaction with each), and run a second, small
-    search over the search's features and as many best-scored ones, on an in-memory sample.
-    Finds features whose signal is only in combination, which a search over many thousands of
-    columns misses. `null`: on above 1,000 features."""
+    beside the search's picks (alone, squared and in interaction with each), and re-choose the k
+    from the search's features and as many best-scored ones by second, small searches and a
+    model fed all of them, on an in-memory sample. Finds features whose signal is only in
+    combination, which a search over many thousands of columns misses, and symmetric effects,
+    which a search misses at any width. `null`: on for a classification above 1,000 features
+    and for every regression."""
 
     polish: bool | None = None
     """Unsupervised (reconstruction) only: after training, swap picks for outside features while

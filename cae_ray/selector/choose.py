@@ -6,8 +6,8 @@
 With fewer than one sample row per 20 features (:data:`FEW_ROWS_PER_FEATURE`) no search is
 trained: the K are the features with the best F statistic against the target. Otherwise the
 search's own k (:func:`cae_ray.selector.ranking.search_selection`), polished for a
-reconstruction (:mod:`cae_ray.selector.polish`) or refined by an interaction screen for a wide
-supervised table (:mod:`cae_ray.selector.refine`). Both run on an in-memory sample of the
+reconstruction (:mod:`cae_ray.selector.polish`) or refined by a screen for a regression or a
+wide classification table (:mod:`cae_ray.selector.refine`). Both run on an in-memory sample of the
 training rows, at most :data:`SAMPLE_ROWS` of them.
 """
 

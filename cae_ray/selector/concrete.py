@@ -256,6 +256,22 @@ class IndirectConcreteSelector(BaseConcreteSelector):
         return self.feature_map(self.ip_vectors)
 
 
+class EveryColumn(BaseConcreteSelector):
+    """No selection at all: row i is feature i, so a head behind it sees every column as it is
+    (:func:`cae_ray.selector.refine.whole_pool_rises`, on a pool of a few dozen columns)."""
+
+    def __init__(self, n_features: int) -> None:
+        super().__init__(n_features, n_features, "shared")
+        # Logits only for the loop's progress figures: each row is sure of its own column.
+        self.register_buffer("fixed_logits", 100.0 * torch.eye(n_features))
+
+    def logits(self) -> Tensor:
+        return self.get_buffer("fixed_logits")
+
+    def forward(self, x: Tensor, temperature: float = 1.0) -> Tensor:
+        return x
+
+
 def build_selector(config: SelectorConfig, n_features: int, rows: int) -> BaseConcreteSelector:
     """The configured selector with ``rows`` selector rows (the user's k, or a search's more)."""
     if config.method == "cae":

@@ -127,8 +127,8 @@ class ConcreteFeatureSelector(SelectedColumns):
     Without ``y`` (or with ``task="reconstruction"``) it selects the features from which all
     features can be reconstructed; with ``y`` it selects the features a classifier or regressor
     needs; supervised selection trains ``search_factor * k`` rows (None: 2k, or 4k above 2,048
-    features) and keeps the k features the head relies on most; above 1,000 features (or with
-    ``refine=True``) those k are then re-chosen after an interaction screen of every feature
+    features) and keeps the k features the head relies on most; for a regression, above 1,000
+    features or with ``refine=True``, those k are then re-chosen after a screen of every feature
     (:mod:`cae_ray.selector.refine`); with fewer than one row per 20 features they are the features
     with the best F statistic against y, and no search is trained. Without ``y`` the k picks are
     then polished: swapped for outside features while a linear reconstruction of every feature

@@ -4,11 +4,15 @@ On a wide table a supervised search misses features whose signal is only in inte
 other features: at 20,000 columns their share of any selector row's soft mixture is too small
 for the head to learn the interaction, so no gradient ever points at them. The search's picks
 make them easy to test, though. With the search's head in place, the score test for adding a
-feature j, alone and multiplied by each pick i, needs only sums over rows of
+feature j, alone, squared and multiplied by each pick i, needs only sums over rows of
 ``residual * x_i * x_j``: one matrix product per pick for all N features at once. The
 best-scored features join the search's k in a pool of a few dozen, and three small second
 searches over the pool (the same model, loop and importance ranking, trained on the in-memory
-sample) choose the k kept.
+sample) and one head fed the whole pool rate them; the k with the best total are kept.
+
+A regression search is refined at any width: with fewer features to miss it still misses
+non-monotone effects (on scikit-learn's ``make_friedman1`` with 1,000 columns the search alone
+kept 1 of its 5 informative columns, refined all 5; docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -20,9 +24,9 @@ import torch
 from torch import Tensor, nn
 
 from cae_ray.config import Config
-from cae_ray.selector.concrete import distinct_selection
+from cae_ray.selector.concrete import EveryColumn, distinct_selection
 from cae_ray.selector.loop import fit_in_memory
-from cae_ray.selector.model import SelectorModel, build_model
+from cae_ray.selector.model import SelectorModel, build_head, build_model
 from cae_ray.selector.ranking import importance
 from cae_ray.selector.targets import ResolvedTask
 
@@ -38,7 +42,8 @@ SCREEN_COLUMNS = 512
 """Features scored per matrix product, so the screen needs no centred copy of the sample
 (20,000 sample rows: ~40 MB a block)."""
 REFINE_ABOVE_FEATURES = 1_000
-"""``refine: null`` refines above this many features. Measured: on 20 informative of 2,000
+"""``refine: null`` refines a classification above this many features (a regression at any
+width). Measured: on 20 informative of 2,000
 columns it finds 20 where the search alone finds 17 (4,000 rows, benchmarks/quality.py) and 15
 (20,000 rows, benchmarks/gate.py), and 19-20 of 20,000 where it finds 11-15; on the 500-column
 Madelon table it found 18 where the search alone finds 19 (interchangeable redundant columns)."""
@@ -52,7 +57,9 @@ def refines(config: Config, n_features: int, task: ResolvedTask) -> bool:
     if task == "reconstruction":
         return False
     refine = config.selector.refine
-    return refine if refine is not None else n_features > REFINE_ABOVE_FEATURES
+    if refine is not None:
+        return refine
+    return task == "regression" or n_features > REFINE_ABOVE_FEATURES
 
 
 def refined(
@@ -99,8 +106,10 @@ def head_residual(
 
 @torch.no_grad()
 def interaction_scores(x: Tensor, residual: Tensor, picks: Tensor) -> Tensor:
-    """One score per feature j: the sum over j alone and j times each pick i of the score
-    statistic (sum of residual * term)^2 / sum of (residual * term)^2, over every output."""
+    """One score per feature j: the sum over j alone, j squared and j times each pick i of the
+    score statistic (sum of residual * term)^2 / sum of (residual * term)^2, over every output.
+    The square finds a symmetric effect such as 20 (x_j - 0.5)^2, which has no linear part for
+    the other terms to see."""
     centred = x[:, picks] - x[:, picks].mean(dim=0)
     multipliers = torch.cat([torch.ones(x.shape[0], 1), centred], dim=1)
     # One column per (multiplier, output): residual * 1 and residual * x_i.
@@ -109,8 +118,12 @@ def interaction_scores(x: Tensor, residual: Tensor, picks: Tensor) -> Tensor:
     for start in range(0, x.shape[1], SCREEN_COLUMNS):
         block = x[:, start : start + SCREEN_COLUMNS].float()
         block = block - block.mean(dim=0)
-        numerator = (weights.T @ block).square()
-        denominator = weights.square().T @ block.square()
+        squares = block.square()
+        squares = squares - squares.mean(dim=0)
+        numerator = torch.cat([(weights.T @ block).square(), (residual.T @ squares).square()])
+        denominator = torch.cat(
+            [weights.square().T @ block.square(), residual.square().T @ squares.square()]
+        )
         scores[start : start + block.shape[1]] = (numerator / denominator.clamp_min(1e-12)).sum(0)
     return scores
 
@@ -122,23 +135,25 @@ def second_searches(
 
     SECOND_SEARCHES supervised searches (seeds ``training.seed`` + 0, 1, ...; ``len(pool) / 2``
     selector rows each) over the pool, trained on the sample in memory. Each rates its rows'
-    features by :func:`cae_ray.selector.ranking.importance`; the k with the largest total are kept.
-    One search's ranking is noisy here: the head has seen the very rows it is rated on, and the
-    last few informative features add little each. Noise features it over-fits differ from
-    seed to seed; informative ones rate high in every search.
+    features by :func:`cae_ray.selector.ranking.importance`, and so does a head fed the whole
+    pool (:func:`whole_pool_rises`); the k with the largest total are kept. One search's ranking
+    is noisy here: the head has seen the very rows it is rated on, and the last few informative
+    features add little each. Noise features it over-fits differ from seed to seed; informative
+    ones rate high in every search.
     """
     k, width = config.selector.fixed_k, x.shape[1]
     rows_each = min(max(math.ceil(width / 2), k), width)
     selector = config.selector.model_copy(update={"dim_ip": None})  # full rank over the pool
     total = torch.zeros(width)
     rows: list[Tensor] = []
+    epochs = 1
     for offset in range(SECOND_SEARCHES):
         training = config.training.model_copy(update={"seed": config.training.seed + offset})
         seeded = config.model_copy(update={"selector": selector, "training": training})
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seeded.training.seed)
             model = build_model(seeded, width, task, n_outputs, rows=rows_each)
-            fit_in_memory(model, seeded, task, x, y)
+            epochs = max(epochs, len(fit_in_memory(model, seeded, task, x, y).history))
         probs = model.selector.probabilities().detach()
         indices = distinct_selection(probs).indices
         # Below zero, the head never learned this row's feature (a row that gave way in a
@@ -146,7 +161,33 @@ def second_searches(
         rises = importance(model.eval(), task, x, y, indices).clamp_min(0.0)
         total.index_add_(0, indices, rises)
         rows.append(probs)
+    total += whole_pool_rises(config, task, x, y, n_outputs, epochs)
     chosen = torch.argsort(total, descending=True, stable=True)[:k]
     every_row = torch.cat(rows)
     best_rows = every_row[:, chosen].argmax(dim=0)
     return chosen, every_row[best_rows]
+
+
+def whole_pool_rises(
+    config: Config, task: ResolvedTask, x: Tensor, y: Tensor | None, n_outputs: int, epochs: int
+) -> Tensor:
+    """Each pool column's :func:`~cae_ray.selector.ranking.importance` (0 at least) to a head fed
+    the whole pool, trained as long as the longest second search.
+
+    A selector row finds a feature by the gradient of its soft mixture of features, and a
+    symmetric effect gives that gradient nothing to follow: on the regression table of
+    benchmarks/peers.py the screen put both columns of 20 (x - 0.5)^2 in the pool, and no second
+    search ever picked one of them. A head that sees the column learns it, while the pool's noise
+    columns rate 0 here as well.
+    """
+    width = x.shape[1]
+    training = config.training.model_copy(
+        update={"seed": config.training.seed + SECOND_SEARCHES, "epochs": epochs}
+    )
+    selector = config.selector.model_copy(update={"early_stop": False})  # nothing to converge
+    seeded = config.model_copy(update={"selector": selector, "training": training})
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(training.seed)
+        model = SelectorModel(EveryColumn(width), build_head(config.head, width, n_outputs))
+        fit_in_memory(model, seeded, task, x, y)
+    return importance(model.eval(), task, x, y, torch.arange(width)).clamp_min(0.0)
