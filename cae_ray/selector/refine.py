@@ -43,10 +43,10 @@ SCREEN_COLUMNS = 512
 (20,000 sample rows: ~40 MB a block)."""
 REFINE_ABOVE_FEATURES = 1_000
 """``refine: null`` refines a classification above this many features (a regression at any
-width). Measured: on 20 informative of 2,000
-columns it finds 20 where the search alone finds 17 (4,000 rows, benchmarks/quality.py) and 15
-(20,000 rows, benchmarks/gate.py), and 19-20 of 20,000 where it finds 11-15; on the 500-column
-Madelon table it found 18 where the search alone finds 19 (interchangeable redundant columns)."""
+width). Measured: on 20 informative of 2,000 columns it finds 20 where the search alone finds
+17 (4,000 rows, benchmarks/quality.py) and 15 (20,000 rows, benchmarks/gate.py), and 19-20 of
+20,000 where it finds 11-15; on the 500-column Madelon table it found 18 where the search alone
+finds 19 (interchangeable redundant columns)."""
 SCREEN_TERMS = 1024
 """At most this many (multiplier, output) terms: with many classes fewer picks are screened,
 so the term matrix (sample rows x terms) stays small."""
