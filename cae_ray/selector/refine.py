@@ -118,11 +118,11 @@ def interaction_scores(x: Tensor, residual: Tensor, picks: Tensor) -> Tensor:
     for start in range(0, x.shape[1], SCREEN_COLUMNS):
         block = x[:, start : start + SCREEN_COLUMNS].float()
         block = block - block.mean(dim=0)
-        squares = block.square()
-        squares = squares - squares.mean(dim=0)
+        block_squared = block.square()
+        squares = block_squared - block_squared.mean(dim=0)  # the term "j squared", centred
         numerator = torch.cat([(weights.T @ block).square(), (residual.T @ squares).square()])
         denominator = torch.cat(
-            [weights.square().T @ block.square(), residual.square().T @ squares.square()]
+            [weights.square().T @ block_squared, residual.square().T @ squares.square()]
         )
         scores[start : start + block.shape[1]] = (numerator / denominator.clamp_min(1e-12)).sum(0)
     return scores
