@@ -75,8 +75,14 @@ def test_refine_is_on_for_wide_classification_and_every_regression() -> None:
 
 def test_the_second_search_keeps_k_distinct_features_the_search_missed() -> None:
     X, y = xor_table(3000, 400, seed=1)
-    plain = ConcreteFeatureSelector(k=2, search_factor=2, epochs=3, refine=False).fit(X, y)
-    refined = ConcreteFeatureSelector(k=2, search_factor=2, epochs=3, refine=True).fit(X, y)
+    # A fixed seed: with None each fit draws one from numpy's global state, and about one run in
+    # six the plain search found x1 within its three epochs (seeds 0-5 all pass as asserted).
+    plain = ConcreteFeatureSelector(
+        k=2, search_factor=2, epochs=3, refine=False, random_state=0
+    ).fit(X, y)
+    refined = ConcreteFeatureSelector(
+        k=2, search_factor=2, epochs=3, refine=True, random_state=0
+    ).fit(X, y)
     # Three epochs are too few for the search over 400 columns to find x1; the screen is not.
     assert 1 not in plain.selected_indices_
     assert set(refined.selected_indices_) == {0, 1}
